@@ -1,0 +1,238 @@
+"""Member-epochs per second of population training, against its alternatives.
+
+Variants, measured side by side in one process (compile time excluded, reported apart):
+  population        genetic_dl: all P members in one vmapped, jitted program, sharded over
+                    the host devices (one per core by default, see genetic_dl.use_host_devices);
+  population_1device  the same program on one XLA device (GENETIC_DL_HOST_DEVICES=0);
+  sequential_jax    the same members one after another, each a jitted scanned epoch loop
+                    (genetic_dl.train on a population of one);
+  sequential_torch  the same members one after another in PyTorch on CPU (torch.optim.Adam);
+  limit             one dense MLP whose per-step FLOPs equal the whole population's
+                    (hidden width w with 64w + w^2 + 10w = P * member FLOPs), trained in
+                    one jitted scan: what the hardware gives one big network.
+
+Usage: python benchmarks/throughput.py [--sizes 8 32 128] [--seconds 2] [--no-torch]
+Writes benchmarks/results/throughput.json and img/throughput.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
+
+HIDDEN = (128, 128)
+BATCH = 64
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def machine() -> str:
+    """A one-line description of this machine and its JAX devices."""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
+
+
+def member_flops(data) -> float:
+    """Training FLOPs of one member-epoch: 3x a forward pass (fwd + bwd) over used examples."""
+    widths = (int(np.prod(data.feature_shape)),) + HIDDEN + (data.out_dim,)
+    macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    used = (len(data.y_train) // BATCH) * BATCH
+    return 3 * 2 * macs * used
+
+
+def timed(fn, seconds: float):
+    """Runs ``fn`` once to compile, then repeatedly for ``seconds``; returns (compile_s, s/call)."""
+    t0 = time.perf_counter()
+    fn()
+    compile_s = time.perf_counter() - t0
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return compile_s, elapsed / calls
+
+
+def bench_population(data, size, epochs, seconds, mesh="auto"):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec(HIDDEN), data, size)
+
+    def run():
+        out, _ = gdl.train(pop, data, epochs, batch_size=BATCH, mesh=mesh)
+        jax.block_until_ready(out.params)
+    compile_s, per_call = timed(run, seconds)
+    return compile_s, size * epochs / per_call
+
+
+def bench_sequential_jax(data, size, epochs, seconds):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec(HIDDEN), data, size)
+    members = [gdl.take(pop, [i]) for i in range(size)]
+
+    def run():
+        for m in members:
+            out, _ = gdl.train(m, data, epochs, batch_size=BATCH, mesh=None)
+            jax.block_until_ready(out.params)
+    compile_s, per_call = timed(run, seconds)
+    return compile_s, size * epochs / per_call
+
+
+def bench_limit(data, size, epochs, seconds):
+    """One wide MLP with the population's FLOPs per step, trained in one jitted scan."""
+    d_in, d_out = int(np.prod(data.feature_shape)), data.out_dim
+    widths = (d_in,) + HIDDEN + (d_out,)
+    target = size * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    # solve w^2 + (d_in + d_out) w - target = 0
+    width = int(round((-(d_in + d_out) + math.sqrt((d_in + d_out) ** 2 + 4 * target)) / 2))
+    model = gdl.build_model(gdl.MLPSpec((width, width)), data.feature_shape, d_out)
+    x = jnp.asarray(data.x_train)
+    y = jnp.asarray(data.y_train)
+    params = model.init(jax.random.key(0), x[:1])
+    tx = optax.adam(1e-3)
+    steps = len(y) // BATCH
+
+    @jax.jit
+    def fit(params, key):
+        state = tx.init(params)
+
+        def step(carry, idx):
+            p, s = carry
+            grads = jax.grad(lambda q: optax.softmax_cross_entropy_with_integer_labels(
+                model.apply(q, x[idx]), y[idx]).mean())(p)
+            updates, s = tx.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        def epoch(carry, k):
+            order = jax.random.permutation(k, len(y))[:steps * BATCH].reshape(steps, BATCH)
+            return jax.lax.scan(step, carry, order)[0], None
+        return jax.lax.scan(epoch, (params, state), jax.random.split(key, epochs))[0][0]
+
+    def run():
+        jax.block_until_ready(fit(params, jax.random.key(1)))
+    compile_s, per_call = timed(run, seconds)
+    return compile_s, size * epochs / per_call, width
+
+
+def bench_torch(data, size, epochs, seconds):
+    import torch  # pylint: disable=import-outside-toplevel
+    x = torch.tensor(data.x_train.reshape(len(data.x_train), -1))
+    y = torch.tensor(data.y_train, dtype=torch.long)
+    d_in = x.shape[1]
+    torch.manual_seed(0)
+    nets = []
+    for _ in range(size):
+        net = torch.nn.Sequential(torch.nn.Linear(d_in, HIDDEN[0]), torch.nn.ReLU(),
+                                  torch.nn.Linear(HIDDEN[0], HIDDEN[1]), torch.nn.ReLU(),
+                                  torch.nn.Linear(HIDDEN[1], data.out_dim))
+        nets.append((net, torch.optim.Adam(net.parameters(), lr=1e-3)))
+    steps = len(y) // BATCH
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run():
+        for net, opt in nets:
+            for _ in range(epochs):
+                order = torch.randperm(len(y))[:steps * BATCH].view(steps, BATCH)
+                for idx in order:
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(net(x[idx]), y[idx]).backward()
+                    opt.step()
+    compile_s, per_call = timed(run, seconds)
+    return compile_s, size * epochs / per_call
+
+
+def plot(rows, path):
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        print("matplotlib is absent: no plot (pip install 'genetic-dl[plots]')")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in ("population", "population_1device", "sequential_jax", "sequential_torch",
+                    "limit"):
+        pts = [(r["P"], r["member_epochs_per_s"]) for r in rows if r["variant"] == variant]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=variant)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("population size P")
+    ax.set_ylabel("member-epochs / s")
+    ax.set_title(f"digits MLP 64-128-128-10, batch {BATCH}, adam\n{machine()}", fontsize=8)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per variant")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed call")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
+                                                      "throughput.json"))
+    parser.add_argument("--plot", default=os.path.join(ROOT, "img", "throughput.png"))
+    args = parser.parse_args()
+
+    data = gdl.load_dataset("digits")
+    flops = member_flops(data)
+    try:
+        import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        have_torch = not args.no_torch
+    except ImportError:
+        have_torch = False
+        print("torch is absent: skipping sequential_torch (pip install 'genetic-dl[bench]')")
+    rows = []
+    print(f"machine: {machine()}")
+    print(f"{'P':>5} {'variant':<18} {'member-ep/s':>12} {'GFLOP/s':>8} {'compile s':>9}")
+    for size in args.sizes:
+        results = {"population": bench_population(data, size, args.epochs, args.seconds),
+                   "population_1device": bench_population(data, size, args.epochs, args.seconds,
+                                                          mesh=None),
+                   "sequential_jax": bench_sequential_jax(data, size, args.epochs, args.seconds)}
+        if have_torch:
+            results["sequential_torch"] = bench_torch(data, size, 1, args.seconds)
+        *lim, width = bench_limit(data, size, args.epochs, args.seconds)
+        results["limit"] = tuple(lim)
+        for variant, (compile_s, rate) in results.items():
+            row = {"P": size, "variant": variant, "member_epochs_per_s": rate,
+                   "gflops": rate * flops / 1e9, "compile_s": compile_s}
+            if variant == "limit":
+                row["limit_width"] = width
+            rows.append(row)
+            print(f"{size:>5} {variant:<18} {rate:>12.1f} {rate * flops / 1e9:>8.1f} "
+                  f"{compile_s:>9.2f}")
+    print("\nratios (population / other):")
+    for size in args.sizes:
+        rate = {r["variant"]: r["member_epochs_per_s"] for r in rows if r["P"] == size}
+        parts = [f"{v}: {rate['population'] / rate[v]:.2f}x"
+                 for v in ("population_1device", "sequential_jax", "sequential_torch", "limit")
+                 if v in rate]
+        print(f"  P={size}: " + ", ".join(parts))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    result = {"rows": rows, "machine": machine(), "dataset": "digits",
+              "model": "MLP 64-128-128-10", "batch_size": BATCH, "optimizer": "adam",
+              "member_epoch_flops": flops, "command": " ".join(["python"] + sys.argv)}
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""genetic_dl: evolve neural networks with JAX.
+
+A population of identically shaped networks lives as one params pytree with a
+leading population axis; it trains as one vmapped, jitted program.
+"""
+# First: importing sharding asks for one host device per core before JAX starts.
+from .sharding import population_mesh, use_host_devices
+from .data import DATASETS, Dataset, load_dataset, load_npz, make_dataset
+from .metrics import compute_metrics
+from .models import (CNNSpec, MLPSpec, RNNSpec, build_model, count_params, spec_from_dict,
+                     spec_to_dict)
+from .optimizers import OPTIMIZERS, make_optimizer
+from .population import Population, concat, init_population, take
+from .train import evaluate, fitness_from_metrics, predict, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS", "Dataset", "load_dataset", "load_npz", "make_dataset", "compute_metrics",
+    "CNNSpec", "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict",
+    "spec_to_dict", "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population",
+    "take", "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict",
+    "train",
+]

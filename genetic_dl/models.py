@@ -1,0 +1,246 @@
+"""Network families built from plain, hashable structure specs.
+
+A spec (:class:`MLPSpec`, :class:`CNNSpec`, :class:`RNNSpec`) is a frozen
+dataclass of ints, strings and tuples: the outer GA mutates specs, the
+population engine uses them as static (compile-time) configuration, and the
+population itself only ever holds params pytrees, never module objects.
+
+Every model is called as ``model.apply(params, x, dropout_rate, train,
+rngs={"dropout": key})``. The dropout rate is an argument, not a module
+attribute, so that it can be a traced per-member value under ``vmap``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+    "swish": nn.swish,
+    "elu": nn.elu,
+    "leaky_relu": nn.leaky_relu,
+    "sigmoid": nn.sigmoid,
+}
+
+RNN_CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell, "simple": nn.SimpleCell}
+POOLS = ("max", "avg", "none")
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSpec:
+    """A multilayer perceptron.
+
+    Attributes:
+      hidden: hidden-layer widths; its length is the layer count.
+      activation: a key of :data:`ACTIVATIONS`.
+      dropout: default dropout rate; a model with ``dropout == 0`` has no
+        dropout layers at all (no random numbers drawn per step).
+    """
+    hidden: Tuple[int, ...] = (128, 128)
+    activation: str = "relu"
+    dropout: float = 0.0
+    family = "mlp"
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check(all(h > 0 for h in self.hidden), f"MLP widths must be positive, got {self.hidden}")
+        _check(self.activation in ACTIVATIONS,
+               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNSpec:
+    """A convolutional network for 1-D signals ``(L,)`` or images ``(H, W[, C])``.
+
+    Attributes:
+      filters: output channels of each conv layer; its length is the layer count.
+      kernel_size: kernel width (square kernels for images).
+      pool: ``"max"``, ``"avg"`` or ``"none"``; a 2-stride pool follows each conv
+        layer while the spatial size is at least 2.
+      dense: widths of the dense head after flattening.
+      activation: a key of :data:`ACTIVATIONS`.
+      dropout: default dropout rate of the dense head (0: no dropout layers).
+    """
+    filters: Tuple[int, ...] = (32, 32)
+    kernel_size: int = 3
+    pool: str = "max"
+    dense: Tuple[int, ...] = (64,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    family = "cnn"
+
+    def __post_init__(self):
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
+        _check(len(self.filters) > 0 and all(f > 0 for f in self.filters),
+               f"CNN filters must be a non-empty list of positive ints, got {self.filters}")
+        _check(all(d > 0 for d in self.dense), f"dense widths must be positive, got {self.dense}")
+        _check(self.kernel_size > 0, f"kernel_size must be positive, got {self.kernel_size}")
+        _check(self.pool in POOLS, f"unknown pool {self.pool!r}: choose one of {POOLS}")
+        _check(self.activation in ACTIVATIONS,
+               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNSpec:
+    """A recurrent network over a sequence; the last step's state feeds the head.
+
+    1-D features ``(L,)`` are a length-L sequence of scalars; 2-D ``(T, F)`` are
+    T steps of F features (digits: 8 rows of 8 pixels).
+
+    Attributes:
+      cell: ``"gru"``, ``"lstm"`` or ``"simple"``.
+      hidden: state size of each recurrent layer.
+      layers: number of stacked recurrent layers.
+      dropout: default dropout rate before the output layer (0: none).
+    """
+    cell: str = "gru"
+    hidden: int = 64
+    layers: int = 1
+    dropout: float = 0.0
+    family = "rnn"
+
+    def __post_init__(self):
+        _check(self.cell in RNN_CELLS,
+               f"unknown RNN cell {self.cell!r}: choose one of {', '.join(RNN_CELLS)}")
+        _check(self.hidden > 0 and self.layers > 0,
+               f"RNN hidden size and layers must be positive, got {self.hidden}, {self.layers}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+ModelSpec = Union[MLPSpec, CNNSpec, RNNSpec]
+SPECS = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec}
+
+
+def spec_to_dict(spec: ModelSpec) -> Dict[str, Any]:
+    """Returns a JSON/TOML-friendly dict, inverse of :func:`spec_from_dict`."""
+    out = {"family": spec.family}
+    for k, v in dataclasses.asdict(spec).items():
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def spec_from_dict(d: Dict[str, Any]) -> ModelSpec:
+    """Builds a spec from :func:`spec_to_dict` output."""
+    d = dict(d)
+    family = d.pop("family", None)
+    _check(family in SPECS, f"unknown model family {family!r}: choose one of {', '.join(SPECS)}")
+    fields = {f.name for f in dataclasses.fields(SPECS[family])}
+    unknown = set(d) - fields
+    _check(not unknown, f"unknown {family} option(s) {sorted(unknown)}: valid are {sorted(fields)}")
+    return SPECS[family](**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _dropout(x, rate, train: bool, module: nn.Module):
+    if not train:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.uniform(module.make_rng("dropout"), x.shape) < keep
+    return jnp.where(mask, x / keep, 0.0)
+
+
+class MLP(nn.Module):
+    """Flax MLP built from an :class:`MLPSpec`."""
+    spec: MLPSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False):
+        act = ACTIVATIONS[self.spec.activation]
+        x = x.reshape(x.shape[0], -1)
+        for width in self.spec.hidden:
+            x = act(nn.Dense(width)(x))
+            if self.spec.dropout > 0:
+                x = _dropout(x, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(x)
+
+
+class CNN(nn.Module):
+    """Flax CNN built from a :class:`CNNSpec`, 1-D or 2-D from the input's rank."""
+    spec: CNNSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False):
+        act = ACTIVATIONS[self.spec.activation]
+        if x.ndim in (2, 3):  # (B, L) signal or (B, H, W) grey image: add a channel axis
+            x = x[..., None]
+        spatial = x.ndim - 2
+        for filters in self.spec.filters:
+            x = act(nn.Conv(filters, (self.spec.kernel_size,) * spatial)(x))
+            if self.spec.pool != "none" and min(x.shape[1:-1]) >= 2:
+                pool = nn.max_pool if self.spec.pool == "max" else nn.avg_pool
+                x = pool(x, (2,) * spatial, strides=(2,) * spatial)
+        x = x.reshape(x.shape[0], -1)
+        for width in self.spec.dense:
+            x = act(nn.Dense(width)(x))
+            if self.spec.dropout > 0:
+                x = _dropout(x, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(x)
+
+
+class RNN(nn.Module):
+    """Flax recurrent network built from an :class:`RNNSpec`."""
+    spec: RNNSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False):
+        if x.ndim == 2:  # (B, L): a sequence of scalars
+            x = x[..., None]
+        for _ in range(self.spec.layers):
+            x = nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(x)
+        x = x[:, -1]
+        if self.spec.dropout > 0:
+            x = _dropout(x, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(x)
+
+
+_MODULES = {"mlp": MLP, "cnn": CNN, "rnn": RNN}
+
+
+def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]):
+    """Raises ``ValueError`` when ``feature_shape`` does not suit the model family."""
+    rank = len(feature_shape)
+    if spec.family == "cnn":
+        _check(1 <= rank <= 3, f"a CNN takes 1-D signals (L,), images (H, W) or (H, W, C); "
+               f"features of shape {feature_shape} do not fit: reshape them or use an MLP")
+        _check(min(feature_shape[:2] if rank == 3 else feature_shape) >= 1,
+               f"features of shape {feature_shape} are empty")
+    elif spec.family == "rnn":
+        _check(1 <= rank <= 2, f"an RNN takes sequences (L,) or (T, F); features of shape "
+               f"{feature_shape} do not fit: reshape them to (steps, features) or use an MLP")
+
+
+def build_model(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -> nn.Module:
+    """Builds the Flax module of ``spec`` for inputs of ``feature_shape``.
+
+    Args:
+      spec: a model spec.
+      feature_shape: shape of one example.
+      out_dim: number of classes or regression targets.
+
+    Returns:
+      A ``flax.linen.Module``.
+    """
+    _check(spec.family in _MODULES, f"unknown model family {spec.family!r}")
+    check_input(spec, tuple(feature_shape))
+    return _MODULES[spec.family](spec=spec, out_dim=int(out_dim))
+
+
+def count_params(params) -> int:
+    """Number of scalars in a params pytree (of one member)."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,118 @@
+"""Spreading the population axis over devices.
+
+With more than one JAX device the population's leading axis is sharded over a
+1-D mesh whose axis is named ``"pop"``; datasets are replicated. XLA inserts
+whatever communication the GA step needs. On a CPU host, run
+``genetic_dl.use_host_devices()`` (or set
+``XLA_FLAGS=--xla_force_host_platform_device_count=N``) before JAX starts to
+get one device per core.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "pop"
+
+
+ENV_OPT_OUT = "GENETIC_DL_HOST_DEVICES"
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # private API moved: assume the worst
+        return True
+
+
+def use_host_devices(count: Optional[int] = None) -> bool:
+    """Asks XLA for ``count`` CPU devices (default: one per core).
+
+    One XLA CPU device runs the population's many small matmuls on one core;
+    one device per core lets the sharded population use them all (2.4x on a
+    2-core machine, see benchmarks/RESULTS.md). ``import genetic_dl`` calls
+    this unless ``GENETIC_DL_HOST_DEVICES=0``; a user's own
+    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` always wins.
+    It only works before JAX's first computation.
+
+    Args:
+      count: number of host devices; ``$GENETIC_DL_HOST_DEVICES`` or
+        ``os.cpu_count()`` when ``None``.
+
+    Returns:
+      Whether the flag was set.
+    """
+    env = os.environ.get(ENV_OPT_OUT, "")
+    if count is None:
+        count = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or _backends_started() or count <= 1:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    return True
+
+
+def _default_host_devices():
+    if os.environ.get(ENV_OPT_OUT, "").strip().lower() not in ("0", "false", "no", "off"):
+        use_host_devices()
+
+
+_default_host_devices()  # at import, before JAX's first computation
+
+
+def population_mesh(devices=None, size: Optional[int] = None) -> Optional[Mesh]:
+    """A 1-D ``"pop"`` mesh, or ``None`` when there is one device.
+
+    Args:
+      devices: the devices (default: all of the default backend).
+      size: population size; the mesh takes at most this many devices, so
+        that a small population is not padded onto idle devices.
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    if size is not None:
+        devices = devices[:max(1, size)]
+    if len(devices) <= 1:
+        return None
+    # Auto axes: explicit-sharding mode rejects argsort/gather over a sharded axis.
+    return jax.make_mesh((len(devices),), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
+
+
+def pad_members(tree: Any, multiple: int) -> Tuple[Any, int]:
+    """Pads the leading axis to a multiple of ``multiple`` by repeating member 0.
+
+    Returns:
+      ``(padded_tree, original_size)``.
+    """
+    size = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    extra = -size % multiple
+    if extra == 0:
+        return tree, size
+
+    def pad(x):
+        return jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)])
+    return jax.tree_util.tree_map(pad, tree), size
+
+
+def unpad_members(tree: Any, size: int) -> Any:
+    """Drops members beyond ``size`` (inverse of :func:`pad_members`)."""
+    return jax.tree_util.tree_map(lambda x: x[:size], tree)
+
+
+def shard_members(tree: Any, mesh: Optional[Mesh]) -> Any:
+    """Places every leaf with its leading axis split over ``mesh``'s ``"pop"`` axis."""
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
+def replicate(tree: Any, mesh: Optional[Mesh]) -> Any:
+    """Places every leaf whole on each device of ``mesh``."""
+    if mesh is None:
+        return jax.device_put(tree)
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

@@ -1,0 +1,201 @@
+"""Population training and evaluation: one jitted program for all members.
+
+``train`` runs whole epochs inside one XLA program: ``lax.scan`` over epochs
+and minibatches, ``vmap`` over members. Each member shuffles with its own key
+and uses its own traced hyperparameters, so member i's result depends only on
+its own key and hyperparameters, and a diverging member never touches the
+others.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import sharding
+from .data import Dataset
+from .metrics import accuracy, compute_metrics, loss_fn, r2_score
+from .optimizers import make_optimizer
+from .population import Population
+
+History = Dict[str, jax.Array]
+
+
+def _member_train(population: Population, params, opt_state, hp, key, x, y, xv, yv, *,
+                  epochs: int, batch_size: int, classification: bool):
+    """Trains one member (called under vmap)."""
+    model = population.model
+    tx = make_optimizer(population.optimizer, hp)
+    use_dropout = population.spec.dropout > 0
+    n = x.shape[0]
+    steps = n // batch_size
+
+    def batch_loss(p, xb, yb, k):
+        rngs = {"dropout": k} if use_dropout else {}
+        out = model.apply(p, xb, hp["dropout"], use_dropout, rngs=rngs)
+        return loss_fn(out, yb, classification), out
+
+    def step(carry, idx):
+        p, s, k = carry
+        k, k_drop = jax.random.split(k) if use_dropout else (k, k)
+        xb, yb = x[idx], y[idx]
+        (loss, out), grads = jax.value_and_grad(batch_loss, has_aux=True)(p, xb, yb, k_drop)
+        updates, s = tx.update(grads, s, p)
+        p = optax.apply_updates(p, updates)
+        score = accuracy(out, yb) if classification else r2_score(out, yb)
+        return (p, s, k), (loss, score)
+
+    def epoch(carry, _):
+        p, s, k = carry
+        k, k_perm = jax.random.split(k)
+        order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
+        (p, s, k), (losses, scores) = jax.lax.scan(step, (p, s, k), order)
+        out = model.apply(p, xv)
+        val_score = accuracy(out, yv) if classification else r2_score(out, yv)
+        record = {"train_loss": losses.mean(), "train_score": scores.mean(),
+                  "val_loss": loss_fn(out, yv, classification), "val_score": val_score}
+        return (p, s, k), record
+
+    (params, opt_state, key), hist = jax.lax.scan(epoch, (params, opt_state, key), None,
+                                                  length=epochs)
+    return params, opt_state, key, hist
+
+
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "classification"))
+def _train(population: Population, x, y, xv, yv, epochs, batch_size, classification):
+    fn = functools.partial(_member_train, population, epochs=epochs, batch_size=batch_size,
+                           classification=classification)
+    params, opt_state, keys, hist = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None, None, None))(
+        population.params, population.opt_state, population.hparams, population.keys,
+        x, y, xv, yv)
+    diverged = ~jnp.all(jnp.isfinite(hist["train_loss"]) & jnp.isfinite(hist["val_loss"]), axis=1)
+    population = population.replace(params=params, opt_state=opt_state, keys=keys,
+                                    failed=population.failed | diverged)
+    return population, hist
+
+
+def _run_sharded(fn, population: Population, *replicated, mesh="auto"):
+    """Runs ``fn(population, *replicated)`` with members sharded over the devices."""
+    if isinstance(mesh, str):
+        mesh = sharding.population_mesh(size=population.size)
+    if mesh is None:
+        return fn(population, *replicated)
+    population, size = sharding.pad_members(population, mesh.devices.size)
+    population = sharding.shard_members(population, mesh)
+    replicated = sharding.replicate(replicated, mesh)
+    out = fn(population, *replicated)
+    return sharding.unpad_members(out, size)
+
+
+def _check_batch(batch_size: int, n: int):
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} exceeds the {n} training examples: "
+                         f"use a batch size of at most {n}")
+
+
+def _check_shape(population: Population, data: Dataset):
+    if tuple(data.feature_shape) != tuple(population.feature_shape) \
+            or data.out_dim != population.out_dim:
+        raise ValueError(f"the population was built for features {population.feature_shape} "
+                         f"and {population.out_dim} outputs, but {data.name} has "
+                         f"{data.feature_shape} and {data.out_dim}: build it from this dataset")
+
+
+def train(population: Population, data: Dataset, epochs: int, *, batch_size: int = 64,
+          mesh="auto") -> Tuple[Population, History]:
+    """Trains every member for ``epochs`` epochs on ``data``'s train split.
+
+    Args:
+      population: the members to train.
+      data: the dataset; training uses its train split, the per-epoch record
+        its validation split (never test).
+      epochs: whole epochs (static: a new value compiles a new program).
+      batch_size: minibatch size (static); the last incomplete batch of each
+        shuffled epoch is dropped.
+      mesh: a ``"pop"`` mesh, ``None`` for one device, or ``"auto"``: all
+        devices (at most one per member) when there are several.
+
+    Returns:
+      ``(population, history)``: the trained population (``failed`` set for
+      members whose loss went NaN/inf) and ``(P, epochs)`` arrays
+      ``train_loss, train_score, val_loss, val_score`` where score is accuracy
+      (classification) or R² (regression).
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    _check_shape(population, data)
+    _check_batch(batch_size, len(data.y_train))
+    fn = functools.partial(_train, epochs=epochs, batch_size=batch_size,
+                           classification=data.is_classification)
+    return _run_sharded(fn, population, data.x_train, data.y_train, data.x_val, data.y_val,
+                        mesh=mesh)
+
+
+@jax.jit
+def _predict(population: Population, x):
+    model = population.model
+    return jax.vmap(lambda p: model.apply(p, x))(population.params)
+
+
+def predict(population: Population, x, *, mesh="auto") -> jax.Array:
+    """Outputs of every member on ``x``: logits or predictions, shape ``(P, n, out)``."""
+    return _run_sharded(_predict, population, jnp.asarray(x, jnp.float32), mesh=mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("classification",))
+def _evaluate(population: Population, x, y, classification):
+    model = population.model
+
+    def one(p):
+        return compute_metrics(model.apply(p, x), y, classification)
+    return jax.vmap(one)(population.params)
+
+
+def evaluate(population: Population, data: Dataset, split: str = "val", *,
+             mesh="auto") -> Dict[str, jax.Array]:
+    """Every metric of every member on one split.
+
+    Args:
+      population: the members.
+      data: the dataset.
+      split: ``"val"`` for selection, ``"test"`` only for final reports.
+      mesh: a ``"pop"`` mesh, ``None`` for one device, or ``"auto"``: all
+        devices (at most one per member) when there are several.
+
+    Returns:
+      ``{metric: (P,) array}``: loss, accuracy, precision, recall, f1, auc
+      (classification) or loss, mse, mae, r2 (regression); NaN for members
+      whose outputs are not finite.
+    """
+    _check_shape(population, data)
+    x, y = data.split(split)
+    fn = functools.partial(_evaluate, classification=data.is_classification)
+    return _run_sharded(fn, population, x, y, mesh=mesh)
+
+
+def fitness_from_metrics(metrics: Dict[str, jax.Array], metric: str = "loss",
+                         failed: Optional[jax.Array] = None) -> jax.Array:
+    """Fitness (maximised) from evaluation metrics; NaN marks a failed member.
+
+    Args:
+      metrics: output of :func:`evaluate`.
+      metric: ``"loss"``/``"mse"``/``"mae"`` (negated) or a score such as
+        ``"accuracy"``, ``"f1"``, ``"auc"``, ``"r2"``.
+      failed: optional ``(P,)`` mask of failed members.
+
+    Returns:
+      ``(P,)`` float32 fitness.
+    """
+    if metric not in metrics:
+        raise ValueError(f"unknown fitness metric {metric!r}: choose one of {', '.join(metrics)}")
+    value = metrics[metric]
+    fit = -value if metric in ("loss", "mse", "mae") else value
+    fit = jnp.where(jnp.isfinite(fit), fit, jnp.nan)
+    if failed is not None:
+        fit = jnp.where(failed, jnp.nan, fit)
+    return fit.astype(jnp.float32)
