@@ -77,8 +77,16 @@ def _train(population: Population, x, y, xv, yv, epochs, batch_size, classificat
     return population, hist
 
 
+def _canonical(population: Population) -> Population:
+    # A weakly typed value (jnp.full(P, 0.1)) would change the jit signature and recompile.
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in population.hparams.items()}
+    return population.replace(hparams=hp, ids=jnp.asarray(population.ids, jnp.int32),
+                              failed=jnp.asarray(population.failed, bool))
+
+
 def _run_sharded(fn, population: Population, *replicated, mesh="auto"):
     """Runs ``fn(population, *replicated)`` with members sharded over the devices."""
+    population = _canonical(population)
     if isinstance(mesh, str):
         mesh = sharding.population_mesh(size=population.size)
     if mesh is None:
