@@ -12,6 +12,8 @@ from .models import (CNNSpec, MLPSpec, RNNSpec, build_model, count_params, spec_
 from .optimizers import OPTIMIZERS, make_optimizer
 from .population import Population, concat, init_population, take
 from .train import evaluate, fitness_from_metrics, predict, train
+from .weight_ga import WeightGAConfig, WeightGAResult, evolve_weights
+from . import crossover, mutation, selection
 
 __version__ = "0.1.0"
 
@@ -20,5 +22,6 @@ __all__ = [
     "CNNSpec", "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict",
     "spec_to_dict", "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population",
     "take", "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict",
-    "train",
+    "train", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "mutation",
+    "selection",
 ]

@@ -58,7 +58,9 @@ class Population:
         return jax.tree_util.tree_map(lambda x: x[i], self.params)
 
 
-def _raw_key(key) -> jax.Array:
+def raw_key(key) -> jax.Array:
+    """A ``uint32`` key array from a typed ``jax.random.key`` or a raw key."""
+    key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key)
     return key
@@ -123,7 +125,7 @@ def init_population(key: jax.Array, spec: ModelSpec,
         feature_shape, out_dim = tuple(data[0]), int(data[1])
     model = build_model(spec, feature_shape, out_dim)
     hp = _resolve_hparams(optimizer, size, hparams, spec)
-    key = _raw_key(key)
+    key = raw_key(key)
     keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(size))
     return _init(keys, hp, model, optimizer, feature_shape, out_dim, spec)
 

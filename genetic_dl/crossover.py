@@ -1,0 +1,197 @@
+"""Crossover of two members' weight pytrees: ``op(key, a, b, **kw) -> child``.
+
+Each operator acts on one pair of params pytrees (no population axis); the GA
+step vmaps it over all pairs. Every child weight comes from parent ``a`` or
+``b`` (or their declared blend, for ``arithmetic``).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, Dict, List, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Any
+
+
+def uniform(key, a: Params, b: Params, p: float = 0.5) -> Params:
+    """Each weight from ``b`` with probability ``p``, else from ``a`` (Syswerda, 1989)."""
+    leaves, tree = jax.tree_util.tree_flatten(a)
+    keys = jax.random.split(key, len(leaves))
+    out = [jnp.where(jax.random.bernoulli(k, p, x.shape), y, x)
+           for k, x, y in zip(keys, leaves, jax.tree_util.tree_leaves(b))]
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+def _positions(tree: Params) -> Tuple[List[jax.Array], int]:
+    """Each weight's index in the flattened genome (leaf order, row-major)."""
+    out, offset = [], 0
+    for x in jax.tree_util.tree_leaves(tree):
+        out.append(offset + jnp.arange(x.size).reshape(x.shape))
+        offset += x.size
+    return out, offset
+
+
+def _segment(a, b, lo, hi):
+    pos, _ = _positions(a)
+    leaves, tree = jax.tree_util.tree_flatten(a)
+    out = [jnp.where((q >= lo) & (q < hi), y, x)
+           for q, x, y in zip(pos, leaves, jax.tree_util.tree_leaves(b))]
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+def one_point(key, a: Params, b: Params) -> Params:
+    """Genome before a random cut from ``a``, after it from ``b``."""
+    _, n = _positions(a)
+    return _segment(a, b, jax.random.randint(key, (), 1, n), n)
+
+
+def two_point(key, a: Params, b: Params) -> Params:
+    """The genome between two random cuts from ``b``, the rest from ``a``."""
+    _, n = _positions(a)
+    cuts = jnp.sort(jax.random.randint(key, (2,), 0, n + 1))
+    return _segment(a, b, cuts[0], cuts[1])
+
+
+def arithmetic(key, a: Params, b: Params, alpha: float = 0.5, random: bool = False) -> Params:
+    """Blend ``alpha * a + (1 - alpha) * b``; ``random`` draws alpha ~ U(0, 1) per child."""
+    alpha = jax.random.uniform(key) if random else alpha
+    return jax.tree_util.tree_map(lambda x, y: alpha * x + (1 - alpha) * y, a, b)
+
+
+def _module_paths(tree: Params) -> List[str]:
+    return [jax.tree_util.keystr(path[:-1]) for path, _ in
+            jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def per_layer(key, a: Params, b: Params) -> Params:
+    """Each layer (a module's kernel and bias together) whole from one parent."""
+    modules = _module_paths(a)
+    names = sorted(set(modules))
+    coins = jax.random.bernoulli(key, 0.5, (len(names),))
+    leaves, tree = jax.tree_util.tree_flatten(a)
+    out = [jnp.where(coins[names.index(m)], y, x)
+           for m, x, y in zip(modules, leaves, jax.tree_util.tree_leaves(b))]
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+def dense_chain(params: Params) -> List[str]:
+    """Names of an MLP's Dense layers in order, or ``ValueError`` for other families."""
+    inner = params.get("params", {}) if hasattr(params, "get") else {}
+    names = list(inner)
+    if not names or any(not re.fullmatch(r"Dense_\d+", n) for n in names):
+        raise ValueError("per-neuron and aligned crossover need an MLP (a chain of Dense "
+                         f"layers); these params have modules {names}: use uniform, one_point, "
+                         "two_point, arithmetic or per_layer")
+    return sorted(names, key=lambda n: int(n.split("_")[1]))
+
+
+def _mix_units(a: Params, b: Params, masks: List[jax.Array]) -> Params:
+    """Child whose hidden unit j of layer l comes from ``b`` where ``masks[l][j]``.
+
+    A unit's incoming weights and bias always move together. A weight joining two
+    hidden units from different parents follows the downstream unit; the output
+    layer's rows follow the last hidden layer's units, so its units stay whole.
+    """
+    chain = dense_chain(a)
+    pa, pb = a["params"], b["params"]
+    out = {}
+    for l, name in enumerate(chain):
+        ka, kb = pa[name]["kernel"], pb[name]["kernel"]
+        if l < len(masks):  # hidden layer: columns and bias follow this layer's units
+            m = masks[l]
+            kernel, bias = jnp.where(m[None, :], kb, ka), jnp.where(m, pb[name]["bias"],
+                                                                    pa[name]["bias"])
+        else:  # output layer: rows follow the last hidden layer's units
+            m = masks[-1] if masks else jnp.zeros(ka.shape[0], bool)
+            kernel, bias = jnp.where(m[:, None], kb, ka), pa[name]["bias"]
+        out[name] = {"kernel": kernel, "bias": bias}
+    return {"params": out}
+
+
+def per_neuron(key, a: Params, b: Params) -> Params:
+    """Each hidden unit (incoming weights, bias, outgoing weights) from one parent.
+
+    Keeping units whole follows Montana & Davis (1989), "Training feedforward
+    neural networks using genetic algorithms" (node crossover).
+    """
+    chain = dense_chain(a)
+    keys = jax.random.split(key, max(1, len(chain) - 1))
+    masks = [jax.random.bernoulli(k, 0.5, (a["params"][n]["kernel"].shape[1],))
+             for k, n in zip(keys, chain[:-1])]
+    return _mix_units(a, b, masks)
+
+
+def permute_units(params: Params, perms: List[jax.Array]) -> Params:
+    """Reorders each hidden layer's units by ``perms[l]``: the function is unchanged."""
+    chain = dense_chain(params)
+    p = {n: dict(params["params"][n]) for n in chain}
+    for l, perm in enumerate(perms):
+        cur, nxt = chain[l], chain[l + 1]
+        p[cur]["kernel"] = p[cur]["kernel"][:, perm]
+        p[cur]["bias"] = p[cur]["bias"][perm]
+        p[nxt]["kernel"] = p[nxt]["kernel"][perm, :]
+    return {"params": p}
+
+
+def _match_host(layers_a, layers_b, iterations: int = 30):
+    """Weight matching (Ainsworth et al., 2022, Git Re-Basin, Alg. 1) on the host."""
+    from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
+    ka = [np.asarray(k, np.float64) for k, _ in layers_a]
+    kb = [np.asarray(k, np.float64) for k, _ in layers_b]
+    ba = [np.asarray(v, np.float64) for _, v in layers_a]
+    bb = [np.asarray(v, np.float64) for _, v in layers_b]
+    hidden = len(ka) - 1
+    perms = [np.arange(k.shape[1]) for k in ka[:-1]]
+    for _ in range(iterations):
+        changed = False
+        for l in range(hidden):
+            rows_b = kb[l] if l == 0 else kb[l][perms[l - 1], :]
+            # similarity of A's unit j to B's unit j' through incoming and outgoing weights
+            s = ka[l].T @ rows_b + np.outer(ba[l], bb[l])
+            nxt_b = kb[l + 1] if l + 1 == hidden else kb[l + 1][:, perms[l + 1]]
+            s += ka[l + 1] @ nxt_b.T
+            _, cols = linear_sum_assignment(s, maximize=True)
+            if not np.array_equal(cols, perms[l]):
+                perms[l], changed = cols, True
+        if not changed:
+            break
+    return tuple(np.asarray(p, np.int32) for p in perms)
+
+
+def align(a: Params, b: Params) -> Params:
+    """``b`` with its hidden units permuted to best match ``a`` (weight matching).
+
+    Runs the linear assignments on the host through ``jax.pure_callback`` so the
+    GA step stays one jitted program; under ``vmap`` pairs are matched one by one.
+    """
+    chain = dense_chain(a)
+    layers = [(a["params"][n]["kernel"], a["params"][n]["bias"]) for n in chain]
+    layers_b = [(b["params"][n]["kernel"], b["params"][n]["bias"]) for n in chain]
+    shapes = tuple(jax.ShapeDtypeStruct((k.shape[1],), jnp.int32) for k, _ in layers[:-1])
+    perms = jax.pure_callback(_match_host, shapes, layers, layers_b, vmap_method="sequential")
+    return permute_units(b, list(perms))
+
+
+def aligned(key, a: Params, b: Params, base: str = "uniform") -> Params:
+    """Align ``b``'s units to ``a`` (Git Re-Basin), then cross with ``base``."""
+    if base == "aligned" or base not in CROSSOVERS:
+        raise ValueError(f"aligned crossover needs a base crossover among "
+                         f"{', '.join(n for n in CROSSOVERS if n != 'aligned')}, got {base!r}")
+    return CROSSOVERS[base](key, a, align(a, b))
+
+
+CROSSOVERS: Dict[str, Callable] = {
+    "uniform": uniform, "one_point": one_point, "two_point": two_point,
+    "arithmetic": arithmetic, "per_layer": per_layer, "per_neuron": per_neuron,
+    "aligned": aligned}
+
+
+def get(name: str, **kwargs) -> Callable:
+    """Crossover operator ``name`` with its options bound."""
+    if name not in CROSSOVERS:
+        raise ValueError(f"unknown crossover {name!r}: choose one of {', '.join(CROSSOVERS)}")
+    return functools.partial(CROSSOVERS[name], **kwargs)

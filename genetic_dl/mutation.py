@@ -1,0 +1,156 @@
+"""Weight mutation, PBT exploit/explore and differential evolution on weights."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from .selection import rank_order
+
+Params = Any
+
+
+def gaussian(key, params: Params, rate, scale) -> Params:
+    """Adds ``N(0, (scale * std(tensor))^2)`` noise to a ``rate`` fraction of weights.
+
+    The noise is relative to each tensor's own spread, so one ``scale`` suits
+    kernels and biases of any size; a tensor of zeros (fresh biases) uses 1e-2.
+
+    Args:
+      key: PRNG key.
+      params: one member's params.
+      rate: fraction of weights touched (may be traced).
+      scale: noise scale relative to the tensor's std (may be traced).
+
+    Returns:
+      The mutated params.
+    """
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, 2 * len(leaves))
+    out = []
+    for i, x in enumerate(leaves):
+        std = jnp.std(x)
+        std = jnp.where(std > 0, std, 1e-2)
+        hit = jax.random.bernoulli(keys[2 * i], rate, x.shape)
+        noise = jax.random.normal(keys[2 * i + 1], x.shape, x.dtype)
+        out.append(jnp.where(hit, x + scale * std * noise, x))
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+def decayed_rate(rate0, decay, generation):
+    """Adaptive decay ``mu(t) = mu0 * exp(-decay * t)``."""
+    return rate0 * jnp.exp(-decay * generation)
+
+
+def self_adaptive_scale(key, sigma, tau: Optional[float] = None):
+    """Log-normal self-adaptation of a member's own step size (Schwefel; as in SAMR-GA).
+
+    Args:
+      key: PRNG key.
+      sigma: ``(P,)`` per-member mutation scales inherited from the parents.
+      tau: learning rate of the step size; ``1/sqrt(2)`` when ``None``.
+
+    Returns:
+      ``sigma * exp(tau * N(0, 1))``.
+    """
+    tau = 2 ** -0.5 if tau is None else tau
+    return sigma * jnp.exp(tau * jax.random.normal(key, sigma.shape))
+
+
+MUTATIONS: Dict[str, Callable] = {"gaussian": gaussian}
+
+
+def pbt_exploit_explore(key, fitness, hparams: Mapping[str, jax.Array],
+                        bounds: Mapping[str, Tuple[float, float]], quantile: float = 0.25,
+                        resample_prob: float = 0.0):
+    """Population-based training's truncation exploit and perturb explore (Jaderberg et al., 2017).
+
+    The bottom ``quantile`` copies a uniformly chosen member of the top
+    ``quantile``; each copied hyperparameter in ``bounds`` is then multiplied
+    by 0.8 or 1.2 (log-space perturbation), or with ``resample_prob``
+    resampled log-uniformly, and clipped to its bounds.
+
+    Args:
+      key: PRNG key.
+      fitness: ``(P,)`` fitness (maximised, NaN failed).
+      hparams: ``{name: (P,)}`` hyperparameters.
+      bounds: ``{name: (lo, hi)}`` of the hyperparameters to explore (lo > 0).
+      quantile: fraction replaced and fraction copied from.
+      resample_prob: probability of a fresh sample instead of a perturbation.
+
+    Returns:
+      ``(source, hparams)``: ``(P,)`` indices whose weights each member takes
+      (itself for survivors), and the new hyperparameters.
+    """
+    size = fitness.shape[0]
+    n = max(1, int(size * quantile)) if size > 1 else 0
+    order = rank_order(fitness)
+    k_src, k_hp = jax.random.split(key)
+    donors = order[jax.random.randint(k_src, (n,), 0, n)] if n else order[:0]
+    source = jnp.arange(size).at[order[size - n:]].set(donors)
+    replaced = jnp.zeros(size, bool).at[order[size - n:]].set(True)
+    out = {}
+    keys = jax.random.split(k_hp, max(1, len(hparams)))
+    for k, (name, value) in zip(keys, sorted(hparams.items())):
+        copied = value[source]
+        if name in bounds:
+            lo, hi = bounds[name]
+            k1, k2, k3 = jax.random.split(k, 3)
+            factor = jnp.where(jax.random.bernoulli(k1, 0.5, (size,)), 1.2, 0.8)
+            fresh = jnp.exp(jax.random.uniform(k2, (size,), minval=jnp.log(lo),
+                                               maxval=jnp.log(hi)))
+            new = jnp.where(jax.random.bernoulli(k3, resample_prob, (size,)), fresh,
+                            copied * factor)
+            copied = jnp.where(replaced, jnp.clip(new, lo, hi), copied)
+        out[name] = copied
+    return source, out
+
+
+def de_rand_1_bin(key, params: Params, f: float = 0.5, cr: float = 0.9) -> Params:
+    """DE/rand/1/bin trial vectors for every member (Storn & Price, 1997).
+
+    For target i: mutant ``a + F (b - c)`` with a, b, c distinct members other
+    than i, then binomial crossover with the target (rate ``cr``, at least one
+    mutant weight).
+
+    Args:
+      key: PRNG key.
+      params: the population's stacked params (leading axis P >= 4).
+      f: differential weight F.
+      cr: crossover rate CR.
+
+    Returns:
+      Stacked trial params, shape like ``params``.
+    """
+    size = jax.tree_util.tree_leaves(params)[0].shape[0]
+    if size < 4:
+        raise ValueError(f"DE/rand/1 needs at least 4 members, got {size}")
+    k_pick, k_cross, k_force = jax.random.split(key, 3)
+
+    def pick(k, i):
+        others = jnp.where(jnp.arange(size - 1) >= i, jnp.arange(size - 1) + 1,
+                           jnp.arange(size - 1))
+        return jax.random.choice(k, others, (3,), replace=False)
+    abc = jax.vmap(pick)(jax.random.split(k_pick, size), jnp.arange(size))
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    total = sum(x[0].size for x in leaves)
+    forced = jax.random.randint(k_force, (size,), 0, total)  # the guaranteed mutant weight
+    keys = jax.random.split(k_cross, len(leaves))
+    out, offset = [], 0
+    for k, x in zip(keys, leaves):
+        mutant = x[abc[:, 0]] + f * (x[abc[:, 1]] - x[abc[:, 2]])
+        pos = offset + jnp.arange(x[0].size).reshape(x.shape[1:])
+        force = pos[None] == forced.reshape((size,) + (1,) * (x.ndim - 1))
+        take = jax.random.bernoulli(k, cr, x.shape) | force
+        out.append(jnp.where(take, mutant, x))
+        offset += x[0].size
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+def get(name: str, **kwargs) -> Callable:
+    """Mutation operator ``name`` with its options bound."""
+    if name not in MUTATIONS:
+        raise ValueError(f"unknown mutation {name!r}: choose one of {', '.join(MUTATIONS)}")
+    return functools.partial(MUTATIONS[name], **kwargs)

@@ -1,0 +1,348 @@
+"""The weight-level GA hybrid with gradient descent (GDNN).
+
+Each generation the whole population trains for a few epochs (one vmapped
+program), is scored on the validation split, and a jitted step selects
+parents, crosses their weight tensors over and mutates the children, which
+train on in the next generation. ``rule`` picks the generation rule:
+``"ga"`` (selection + crossover + mutation), ``"pbt"`` (exploit/explore, no
+crossover), ``"de"`` (DE/rand/1/bin with greedy replacement) or ``"none"``
+(independent training: the best-of-P equal-compute control).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import crossover as crossover_mod
+from . import mutation as mutation_mod
+from . import selection as selection_mod
+from .data import Dataset
+from .optimizers import make_optimizer
+from .population import Population, raw_key
+from .train import evaluate, fitness_from_metrics, train
+
+RULES = ("ga", "pbt", "de", "none")
+OPT_STATE_RULES = ("reset", "inherit", "average")
+FitnessFn = Union[str, Callable[[Dict[str, jax.Array]], jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGAConfig:
+    """Static options of the weight GA (hashable: part of the compiled step).
+
+    Attributes:
+      rule: generation rule, one of :data:`RULES`.
+      selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name
+        and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
+      crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
+        and its options.
+      crossover_prob: probability that a child is a crossover (else a copy of
+        its first parent).
+      elitism: number of top members copied unchanged.
+      mutation_rate, mutation_scale: fraction of weights mutated and the noise
+        scale relative to each tensor's std.
+      mutation_decay: lambda of ``mu(t) = mu0 exp(-lambda t)``.
+      self_adaptive: each member carries its own mutation scale, mutated
+        log-normally (SAMR-GA style).
+      boltzmann_growth: per-generation growth of Boltzmann selection's beta.
+      opt_state: a child's optimizer state, one of :data:`OPT_STATE_RULES`.
+      pbt_quantile, pbt_bounds, pbt_resample: PBT options; bounds as
+        ``(("learning_rate", (1e-4, 1e-1)), ...)``.
+      de_f, de_cr: DE's F and CR.
+    """
+    rule: str = "ga"
+    selection: str = "tournament"
+    selection_kw: Tuple[Tuple[str, Any], ...] = ()
+    crossover: str = "uniform"
+    crossover_kw: Tuple[Tuple[str, Any], ...] = ()
+    crossover_prob: float = 1.0
+    elitism: int = 1
+    mutation_rate: float = 0.05
+    mutation_scale: float = 0.1
+    mutation_decay: float = 0.0
+    self_adaptive: bool = False
+    boltzmann_growth: float = 1.0
+    opt_state: str = "reset"
+    pbt_quantile: float = 0.25
+    pbt_bounds: Tuple[Tuple[str, Tuple[float, float]], ...] = (("learning_rate", (1e-4, 1e-1)),)
+    pbt_resample: float = 0.0
+    de_f: float = 0.5
+    de_cr: float = 0.9
+
+    def __post_init__(self):
+        for value, options, what in ((self.rule, RULES, "rule"),
+                                     (self.opt_state, OPT_STATE_RULES, "opt_state"),
+                                     (self.selection, selection_mod.SELECTIONS, "selection"),
+                                     (self.crossover, crossover_mod.CROSSOVERS, "crossover")):
+            if value not in options:
+                raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
+        if not 0 <= self.mutation_rate <= 1 or not 0 <= self.crossover_prob <= 1:
+            raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")
+        if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
+            raise ValueError("elitism, mutation_scale and mutation_decay must be >= 0")
+
+
+@dataclasses.dataclass
+class WeightGAResult:
+    """What :func:`evolve_weights` returns.
+
+    Attributes:
+      population: the final trained population.
+      best_params: params of the best member ever seen (validation fitness).
+      best_fitness: its fitness; ``best_id`` its member id; ``best_generation``.
+      best_metrics: its validation metrics.
+      history: one dict per generation (best/mean/std fitness, failed,
+        diversity, network_epochs, elapsed).
+      lineage: ``(generation, child_id, parent_a_id, parent_b_id)`` per child.
+    """
+    population: Population
+    best_params: Any
+    best_fitness: float
+    best_id: int
+    best_generation: int
+    best_metrics: Dict[str, float]
+    history: List[Dict[str, float]]
+    lineage: List[Tuple[int, int, int, int]]
+
+
+def diversity(params) -> jax.Array:
+    """Mean RMS distance of the members' weights to the population's mean weights."""
+    leaves = jax.tree_util.tree_leaves(params)
+    sq = sum(jnp.sum((x - x.mean(0)) ** 2, axis=tuple(range(1, x.ndim))) for x in leaves)
+    n = sum(x[0].size for x in leaves)
+    return jnp.mean(jnp.sqrt(sq / n))
+
+
+def _child_opt_state(population: Population, params, hparams, a, b, rule: str):
+    if rule == "inherit":
+        return jax.tree_util.tree_map(lambda s: s[a], population.opt_state)
+    if rule == "average":
+        def avg(s):
+            if jnp.issubdtype(s.dtype, jnp.floating):
+                return (s[a] + s[b]) / 2
+            return s[a]
+        return jax.tree_util.tree_map(avg, population.opt_state)
+    init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
+    return init(params, hparams)
+
+
+def _children(key, population: Population, a, b, generation, config: WeightGAConfig):
+    """Crossover of parents ``a`` x ``b`` then mutation; returns (params, hparams, b)."""
+    n_child = a.shape[0]
+    k_cross, k_do, k_mut, k_sigma = jax.random.split(key, 4)
+    pa = jax.tree_util.tree_map(lambda x: x[a], population.params)
+    pb = jax.tree_util.tree_map(lambda x: x[b], population.params)
+    cross = crossover_mod.get(config.crossover, **dict(config.crossover_kw))
+    children = jax.vmap(cross)(jax.random.split(k_cross, n_child), pa, pb)
+    crossed = jax.random.bernoulli(k_do, config.crossover_prob, (n_child,))
+    children = jax.tree_util.tree_map(
+        lambda c, x: jnp.where(crossed.reshape((-1,) + (1,) * (c.ndim - 1)), c, x), children, pa)
+    hparams = {k: v[a] for k, v in population.hparams.items()}
+    rate = mutation_mod.decayed_rate(config.mutation_rate, config.mutation_decay, generation)
+    if config.self_adaptive:
+        hparams["mutation_scale"] = mutation_mod.self_adaptive_scale(
+            k_sigma, hparams["mutation_scale"])
+        scale = hparams["mutation_scale"]
+    else:
+        scale = jnp.full((n_child,), config.mutation_scale)
+    children = jax.vmap(mutation_mod.gaussian, in_axes=(0, 0, None, 0))(
+        jax.random.split(k_mut, n_child), children, rate, scale)
+    return children, hparams, jnp.where(crossed, b, a)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig):
+    """One select -> cross -> mutate step (rule ``"ga"``), one jitted program.
+
+    Args:
+      key: PRNG key.
+      population: the trained population.
+      fitness: ``(P,)`` fitness (maximised; NaN failed).
+      generation: generation index (traced: drives decay and beta schedules).
+      config: static options.
+
+    Returns:
+      ``(population, parents)``: the next generation (elites first) and
+      ``(P, 2)`` parent indices into the old population.
+    """
+    key = raw_key(key)
+    size = population.size
+    n_elite = min(config.elitism, size)
+    n_child = size - n_elite
+    k_sel, k_child, k_keys = jax.random.split(key, 3)
+    sel_kw = dict(config.selection_kw)
+    if config.selection == "boltzmann":
+        sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
+                                                     config.boltzmann_growth, generation)
+    elite = selection_mod.elites(fitness, n_elite)
+    picks = selection_mod.get(config.selection, **sel_kw)(k_sel, fitness, 2 * n_child)
+    a, b = picks[0::2], picks[1::2]
+    children, hparams, b = _children(k_child, population, a, b, generation, config)
+    opt_state = _child_opt_state(population, children, hparams, a, b, config.opt_state)
+    first_new = jnp.max(population.ids) + 1
+    new = Population(
+        params=children, opt_state=opt_state, hparams=hparams,
+        keys=jax.vmap(functools.partial(jax.random.fold_in, k_keys))(jnp.arange(n_child)),
+        ids=(first_new + jnp.arange(n_child)).astype(jnp.int32),
+        failed=jnp.zeros(n_child, bool), spec=population.spec, optimizer=population.optimizer,
+        feature_shape=population.feature_shape, out_dim=population.out_dim)
+    elites = jax.tree_util.tree_map(lambda x: x[elite], population)
+    merged = jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y]), elites, new)
+    parents = jnp.concatenate([jnp.stack([elite, elite], 1), jnp.stack([a, b], 1)])
+    return merged, parents
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def pbt_step(key, population: Population, fitness, config: WeightGAConfig):
+    """PBT exploit/explore: the bottom quantile copies the top and perturbs hyperparameters.
+
+    Returns:
+      ``(population, parents)`` as :func:`ga_step`; a copied member gets a new id.
+    """
+    key = raw_key(key)
+    k_pbt, k_keys = jax.random.split(key)
+    source, hparams = mutation_mod.pbt_exploit_explore(
+        k_pbt, fitness, population.hparams, dict(config.pbt_bounds), config.pbt_quantile,
+        config.pbt_resample)
+    copied = source != jnp.arange(population.size)
+    new = jax.tree_util.tree_map(lambda x: x[source], population)
+    fresh_keys = jax.vmap(functools.partial(jax.random.fold_in, k_keys))(
+        jnp.arange(population.size))
+    ids = jnp.where(copied, jnp.max(population.ids) + 1 + jnp.cumsum(copied) - 1,
+                    population.ids).astype(jnp.int32)
+    new = new.replace(hparams=hparams, ids=ids, failed=jnp.where(copied, False, new.failed),
+                      keys=jnp.where(copied[:, None], fresh_keys, population.keys))
+    return new, jnp.stack([source, source], 1)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def de_trials(key, population: Population, config: WeightGAConfig) -> Population:
+    """DE/rand/1/bin trial members with fresh optimizer state and new ids."""
+    key = raw_key(key)
+    k_de, k_keys = jax.random.split(key)
+    trials = mutation_mod.de_rand_1_bin(k_de, population.params, config.de_f, config.de_cr)
+    opt = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))(
+        trials, population.hparams)
+    keys = jax.vmap(functools.partial(jax.random.fold_in, k_keys))(jnp.arange(population.size))
+    return population.replace(params=trials, opt_state=opt, keys=keys,
+                              ids=(jnp.max(population.ids) + 1
+                                   + jnp.arange(population.size)).astype(jnp.int32),
+                              failed=jnp.zeros(population.size, bool))
+
+
+def _fitness(population, data, fitness: FitnessFn):
+    metrics = evaluate(population, data, "val")
+    if callable(fitness):
+        fit = jnp.asarray(fitness(metrics), jnp.float32)
+        fit = jnp.where(population.failed | ~jnp.isfinite(fit), jnp.nan, fit)
+    else:
+        fit = fitness_from_metrics(metrics, fitness, population.failed)
+    return fit, metrics
+
+
+def _greedy_replace(trial, target):
+    """DE's survivor selection: each trial replaces its target unless it is worse."""
+    keep = np.asarray(clean(trial[1]) >= clean(target[1]))
+
+    def pick(t, o):
+        return jnp.where(keep.reshape((-1,) + (1,) * (t.ndim - 1)), t, o)
+    population = jax.tree_util.tree_map(pick, trial[0], target[0])
+    metrics = {k: jnp.where(keep, v, target[2][k]) for k, v in trial[2].items()}
+    return population, jnp.where(keep, trial[1], target[1]), metrics
+
+
+def _summary(fit: np.ndarray) -> Dict[str, float]:
+    ok = np.isfinite(fit)
+    if not ok.any():
+        return {"best": float("nan"), "mean": float("nan"), "std": float("nan"),
+                "failed": int(len(fit))}
+    return {"best": float(fit[ok].max()), "mean": float(fit[ok].mean()),
+            "std": float(fit[ok].std()), "failed": int((~ok).sum())}
+
+
+def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, generations: int,
+                   epochs: int, batch_size: int = 64, config: Optional[WeightGAConfig] = None,
+                   fitness: FitnessFn = "loss",
+                   callbacks: Sequence[Callable[[int, Population, Mapping[str, Any]], bool]] = (),
+                   mesh="auto") -> WeightGAResult:
+    """Runs the GDNN loop: train ``epochs`` -> validation fitness -> GA step, G times.
+
+    Args:
+      key: PRNG key of the GA's own randomness (training uses member keys).
+      population: the initial population (e.g. from ``init_population``).
+      data: dataset; fitness only ever sees its validation split.
+      generations: number of generations G (each trains ``epochs`` epochs).
+      epochs: epochs per generation.
+      batch_size: minibatch size.
+      config: GA options; ``WeightGAConfig()`` when ``None``.
+      fitness: a metric name (``"loss"``: negated validation loss,
+        ``"accuracy"``, ``"f1"``...) or ``f(metrics) -> (P,)`` to maximise.
+      callbacks: ``cb(generation, population, record) -> stop?`` after each
+        generation's evaluation.
+      mesh: as in :func:`~genetic_dl.train.train`.
+
+    Returns:
+      A :class:`WeightGAResult`.
+    """
+    config = config or WeightGAConfig()
+    if generations < 1:
+        raise ValueError(f"generations must be at least 1, got {generations}")
+    if config.self_adaptive and "mutation_scale" not in population.hparams:
+        hp = dict(population.hparams,
+                  mutation_scale=jnp.full((population.size,), config.mutation_scale))
+        population = population.replace(hparams=hp)
+    history, lineage = [], []
+    best = {"fitness": -np.inf, "params": None, "id": -1, "generation": -1, "metrics": {}}
+    spent, start = 0, time.perf_counter()
+    prev = None  # DE: the targets and their fitness
+    for gen in range(generations):
+        population, _ = train(population, data, epochs, batch_size=batch_size, mesh=mesh)
+        spent += population.size * epochs
+        fit, metrics = _fitness(population, data, fitness)
+        if config.rule == "de" and prev is not None:
+            population, fit, metrics = _greedy_replace((population, fit, metrics), prev)
+        fit_np = np.asarray(fit)
+        record = {"generation": gen, **_summary(fit_np),
+                  "diversity": float(diversity(population.params)),
+                  "network_epochs": spent, "elapsed": time.perf_counter() - start}
+        if np.isfinite(fit_np).any():
+            i = int(np.nanargmax(fit_np))
+            record["best_metrics"] = {k: float(v[i]) for k, v in metrics.items()}
+            if fit_np[i] > best["fitness"]:
+                best.update(fitness=float(fit_np[i]), params=jax.device_get(population.member(i)),
+                            id=int(population.ids[i]), generation=gen,
+                            metrics=record["best_metrics"])
+        history.append(record)
+        stop = any(bool(cb(gen, population, record)) for cb in callbacks)
+        if stop or gen == generations - 1:
+            break
+        key, k_step = jax.random.split(key)
+        old_ids = np.asarray(population.ids)
+        if config.rule == "ga":
+            population, parents = ga_step(k_step, population, fit, gen, config)
+        elif config.rule == "pbt":
+            population, parents = pbt_step(k_step, population, fit, config)
+        elif config.rule == "de":
+            prev = (population, fit, metrics)
+            population = de_trials(k_step, population, config)
+            parents = jnp.stack([jnp.arange(population.size)] * 2, 1)
+        else:
+            continue
+        new_ids, parents = np.asarray(population.ids), np.asarray(parents)
+        lineage.extend((gen + 1, int(c), int(old_ids[pa]), int(old_ids[pb]))
+                       for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
+    return WeightGAResult(population=population, best_params=best["params"],
+                          best_fitness=best["fitness"], best_id=best["id"],
+                          best_generation=best["generation"], best_metrics=best["metrics"],
+                          history=history, lineage=lineage)
+
+
+def clean(fitness) -> jax.Array:
+    """Fitness with failed members at -inf (for comparisons)."""
+    return selection_mod.clean_fitness(fitness)

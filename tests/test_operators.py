@@ -1,0 +1,157 @@
+"""Properties of the weight-GA operators, parametrised over their registries."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import genetic_dl as gdl
+from genetic_dl import crossover, mutation, selection
+
+FITNESS = jnp.array([0.1, 0.5, jnp.nan, 0.3, 0.9, -0.2, 0.7, jnp.inf])
+
+
+@pytest.mark.parametrize("name", sorted(selection.SELECTIONS))
+def test_selection_never_picks_failed_members(name):
+    idx = np.asarray(selection.get(name)(jax.random.key(0), FITNESS, 4000))
+    assert idx.shape == (4000,) and idx.min() >= 0 and idx.max() < 8
+    assert not np.isin(idx, [2, 7]).any()  # NaN and inf are failures
+    counts = np.bincount(idx, minlength=8)
+    assert counts[4] >= counts[5]  # the best at least as often as the worst
+
+
+def _frequencies(probs, op, n=40_000):
+    idx = np.asarray(op(jax.random.key(1), FITNESS, n))
+    freq = np.bincount(idx, minlength=8) / n
+    np.testing.assert_allclose(freq, probs, atol=0.012)
+
+
+def test_roulette_rank_boltzmann_sus_follow_their_definitions():
+    f = np.array([0.1, 0.5, 0.0, 0.3, 0.9, -0.2, 0.7, 0.0])
+    ok = np.array([1, 1, 0, 1, 1, 1, 1, 0], bool)
+    w = np.where(ok, (f - f[ok].min()) / (f[ok].max() - f[ok].min()) + 1e-3, 0)
+    _frequencies(w / w.sum(), selection.roulette)
+    _frequencies(w / w.sum(), selection.sus)
+    beta = 2.0
+    b = np.where(ok, np.exp(beta * f), 0)
+    _frequencies(b / b.sum(), lambda k, x, n: selection.boltzmann(k, x, n, beta=beta))
+    order = np.argsort(-np.where(ok, f, -np.inf), kind="stable")
+    ranks = np.empty(8)
+    ranks[order] = np.arange(8)
+    r = np.where(ok, 2 - 2 * ranks / 7, 0)
+    _frequencies(r / r.sum(), selection.rank)
+
+
+def test_tournament_and_truncation_pressure():
+    idx = np.asarray(selection.tournament(jax.random.key(0), FITNESS, 20_000, k=8))
+    assert np.mean(idx == 4) > 0.6  # k = P: nearly always the best
+    idx = np.asarray(selection.truncation(jax.random.key(0), FITNESS, 5000, fraction=0.25))
+    assert set(np.unique(idx)) == {4, 6}
+
+
+def test_elites_and_rank_order_put_failures_last():
+    assert np.asarray(selection.elites(FITNESS, 3)).tolist() == [4, 6, 1]
+    assert set(np.asarray(selection.rank_order(FITNESS))[-2:].tolist()) == {2, 7}
+
+
+def _pair(spec=gdl.MLPSpec((6, 5))):
+    pop = gdl.init_population(jax.random.key(0), spec, ((4,), 3), 2)
+    return pop.member(0), pop.member(1), pop.model
+
+
+@pytest.mark.parametrize("name", sorted(set(crossover.CROSSOVERS) - {"arithmetic"}))
+def test_children_take_every_weight_from_a_parent(name):
+    a, b, _ = _pair()
+    child = crossover.get(name)(jax.random.key(3), a, b)
+    if name == "aligned":
+        b = crossover.align(a, b)  # then weights come from a or the permuted b
+    from_a = from_b = 0
+    for x, y, c in zip(*(jax.tree_util.tree_leaves(t) for t in (a, b, child))):
+        x, y, c = map(np.asarray, (x, y, c))
+        assert np.all((c == x) | (c == y))
+        from_a += np.sum((c == x) & (c != y))
+        from_b += np.sum((c == y) & (c != x))
+    assert from_a > 0 and from_b > 0
+
+
+def test_arithmetic_is_the_declared_blend():
+    a, b, _ = _pair()
+    child = crossover.arithmetic(jax.random.key(0), a, b, alpha=0.3)
+    for x, y, c in zip(*(jax.tree_util.tree_leaves(t) for t in (a, b, child))):
+        np.testing.assert_allclose(c, 0.3 * x + 0.7 * y, rtol=1e-6)
+
+
+def test_point_crossovers_are_contiguous_in_the_genome():
+    a, b, _ = _pair()
+    ones = jax.tree_util.tree_map(jnp.ones_like, a)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, b)
+    for op, segments in ((crossover.one_point, 2), (crossover.two_point, 3)):
+        child = op(jax.random.key(5), ones, zeros)
+        flat = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(child)])
+        assert np.count_nonzero(np.diff(flat)) <= segments - 1
+
+
+def test_per_neuron_keeps_units_whole():
+    a, b, _ = _pair()
+    child = crossover.per_neuron(jax.random.key(2), a, b)
+    # last hidden layer's unit j: incoming column, bias and outgoing row from one parent
+    for j in range(5):
+        src = b if np.array_equal(child["params"]["Dense_1"]["kernel"][:, j],
+                                  b["params"]["Dense_1"]["kernel"][:, j]) else a
+        np.testing.assert_array_equal(child["params"]["Dense_1"]["kernel"][:, j],
+                                      src["params"]["Dense_1"]["kernel"][:, j])
+        np.testing.assert_array_equal(child["params"]["Dense_1"]["bias"][j],
+                                      src["params"]["Dense_1"]["bias"][j])
+        np.testing.assert_array_equal(child["params"]["Dense_2"]["kernel"][j],
+                                      src["params"]["Dense_2"]["kernel"][j])
+
+
+def test_alignment_preserves_function_and_finds_a_hidden_permutation():
+    a, b, model = _pair()
+    x = jax.random.normal(jax.random.key(9), (7, 4))
+    aligned_b = crossover.align(a, b)
+    np.testing.assert_allclose(model.apply(aligned_b, x), model.apply(b, x), rtol=1e-5,
+                               atol=1e-6)
+    # a permuted copy of a is mapped back onto a exactly
+    perms = [jax.random.permutation(jax.random.key(4), 6), jax.random.permutation(
+        jax.random.key(5), 5)]
+    shuffled = crossover.permute_units(a, perms)
+    np.testing.assert_allclose(model.apply(shuffled, x), model.apply(a, x), rtol=1e-5, atol=1e-6)
+    back = crossover.align(a, shuffled)
+    for x1, x2 in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(a)):
+        np.testing.assert_array_equal(x1, x2)
+
+
+def test_unit_crossovers_refuse_non_mlp():
+    a, b, _ = _pair(gdl.CNNSpec((4,), 3, "none", ()))
+    with pytest.raises(ValueError, match="need an MLP"):
+        crossover.per_neuron(jax.random.key(0), a, b)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5])
+def test_mutation_rate_is_honoured(rate):
+    params = {"w": jnp.ones((200, 100)) + jax.random.normal(jax.random.key(0), (200, 100))}
+    out = mutation.gaussian(jax.random.key(1), params, rate, 0.1)
+    changed = np.mean(np.asarray(out["w"]) != np.asarray(params["w"]))
+    assert abs(changed - rate) < 0.01
+    assert np.isclose(mutation.decayed_rate(0.1, 0.5, 2), 0.1 * np.exp(-1.0))
+
+
+def test_pbt_copies_the_top_into_the_bottom_within_bounds():
+    f = jnp.arange(8.0)
+    hp = {"learning_rate": jnp.full(8, 0.09), "momentum": jnp.full(8, 0.9)}
+    src, new = mutation.pbt_exploit_explore(jax.random.key(0), f, hp,
+                                            {"learning_rate": (1e-4, 0.1)}, quantile=0.25)
+    src = np.asarray(src)
+    assert np.all(np.isin(src[[0, 1]], [6, 7])) and np.array_equal(src[2:], np.arange(2, 8))
+    lr = np.asarray(new["learning_rate"])
+    assert np.all(lr <= 0.1) and np.all(lr >= 1e-4)
+    assert np.all(np.isclose(lr[:2], 0.1) | np.isclose(lr[:2], 0.072))  # x1.2 clipped, x0.8
+    np.testing.assert_array_equal(new["momentum"], hp["momentum"])
+
+
+def test_de_trials_mix_target_and_mutant():
+    params = {"w": jnp.arange(8.0)[:, None] * jnp.ones((8, 50))}
+    trial = np.asarray(mutation.de_rand_1_bin(jax.random.key(0), params, f=0.5, cr=0.5)["w"])
+    target = np.asarray(params["w"])
+    assert np.all((trial != target).sum(1) >= 1)  # at least one mutant weight per member
+    assert 0.3 < np.mean(trial != target) < 0.7
