@@ -1,0 +1,67 @@
+"""The command line, driven in a subprocess as a user would."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+
+
+def _cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "genetic_dl", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600, check=False)
+
+
+def test_evolve_weights_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = _cli("evolve-weights", "--dataset", "iris", "--population", "4", "--generations",
+                "2", "--epochs", "2", "--batch-size", "16", "--hidden", "16", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "gen   1" in proc.stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["dataset"] == "iris" and len(result["history"]) == 2
+    assert result["budget_used"] == 16
+    assert set(result["best"]["test"]) == {"loss", "accuracy", "precision", "recall", "f1", "auc"}
+    assert result["best"]["val"]["accuracy"] > 0.5
+
+
+def test_user_npz_regression(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    y = x @ np.array([1.0, -2.0, 0.5])
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=x[:100], y_train=y[:100], x_test=x[100:], y_test=y[100:])
+    proc = _cli("evolve-weights", "--dataset", str(path), "--population", "2", "--generations",
+                "1", "--epochs", "3", "--batch-size", "16", "--hidden", "8", "--quiet",
+                "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert set(result["best"]["test"]) == {"loss", "mse", "mae", "r2"}
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    x = np.ones((10, 2))
+    x[3, 1] = np.nan
+    np.savez(bad, x_train=x, y_train=np.arange(10) % 2, x_test=x, y_test=np.arange(10) % 2)
+    for args in (["evolve-weights", "--dataset", "imagenet"],
+                 ["evolve-weights", "--dataset", str(bad)],
+                 ["evolve-weights", "--population", "0"],
+                 ["evolve-weights", "--crossover", "nope"],
+                 ["evolve-weights", "--hidden", "a,b"],
+                 ["frobnicate"]):
+        proc = _cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_datasets_lists_the_bundled_ones():
+    proc = _cli("datasets")
+    assert proc.returncode == 0
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == [
+        "digits", "iris", "mnist1d", "friedman", "binary"]
