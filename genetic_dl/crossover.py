@@ -78,15 +78,48 @@ def per_layer(key, a: Params, b: Params) -> Params:
     return jax.tree_util.tree_unflatten(tree, out)
 
 
-def dense_chain(params: Params) -> List[str]:
-    """Names of an MLP's Dense layers in order, or ``ValueError`` for other families."""
+def unit_chain(params: Params) -> List[str]:
+    """An MLP's or CNN's layers in order (convs, then denses), or ``ValueError``.
+
+    The units of a conv layer are its output channels, those of a dense layer
+    its output features.
+    """
     inner = params.get("params", {}) if hasattr(params, "get") else {}
     names = list(inner)
-    if not names or any(not re.fullmatch(r"Dense_\d+", n) for n in names):
-        raise ValueError("per-neuron and aligned crossover need an MLP (a chain of Dense "
-                         f"layers); these params have modules {names}: use uniform, one_point, "
-                         "two_point, arithmetic or per_layer")
-    return sorted(names, key=lambda n: int(n.split("_")[1]))
+    if not names or any(not re.fullmatch(r"(Conv|Dense)_\d+", n) for n in names):
+        raise ValueError("per-neuron and aligned crossover need an MLP or a CNN (a chain of "
+                         f"Conv and Dense layers); these params have modules {names}: use "
+                         "uniform, one_point, two_point, arithmetic or per_layer")
+
+    def order(n):
+        kind, i = n.split("_")
+        return (kind != "Conv", int(i))
+    return sorted(names, key=order)
+
+
+def _incoming_index(kernel, units: int):
+    """For each input row of ``kernel``, the previous layer's unit it reads."""
+    rows = kernel.shape[-2]
+    return np.arange(rows) % units  # rows == units, or a conv output flattened as (S, C)
+
+
+def _permute_incoming(kernel, perm, units: int):
+    if kernel.ndim > 2:  # conv kernel (*window, in, out)
+        return kernel[..., perm, :]
+    rows = kernel.shape[0]
+    # row s*C + c of a flattened conv output reads channel c (numpy defers to jax for a traced perm)
+    idx = (np.arange(rows // units)[:, None] * units + perm[None, :]).ravel()
+    return kernel[idx]
+
+
+def _by_incoming_unit(kernel, units: int):
+    """``kernel`` as ``(units, rest)``: the outgoing weights of each previous unit."""
+    if kernel.ndim > 2:
+        moved = np.moveaxis(np.asarray(kernel), -2, 0)
+        return moved.reshape(units, -1)
+    rows, out = kernel.shape
+    return np.asarray(kernel).reshape(rows // units, units, out).transpose(1, 0, 2) \
+        .reshape(units, -1)
 
 
 def _mix_units(a: Params, b: Params, masks: List[jax.Array]) -> Params:
@@ -96,44 +129,44 @@ def _mix_units(a: Params, b: Params, masks: List[jax.Array]) -> Params:
     hidden units from different parents follows the downstream unit; the output
     layer's rows follow the last hidden layer's units, so its units stay whole.
     """
-    chain = dense_chain(a)
+    chain = unit_chain(a)
     pa, pb = a["params"], b["params"]
     out = {}
     for l, name in enumerate(chain):
         ka, kb = pa[name]["kernel"], pb[name]["kernel"]
-        if l < len(masks):  # hidden layer: columns and bias follow this layer's units
+        if l < len(masks):  # hidden layer: output units (last axis) and bias
             m = masks[l]
-            kernel, bias = jnp.where(m[None, :], kb, ka), jnp.where(m, pb[name]["bias"],
-                                                                    pa[name]["bias"])
+            kernel = jnp.where(m, kb, ka)
+            bias = jnp.where(m, pb[name]["bias"], pa[name]["bias"])
         else:  # output layer: rows follow the last hidden layer's units
-            m = masks[-1] if masks else jnp.zeros(ka.shape[0], bool)
+            m = masks[-1][_incoming_index(ka, masks[-1].shape[0])]
             kernel, bias = jnp.where(m[:, None], kb, ka), pa[name]["bias"]
         out[name] = {"kernel": kernel, "bias": bias}
     return {"params": out}
 
 
 def per_neuron(key, a: Params, b: Params) -> Params:
-    """Each hidden unit (incoming weights, bias, outgoing weights) from one parent.
+    """Each hidden unit or channel (incoming weights, bias, outgoing weights) from one parent.
 
     Keeping units whole follows Montana & Davis (1989), "Training feedforward
     neural networks using genetic algorithms" (node crossover).
     """
-    chain = dense_chain(a)
+    chain = unit_chain(a)
     keys = jax.random.split(key, max(1, len(chain) - 1))
-    masks = [jax.random.bernoulli(k, 0.5, (a["params"][n]["kernel"].shape[1],))
+    masks = [jax.random.bernoulli(k, 0.5, (a["params"][n]["kernel"].shape[-1],))
              for k, n in zip(keys, chain[:-1])]
     return _mix_units(a, b, masks)
 
 
 def permute_units(params: Params, perms: List[jax.Array]) -> Params:
     """Reorders each hidden layer's units by ``perms[l]``: the function is unchanged."""
-    chain = dense_chain(params)
+    chain = unit_chain(params)
     p = {n: dict(params["params"][n]) for n in chain}
     for l, perm in enumerate(perms):
         cur, nxt = chain[l], chain[l + 1]
-        p[cur]["kernel"] = p[cur]["kernel"][:, perm]
+        p[cur]["kernel"] = p[cur]["kernel"][..., perm]
         p[cur]["bias"] = p[cur]["bias"][perm]
-        p[nxt]["kernel"] = p[nxt]["kernel"][perm, :]
+        p[nxt]["kernel"] = _permute_incoming(p[nxt]["kernel"], perm, perm.shape[0])
     return {"params": p}
 
 
@@ -145,15 +178,17 @@ def _match_host(layers_a, layers_b, iterations: int = 30):
     ba = [np.asarray(v, np.float64) for _, v in layers_a]
     bb = [np.asarray(v, np.float64) for _, v in layers_b]
     hidden = len(ka) - 1
-    perms = [np.arange(k.shape[1]) for k in ka[:-1]]
+    units = [k.shape[-1] for k in ka]
+    perms = [np.arange(u) for u in units[:-1]]
     for _ in range(iterations):
         changed = False
         for l in range(hidden):
-            rows_b = kb[l] if l == 0 else kb[l][perms[l - 1], :]
+            inc_b = kb[l] if l == 0 else _permute_incoming(kb[l], perms[l - 1], units[l - 1])
             # similarity of A's unit j to B's unit j' through incoming and outgoing weights
-            s = ka[l].T @ rows_b + np.outer(ba[l], bb[l])
-            nxt_b = kb[l + 1] if l + 1 == hidden else kb[l + 1][:, perms[l + 1]]
-            s += ka[l + 1] @ nxt_b.T
+            s = ka[l].reshape(-1, units[l]).T @ inc_b.reshape(-1, units[l])
+            s += np.outer(ba[l], bb[l])
+            nxt_b = kb[l + 1] if l + 1 == hidden else kb[l + 1][..., perms[l + 1]]
+            s += _by_incoming_unit(ka[l + 1], units[l]) @ _by_incoming_unit(nxt_b, units[l]).T
             _, cols = linear_sum_assignment(s, maximize=True)
             if not np.array_equal(cols, perms[l]):
                 perms[l], changed = cols, True
@@ -163,15 +198,16 @@ def _match_host(layers_a, layers_b, iterations: int = 30):
 
 
 def align(a: Params, b: Params) -> Params:
-    """``b`` with its hidden units permuted to best match ``a`` (weight matching).
+    """``b`` with its hidden units (and CNN channels) permuted to best match ``a``.
 
-    Runs the linear assignments on the host through ``jax.pure_callback`` so the
-    GA step stays one jitted program; under ``vmap`` pairs are matched one by one.
+    Weight matching runs its linear assignments on the host through
+    ``jax.pure_callback`` so the GA step stays one jitted program; under
+    ``vmap`` pairs are matched one by one.
     """
-    chain = dense_chain(a)
+    chain = unit_chain(a)
     layers = [(a["params"][n]["kernel"], a["params"][n]["bias"]) for n in chain]
     layers_b = [(b["params"][n]["kernel"], b["params"][n]["bias"]) for n in chain]
-    shapes = tuple(jax.ShapeDtypeStruct((k.shape[1],), jnp.int32) for k, _ in layers[:-1])
+    shapes = tuple(jax.ShapeDtypeStruct((k.shape[-1],), jnp.int32) for k, _ in layers[:-1])
     perms = jax.pure_callback(_match_host, shapes, layers, layers_b, vmap_method="sequential")
     return permute_units(b, list(perms))
 

@@ -53,14 +53,18 @@ def test_elites_and_rank_order_put_failures_last():
     assert set(np.asarray(selection.rank_order(FITNESS))[-2:].tolist()) == {2, 7}
 
 
-def _pair(spec=gdl.MLPSpec((6, 5))):
-    pop = gdl.init_population(jax.random.key(0), spec, ((4,), 3), 2)
+CNN = gdl.CNNSpec((4, 5), 3, "max", (6,))
+
+
+def _pair(spec=gdl.MLPSpec((6, 5)), shape=(4,)):
+    pop = gdl.init_population(jax.random.key(0), spec, (shape, 3), 2)
     return pop.member(0), pop.member(1), pop.model
 
 
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
 @pytest.mark.parametrize("name", sorted(set(crossover.CROSSOVERS) - {"arithmetic"}))
-def test_children_take_every_weight_from_a_parent(name):
-    a, b, _ = _pair()
+def test_children_take_every_weight_from_a_parent(name, family):
+    a, b, _ = _pair() if family == "mlp" else _pair(CNN, (8, 8))
     child = crossover.get(name)(jax.random.key(3), a, b)
     if name == "aligned":
         b = crossover.align(a, b)  # then weights come from a or the permuted b
@@ -105,15 +109,19 @@ def test_per_neuron_keeps_units_whole():
                                       src["params"]["Dense_2"]["kernel"][j])
 
 
-def test_alignment_preserves_function_and_finds_a_hidden_permutation():
-    a, b, model = _pair()
-    x = jax.random.normal(jax.random.key(9), (7, 4))
+@pytest.mark.parametrize("spec,shape", [(gdl.MLPSpec((6, 5)), (4,)), (CNN, (8, 8)),
+                                        (gdl.CNNSpec((6, 5), 3, "none", ()), (10,))],
+                         ids=["mlp", "cnn2d", "cnn1d_no_head"])
+def test_alignment_preserves_function_and_finds_a_hidden_permutation(spec, shape):
+    a, b, model = _pair(spec, shape)
+    x = jax.random.normal(jax.random.key(9), (7,) + shape)
     aligned_b = crossover.align(a, b)
     np.testing.assert_allclose(model.apply(aligned_b, x), model.apply(b, x), rtol=1e-5,
                                atol=1e-6)
     # a permuted copy of a is mapped back onto a exactly
-    perms = [jax.random.permutation(jax.random.key(4), 6), jax.random.permutation(
-        jax.random.key(5), 5)]
+    chain = gdl.crossover.unit_chain(a)
+    perms = [jax.random.permutation(jax.random.key(4 + l), a["params"][n]["kernel"].shape[-1])
+             for l, n in enumerate(chain[:-1])]
     shuffled = crossover.permute_units(a, perms)
     np.testing.assert_allclose(model.apply(shuffled, x), model.apply(a, x), rtol=1e-5, atol=1e-6)
     back = crossover.align(a, shuffled)
@@ -121,8 +129,8 @@ def test_alignment_preserves_function_and_finds_a_hidden_permutation():
         np.testing.assert_array_equal(x1, x2)
 
 
-def test_unit_crossovers_refuse_non_mlp():
-    a, b, _ = _pair(gdl.CNNSpec((4,), 3, "none", ()))
+def test_unit_crossovers_refuse_rnn():
+    a, b, _ = _pair(gdl.RNNSpec("gru", 4))
     with pytest.raises(ValueError, match="need an MLP"):
         crossover.per_neuron(jax.random.key(0), a, b)
 

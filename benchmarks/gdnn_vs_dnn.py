@@ -1,0 +1,225 @@
+"""GDNN against plain training, done fairly: equal compute, validation selection, many seeds.
+
+Arms (same MLP, optimizer and epochs per lineage; P members; G generations of n epochs):
+  dnn          one network trained G*n epochs (member 0 of the independent population);
+  best_of_p    P independent networks, the best by validation loss (equal-compute control);
+  pbt          PBT exploit/explore, no crossover (rule "pbt");
+  gdnn_uniform, gdnn_neuron, gdnn_aligned
+               the weight GA with uniform, per-neuron and aligned (Git Re-Basin) crossover.
+Selection only sees the validation split; test metrics of each arm's chosen network are
+reported at the end. Also measures offspring quality right after crossover, before any
+retraining: child validation loss against the mean of its two parents'.
+
+Usage: python benchmarks/gdnn_vs_dnn.py [--seeds 5] [--datasets digits mnist1d] [--quick]
+Writes benchmarks/results/gdnn_vs_dnn.json and img/loss.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.metrics import compute_metrics  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.weight_ga import WeightGAConfig, ga_step  # noqa: E402  pylint: disable=wrong-import-position
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+ARMS = {
+    "best_of_p": WeightGAConfig(rule="none"),
+    "pbt": WeightGAConfig(rule="pbt", pbt_bounds=(("learning_rate", (1e-4, 1e-2)),)),
+    "gdnn_uniform": WeightGAConfig(crossover="uniform"),
+    "gdnn_neuron": WeightGAConfig(crossover="per_neuron"),
+    "gdnn_aligned": WeightGAConfig(crossover="aligned"),
+}
+CROSSES = ("uniform", "per_neuron", "aligned")
+
+
+def split_metrics(model, params, data, split):
+    """Loss and accuracy of one member on one split."""
+    x, y = data.split(split)
+    m = compute_metrics(model.apply(params, x), y, True)
+    return {"loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
+
+
+def origin(res) -> str:
+    """How the final best member came about: initial, clone (a x a) or cross (a x b)."""
+    made = {child: (pa, pb) for _, child, pa, pb in res.lineage}
+    if res.best_id not in made:
+        return "initial"
+    pa, pb = made[res.best_id]
+    return "clone" if pa == pb else "cross"
+
+
+def run_arms(data, spec, seed, args):
+    """Every arm on one dataset and seed; returns {arm: record}."""
+    key = jax.random.key(seed)
+    pop = gdl.init_population(key, spec, data, args.population)
+    model = pop.model
+    out = {}
+    for arm, config in ARMS.items():
+        t0 = time.perf_counter()
+        res = gdl.evolve_weights(jax.random.fold_in(key, 1), pop, data,
+                                 generations=args.generations, epochs=args.epochs, config=config)
+        curve = [-h["best"] for h in res.history]  # best validation loss per generation
+        rec = {"curve": curve, "compute": [h["network_epochs"] for h in res.history],
+               "val": split_metrics(model, res.best_params, data, "val"),
+               "test": split_metrics(model, res.best_params, data, "test"),
+               "seconds": time.perf_counter() - t0,
+               "best_origin": origin(res)}
+        out[arm] = rec
+        if arm == "best_of_p":  # a single DNN: member 0 of the independent runs
+            losses = gdl.evaluate(res.population, data, "val")["loss"]
+            first = res.population.member(0)
+            out["dnn"] = {"curve": None, "final_val_loss_member0": float(losses[0]),
+                          "compute": [args.epochs * (g + 1) for g in range(args.generations)],
+                          "val": split_metrics(model, first, data, "val"),
+                          "test": split_metrics(model, first, data, "test")}
+    # the single DNN's per-generation curve: rerun a population of one with the same key
+    single = gdl.take(pop, [0])
+    curve = []
+    for _ in range(args.generations):
+        single, hist = gdl.train(single, data, args.epochs)
+        curve.append(float(hist["val_loss"][0, -1]))
+    out["dnn"]["curve"] = curve
+    return out
+
+
+def offspring_quality(data, spec, seed, args):
+    """Child loss right after crossover vs its parents' mean, after one round of training."""
+    key = jax.random.key(seed)
+    pop = gdl.init_population(key, spec, data, args.population)
+    pop, _ = gdl.train(pop, data, args.epochs * 2)
+    parent_loss = np.asarray(gdl.evaluate(pop, data)["loss"])
+    fit = -parent_loss
+    out = {}
+    for cross in CROSSES:
+        cfg = WeightGAConfig(crossover=cross, elitism=0, mutation_rate=0.0)
+        kids, parents = ga_step(jax.random.fold_in(key, 7), pop, fit, 0, cfg)
+        parents = np.asarray(parents)
+        child_loss = np.asarray(gdl.evaluate(kids, data)["loss"])
+        distinct = parents[:, 0] != parents[:, 1]
+        mean_par = parent_loss[parents].mean(1)
+        out[cross] = {"child_loss": float(child_loss[distinct].mean()),
+                      "parents_mean_loss": float(mean_par[distinct].mean()),
+                      "ratio": float((child_loss[distinct] / mean_par[distinct]).mean())}
+    return out
+
+
+def summarise(results, datasets):
+    """Mean and std over seeds of each arm's final figures."""
+    table = {}
+    for name in datasets:
+        table[name] = {}
+        for arm in ["dnn"] + list(ARMS):
+            recs = [r[arm] for r in results[name]["seeds"]]
+            row = {}
+            for split in ("val", "test"):
+                for metric in ("loss", "accuracy"):
+                    v = np.array([r[split][metric] for r in recs])
+                    row[f"{split}_{metric}"] = (float(v.mean()), float(v.std()))
+            row["compute"] = recs[0]["compute"][-1]
+            origins = [r.get("best_origin", "initial") for r in recs]
+            row["best_origin"] = {o: origins.count(o) for o in sorted(set(origins))}
+            table[name][arm] = row
+    return table
+
+
+def plot(results, datasets, args, path):
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        print("matplotlib is absent: no plot")
+        return
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4 * len(datasets)), squeeze=False)
+    for row, name in enumerate(datasets):
+        for arm in ["dnn"] + list(ARMS):
+            curves = np.array([r[arm]["curve"] for r in results[name]["seeds"]])
+            compute = results[name]["seeds"][0][arm]["compute"]
+            lineage = [args.epochs * (g + 1) for g in range(args.generations)]
+            mean, std = curves.mean(0), curves.std(0)
+            for col, xs in enumerate((compute, lineage)):
+                ax = axes[row, col]
+                ax.plot(xs, mean, marker="o", ms=3, label=arm)
+                ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
+        axes[row, 0].set_xscale("log")
+        axes[row, 0].set_xlabel("total network-epochs (compute)")
+        axes[row, 1].set_xlabel("epochs per lineage")
+        for col in (0, 1):
+            axes[row, col].set_ylabel(f"{name}: best validation loss")
+            axes[row, col].grid(alpha=0.3)
+    axes[0, 1].legend(fontsize=8)
+    fig.suptitle(f"GDNN vs DNN, MLP {args.hidden}, P={args.population}, "
+                 f"{args.generations} gens x {args.epochs} epochs, {args.seeds} seeds (mean ± std)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per generation")
+    parser.add_argument("--hidden", default="128,128")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
+                                                      "gdnn_vs_dnn.json"))
+    parser.add_argument("--plot", default=os.path.join(ROOT, "img", "loss.png"))
+    args = parser.parse_args()
+    spec = gdl.MLPSpec(tuple(int(h) for h in args.hidden.split(",")))
+    results = {}
+    start = time.perf_counter()
+    for name in args.datasets:
+        data = gdl.load_dataset(name)
+        seeds = []
+        for seed in range(args.seeds):
+            seeds.append(run_arms(data, spec, seed, args))
+            print(f"{name} seed {seed}: " + ", ".join(
+                f"{a} {r['val']['loss']:.3f}" for a, r in seeds[-1].items()), flush=True)
+        quality = [offspring_quality(data, spec, seed, args) for seed in range(args.seeds)]
+        results[name] = {"seeds": seeds, "offspring": quality}
+    table = summarise(results, args.datasets)
+    print(f"\n{'dataset':<8} {'arm':<13} {'compute':>7} {'val loss':>15} {'val acc':>15} "
+          f"{'test loss':>15} {'test acc':>15}  origin of the best member")
+    for name, arms in table.items():
+        for arm, row in arms.items():
+            cells = " ".join(f"{row[k][0]:>7.4f}±{row[k][1]:.4f}" for k in
+                             ("val_loss", "val_accuracy", "test_loss", "test_accuracy"))
+            print(f"{name:<8} {arm:<13} {row['compute']:>7} {cells}  best: {row['best_origin']}")
+    print("\noffspring right after crossover (mean over seeds; ratio = child / parents' mean "
+          "validation loss):")
+    for name in args.datasets:
+        for cross in CROSSES:
+            vals = [q[cross] for q in results[name]["offspring"]]
+            ratio = np.array([v["ratio"] for v in vals])
+            child = np.mean([v["child_loss"] for v in vals])
+            par = np.mean([v["parents_mean_loss"] for v in vals])
+            print(f"  {name:<8} {cross:<11} child {child:.3f}  parents {par:.3f}  "
+                  f"ratio {ratio.mean():.2f}±{ratio.std():.2f}")
+    summary = {"table": table, "args": vars(args), "machine": f"{os.cpu_count()} cores, jax "
+               f"{jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s)",
+               "seconds": time.perf_counter() - start,
+               "offspring": {n: results[n]["offspring"] for n in args.datasets},
+               "curves": {n: {a: [r[a]["curve"] for r in results[n]["seeds"]]
+                              for a in ["dnn"] + list(ARMS)} for n in args.datasets},
+               "command": " ".join(["python"] + sys.argv)}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(args.out + ".tmp", args.out)
+    print(f"wrote {args.out} ({summary['seconds']:.0f} s)")
+    plot(results, args.datasets, args, args.plot)
+
+
+if __name__ == "__main__":
+    main()
