@@ -44,6 +44,8 @@ class WeightGAConfig:
         and its options.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
+      distinct_parents: draw the second parent among the other members, so
+        that no child is a crossover of a member with itself (a mere clone).
       elitism: number of top members copied unchanged.
       mutation_rate, mutation_scale: fraction of weights mutated and the noise
         scale relative to each tensor's std.
@@ -62,6 +64,7 @@ class WeightGAConfig:
     crossover: str = "uniform"
     crossover_kw: Tuple[Tuple[str, Any], ...] = ()
     crossover_prob: float = 1.0
+    distinct_parents: bool = False
     elitism: int = 1
     mutation_rate: float = 0.05
     mutation_scale: float = 0.1
@@ -181,8 +184,14 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
                                                      config.boltzmann_growth, generation)
     elite = selection_mod.elites(fitness, n_elite)
-    picks = selection_mod.get(config.selection, **sel_kw)(k_sel, fitness, 2 * n_child)
+    select = selection_mod.get(config.selection, **sel_kw)
+    picks = select(k_sel, fitness, 2 * n_child)
     a, b = picks[0::2], picks[1::2]
+    if config.distinct_parents and size > 1:
+        def other(k, i):  # the same operator, with parent a out of the running
+            return select(k, jnp.asarray(fitness, jnp.float32).at[i].set(jnp.nan), 1)[0]
+        redraw = jax.vmap(other)(jax.random.split(jax.random.fold_in(k_sel, 1), n_child), a)
+        b = jnp.where(a == b, redraw, b)
     children, hparams, b = _children(k_child, population, a, b, generation, config)
     opt_state = _child_opt_state(population, children, hparams, a, b, config.opt_state)
     first_new = jnp.max(population.ids) + 1

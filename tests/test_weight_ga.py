@@ -29,6 +29,15 @@ def test_ga_step_keeps_elites_and_records_parents(trained, crossover):
     assert parents.shape == (8, 2) and new.size == 8
 
 
+def test_distinct_parents(trained):
+    pop, fit = trained
+    _, parents = ga_step(jax.random.key(2), pop, fit, 0,
+                         WeightGAConfig(elitism=0, distinct_parents=True,
+                                        selection_kw=(("k", 8),)))
+    parents = np.asarray(parents)
+    assert np.all(parents[:, 0] != parents[:, 1])  # k = P would otherwise pick the best twice
+
+
 def test_loop_runs_in_a_few_lines_and_accounts_budget(iris):
     pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((16,)), iris, 6)
     res = evolve_weights(jax.random.key(1), pop, iris, generations=3, epochs=2, batch_size=16)
