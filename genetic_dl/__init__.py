@@ -13,6 +13,10 @@ from .optimizers import OPTIMIZERS, make_optimizer
 from .population import Population, concat, init_population, take
 from .train import evaluate, fitness_from_metrics, predict, train
 from .weight_ga import WeightGAConfig, WeightGAResult, evolve_weights
+from .space import Choice, Float, Int, Space, default_space, space
+from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
+                     RandomSearch, SearchResult, run_search)
+from .engine import TrainerObjective
 from . import crossover, mutation, selection
 
 __version__ = "0.1.0"
@@ -23,5 +27,7 @@ __all__ = [
     "spec_to_dict", "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population",
     "take", "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict",
     "train", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "mutation",
-    "selection",
+    "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA", "TPE",
+    "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
+    "SearchResult", "run_search", "TrainerObjective",
 ]

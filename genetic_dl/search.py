@@ -1,0 +1,429 @@
+"""Hyperparameter and structure search: the outer GA and its baselines under one budget.
+
+Every method is an ask/tell strategy over unit genomes (see :mod:`genetic_dl.space`):
+``ga``, ``random``, ``grid``, ``de`` and, with optuna installed, ``tpe``. :func:`run_search`
+drives any of them against an :class:`Objective` under a budget counted in the
+objective's cost units (network-epochs for the bundled trainer, calls for a black
+box). An identical config is never evaluated twice (the cache costs nothing).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import genome_ops
+from . import selection as selection_mod
+from .space import Space
+
+Config = Dict[str, Any]
+
+
+class Objective:
+    """What a search optimises: a batch of configs -> fitness (maximised).
+
+    Subclasses implement :meth:`evaluate` (a batch, so a trainer can train
+    configs of one shape together) and :meth:`cost` (known before evaluation, so
+    the budget is never overrun). Fitness is a float, or a tuple for
+    multi-objective search; NaN marks a failure.
+    """
+
+    def cost(self, config: Config) -> float:  # pylint: disable=unused-argument
+        """Budget units ``config`` will consume (default 1: one call)."""
+        return 1.0
+
+    def evaluate(self, configs: List[Config]) -> List[Any]:
+        """Fitness of each config."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class BlackBox(Objective):
+    """Wraps ``f(config) -> float`` (or tuple) as an objective costing 1 per call."""
+    fn: Callable[[Config], Any]
+
+    def evaluate(self, configs):
+        return [self.fn(c) for c in configs]
+
+
+def _nan_like(objectives: int):
+    return float("nan") if objectives == 1 else (float("nan"),) * objectives
+
+
+@dataclasses.dataclass
+class GA:
+    """The outer genetic algorithm (generational, elitist; NSGA-II when multi-objective).
+
+    Attributes:
+      population: individuals per generation.
+      init: ``"random"`` or ``"lhs"``.
+      selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name and options.
+      boltzmann_growth: per-generation growth of Boltzmann beta.
+      crossover: ``"one_point"``, ``"two_point"`` or ``"uniform"`` on genomes.
+      mutation_rate, mutation_sigma, mutation_decay: per-gene rate (1-5 % in the
+        literature), step in unit coordinates, and lambda of ``mu0 exp(-lambda t)``.
+      structural_rate: probability of one structural move per child.
+      elitism: individuals copied unchanged.
+      refine_after, refine_top, refine_epsilon, refine_min_width: opt-in
+        search-space refinement after ``refine_after`` generations (0: off).
+      objectives: number of objectives (>1: NSGA-II (mu + lambda) selection).
+    """
+    population: int = 16
+    init: str = "lhs"
+    selection: str = "tournament"
+    selection_kw: Tuple[Tuple[str, Any], ...] = ()
+    boltzmann_growth: float = 1.0
+    crossover: str = "uniform"
+    mutation_rate: float = 0.05
+    mutation_sigma: float = 0.15
+    mutation_decay: float = 0.0
+    structural_rate: float = 0.1
+    elitism: int = 1
+    refine_after: int = 0
+    refine_top: int = 4
+    refine_epsilon: float = 0.0
+    refine_min_width: float = 0.1
+    objectives: int = 1
+
+    def __post_init__(self):
+        if self.population < 2:
+            raise ValueError(f"the GA needs a population of at least 2, got {self.population}")
+        for value, options, what in ((self.init, genome_ops.INITS, "init"),
+                                     (self.crossover, genome_ops.CROSSOVERS, "crossover"),
+                                     (self.selection, selection_mod.SELECTIONS, "selection")):
+            if value not in options:
+                raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
+        if not 0 <= self.mutation_rate <= 1:
+            raise ValueError("mutation_rate must be in [0, 1]")
+
+    def init_state(self, key, space: Space):
+        """The first generation (not yet evaluated)."""
+        genomes = genome_ops.INITS[self.init](key, self.population, space.dim)
+        return {"space": space, "genomes": np.asarray(genomes), "fitness": None, "generation": 0,
+                "lo": np.zeros(space.dim), "hi": np.ones(space.dim), "pending": None}
+
+    def _scalar(self, fitness):
+        f = np.asarray(fitness, np.float64)
+        if self.objectives > 1:
+            return genome_ops.nsga2_rank(f.reshape(len(f), self.objectives))
+        return f.reshape(len(f))
+
+    def ask(self, key, state) -> np.ndarray:
+        """Genomes to evaluate next."""
+        if state["fitness"] is None:
+            return state["genomes"]
+        space, gen = state["space"], state["generation"]
+        fit = jnp.asarray(self._scalar(state["fitness"]), jnp.float32)
+        k_sel, k_cross, k_mut, k_struct = jax.random.split(key, 4)
+        n_elite = min(self.elitism, self.population) if self.objectives == 1 else 0
+        n_child = self.population - n_elite
+        sel_kw = dict(self.selection_kw)
+        if self.selection == "boltzmann":
+            sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
+                                                         self.boltzmann_growth, gen)
+        picks = selection_mod.get(self.selection, **sel_kw)(k_sel, fit, 2 * n_child)
+        g = jnp.asarray(state["genomes"])
+        cross = genome_ops.CROSSOVERS[self.crossover]
+        kids = jax.vmap(cross)(jax.random.split(k_cross, n_child), g[picks[0::2]],
+                               g[picks[1::2]])
+        rate = self.mutation_rate * math.exp(-self.mutation_decay * gen)
+        kids = genome_ops.mutate(k_mut, kids, rate, self.mutation_sigma,
+                                 jnp.asarray(state["lo"]), jnp.asarray(state["hi"]))
+        kids = genome_ops.structural_mutation(k_struct, kids, space, self.structural_rate)
+        kids = jnp.clip(kids, state["lo"], state["hi"])
+        elite = g[selection_mod.elites(fit, n_elite)]
+        return np.asarray(jnp.concatenate([elite, kids]))
+
+    def tell(self, state, genomes, fitness):
+        """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection."""
+        state = dict(state)
+        genomes = np.asarray(genomes)
+        fitness = list(fitness)
+        if state["fitness"] is not None and self.objectives > 1:
+            genomes = np.concatenate([state["genomes"], genomes])
+            fitness = list(state["fitness"]) + fitness
+            keep = np.argsort(-self._scalar(fitness), kind="stable")[:self.population]
+            genomes, fitness = genomes[keep], [fitness[i] for i in keep]
+        state.update(genomes=genomes, fitness=fitness,
+                     generation=state["generation"] + (state["fitness"] is not None))
+        if self.refine_after and state["generation"] == self.refine_after:
+            order = np.argsort(-np.nan_to_num(self._scalar(fitness), nan=-np.inf), kind="stable")
+            state["lo"], state["hi"] = genome_ops.refine_bounds(
+                genomes[order[:self.refine_top]], state["space"], self.refine_epsilon,
+                self.refine_min_width)
+        return state
+
+
+@dataclasses.dataclass
+class RandomSearch:
+    """Uniform random sampling of the unit hypercube (Bergstra & Bengio, 2012)."""
+    batch: int = 16
+
+    def init_state(self, key, space):  # pylint: disable=unused-argument
+        """Stateless but for the space."""
+        return {"space": space}
+
+    def ask(self, key, state):
+        """``batch`` random genomes."""
+        return np.asarray(jax.random.uniform(key, (self.batch, state["space"].dim)))
+
+    def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
+        """Random search learns nothing."""
+        return state
+
+
+@dataclasses.dataclass
+class GridSearch:
+    """A full grid (every category, ``resolution`` values per numeric gene).
+
+    Points are visited in a seeded pseudo-random order (an affine bijection of
+    the grid index), so a budget that covers part of the grid covers it evenly
+    rather than one corner.
+    """
+    resolution: int = 3
+    batch: int = 16
+
+    def init_state(self, key, space):
+        """The grid axes and a random bijection of the index space."""
+        axes = genome_ops.latin_grid(space, self.resolution)
+        size = int(np.prod([len(a) for a in axes], dtype=object))
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+        mult = int(rng.integers(1, max(2, size)))
+        while math.gcd(mult, size) != 1:
+            mult += 1
+        return {"space": space, "axes": axes, "size": size, "mult": mult,
+                "offset": int(rng.integers(0, size)), "next": 0}
+
+    def ask(self, key, state):  # pylint: disable=unused-argument
+        """The next ``batch`` grid points (none when the grid is exhausted)."""
+        out = []
+        for i in range(state["next"], min(state["next"] + self.batch, state["size"])):
+            j = (state["mult"] * i + state["offset"]) % state["size"]
+            point = []
+            for axis in state["axes"]:
+                j, r = divmod(j, len(axis))
+                point.append(axis[r])
+            out.append(point)
+        state["next"] += len(out)
+        return np.asarray(out, np.float64).reshape(len(out), len(state["axes"]))
+
+    def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
+        """Grid search learns nothing."""
+        return state
+
+
+@dataclasses.dataclass
+class DifferentialEvolution:
+    """DE/rand/1/bin on unit genomes with greedy replacement (Storn & Price, 1997)."""
+    population: int = 16
+    f: float = 0.5
+    cr: float = 0.9
+
+    def init_state(self, key, space):
+        """A Latin-hypercube first population."""
+        if self.population < 4:
+            raise ValueError("DE needs a population of at least 4")
+        return {"space": space, "genomes": np.asarray(genome_ops.init_lhs(
+            key, self.population, space.dim)), "fitness": None, "trials": None}
+
+    def ask(self, key, state):
+        """The first population, then one trial per target."""
+        if state["fitness"] is None:
+            return state["genomes"]
+        trials = jax.tree_util.tree_leaves(_de(key, jnp.asarray(state["genomes"]), self.f,
+                                               self.cr))[0]
+        return np.asarray(genome_ops.reflect(trials))
+
+    def tell(self, state, genomes, fitness):
+        """Each trial replaces its target unless it is worse."""
+        state = dict(state)
+        if state["fitness"] is None:
+            state.update(genomes=np.asarray(genomes), fitness=list(fitness))
+            return state
+        old = np.nan_to_num(np.asarray(state["fitness"], np.float64), nan=-np.inf)
+        new = np.nan_to_num(np.asarray(fitness, np.float64), nan=-np.inf)
+        better = new >= old
+        state["genomes"] = np.where(better[:, None], genomes, state["genomes"])
+        state["fitness"] = [f if b else o for f, o, b in zip(fitness, state["fitness"], better)]
+        return state
+
+
+def _de(key, genomes, f, cr):
+    from .mutation import de_rand_1_bin  # pylint: disable=import-outside-toplevel
+    return de_rand_1_bin(key, {"g": genomes}, f, cr)
+
+
+@dataclasses.dataclass
+class TPE:
+    """Optuna's tree-structured Parzen estimator over the unit genome (extra ``bench``)."""
+    batch: int = 8
+
+    def init_state(self, key, space):
+        """An optuna study seeded from ``key``."""
+        try:
+            import optuna  # pylint: disable=import-outside-toplevel
+        except ImportError as err:
+            raise ValueError("method 'tpe' needs optuna: pip install 'genetic-dl[bench]'") \
+                from err
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1])
+        study = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=seed))
+        return {"space": space, "study": study, "trials": []}
+
+    def ask(self, key, state):  # pylint: disable=unused-argument
+        """``batch`` trials from the sampler."""
+        trials = [state["study"].ask() for _ in range(self.batch)]
+        state["trials"] = trials
+        return np.array([[t.suggest_float(n, 0.0, 1.0) for n in state["space"].names]
+                         for t in trials])
+
+    def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
+        """Reports each trial's fitness (a failure as a failed trial)."""
+        import optuna  # pylint: disable=import-outside-toplevel
+        for trial, f in zip(state["trials"], fitness):
+            if np.isfinite(f):
+                state["study"].tell(trial, float(f))
+            else:
+                state["study"].tell(trial, state=optuna.trial.TrialState.FAIL)
+        return state
+
+
+METHODS: Dict[str, Callable[..., Any]] = {"ga": GA, "random": RandomSearch, "grid": GridSearch,
+                                          "de": DifferentialEvolution, "tpe": TPE}
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`run_search` returns.
+
+    Attributes:
+      best_config, best_fitness: the best evaluated config (first objective /
+        scalar fitness for ranking).
+      evaluations: one dict per evaluated config: config, fitness, cost,
+        budget_used after it, round.
+      history: one dict per round: round, best, mean, std (of that round's
+        fitness), best_so_far, budget_used.
+      budget_used: cost actually spent (cache hits are free).
+      pareto: for multi-objective runs, the non-dominated evaluations.
+    """
+    best_config: Optional[Config]
+    best_fitness: Any
+    evaluations: List[Dict[str, Any]]
+    history: List[Dict[str, Any]]
+    budget_used: float
+    pareto: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _first(f) -> float:
+    value = f[0] if isinstance(f, (tuple, list, np.ndarray)) else f
+    return float(value) if value is not None and np.isfinite(value) else float("nan")
+
+
+def _round_stats(fits) -> Dict[str, float]:
+    vals = np.array([_first(f) for f in fits], np.float64)
+    ok = vals[np.isfinite(vals)]
+    if not ok.size:
+        return {"best": float("nan"), "mean": float("nan"), "std": float("nan")}
+    return {"best": float(ok.max()), "mean": float(ok.mean()), "std": float(ok.std())}
+
+
+def _plan(space: Space, genomes, configs, cache, objective: Objective, left: float) -> List[int]:
+    """Indices of the new, distinct configs that fit in the ``left`` budget, in order."""
+    todo, seen = [], set()
+    for i, c in enumerate(configs):
+        k = space.key(genomes[i])
+        if k in cache or k in seen:
+            continue
+        cost = float(objective.cost(c))
+        if cost <= left + 1e-9:
+            todo.append(i)
+            seen.add(k)
+            left -= cost
+    return todo
+
+
+def run_search(method: Any, space: Space, objective: Objective, budget: float, key,
+               *, objectives: int = 1, max_stalled_rounds: int = 20,
+               callbacks: Sequence[Callable[[int, Dict[str, Any]], bool]] = ()) -> SearchResult:
+    """Runs ``method`` on ``objective`` until ``budget`` is spent.
+
+    A config whose cost does not fit in the remaining budget is not evaluated, so
+    the budget is never exceeded; a config seen before is answered from the cache
+    at no cost.
+
+    Args:
+      method: a strategy instance (``GA()``, ``RandomSearch()``...) or a name
+        of :data:`METHODS`.
+      space: the search space.
+      objective: an :class:`Objective` (wrap ``f(config)`` with :class:`BlackBox`).
+      budget: total cost allowed.
+      key: PRNG key.
+      objectives: number of objectives the fitness has.
+      max_stalled_rounds: stop after this many rounds that evaluate nothing new.
+      callbacks: ``cb(round, record) -> stop?`` after each round.
+
+    Returns:
+      A :class:`SearchResult`.
+    """
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+        method = METHODS[method]()
+    if not budget > 0:
+        raise ValueError(f"the budget must be positive, got {budget}")
+    key, k_init = jax.random.split(jax.random.key(key) if isinstance(key, int) else key)
+    state = method.init_state(k_init, space)
+    cache: Dict[Tuple, Any] = {}
+    evaluations: List[Dict[str, Any]] = []
+    history: List[Dict[str, Any]] = []
+    used, stalled, rnd, start = 0.0, 0, 0, time.perf_counter()
+    best_so_far = -math.inf
+    while used < budget and stalled < max_stalled_rounds:
+        key, k_ask = jax.random.split(key)
+        genomes = np.asarray(method.ask(k_ask, state), np.float64)
+        if genomes.size == 0:
+            break  # e.g. the grid is exhausted
+        configs = [space.decode(u) for u in genomes]
+        todo = _plan(space, genomes, configs, cache, objective, budget - used)
+        fits = objective.evaluate([configs[i] for i in todo]) if todo else []
+        for i, f in zip(todo, fits):
+            cache[space.key(genomes[i])] = f
+            used += float(objective.cost(configs[i]))
+            evaluations.append({"config": configs[i], "fitness": f,
+                                "cost": float(objective.cost(configs[i])), "budget_used": used,
+                                "round": rnd, "genome": genomes[i].tolist()})
+        fitness = [cache.get(space.key(u), _nan_like(objectives)) for u in genomes]
+        state = method.tell(state, genomes, fitness)
+        stalled = 0 if todo else stalled + 1
+        if todo:
+            best_so_far = max(best_so_far, max((_first(f) for f in fits
+                                                if np.isfinite(_first(f))), default=-math.inf))
+            record = {"round": rnd, **_round_stats(fits),
+                      "best_so_far": best_so_far, "budget_used": used,
+                      "elapsed": time.perf_counter() - start}
+            history.append(record)
+            if any(bool(cb(rnd, record)) for cb in callbacks):
+                break
+        rnd += 1
+    return _result(evaluations, history, used, objectives)
+
+
+def _result(evaluations, history, used, objectives) -> SearchResult:
+    scores = np.array([_first(e["fitness"]) for e in evaluations], np.float64)
+    best = None
+    if scores.size and np.isfinite(scores).any():
+        best = evaluations[int(np.nanargmax(scores))]
+    pareto = []
+    if objectives > 1 and evaluations:
+        objs = np.array([np.asarray(e["fitness"], np.float64) for e in evaluations])
+        pareto = [evaluations[i] for i in genome_ops.pareto_front(objs)]
+    return SearchResult(best_config=best["config"] if best else None,
+                        best_fitness=best["fitness"] if best else None,
+                        evaluations=evaluations, history=history, budget_used=used,
+                        pareto=pareto)

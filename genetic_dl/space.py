@@ -1,0 +1,232 @@
+"""Search spaces of hyperparameters and structure, encoded in the unit hypercube.
+
+A genome is a float vector ``u`` in ``[0, 1]^D``, one coordinate per gene.
+``Float``/``Int`` genes map ``u`` linearly (or log-linearly) onto their range,
+``Choice`` genes split ``[0, 1)`` into equal bins. Every operator (GA, DE,
+Latin hypercube, grid) therefore works on plain vectors, and a gaussian step
+in ``u`` is a step in the gene's own scale (log scale for log genes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+    """A real gene in ``[lo, hi]``, log-uniform when ``log``."""
+    lo: float
+    hi: float
+    log: bool = False
+
+    def __post_init__(self):
+        _check(math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi,
+               f"Float needs finite lo < hi, got lo={self.lo}, hi={self.hi}")
+        _check(not self.log or self.lo > 0,
+               f"a log-scale gene needs lo > 0, got lo={self.lo}: use log=False or a positive lo")
+
+    def decode(self, u: float) -> float:
+        """Value of unit coordinate ``u``."""
+        u = min(max(float(u), 0.0), 1.0)
+        if self.log:
+            return float(math.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo))))
+        return float(self.lo + u * (self.hi - self.lo))
+
+    def encode(self, value: float) -> float:
+        """Unit coordinate of ``value`` (inverse of :meth:`decode`)."""
+        if self.log:
+            return (math.log(value) - math.log(self.lo)) / (math.log(self.hi) - math.log(self.lo))
+        return (value - self.lo) / (self.hi - self.lo)
+
+    def grid(self, n: int) -> list:
+        """``n`` evenly spaced unit coordinates."""
+        return list(np.linspace(0.0, 1.0, n)) if n > 1 else [0.5]
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+    """An integer gene in ``[lo, hi]`` (inclusive), log-spaced when ``log``."""
+    lo: int
+    hi: int
+    log: bool = False
+
+    def __post_init__(self):
+        _check(int(self.lo) == self.lo and int(self.hi) == self.hi and int(self.lo) < int(self.hi),
+               f"Int needs integers lo < hi, got lo={self.lo}, hi={self.hi}")
+        _check(not self.log or self.lo > 0,
+               f"a log-scale gene needs lo > 0, got lo={self.lo}: use log=False or a positive lo")
+
+    def decode(self, u: float) -> int:
+        """Value of unit coordinate ``u``: bins of equal width (in log space for log)."""
+        u = min(max(float(u), 0.0), 1.0)
+        if self.log:
+            lo, hi = math.log(self.lo), math.log(self.hi + 1)
+            return int(min(self.hi, math.floor(math.exp(lo + u * (hi - lo)))))
+        return int(min(self.hi, self.lo + math.floor(u * (self.hi - self.lo + 1))))
+
+    def encode(self, value: int) -> float:
+        """The centre of ``value``'s bin."""
+        if self.log:
+            lo, hi = math.log(self.lo), math.log(self.hi + 1)
+            return ((math.log(value) + math.log(value + 1)) / 2 - lo) / (hi - lo)
+        return (value - self.lo + 0.5) / (self.hi - self.lo + 1)
+
+    def grid(self, n: int) -> list:
+        """At most ``n`` distinct values' unit coordinates."""
+        values = sorted({self.decode(u) for u in np.linspace(0.0, 1.0, n)})
+        return [self.encode(v) for v in values]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """A categorical gene."""
+    options: Tuple[Any, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", tuple(self.options))
+        _check(len(self.options) > 0, "Choice needs at least one option")
+
+    def decode(self, u: float) -> Any:
+        """Option of unit coordinate ``u`` (equal bins)."""
+        n = len(self.options)
+        return self.options[min(n - 1, int(math.floor(min(max(float(u), 0.0), 1.0) * n)))]
+
+    def encode(self, value: Any) -> float:
+        """The centre of ``value``'s bin."""
+        _check(value in self.options, f"{value!r} is not one of {self.options}")
+        return (self.options.index(value) + 0.5) / len(self.options)
+
+    def grid(self, n: int) -> list:  # pylint: disable=unused-argument
+        """Every option (a grid never skips a category)."""
+        return [self.encode(v) for v in self.options]
+
+
+Gene = Union[Float, Int, Choice]
+
+
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """An ordered set of named genes with optional activity conditions.
+
+    Attributes:
+      genes: ``((name, gene), ...)`` in genome order.
+      conditions: ``((name, predicate), ...)``: gene ``name`` is active only
+        when ``predicate(config)`` holds for the decoded config (e.g. a layer's
+        width only up to the layer count). Inactive genes are left out of the
+        decoded config and are ignored by the cache.
+    """
+    genes: Tuple[Tuple[str, Gene], ...]
+    conditions: Tuple[Tuple[str, Callable[[Dict[str, Any]], bool]], ...] = ()
+
+    def __post_init__(self):
+        names = [n for n, _ in self.genes]
+        _check(len(names) > 0, "a search space needs at least one gene")
+        _check(len(set(names)) == len(names), f"gene names must be unique, got {names}")
+        unknown = {n for n, _ in self.conditions} - set(names)
+        _check(not unknown, f"conditions name unknown genes {sorted(unknown)}")
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Gene names in genome order."""
+        return tuple(n for n, _ in self.genes)
+
+    @property
+    def dim(self) -> int:
+        """Genome length D."""
+        return len(self.genes)
+
+    def decode(self, u: Sequence[float]) -> Dict[str, Any]:
+        """The config of unit genome ``u`` (inactive genes dropped)."""
+        u = np.asarray(u, np.float64)
+        _check(u.shape == (self.dim,), f"a genome of this space has {self.dim} genes, "
+               f"got shape {u.shape}")
+        full = {n: g.decode(x) for (n, g), x in zip(self.genes, u)}
+        inactive = {name for name, active in self.conditions if not active(full)}
+        return {k: v for k, v in full.items() if k not in inactive}
+
+    def encode(self, config: Mapping[str, Any]) -> np.ndarray:
+        """A unit genome of ``config`` (missing genes at 0.5)."""
+        return np.array([g.encode(config[n]) if n in config else 0.5 for n, g in self.genes])
+
+    def key(self, u: Sequence[float]) -> Tuple:
+        """Hashable identity of the decoded config (the evaluation cache's key)."""
+        return tuple(sorted((k, repr(v)) for k, v in self.decode(u).items()))
+
+    def index(self, name: str) -> int:
+        """Position of gene ``name`` in the genome."""
+        return self.names.index(name)
+
+    def gene(self, name: str) -> Gene:
+        """Gene ``name``."""
+        return dict(self.genes)[name]
+
+
+def space(genes: Mapping[str, Gene],
+          conditions: Optional[Mapping[str, Callable[[Dict[str, Any]], bool]]] = None) -> Space:
+    """Builds a :class:`Space` from ``{name: gene}`` in a few lines.
+
+    Example::
+
+        s = space({"lr": Float(1e-4, 1e-1, log=True), "layers": Int(1, 3),
+                   "act": Choice(["relu", "tanh"])})
+    """
+    return Space(tuple(genes.items()), tuple((conditions or {}).items()))
+
+
+MAX_LAYERS = 4
+
+
+def _layer_active(i: int) -> Callable[[Dict[str, Any]], bool]:
+    def active(config):
+        return config["family"] in ("mlp", "cnn") and config["layers"] > i
+    return active
+
+
+def _not_rnn(config) -> bool:
+    return config["family"] != "rnn"
+
+
+def _family(name: str) -> Callable[[Dict[str, Any]], bool]:
+    def active(config):
+        return config["family"] == name
+    return active
+
+
+def default_space(families: Sequence[str] = ("mlp", "cnn", "rnn")) -> Space:
+    """The space the seed documents name: training hyperparameters and structure.
+
+    Genes: learning_rate, batch_size, epochs, dropout, weight_decay, optimizer,
+    family, layers, width_0..3 (MLP widths / CNN filters, active up to the layer
+    count), activation, kernel_size (CNN), rnn_cell, rnn_hidden, rnn_layers (RNN).
+    """
+    genes: Dict[str, Gene] = {
+        "learning_rate": Float(1e-4, 3e-2, log=True),
+        "batch_size": Choice((32, 64, 128)),
+        # Few distinct epoch counts and widths: each distinct shape compiles once (jit cache).
+        "epochs": Choice((5, 10, 20, 40)),
+        "dropout": Float(0.0, 0.5),
+        "weight_decay": Float(1e-6, 1e-2, log=True),
+        "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
+        "family": Choice(tuple(families)),
+        "layers": Int(1, MAX_LAYERS),
+    }
+    for i in range(MAX_LAYERS):
+        genes[f"width_{i}"] = Choice((16, 32, 64, 128, 256))
+    genes.update({"activation": Choice(("relu", "gelu", "tanh", "swish")),
+                  "kernel_size": Choice((3, 5, 7)),
+                  "rnn_cell": Choice(("gru", "lstm", "simple")),
+                  "rnn_hidden": Choice((16, 32, 64, 128)),
+                  "rnn_layers": Int(1, 2)})
+    conditions = {f"width_{i}": _layer_active(i) for i in range(MAX_LAYERS)}
+    conditions.update({"layers": _not_rnn, "activation": _not_rnn})
+    conditions.update({"kernel_size": _family("cnn"), "rnn_cell": _family("rnn"),
+                       "rnn_hidden": _family("rnn"), "rnn_layers": _family("rnn")})
+    return space(genes, conditions)

@@ -1,0 +1,141 @@
+"""The outer GA and its baselines on cheap objectives with known optima."""
+import numpy as np
+import pytest
+
+import genetic_dl as gdl
+from genetic_dl import engine, genome_ops, search
+from genetic_dl.space import Choice, Float, Int, space
+
+SPACE = space({"x": Float(-5, 5), "y": Float(1e-3, 10, log=True), "n": Int(1, 8),
+               "c": Choice(["a", "b", "c"])})
+
+
+def sphere(c):
+    """Maximum 0 at x = 1, y = 0.1, n = 5, c = 'b'."""
+    return -((c["x"] - 1) ** 2 + np.log10(c["y"] / 0.1) ** 2 + 0.3 * (c["n"] - 5) ** 2
+             + (c["c"] != "b"))
+
+
+@pytest.mark.parametrize("method", [search.GA(population=12), search.DifferentialEvolution()])
+def test_evolutionary_methods_find_the_optimum(method):
+    res = search.run_search(method, SPACE, search.BlackBox(sphere), 400, 0)
+    assert res.best_fitness > -0.01
+    assert res.best_config["n"] == 5 and res.best_config["c"] == "b"
+    rand = search.run_search(search.RandomSearch(), SPACE, search.BlackBox(sphere), 400, 0)
+    assert res.best_fitness > rand.best_fitness
+
+
+@pytest.mark.parametrize("method", ["random", "grid", "ga", "de"])
+def test_budget_is_respected_exactly(method):
+    calls = []
+
+    def f(c):
+        calls.append(c)
+        return sphere(c)
+    res = search.run_search(method, SPACE, search.BlackBox(f), 37, 1)
+    assert len(calls) == res.budget_used == len(res.evaluations) <= 37
+    if method in ("random", "grid"):
+        assert res.budget_used == 37
+    keys = {tuple(sorted(e["config"].items())) for e in res.evaluations}
+    assert len(keys) == len(res.evaluations)  # the cache never re-evaluates a config
+
+
+def test_grid_covers_every_point_once():
+    s = space({"a": Choice([1, 2, 3]), "b": Float(0, 1)})
+    res = search.run_search(search.GridSearch(resolution=4), s, search.BlackBox(
+        lambda c: c["a"] + c["b"]), 1000, 0)
+    assert len(res.evaluations) == 12 and res.best_config == {"a": 3, "b": 1.0}
+
+
+def test_seeded_runs_repeat():
+    a = search.run_search("ga", SPACE, search.BlackBox(sphere), 60, 3)
+    b = search.run_search("ga", SPACE, search.BlackBox(sphere), 60, 3)
+    assert [e["config"] for e in a.evaluations] == [e["config"] for e in b.evaluations]
+
+
+def test_failures_rank_last_and_do_not_crash():
+    res = search.run_search("ga", SPACE, search.BlackBox(
+        lambda c: float("nan") if c["x"] > 0 else sphere(c)), 60, 0)
+    assert res.best_config["x"] <= 0
+
+
+def test_lhs_fills_every_stratum():
+    import jax  # pylint: disable=import-outside-toplevel
+    g = np.asarray(genome_ops.init_lhs(jax.random.key(0), 10, 3))
+    for d in range(3):
+        assert sorted(np.floor(g[:, d] * 10).astype(int)) == list(range(10))
+
+
+def test_mutation_respects_bounds_and_refinement_narrows():
+    import jax  # pylint: disable=import-outside-toplevel
+    g = genome_ops.mutate(jax.random.key(0), jax.numpy.full((500, 4), 0.95), 1.0, 0.5,
+                          0.2, 0.9)
+    assert float(g.min()) >= 0.2 and float(g.max()) <= 0.9
+    top = np.array([[0.4, 0.5, 0.1, 0.5], [0.6, 0.52, 0.9, 0.5]])
+    lo, hi = genome_ops.refine_bounds(top, SPACE, epsilon=0.0, min_width=0.1)
+    assert np.allclose([lo[0], hi[0]], [0.4, 0.6])
+    assert np.isclose(hi[1] - lo[1], 0.1)  # never below the minimum width
+    assert lo[3] == 0.0 and hi[3] == 1.0  # categorical genes are not refined
+
+
+def test_refinement_in_the_ga_keeps_children_in_bounds():
+    import jax  # pylint: disable=import-outside-toplevel
+    ga = search.GA(population=10, refine_after=1, refine_top=3, mutation_rate=0.5)
+    state = ga.init_state(jax.random.key(0), SPACE)
+    for r in range(3):
+        genomes = ga.ask(jax.random.key(r + 1), state)
+        state = ga.tell(state, genomes, [sphere(SPACE.decode(u)) for u in genomes])
+    lo, hi = state["lo"], state["hi"]
+    assert np.all(hi - lo >= 0.1 - 1e-9) and (hi - lo)[:3].sum() < 3  # narrowed numeric genes
+    kids = ga.ask(jax.random.key(9), state)
+    assert np.all(kids >= lo - 1e-6) and np.all(kids <= hi + 1e-6)
+
+
+def test_nsga2_front_is_non_dominated():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 2))
+    front = genome_ops.pareto_front(f)
+    for i in front:
+        assert not any(genome_ops.dominates(f[j], f[i]) for j in range(40))
+    for i in set(range(40)) - set(front):
+        assert any(genome_ops.dominates(f[j], f[i]) for j in front)
+    res = search.run_search(search.GA(population=12, objectives=2), SPACE, search.BlackBox(
+        lambda c: (-(c["x"] - 1) ** 2, -(c["x"] + 1) ** 2)), 120, 0, objectives=2)
+    xs = [e["config"]["x"] for e in res.pareto]
+    assert len(xs) >= 3 and min(xs) > -1.2 and max(xs) < 1.2  # the front lies on [-1, 1]
+
+
+def test_trainer_objective_groups_shapes_and_counts_epochs(iris):
+    s = space({"learning_rate": Float(1e-3, 1e-1, log=True), "epochs": Choice((2, 3)),
+               "width_0": Choice((8, 16)), "layers": Choice((1,)), "batch_size": Choice((16,))})
+    obj = engine.TrainerObjective(iris, seed=0)
+    res = search.run_search(search.RandomSearch(batch=8), s, obj, 30, 0)
+    assert res.budget_used <= 30
+    assert res.budget_used == sum(e["config"]["epochs"] for e in res.evaluations)
+    assert obj.groups_trained < len(res.evaluations)  # shapes were shared
+    assert res.best_fitness > 0.6  # validation accuracy, chance 1/3
+    assert obj.test_metrics()["accuracy"] > 0.5
+
+
+def test_composite_and_multi_objective_fitness(iris):
+    cfg = {"learning_rate": 0.05, "epochs": 3, "layers": 1, "width_0": 8, "batch_size": 16}
+    plain = engine.TrainerObjective(iris).evaluate([cfg])[0]
+    comp = engine.TrainerObjective(iris, composite=(1.0, 1000.0, 0.0)).evaluate([cfg])[0]
+    assert comp < plain  # the time penalty lowers fitness
+    multi = engine.TrainerObjective(iris, multi_objective="params").evaluate([cfg])[0]
+    n_params = gdl.count_params(gdl.build_model(gdl.MLPSpec((8,)), (4,), 3).init(
+        __import__("jax").random.key(0), np.zeros((1, 4), np.float32)))
+    assert multi[1] == -n_params
+
+
+def test_tpe_adapter_beats_nothing_and_respects_budget():
+    pytest.importorskip("optuna")
+    res = search.run_search(search.TPE(batch=4), SPACE, search.BlackBox(sphere), 60, 0)
+    assert res.budget_used <= 60 and res.best_fitness > -3
+
+
+def test_unknown_method_and_bad_budget():
+    with pytest.raises(ValueError, match="unknown method"):
+        search.run_search("hyperband", SPACE, search.BlackBox(sphere), 10, 0)
+    with pytest.raises(ValueError, match="budget"):
+        search.run_search("random", SPACE, search.BlackBox(sphere), 0, 0)
