@@ -17,6 +17,7 @@ from .space import Choice, Float, Int, Space, default_space, space
 from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
                      RandomSearch, SearchResult, run_search)
 from .engine import TrainerObjective
+from .rundir import load_model
 from . import crossover, mutation, selection
 
 __version__ = "0.1.0"
@@ -29,5 +30,5 @@ __all__ = [
     "train", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "mutation",
     "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA", "TPE",
     "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
-    "SearchResult", "run_search", "TrainerObjective",
+    "SearchResult", "run_search", "TrainerObjective", "load_model",
 ]

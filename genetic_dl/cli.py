@@ -1,22 +1,21 @@
-"""Command line: ``genetic-dl evolve-weights ...`` and ``genetic-dl datasets``.
+"""Command line: ``genetic-dl evolve-weights | search | report | datasets``.
 
-User errors (bad flags, unknown dataset, bad data) exit with status 2 and one
-line on stderr starting ``error:``, without a traceback.
+User errors (bad flags, unknown dataset, bad data, bad config) exit with status 2
+and one line on stderr starting ``error:``, without a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 import time
-from typing import List, Optional
-
-import numpy as np
+from typing import Any, Dict, List, Optional
 
 from . import data as data_mod
+from . import rundir
 from .models import CNNSpec, MLPSpec, RNNSpec, spec_to_dict
+
+SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir"}
 
 
 class UserError(Exception):
@@ -30,23 +29,35 @@ class _Parser(argparse.ArgumentParser):
 
 def _ints(text: str) -> tuple:
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        return tuple(int(v) for v in str(text).split(",") if v.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
+
+
+def _common(p):
+    p.add_argument("--dataset", default="digits", help="bundled name or path to an .npz")
+    p.add_argument("--task", choices=data_mod.TASKS, help="override the task of an .npz")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (result.json, csv, plots...)")
+    p.add_argument("--config", default=None, help="TOML file of options (flags win)")
+    p.add_argument("--quiet", action="store_true", help="no per-generation lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``genetic-dl`` command."""
     from .crossover import CROSSOVERS  # pylint: disable=import-outside-toplevel
     from .optimizers import OPTIMIZERS  # pylint: disable=import-outside-toplevel
+    from .search import METHODS  # pylint: disable=import-outside-toplevel
     from .selection import SELECTIONS  # pylint: disable=import-outside-toplevel
     from .weight_ga import RULES  # pylint: disable=import-outside-toplevel
     parser = _Parser(prog="genetic-dl", description="Evolve neural networks with JAX.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("datasets", help="list the bundled datasets")
+    rep = sub.add_parser("report", help="write report.md (and plots) of a run directory")
+    rep.add_argument("run_dir")
+    rep.add_argument("--latex", action="store_true", help="also write report.tex")
     ev = sub.add_parser("evolve-weights", help="the GDNN weight GA hybrid with gradient descent")
-    ev.add_argument("--dataset", default="digits", help="bundled name or path to an .npz")
-    ev.add_argument("--task", choices=data_mod.TASKS, help="override the task of an .npz")
+    _common(ev)
     ev.add_argument("--model", choices=("mlp", "cnn", "rnn"), default="mlp")
     ev.add_argument("--hidden", type=_ints, default=(128, 128),
                     help="MLP widths / CNN filters / RNN [hidden, layers]")
@@ -65,10 +76,52 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--elitism", type=int, default=1)
     ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
                     "(loss and mse are negated)")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--out", default=None, help="run directory for result.json")
-    ev.add_argument("--quiet", action="store_true")
+    se = sub.add_parser("search", help="search hyperparameters and structure")
+    _common(se)
+    se.add_argument("--method", choices=sorted(METHODS), default="ga")
+    se.add_argument("--budget", type=float, default=200, help="network-epochs to spend")
+    se.add_argument("--population", type=int, default=16, help="GA/DE population")
+    se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space")
+    se.add_argument("--metric", default="accuracy", help="validation metric to maximise")
     return parser
+
+
+def parse(argv: List[str]) -> argparse.Namespace:
+    """Parses ``argv``; a ``--config`` TOML sets defaults that explicit flags override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        options = rundir.load_toml(args.config)
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
+        valid = {a.dest for a in sub._actions} - SKIP_IN_CONFIG  # pylint: disable=protected-access
+        options = {k.replace("-", "_"): v for k, v in options.items()}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise UserError(f"config {args.config!r} has unknown option(s) {', '.join(unknown)}; "
+                            f"valid for {args.command}: {', '.join(sorted(valid))}")
+        for action in sub._actions:  # pylint: disable=protected-access
+            if action.dest in options and action.type is not None:
+                value = options[action.dest]
+                value = ",".join(map(str, value)) if isinstance(value, list) else value
+                try:
+                    options[action.dest] = action.type(value)
+                except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+                    raise UserError(f"config option {action.dest} = {value!r}: {err}") from err
+            if action.dest in options and action.choices and options[action.dest] \
+                    not in action.choices:
+                raise UserError(f"config option {action.dest} = {options[action.dest]!r}: "
+                                f"choose one of {', '.join(map(str, action.choices))}")
+        sub.set_defaults(**options)
+        args = parser.parse_args(argv)
+    return args
+
+
+def _resolved(args) -> Dict[str, Any]:
+    out = {}
+    for k, v in sorted(vars(args).items()):
+        if k not in SKIP_IN_CONFIG and v is not None:
+            out[k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _spec(args):
@@ -80,42 +133,63 @@ def _spec(args):
     return RNNSpec("gru", hidden[0], hidden[1] if len(hidden) > 1 else 1)
 
 
-def _write_json(path: str, obj) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _metrics(model, params, data, split) -> Dict[str, float]:
+    from .metrics import compute_metrics  # pylint: disable=import-outside-toplevel
+    x, y = data.split(split)
+    m = compute_metrics(model.apply(params, x), y, data.is_classification)
+    return {k: float(v) for k, v in m.items()}
 
 
-def _finite(d):
-    return {k: (float(v) if np.isfinite(v) else None) for k, v in d.items()}
+def _finish(args, argv, data, spec, params, best_config, history, evaluations, extra=None):
+    """Writes the run directory; result.json last."""
+    from .models import build_model  # pylint: disable=import-outside-toplevel
+    model = build_model(spec, data.feature_shape, data.out_dim)
+    val, test = _metrics(model, params, data, "val"), _metrics(model, params, data, "test")
+    result = {"command": "genetic-dl " + " ".join(argv), "seed": args.seed,
+              "dataset": data.name, "best": {"config": best_config, "val": val, "test": test},
+              "history": history, "budget_used": history[-1]["budget_used"] if history else 0,
+              **(extra or {})}
+    if not args.quiet:
+        print("best (validation): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        print("best (test):       " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    if args.out:
+        rundir.write_bytes(os.path.join(args.out, "config.toml"),
+                           rundir.dump_toml(_resolved(args)).encode())
+        rundir.write_csv(os.path.join(args.out, "history.csv"), history)
+        rundir.write_csv(os.path.join(args.out, "evaluations.csv"), evaluations)
+        rundir.save_model(os.path.join(args.out, "best_model"), spec, params, data,
+                          {"config": best_config})
+        rundir.write_json(os.path.join(args.out, "result.json"), result)
+        from .report import make_plots  # pylint: disable=import-outside-toplevel
+        make_plots(args.out)
+        if not args.quiet:
+            print(f"wrote {args.out}/result.json")
+    return 0
+
+
+def _check_positive(args, names):
+    for name in names:
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
 
 
 def evolve_weights_command(args, argv: List[str]) -> int:
     """Runs ``genetic-dl evolve-weights``; returns the exit status."""
     import jax  # pylint: disable=import-outside-toplevel
-    from .metrics import compute_metrics  # pylint: disable=import-outside-toplevel
     from .population import init_population  # pylint: disable=import-outside-toplevel
     from .weight_ga import WeightGAConfig, evolve_weights  # pylint: disable=import-outside-toplevel
-    for name in ("population", "generations", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    dataset = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
+    _check_positive(args, ("population", "generations", "epochs", "batch_size"))
+    data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     spec = _spec(args)
     config = WeightGAConfig(rule=args.rule, crossover=args.crossover, selection=args.selection,
                             mutation_rate=args.mutation_rate,
                             mutation_scale=args.mutation_scale,
                             elitism=min(args.elitism, args.population))
     hparams = {} if args.lr is None else {"learning_rate": args.lr}
-    key = jax.random.key(args.seed)
-    k_pop, k_ga = jax.random.split(key)
-    pop = init_population(k_pop, spec, dataset, args.population, args.optimizer, hparams)
+    k_pop, k_ga = jax.random.split(jax.random.key(args.seed))
+    pop = init_population(k_pop, spec, data, args.population, args.optimizer, hparams)
     if not args.quiet:
-        print(f"{dataset!r}\n{spec}, P={args.population}, G={args.generations}, "
+        print(f"{data!r}\n{spec}, P={args.population}, G={args.generations}, "
               f"{args.epochs} epoch(s)/generation, {jax.device_count()} device(s)")
 
     def report(gen, _pop, rec):
@@ -124,45 +198,87 @@ def evolve_weights_command(args, argv: List[str]) -> int:
                   f"std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
                   f"budget {rec['network_epochs']} net-epochs  {rec['elapsed']:.1f}s", flush=True)
         return False
-    start = time.time()
-    res = evolve_weights(k_ga, pop, dataset, generations=args.generations, epochs=args.epochs,
+    res = evolve_weights(k_ga, pop, data, generations=args.generations, epochs=args.epochs,
                          batch_size=args.batch_size, config=config, fitness=args.fitness,
                          callbacks=[report])
     if res.best_params is None:
         raise UserError("every member diverged (NaN/inf loss): lower the learning rate (--lr)")
-    model = pop.model
-    test = compute_metrics(model.apply(res.best_params, dataset.x_test), dataset.y_test,
-                           dataset.is_classification)
-    test = _finite(jax.device_get(test))
-    result = {
-        "command": "genetic-dl " + " ".join(argv), "seed": args.seed, "dataset": dataset.name,
-        "best": {"config": {"model": spec_to_dict(spec), "optimizer": args.optimizer,
-                            "member_id": res.best_id, "generation": res.best_generation},
-                 "val": _finite(res.best_metrics), "test": test},
-        "history": [{"generation": h["generation"], "best": h["best"], "mean": h["mean"],
-                     "std": h["std"], "budget_used": h["network_epochs"]} for h in res.history],
-        "budget_used": res.history[-1]["network_epochs"], "seconds": time.time() - start}
+    parents = {c: (a, b) for _, c, a, b in res.lineage}
+    evaluations = [{"generation": h["generation"], "member_id": i, "fitness": f,
+                    "parent_a": parents.get(i, (None, None))[0],
+                    "parent_b": parents.get(i, (None, None))[1]}
+                   for h in res.history for i, f in zip(h["member_ids"], h["member_fitness"])]
+    history = [{"generation": h["generation"], "best": h["best"], "mean": h["mean"],
+                "std": h["std"], "failed": h["failed"], "diversity": h["diversity"],
+                "budget_used": h["network_epochs"], "elapsed": h["elapsed"]}
+               for h in res.history]
+    best_config = {"model": spec_to_dict(spec), "optimizer": args.optimizer,
+                   "member_id": res.best_id, "generation": res.best_generation}
+    return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
+                   {"lineage": [list(x) for x in res.lineage]})
+
+
+def search_command(args, argv: List[str]) -> int:
+    """Runs ``genetic-dl search``; returns the exit status."""
+    import jax  # pylint: disable=import-outside-toplevel
+    from . import search as search_mod  # pylint: disable=import-outside-toplevel
+    from .engine import TrainerObjective  # pylint: disable=import-outside-toplevel
+    from .space import default_space  # pylint: disable=import-outside-toplevel
+    _check_positive(args, ("population", "budget"))
+    families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    bad = sorted(set(families) - {"mlp", "cnn", "rnn"})
+    if bad or not families:
+        raise UserError(f"unknown model famil(ies) {bad or families}: use mlp, cnn, rnn")
+    data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
+    method = {"ga": lambda: search_mod.GA(population=args.population),
+              "de": lambda: search_mod.DifferentialEvolution(population=max(4, args.population)),
+              "random": lambda: search_mod.RandomSearch(batch=args.population),
+              "grid": lambda: search_mod.GridSearch(batch=args.population),
+              "tpe": lambda: search_mod.TPE(batch=max(1, args.population // 2))}[args.method]()
+    objective = TrainerObjective(data, seed=args.seed, metric=args.metric)
     if not args.quiet:
-        print("best (validation): " + ", ".join(f"{k} {v:.4f}" for k, v in
-                                                res.best_metrics.items()))
-        print("best (test):       " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()
-                                                if v is not None))
-    if args.out:
-        _write_json(os.path.join(args.out, "result.json"), result)
+        print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} network-epochs, "
+              f"families {','.join(families)}")
+
+    def report(rnd, rec):
         if not args.quiet:
-            print(f"wrote {os.path.join(args.out, 'result.json')}")
-    return 0
+            print(f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
+                  f"std {rec['std']:.4f}  best so far {rec['best_so_far']:.4f}  "
+                  f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
+                  flush=True)
+        return False
+    start = time.time()
+    res = search_mod.run_search(method, default_space(families), objective, args.budget,
+                                jax.random.key(args.seed), callbacks=[report])
+    if not objective.best:
+        raise UserError("no candidate trained successfully: raise --budget or check the data")
+    history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],
+                "best_so_far": h["best_so_far"], "budget_used": h["budget_used"],
+                "elapsed": h["elapsed"]} for h in res.history]
+    evaluations = [{"round": e["round"], "budget_used": e["budget_used"],
+                    "fitness": e["fitness"], "cost": e["cost"], **e["config"]}
+                   for e in res.evaluations]
+    return _finish(args, argv, data, objective.best["spec"], objective.best["params"],
+                   objective.best["config"], history, evaluations,
+                   {"seconds": time.time() - start, "method": args.method})
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``genetic-dl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         if args.command == "datasets":
             for name, (_, about) in data_mod.DATASETS.items():
                 print(f"{name:<10} {about}")
             return 0
+        if args.command == "report":
+            from .report import write_report  # pylint: disable=import-outside-toplevel
+            for name in write_report(args.run_dir, args.latex):
+                print(os.path.join(args.run_dir, name))
+            return 0
+        if args.command == "search":
+            return search_command(args, argv)
         return evolve_weights_command(args, argv)
     except (UserError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

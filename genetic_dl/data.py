@@ -40,6 +40,15 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    feature_mean: Optional[np.ndarray] = None
+    feature_std: Optional[np.ndarray] = None
+
+    def standardize(self, x) -> np.ndarray:
+        """Applies the train-split standardisation to raw features ``x``."""
+        x = np.asarray(x, np.float32)
+        if self.feature_mean is None:
+            return x
+        return ((x - self.feature_mean) / self.feature_std).astype(np.float32)
 
     @property
     def feature_shape(self) -> Tuple[int, ...]:
@@ -120,11 +129,12 @@ def _check_labels(y: np.ndarray, n: int, name: str, task: str, num_classes: Opti
 
 
 def _standardise(x_train, *others):
-    mean = x_train.mean(axis=0, keepdims=True)
-    std = x_train.std(axis=0, keepdims=True)
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
     # Constant features (e.g. digits' blank corner pixels) keep scale 1 rather than dividing by 0.
     std = np.where(std < 1e-8, 1.0, std)
-    return tuple(((a - mean) / std).astype(np.float32) for a in (x_train,) + others)
+    scaled = tuple(((a - mean) / std).astype(np.float32) for a in (x_train,) + others)
+    return scaled, mean.astype(np.float32), std.astype(np.float32)
 
 
 def _carve_validation(x, y, fraction: float, seed: int, stratify: bool):
@@ -196,9 +206,10 @@ def make_dataset(name: str, x_train, y_train, x_test, y_test, *, x_val=None, y_v
         x_tr, y_tr, x_va, y_va = _carve_validation(x_tr, y_tr, val_fraction, seed,
                                                    task == CLASSIFICATION)
     x_te, y_te = arrays["test"]
+    mean = std = None
     if standardize:
-        x_tr, x_va, x_te = _standardise(x_tr, x_va, x_te)
-    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, int(num_classes))
+        (x_tr, x_va, x_te), mean, std = _standardise(x_tr, x_va, x_te)
+    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, int(num_classes), mean, std)
 
 
 def _output_width(arrays, task: str, num_classes: Optional[int]) -> int:

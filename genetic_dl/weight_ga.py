@@ -319,7 +319,9 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
         fit_np = np.asarray(fit)
         record = {"generation": gen, **_summary(fit_np),
                   "diversity": float(diversity(population.params)),
-                  "network_epochs": spent, "elapsed": time.perf_counter() - start}
+                  "network_epochs": spent, "elapsed": time.perf_counter() - start,
+                  "member_ids": np.asarray(population.ids).tolist(),
+                  "member_fitness": fit_np.tolist()}
         if np.isfinite(fit_np).any():
             i = int(np.nanargmax(fit_np))
             record["best_metrics"] = {k: float(v[i]) for k, v in metrics.items()}

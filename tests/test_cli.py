@@ -65,3 +65,47 @@ def test_datasets_lists_the_bundled_ones():
     assert proc.returncode == 0
     assert [line.split()[0] for line in proc.stdout.splitlines()] == [
         "digits", "iris", "mnist1d", "friedman", "binary"]
+
+
+def test_search_report_load_model_and_config_round_trip(tmp_path):
+    out = tmp_path / "search"
+    proc = _cli("search", "--dataset", "iris", "--budget", "30", "--population", "4",
+                "--families", "mlp", "--seed", "1", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["budget_used"] <= 30 and result["best"]["config"]["family"] == "mlp"
+    for name in ("history.csv", "evaluations.csv", "config.toml", "best_model/spec.json",
+                 "best_model/params.msgpack", "fitness.png"):
+        assert (out / name).exists(), name
+    rows = (out / "evaluations.csv").read_text().splitlines()
+    assert rows[0].startswith("round,budget_used,fitness,cost") and len(rows) > 1
+    # the saved model predicts raw features as well as the run reported
+    import sklearn.datasets  # pylint: disable=import-outside-toplevel
+    import genetic_dl  # pylint: disable=import-outside-toplevel
+    model = genetic_dl.load_model(str(out))
+    x, y = sklearn.datasets.load_iris(return_X_y=True)
+    assert (model.predict(x) == y).mean() > 0.6
+    # repeating the run from its config.toml gives the same numbers
+    again = tmp_path / "again"
+    proc = _cli("search", "--config", str(out / "config.toml"), "--out", str(again), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((again / "result.json").read_text())["best"] == result["best"]
+    proc = _cli("report", str(out), "--latex")
+    assert proc.returncode == 0, proc.stderr
+    report = (out / "report.md").read_text()
+    assert "Best configuration" in report and "fitness.png" in report
+    assert (out / "report.tex").read_text().startswith("\\documentclass")
+
+
+def test_bad_configs_exit_2(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    for text, expected in (("populaton = 3\n", "unknown option"),
+                           ("population = \"many\"\n", "population"),
+                           ("crossover = \"sexual\"\n", "choose one of"),
+                           ("this is not toml", "not valid TOML")):
+        cfg.write_text(text)
+        proc = _cli("evolve-weights", "--config", str(cfg))
+        assert proc.returncode == 2 and expected in proc.stderr, (text, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli("report", str(tmp_path))
+    assert proc.returncode == 2 and "no result.json" in proc.stderr

@@ -1,0 +1,155 @@
+"""Plots and the report of a finished run directory (reads only its files)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any, Dict, List
+
+from .rundir import write_bytes
+
+
+def _read(run_dir: str):
+    path = os.path.join(run_dir, "result.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{run_dir!r} has no result.json: the run did not finish (resume it "
+                         f"with --resume) or this is not a run directory")
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    rows: List[Dict[str, Any]] = []
+    ev = os.path.join(run_dir, "evaluations.csv")
+    if os.path.exists(ev):
+        with open(ev, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    return result, rows
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def make_plots(run_dir: str) -> List[str]:
+    """Writes fitness-vs-generation, best-so-far-vs-budget and hyperparameter plots.
+
+    Returns:
+      The written file names (empty, with a note printed, without matplotlib).
+    """
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        print("note: matplotlib is absent, no plots (pip install 'genetic-dl[plots]')")
+        return []
+    result, rows = _read(run_dir)
+    hist = result["history"]
+    written = []
+    gens = [h["generation"] for h in hist]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    best = [h["best"] for h in hist]
+    mean = [h["mean"] for h in hist]
+    std = [h["std"] or 0.0 for h in hist]
+    axes[0].plot(gens, best, marker="o", label="best")
+    axes[0].errorbar(gens, mean, yerr=std, marker=".", capsize=2, label="mean ± std")
+    axes[0].set_xlabel("generation")
+    axes[0].set_ylabel("fitness (validation)")
+    axes[0].legend()
+    so_far, running = [], float("-inf")
+    for h in hist:
+        running = max(running, h["best"] if h["best"] is not None else float("-inf"))
+        so_far.append(running)
+    axes[1].step([h["budget_used"] for h in hist], so_far, where="post", marker="o")
+    axes[1].set_xlabel("budget used (network-epochs)")
+    axes[1].set_ylabel("best so far")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{result['dataset']}: {result['command']}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "fitness.png"), dpi=110)
+    plt.close(fig)
+    written.append("fitness.png")
+    lrs = [(_num(r.get("learning_rate")), _num(r.get("fitness"))) for r in rows]
+    lrs = [(a, b) for a, b in lrs if a is not None and b is not None]
+    if lrs:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        ax.scatter(*zip(*lrs), s=12, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("fitness")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(run_dir, "hyperparameters.png"), dpi=110)
+        plt.close(fig)
+        written.append("hyperparameters.png")
+    return written
+
+
+def _table(rows: List[List[str]]) -> str:
+    head, *body = rows
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(out)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
+
+
+def write_report(run_dir: str, latex: bool = False) -> List[str]:
+    """Writes ``report.md`` (and ``report.tex``): setup, per-generation table, best config,
+    its validation and test metrics, and the plots."""
+    result, _ = _read(run_dir)
+    plots = make_plots(run_dir)
+    hist = [["generation", "best", "mean", "std", "budget used"]]
+    hist += [[str(h["generation"]), _fmt(h["best"]), _fmt(h["mean"]), _fmt(h["std"]),
+              _fmt(h["budget_used"])] for h in result["history"]]
+    best = result["best"]
+    metrics = [["metric", "validation", "test"]]
+    metrics += [[k, _fmt(best["val"].get(k)), _fmt(best["test"].get(k))] for k in best["test"]]
+    config = [["option", "value"]] + [[k, json.dumps(v)] for k, v in best["config"].items()]
+    md = (f"# Run report: {result['dataset']}\n\nCommand: `{result['command']}`  \n"
+          f"Seed: {result['seed']}; budget used: {result['budget_used']} network-epochs.\n\n"
+          f"## Per generation (validation fitness)\n\n{_table(hist)}\n\n"
+          f"## Best configuration\n\n{_table(config)}\n\n"
+          f"## Best model's metrics\n\nSelection used the validation split only; test was "
+          f"evaluated once, at the end.\n\n{_table(metrics)}\n\n"
+          + "".join(f"![{p}]({p})\n\n" for p in plots))
+    write_bytes(os.path.join(run_dir, "report.md"), md.encode())
+    written = ["report.md"]
+    if latex:
+        write_bytes(os.path.join(run_dir, "report.tex"), _latex(result, hist, config, metrics,
+                                                                plots).encode())
+        written.append("report.tex")
+    return written + plots
+
+
+_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
+        "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+def _latex_table(rows: List[List[str]]) -> str:
+    head, *body = rows
+    cols = "l" * len(head)
+    lines = [rf"\begin{{tabular}}{{{cols}}}", r"\hline", " & ".join(map(_tex, head)) + r" \\",
+             r"\hline"]
+    lines += [" & ".join(map(_tex, r)) + r" \\" for r in body]
+    return "\n".join(lines + [r"\hline", r"\end{tabular}"])
+
+
+def _latex(result, hist, config, metrics, plots) -> str:
+    figs = "".join(rf"\begin{{figure}}[h]\centering\includegraphics[width=\linewidth]{{{p}}}"
+                   rf"\end{{figure}}" + "\n" for p in plots)
+    return (r"\documentclass{article}" "\n" r"\usepackage{graphicx}" "\n" r"\begin{document}"
+            "\n" rf"\section*{{Run report: {_tex(result['dataset'])}}}" "\n"
+            rf"Command: \texttt{{{_tex(result['command'])}}}. Seed {result['seed']}." "\n\n"
+            r"\subsection*{Per generation}" "\n" + _latex_table(hist) + "\n\n"
+            r"\subsection*{Best configuration}" "\n" + _latex_table(config) + "\n\n"
+            r"\subsection*{Metrics (selection on validation; test once at the end)}" "\n"
+            + _latex_table(metrics) + "\n\n" + figs + r"\end{document}" "\n")
