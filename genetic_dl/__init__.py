@@ -12,7 +12,7 @@ from .models import (CNNSpec, MLPSpec, RNNSpec, build_model, count_params, spec_
 from .optimizers import OPTIMIZERS, make_optimizer
 from .population import Population, concat, init_population, take
 from .train import evaluate, fitness_from_metrics, predict, train
-from .weight_ga import WeightGAConfig, WeightGAResult, evolve_weights
+from .weight_ga import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
 from .space import Choice, Float, Int, Space, default_space, space
 from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
                      RandomSearch, SearchResult, run_search)
@@ -27,7 +27,7 @@ __all__ = [
     "CNNSpec", "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict",
     "spec_to_dict", "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population",
     "take", "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict",
-    "train", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "mutation",
+    "train", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "mutation",
     "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA", "TPE",
     "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model",

@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any, Dict, List, Optional
 
 from . import data as data_mod
 from . import rundir
 from .models import CNNSpec, MLPSpec, RNNSpec, spec_to_dict
 
-SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir"}
+SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume"}
+# Options that do not change a run's numbers: a resumed run may differ in them.
+NOT_COMPARED_ON_RESUME = {"checkpoint_every"}
 
 
 class UserError(Exception):
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--elitism", type=int, default=1)
     ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
                     "(loss and mse are negated)")
+    ev.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last checkpoint")
+    ev.add_argument("--checkpoint-every", type=int, default=1,
+                    help="write a checkpoint every K generations (with --out)")
     se = sub.add_parser("search", help="search hyperparameters and structure")
     _common(se)
     se.add_argument("--method", choices=sorted(METHODS), default="ga")
@@ -145,16 +150,15 @@ def _finish(args, argv, data, spec, params, best_config, history, evaluations, e
     from .models import build_model  # pylint: disable=import-outside-toplevel
     model = build_model(spec, data.feature_shape, data.out_dim)
     val, test = _metrics(model, params, data, "val"), _metrics(model, params, data, "test")
+    # wall-clock fields stay in history.csv: result.json holds only reproducible numbers
     result = {"command": "genetic-dl " + " ".join(argv), "seed": args.seed,
               "dataset": data.name, "best": {"config": best_config, "val": val, "test": test},
-              "history": history, "budget_used": history[-1]["budget_used"] if history else 0,
+              "history": [{k: v for k, v in h.items() if k != "elapsed"} for h in history], "budget_used": history[-1]["budget_used"] if history else 0,
               **(extra or {})}
     if not args.quiet:
         print("best (validation): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
         print("best (test):       " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     if args.out:
-        rundir.write_bytes(os.path.join(args.out, "config.toml"),
-                           rundir.dump_toml(_resolved(args)).encode())
         rundir.write_csv(os.path.join(args.out, "history.csv"), history)
         rundir.write_csv(os.path.join(args.out, "evaluations.csv"), evaluations)
         rundir.save_model(os.path.join(args.out, "best_model"), spec, params, data,
@@ -165,6 +169,42 @@ def _finish(args, argv, data, spec, params, best_config, history, evaluations, e
         if not args.quiet:
             print(f"wrote {args.out}/result.json")
     return 0
+
+
+def _write_config(args) -> None:
+    """Writes the resolved options first, so that even a killed run can be repeated."""
+    if args.out:
+        rundir.write_bytes(os.path.join(args.out, "config.toml"),
+                           rundir.dump_toml(_resolved(args)).encode())
+
+
+def _resume_state(args, template):
+    """The checkpoint to continue from (``None``: start afresh), checked against the options."""
+    from . import checkpoint  # pylint: disable=import-outside-toplevel
+    folder = os.path.join(args.out, "checkpoints") if args.out else None
+    if not args.resume:
+        if folder and os.path.isdir(folder):  # a fresh run must not mix with old checkpoints
+            for name in os.listdir(folder):
+                os.unlink(os.path.join(folder, name))
+        return None
+    if not args.out:
+        raise UserError("--resume needs --out DIR: the run directory to continue")
+    path = checkpoint.latest(folder)
+    if path is None:
+        if not args.quiet:
+            print(f"note: no checkpoint in {folder}: starting from the beginning")
+        return None
+    saved = checkpoint.options(path)
+    options = _resolved(args)
+    diff = sorted(k for k in set(saved) | set(options)
+                  if saved.get(k) != options.get(k) and k not in NOT_COMPARED_ON_RESUME)
+    if diff:
+        raise UserError(f"checkpoint {path} belongs to a run with other options "
+                        f"({', '.join(diff)}): resume with the same options or use another --out")
+    state, _ = checkpoint.load(path, template)
+    if not args.quiet:
+        print(f"resuming from {path} (generation {state.generation})")
+    return state
 
 
 def _check_positive(args, names):
@@ -178,7 +218,9 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     import jax  # pylint: disable=import-outside-toplevel
     from .population import init_population  # pylint: disable=import-outside-toplevel
     from .weight_ga import WeightGAConfig, evolve_weights  # pylint: disable=import-outside-toplevel
-    _check_positive(args, ("population", "generations", "epochs", "batch_size"))
+    from . import checkpoint  # pylint: disable=import-outside-toplevel
+    _check_positive(args, ("population", "generations", "epochs", "batch_size",
+                           "checkpoint_every"))
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     spec = _spec(args)
     config = WeightGAConfig(rule=args.rule, crossover=args.crossover, selection=args.selection,
@@ -198,9 +240,16 @@ def evolve_weights_command(args, argv: List[str]) -> int:
                   f"std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
                   f"budget {rec['network_epochs']} net-epochs  {rec['elapsed']:.1f}s", flush=True)
         return False
+    resume = _resume_state(args, pop)
+    _write_config(args)
+    options = _resolved(args)
+
+    def save(state):
+        if args.out and state.generation % args.checkpoint_every == 0:
+            checkpoint.save(os.path.join(args.out, "checkpoints"), state, options)
     res = evolve_weights(k_ga, pop, data, generations=args.generations, epochs=args.epochs,
                          batch_size=args.batch_size, config=config, fitness=args.fitness,
-                         callbacks=[report])
+                         callbacks=[report], resume=resume, on_state=save)
     if res.best_params is None:
         raise UserError("every member diverged (NaN/inf loss): lower the learning rate (--lr)")
     parents = {c: (a, b) for _, c, a, b in res.lineage}
@@ -247,7 +296,7 @@ def search_command(args, argv: List[str]) -> int:
                   f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
                   flush=True)
         return False
-    start = time.time()
+    _write_config(args)
     res = search_mod.run_search(method, default_space(families), objective, args.budget,
                                 jax.random.key(args.seed), callbacks=[report])
     if not objective.best:
@@ -259,8 +308,7 @@ def search_command(args, argv: List[str]) -> int:
                     "fitness": e["fitness"], "cost": e["cost"], **e["config"]}
                    for e in res.evaluations]
     return _finish(args, argv, data, objective.best["spec"], objective.best["params"],
-                   objective.best["config"], history, evaluations,
-                   {"seconds": time.time() - start, "method": args.method})
+                   objective.best["config"], history, evaluations, {"method": args.method})
 
 
 def main(argv: Optional[List[str]] = None) -> int:

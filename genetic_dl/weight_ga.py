@@ -275,11 +275,36 @@ def _summary(fit: np.ndarray) -> Dict[str, float]:
             "std": float(fit[ok].std()), "failed": int((~ok).sum())}
 
 
+@dataclasses.dataclass
+class LoopState:
+    """Everything :func:`evolve_weights` needs to continue a run exactly (a checkpoint).
+
+    Attributes:
+      generation: the next generation to train.
+      population: the population that generation trains.
+      key: the GA's raw PRNG key.
+      spent: network-epochs spent so far.
+      history, lineage: as in :class:`WeightGAResult`.
+      best: ``{fitness, params, id, generation, metrics}`` of the best so far.
+      prev: DE only: ``(targets, fitness, metrics)`` the trials compete with.
+    """
+    generation: int
+    population: Population
+    key: jax.Array
+    spent: int = 0
+    history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    lineage: List[Tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
+    best: Dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "fitness": -np.inf, "params": None, "id": -1, "generation": -1, "metrics": {}})
+    prev: Optional[Tuple[Population, Any, Dict[str, Any]]] = None
+
+
 def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, generations: int,
                    epochs: int, batch_size: int = 64, config: Optional[WeightGAConfig] = None,
                    fitness: FitnessFn = "loss",
                    callbacks: Sequence[Callable[[int, Population, Mapping[str, Any]], bool]] = (),
-                   mesh="auto") -> WeightGAResult:
+                   mesh="auto", resume: Optional[LoopState] = None,
+                   on_state: Optional[Callable[[LoopState], None]] = None) -> WeightGAResult:
     """Runs the GDNN loop: train ``epochs`` -> validation fitness -> GA step, G times.
 
     Args:
@@ -295,6 +320,10 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
       callbacks: ``cb(generation, population, record) -> stop?`` after each
         generation's evaluation.
       mesh: as in :func:`~genetic_dl.train.train`.
+      resume: a :class:`LoopState` to continue from (``key`` and ``population``
+        are then ignored); the result equals the uninterrupted run's.
+      on_state: called with the :class:`LoopState` after every GA step (to
+        write checkpoints).
 
     Returns:
       A :class:`WeightGAResult`.
@@ -306,52 +335,68 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
         hp = dict(population.hparams,
                   mutation_scale=jnp.full((population.size,), config.mutation_scale))
         population = population.replace(hparams=hp)
-    history, lineage = [], []
-    best = {"fitness": -np.inf, "params": None, "id": -1, "generation": -1, "metrics": {}}
-    spent, start = 0, time.perf_counter()
-    prev = None  # DE: the targets and their fitness
-    for gen in range(generations):
-        population, _ = train(population, data, epochs, batch_size=batch_size, mesh=mesh)
-        spent += population.size * epochs
+    state = resume or LoopState(generation=0, population=population, key=raw_key(key))
+    start = time.perf_counter()
+    for gen in range(state.generation, generations):
+        population, _ = train(state.population, data, epochs, batch_size=batch_size, mesh=mesh)
+        state.spent += population.size * epochs
         fit, metrics = _fitness(population, data, fitness)
-        if config.rule == "de" and prev is not None:
-            population, fit, metrics = _greedy_replace((population, fit, metrics), prev)
-        fit_np = np.asarray(fit)
-        record = {"generation": gen, **_summary(fit_np),
-                  "diversity": float(diversity(population.params)),
-                  "network_epochs": spent, "elapsed": time.perf_counter() - start,
-                  "member_ids": np.asarray(population.ids).tolist(),
-                  "member_fitness": fit_np.tolist()}
-        if np.isfinite(fit_np).any():
-            i = int(np.nanargmax(fit_np))
-            record["best_metrics"] = {k: float(v[i]) for k, v in metrics.items()}
-            if fit_np[i] > best["fitness"]:
-                best.update(fitness=float(fit_np[i]), params=jax.device_get(population.member(i)),
-                            id=int(population.ids[i]), generation=gen,
-                            metrics=record["best_metrics"])
-        history.append(record)
+        if config.rule == "de" and state.prev is not None:
+            population, fit, metrics = _greedy_replace((population, fit, metrics), state.prev)
+        record = _record(gen, population, np.asarray(fit), metrics, state,
+                         time.perf_counter() - start)
+        state.history.append(record)
         stop = any(bool(cb(gen, population, record)) for cb in callbacks)
+        state.population = population
         if stop or gen == generations - 1:
             break
-        key, k_step = jax.random.split(key)
-        old_ids = np.asarray(population.ids)
-        if config.rule == "ga":
-            population, parents = ga_step(k_step, population, fit, gen, config)
-        elif config.rule == "pbt":
-            population, parents = pbt_step(k_step, population, fit, config)
-        elif config.rule == "de":
-            prev = (population, fit, metrics)
-            population = de_trials(k_step, population, config)
-            parents = jnp.stack([jnp.arange(population.size)] * 2, 1)
-        else:
-            continue
-        new_ids, parents = np.asarray(population.ids), np.asarray(parents)
-        lineage.extend((gen + 1, int(c), int(old_ids[pa]), int(old_ids[pb]))
-                       for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
-    return WeightGAResult(population=population, best_params=best["params"],
+        _advance(state, fit, metrics, gen, config)
+        if on_state is not None:
+            on_state(state)
+    best = state.best
+    return WeightGAResult(population=state.population, best_params=best["params"],
                           best_fitness=best["fitness"], best_id=best["id"],
                           best_generation=best["generation"], best_metrics=best["metrics"],
-                          history=history, lineage=lineage)
+                          history=state.history, lineage=state.lineage)
+
+
+def _record(gen, population, fit_np, metrics, state: LoopState, elapsed) -> Dict[str, Any]:
+    """The generation's history record; updates ``state.best``."""
+    record = {"generation": gen, **_summary(fit_np),
+              "diversity": float(diversity(population.params)),
+              "network_epochs": state.spent, "elapsed": elapsed,
+              "member_ids": np.asarray(population.ids).tolist(),
+              "member_fitness": fit_np.tolist()}
+    if np.isfinite(fit_np).any():
+        i = int(np.nanargmax(fit_np))
+        record["best_metrics"] = {k: float(v[i]) for k, v in metrics.items()}
+        if fit_np[i] > state.best["fitness"]:
+            state.best = {"fitness": float(fit_np[i]),
+                          "params": jax.device_get(population.member(i)),
+                          "id": int(population.ids[i]), "generation": gen,
+                          "metrics": record["best_metrics"]}
+    return record
+
+
+def _advance(state: LoopState, fit, metrics, gen: int, config: WeightGAConfig) -> None:
+    """Applies the generation rule: ``state`` then holds generation ``gen + 1``."""
+    population = state.population
+    key, k_step = jax.random.split(state.key)
+    old_ids = np.asarray(population.ids)
+    parents = None
+    if config.rule == "ga":
+        population, parents = ga_step(k_step, population, fit, gen, config)
+    elif config.rule == "pbt":
+        population, parents = pbt_step(k_step, population, fit, config)
+    elif config.rule == "de":
+        state.prev = (population, fit, metrics)
+        population = de_trials(k_step, population, config)
+        parents = jnp.stack([jnp.arange(population.size)] * 2, 1)
+    if parents is not None:
+        new_ids, parents = np.asarray(population.ids), np.asarray(parents)
+        state.lineage.extend((gen + 1, int(c), int(old_ids[pa]), int(old_ids[pb]))
+                             for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
+    state.population, state.key, state.generation = population, key, gen + 1
 
 
 def clean(fitness) -> jax.Array:

@@ -1,8 +1,10 @@
 """The command line, driven in a subprocess as a user would."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -109,3 +111,40 @@ def test_bad_configs_exit_2(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1
     proc = _cli("report", str(tmp_path))
     assert proc.returncode == 2 and "no result.json" in proc.stderr
+
+
+RUN = ["evolve-weights", "--dataset", "iris", "--population", "4", "--generations", "8",
+       "--epochs", "3", "--batch-size", "16", "--hidden", "16", "--quiet"]
+
+
+def _numbers(path):
+    result = json.loads(path.read_text())
+    result.pop("command")  # differs by --resume
+    return result
+
+
+def test_sigkill_then_resume_gives_the_same_result(tmp_path):
+    full = _cli(*RUN, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "genetic_dl", *RUN, "--out", str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = killed / "checkpoints" / "ckpt_00003.msgpack"
+    deadline = time.time() + 300
+    while not target.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.exists() and not (killed / "result.json").exists()  # killed mid-way
+    resumed = _cli(*RUN, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _numbers(killed / "result.json") == _numbers(tmp_path / "full" / "result.json")
+    # a mismatched or corrupt checkpoint is refused with one line
+    other = _cli(*[a if a != "8" else "9" for a in RUN], "--out", str(killed), "--resume")
+    assert other.returncode == 2 and "other options (generations)" in other.stderr
+    for ckpt in (killed / "checkpoints").iterdir():
+        ckpt.write_bytes(b"\x00garbage")
+    corrupt = _cli(*RUN, "--out", str(killed), "--resume")
+    assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
+    assert len(corrupt.stderr.strip().splitlines()) == 1

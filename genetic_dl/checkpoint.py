@@ -1,0 +1,114 @@
+"""Checkpoints of the weight-GA loop: the whole state in one msgpack file, no pickle.
+
+A checkpoint holds the population (params, optimizer states, hyperparameters,
+member keys, ids), the GA's key, the history, the lineage, the best member and
+the run's resolved options. Files are written atomically (temp + fsync +
+rename) as ``checkpoints/ckpt_GGGGG.msgpack``, keeping the last two, so a
+killed run never leaves a half-written checkpoint behind.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import numpy as np
+from flax import serialization
+
+from .population import Population
+from .rundir import write_bytes
+from .weight_ga import LoopState
+
+KEEP = 2
+
+
+def _path(folder: str, generation: int) -> str:
+    return os.path.join(folder, f"ckpt_{generation:05d}.msgpack")
+
+
+def save(folder: str, state: LoopState, options: Dict[str, Any]) -> str:
+    """Writes ``state`` (and the run's ``options``) atomically; returns the file's path."""
+    best = dict(state.best)
+    best_params = best.pop("params")
+    meta = {"generation": state.generation, "spent": state.spent, "history": state.history,
+            "lineage": [list(x) for x in state.lineage], "best": best, "options": options,
+            "format": 1}
+    tree = {"meta": json.dumps(meta), "key": np.asarray(state.key),
+            "population": serialization.to_state_dict(jax.device_get(state.population)),
+            "best_params": serialization.to_state_dict(best_params) if best_params else {}}
+    if state.prev is not None:
+        pop, fit, metrics = state.prev
+        tree["prev"] = {"population": serialization.to_state_dict(jax.device_get(pop)),
+                        "fitness": np.asarray(fit),
+                        "metrics": {k: np.asarray(v) for k, v in metrics.items()}}
+    path = _path(folder, state.generation)
+    write_bytes(path, serialization.msgpack_serialize(tree))
+    for old in sorted(glob.glob(os.path.join(folder, "ckpt_*.msgpack")))[:-KEEP]:
+        os.unlink(old)
+    return path
+
+
+def latest(folder: str) -> Optional[str]:
+    """The newest checkpoint file in ``folder``, or ``None``."""
+    files = sorted(glob.glob(os.path.join(folder, "ckpt_*.msgpack")))
+    return files[-1] if files else None
+
+
+def options(path: str) -> Dict[str, Any]:
+    """The resolved options of the run that wrote checkpoint ``path``."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(serialization.msgpack_restore(f.read())["meta"])["options"]
+    except Exception as err:  # msgpack raises its own exception types for garbage
+        raise ValueError(f"checkpoint {path!r} is corrupt ({type(err).__name__}); delete it "
+                         f"to resume from the previous checkpoint") from err
+
+
+def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
+    """Reads a checkpoint into a :class:`LoopState` shaped like ``template``.
+
+    Args:
+      path: the checkpoint file.
+      template: a population built with the run's options (gives the structure).
+
+    Returns:
+      ``(state, options)``.
+
+    Raises:
+      ValueError: the file is corrupt or was written by a run of another shape.
+    """
+    try:
+        with open(path, "rb") as f:
+            tree = serialization.msgpack_restore(f.read())
+        meta = json.loads(tree["meta"])
+        population = serialization.from_state_dict(template, tree["population"])
+        member = template.member(0)
+        best = dict(meta["best"])
+        best["params"] = serialization.from_state_dict(member, tree["best_params"]) \
+            if tree["best_params"] else None
+        prev = None
+        if "prev" in tree:
+            prev = (serialization.from_state_dict(template, tree["prev"]["population"]),
+                    np.asarray(tree["prev"]["fitness"]),
+                    {k: np.asarray(v) for k, v in tree["prev"]["metrics"].items()})
+        _check_shapes(population, template)
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"checkpoint {path!r} is corrupt or from a run of another shape "
+                         f"({type(err).__name__}: {str(err)[:200]}); delete it to resume from "
+                         f"the previous checkpoint, or start a new run directory") from err
+    except Exception as err:  # msgpack raises its own exception types for garbage
+        raise ValueError(f"checkpoint {path!r} is corrupt ({type(err).__name__}); delete it "
+                         f"to resume from the previous checkpoint") from err
+    state = LoopState(generation=meta["generation"], population=population,
+                      key=np.asarray(tree["key"]), spent=meta["spent"],
+                      history=meta["history"],
+                      lineage=[tuple(x) for x in meta["lineage"]], best=best, prev=prev)
+    return state, meta["options"]
+
+
+def _check_shapes(population: Population, template: Population) -> None:
+    for a, b in zip(jax.tree_util.tree_leaves(population), jax.tree_util.tree_leaves(template)):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"array of shape {np.shape(a)} where the run expects {np.shape(b)}")
