@@ -27,8 +27,8 @@ __all__ = [
     "CNNSpec", "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict",
     "spec_to_dict", "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population",
     "take", "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict",
-    "train", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "mutation",
-    "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA", "TPE",
+    "train", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover",
+    "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA", "TPE",
     "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model",
 ]

@@ -28,12 +28,12 @@ def _path(folder: str, generation: int) -> str:
     return os.path.join(folder, f"ckpt_{generation:05d}.msgpack")
 
 
-def save(folder: str, state: LoopState, options: Dict[str, Any]) -> str:
-    """Writes ``state`` (and the run's ``options``) atomically; returns the file's path."""
+def save(folder: str, state: LoopState, run_options: Dict[str, Any]) -> str:
+    """Writes ``state`` (and the run's options) atomically; returns the file's path."""
     best = dict(state.best)
     best_params = best.pop("params")
     meta = {"generation": state.generation, "spent": state.spent, "history": state.history,
-            "lineage": [list(x) for x in state.lineage], "best": best, "options": options,
+            "lineage": [list(x) for x in state.lineage], "best": best, "options": run_options,
             "format": 1}
     tree = {"meta": json.dumps(meta), "key": np.asarray(state.key),
             "population": serialization.to_state_dict(jax.device_get(state.population)),

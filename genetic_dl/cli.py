@@ -153,7 +153,8 @@ def _finish(args, argv, data, spec, params, best_config, history, evaluations, e
     # wall-clock fields stay in history.csv: result.json holds only reproducible numbers
     result = {"command": "genetic-dl " + " ".join(argv), "seed": args.seed,
               "dataset": data.name, "best": {"config": best_config, "val": val, "test": test},
-              "history": [{k: v for k, v in h.items() if k != "elapsed"} for h in history], "budget_used": history[-1]["budget_used"] if history else 0,
+              "history": [{k: v for k, v in h.items() if k != "elapsed"} for h in history],
+              "budget_used": history[-1]["budget_used"] if history else 0,
               **(extra or {})}
     if not args.quiet:
         print("best (validation): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
