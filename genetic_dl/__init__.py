@@ -28,7 +28,7 @@ __all__ = [
     "spec_to_dict", "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population",
     "take", "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict",
     "train", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover",
-    "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA", "TPE",
-    "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
+    "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
+    "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model",
 ]

@@ -208,6 +208,30 @@ def _resume_state(args, template):
     return state
 
 
+def _progress(args, total, unit):
+    """A progress progress_bar on stderr (none with --quiet or when stderr is not a terminal)."""
+    if args.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    return tqdm(total=total, unit=f" {unit}", dynamic_ncols=True, leave=False)
+
+
+def _line(args, progress_bar, text: str, advance) -> None:
+    """One line per generation (above the progress_bar when there is one); nothing with --quiet."""
+    if args.quiet:
+        return
+    if progress_bar is not None:
+        progress_bar.write(text)
+        progress_bar.update(advance)
+    else:
+        print(text, flush=True)
+
+
+def _close(progress_bar) -> None:
+    if progress_bar is not None:
+        progress_bar.close()
+
+
 def _check_positive(args, names):
     for name in names:
         if getattr(args, name) < 1:
@@ -235,11 +259,12 @@ def evolve_weights_command(args, argv: List[str]) -> int:
         print(f"{data!r}\n{spec}, P={args.population}, G={args.generations}, "
               f"{args.epochs} epoch(s)/generation, {jax.device_count()} device(s)")
 
+    progress_bar = _progress(args, args.generations, "generations")
+
     def report(gen, _pop, rec):
-        if not args.quiet:
-            print(f"gen {gen:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
-                  f"std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
-                  f"budget {rec['network_epochs']} net-epochs  {rec['elapsed']:.1f}s", flush=True)
+        _line(args, progress_bar, f"gen {gen:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
+              f"std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
+              f"budget {rec['network_epochs']} net-epochs  {rec['elapsed']:.1f}s", 1)
         return False
     resume = _resume_state(args, pop)
     _write_config(args)
@@ -251,6 +276,7 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     res = evolve_weights(k_ga, pop, data, generations=args.generations, epochs=args.epochs,
                          batch_size=args.batch_size, config=config, fitness=args.fitness,
                          callbacks=[report], resume=resume, on_state=save)
+    _close(progress_bar)
     if res.best_params is None:
         raise UserError("every member diverged (NaN/inf loss): lower the learning rate (--lr)")
     parents = {c: (a, b) for _, c, a, b in res.lineage}
@@ -290,16 +316,18 @@ def search_command(args, argv: List[str]) -> int:
         print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} network-epochs, "
               f"families {','.join(families)}")
 
+    progress_bar = _progress(args, args.budget, "network-epochs")
+
     def report(rnd, rec):
-        if not args.quiet:
-            print(f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
-                  f"std {rec['std']:.4f}  best so far {rec['best_so_far']:.4f}  "
-                  f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
-                  flush=True)
+        _line(args, progress_bar, f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
+              f"std {rec['std']:.4f}  best so far {rec['best_so_far']:.4f}  "
+              f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
+              rec["budget_used"] - (progress_bar.n if progress_bar is not None else 0))
         return False
     _write_config(args)
     res = search_mod.run_search(method, default_space(families), objective, args.budget,
                                 jax.random.key(args.seed), callbacks=[report])
+    _close(progress_bar)
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")
     history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],

@@ -30,11 +30,11 @@ def friedman():
     return gdl.load_dataset("friedman")
 
 
-def run_python(code: str, devices: int, timeout: int = 600) -> str:
+def run_python(code: str, devices: int, timeout: int = 600, args=()) -> str:
     """Runs ``code`` in a fresh interpreter with ``devices`` forced host devices."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

@@ -79,3 +79,30 @@ def test_bad_config_is_refused():
         WeightGAConfig(crossover="sexual")
     with pytest.raises(ValueError, match="unknown rule"):
         WeightGAConfig(rule="cma")
+
+
+@pytest.mark.parametrize("rule", ["reset", "inherit", "average"])
+def test_child_optimizer_state(trained, rule):
+    pop, fit = trained
+    new, parents = ga_step(jax.random.key(4), pop, fit, 0,
+                           WeightGAConfig(elitism=0, opt_state=rule))
+    a, b = np.asarray(parents[:, 0]), np.asarray(parents[:, 1])
+    for n, o in zip(jax.tree_util.tree_leaves(new.opt_state),
+                    jax.tree_util.tree_leaves(pop.opt_state)):
+        n, o = np.asarray(n), np.asarray(o)
+        if rule == "reset":
+            assert not np.any(n)  # adam's count, mu and nu start at zero
+        elif rule == "inherit" or not np.issubdtype(o.dtype, np.floating):
+            np.testing.assert_array_equal(n, o[a])
+        else:
+            np.testing.assert_allclose(n, (o[a] + o[b]) / 2, rtol=1e-6)
+
+
+def test_self_adaptive_scales_are_inherited_and_perturbed(trained):
+    pop, fit = trained
+    pop = pop.replace(hparams=dict(pop.hparams, mutation_scale=jax.numpy.full(8, 0.1)))
+    new, _ = ga_step(jax.random.key(5), pop, fit, 0,
+                     WeightGAConfig(elitism=1, self_adaptive=True))
+    scales = np.asarray(new.hparams["mutation_scale"])
+    assert scales[0] == np.float32(0.1)  # the elite keeps its own
+    assert np.all(scales > 0) and np.all(scales[1:] != np.float32(0.1))
