@@ -1,0 +1,149 @@
+"""Population training vs population size and device count; the GA step's share of a generation.
+
+Each (P, devices) point runs in a fresh process (so the device count can be forced and peak
+memory measured alone): member-epochs/s of the digits MLP 64-128-128-10 (batch 64, adam),
+its GFLOP/s as a fraction of this machine's dense float32 matmul ceiling, and peak RSS.
+Then, at P = 128, the GA step (select + cross + mutate) against a 5-epoch generation.
+
+Usage: python benchmarks/scaling.py [--sizes 8 32 128 512 1024] [--devices 1 2]
+Writes benchmarks/results/scaling.json and img/scaling.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+POINT = r"""
+import json, resource, sys, time
+import jax, numpy as np
+import genetic_dl as gdl
+size, epochs = int(sys.argv[1]), int(sys.argv[2])
+data = gdl.load_dataset("digits")
+pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((128, 128)), data, size)
+out, _ = gdl.train(pop, data, epochs)
+jax.block_until_ready(out.params)
+t0 = time.perf_counter()
+out, _ = gdl.train(out, data, epochs)
+jax.block_until_ready(out.params)
+seconds = time.perf_counter() - t0
+print(json.dumps({"P": size, "devices": jax.device_count(), "seconds": seconds,
+                  "member_epochs_per_s": size * epochs / seconds,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+GA_STEP = r"""
+import json, time
+import jax, numpy as np
+import genetic_dl as gdl
+from genetic_dl.weight_ga import WeightGAConfig, ga_step
+data = gdl.load_dataset("digits")
+pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((128, 128)), data, 128)
+pop, _ = gdl.train(pop, data, 5)
+jax.block_until_ready(pop.params)
+t0 = time.perf_counter()
+pop, _ = gdl.train(pop, data, 5)
+jax.block_until_ready(pop.params)
+generation = time.perf_counter() - t0
+fit = gdl.fitness_from_metrics(gdl.evaluate(pop, data))
+out = {"generation_s": generation}
+for cross in ("uniform", "per_neuron", "aligned"):
+    cfg = WeightGAConfig(crossover=cross)
+    jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, 0, cfg)[0].params)
+    t0 = time.perf_counter()
+    for i in range(3):
+        jax.block_until_ready(ga_step(jax.random.key(2 + i), pop, fit, 0, cfg)[0].params)
+    out[cross] = (time.perf_counter() - t0) / 3
+print(json.dumps(out))
+"""
+
+CEILING = r"""
+import json, time
+import jax, jax.numpy as jnp
+n = 2048
+a = jax.random.normal(jax.random.key(0), (n, n))
+f = jax.jit(lambda x, y: x @ y)
+f(a, a).block_until_ready()
+t0 = time.perf_counter()
+for _ in range(10):
+    f(a, a).block_until_ready()
+print(json.dumps({"gflops": 10 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9}))
+"""
+
+
+def run(code: str, devices: int, *args) -> dict:
+    """Runs ``code`` in a fresh interpreter with ``devices`` host devices; returns its JSON."""
+    env = dict(os.environ, PYTHONPATH=ROOT, GENETIC_DL_HOST_DEVICES=str(devices),
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, text=True,
+                          capture_output=True, check=False, timeout=1200)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128, 512, 1024])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    member_flops = 3 * 2 * (64 * 128 + 128 * 128 + 128 * 10) * 1024  # 16 steps x 64 examples
+    ceiling = run(CEILING, 1)["gflops"]
+    print(f"dense float32 matmul ceiling (2048^3, one device): {ceiling:.0f} GFLOP/s")
+    rows = []
+    print(f"{'P':>5} {'devices':>7} {'member-ep/s':>12} {'GFLOP/s':>8} {'of ceiling':>10} "
+          f"{'peak MB':>8}")
+    for devices in args.devices:
+        for size in args.sizes:
+            r = run(POINT, devices, size, args.epochs)
+            r["gflops"] = r["member_epochs_per_s"] * member_flops / 1e9
+            r["fraction_of_ceiling"] = r["gflops"] / ceiling
+            rows.append(r)
+            print(f"{size:>5} {devices:>7} {r['member_epochs_per_s']:>12.1f} {r['gflops']:>8.1f} "
+                  f"{r['fraction_of_ceiling']:>10.2f} {r['peak_rss_mb']:>8.0f}", flush=True)
+    ga = run(GA_STEP, max(args.devices))
+    print(f"\nGA step at P=128 vs one 5-epoch generation ({ga['generation_s']:.2f} s), "
+          f"{max(args.devices)} device(s):")
+    for cross in ("uniform", "per_neuron", "aligned"):
+        print(f"  {cross:<11} {1000 * ga[cross]:8.1f} ms  = "
+              f"{100 * ga[cross] / (ga['generation_s'] + ga[cross]):.1f} % of a generation")
+    result = {"ceiling_gflops": ceiling, "rows": rows, "ga_step": ga,
+              "command": " ".join(["python"] + sys.argv), "cores": os.cpu_count()}
+    out = os.path.join(ROOT, "benchmarks", "results", "scaling.json")
+    with open(out + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    os.replace(out + ".tmp", out)
+    print(f"wrote {out}")
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for devices in args.devices:
+        pts = [r for r in rows if r["devices"] == devices]
+        axes[0].plot([r["P"] for r in pts], [r["member_epochs_per_s"] for r in pts], marker="o",
+                     label=f"{devices} device(s)")
+        axes[1].plot([r["P"] for r in pts], [r["peak_rss_mb"] for r in pts], marker="o",
+                     label=f"{devices} device(s)")
+    for ax, label in zip(axes, ("member-epochs / s", "peak memory (MB, RSS)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("population size P")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"digits MLP 64-128-128-10, batch 64, adam; {os.cpu_count()} cores; "
+                 f"matmul ceiling {ceiling:.0f} GFLOP/s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(ROOT, "img", "scaling.png"), dpi=110)
+    print("wrote img/scaling.png")
+
+
+if __name__ == "__main__":
+    main()
