@@ -17,11 +17,22 @@ import numpy as np
 Params = Any
 
 
+def coin_mask(key, shape) -> jax.Array:
+    """Fair coin flips from packed random bits: 32 flips per 32-bit draw."""
+    n = int(np.prod(shape))
+    words = jax.random.bits(key, (-(-n // 32),), jnp.uint32)
+    flips = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return flips.reshape(-1)[:n].reshape(shape).astype(bool)
+
+
 def uniform(key, a: Params, b: Params, p: float = 0.5) -> Params:
     """Each weight from ``b`` with probability ``p``, else from ``a`` (Syswerda, 1989)."""
     leaves, tree = jax.tree_util.tree_flatten(a)
     keys = jax.random.split(key, len(leaves))
-    out = [jnp.where(jax.random.bernoulli(k, p, x.shape), y, x)
+
+    def mask(k, shape):
+        return coin_mask(k, shape) if p == 0.5 else jax.random.bernoulli(k, p, shape)
+    out = [jnp.where(mask(k, x.shape), y, x)
            for k, x, y in zip(keys, leaves, jax.tree_util.tree_leaves(b))]
     return jax.tree_util.tree_unflatten(tree, out)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
@@ -12,30 +13,46 @@ from .selection import rank_order
 Params = Any
 
 
-def gaussian(key, params: Params, rate, scale) -> Params:
+def gaussian(key, params: Params, rate, scale, max_rate: Optional[float] = None) -> Params:
     """Adds ``N(0, (scale * std(tensor))^2)`` noise to a ``rate`` fraction of weights.
 
     The noise is relative to each tensor's own spread, so one ``scale`` suits
     kernels and biases of any size; a tensor of zeros (fresh biases) uses 1e-2.
+
+    With ``max_rate`` (a static bound on ``rate``), the touched positions are
+    drawn instead of flipping a coin per weight: ``-n ln(1 - max_rate)``
+    positions with replacement (so the expected touched fraction is
+    ``max_rate``), each kept with probability ``rate / max_rate``. At a 5 % rate
+    that draws ~15x fewer random numbers; the touched fraction is then exact
+    in expectation at ``rate == max_rate`` and approximate below it.
 
     Args:
       key: PRNG key.
       params: one member's params.
       rate: fraction of weights touched (may be traced).
       scale: noise scale relative to the tensor's std (may be traced).
+      max_rate: static upper bound of ``rate`` enabling the sparse path.
 
     Returns:
       The mutated params.
     """
     leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, 2 * len(leaves))
+    keys = jax.random.split(key, 3 * len(leaves))
     out = []
     for i, x in enumerate(leaves):
         std = jnp.std(x)
-        std = jnp.where(std > 0, std, 1e-2)
-        hit = jax.random.bernoulli(keys[2 * i], rate, x.shape)
-        noise = jax.random.normal(keys[2 * i + 1], x.shape, x.dtype)
-        out.append(jnp.where(hit, x + scale * std * noise, x))
+        std = scale * jnp.where(std > 0, std, 1e-2)
+        k_hit, k_noise, k_keep = keys[3 * i:3 * i + 3]
+        if max_rate is None or not 0 < max_rate < 1:
+            hit = jax.random.bernoulli(k_hit, rate, x.shape)
+            noise = jax.random.normal(k_noise, x.shape, x.dtype)
+            out.append(jnp.where(hit, x + std * noise, x))
+            continue
+        draws = max(1, int(math.ceil(-x.size * math.log1p(-max_rate))))
+        where = jax.random.randint(k_hit, (draws,), 0, x.size)
+        keep = jax.random.uniform(k_keep, (draws,)) * max_rate < rate
+        noise = jnp.where(keep, std * jax.random.normal(k_noise, (draws,), x.dtype), 0.0)
+        out.append(x.reshape(-1).at[where].add(noise).reshape(x.shape))
     return jax.tree_util.tree_unflatten(tree, out)
 
 

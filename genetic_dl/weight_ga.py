@@ -154,7 +154,10 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         scale = hparams["mutation_scale"]
     else:
         scale = jnp.full((n_child,), config.mutation_scale)
-    children = jax.vmap(mutation_mod.gaussian, in_axes=(0, 0, None, 0))(
+    # A static bound on the (decaying) rate lets mutation draw positions, not coins.
+    max_rate = config.mutation_rate if 0 < config.mutation_rate <= 0.25 else None
+    mutate = functools.partial(mutation_mod.gaussian, max_rate=max_rate)
+    children = jax.vmap(mutate, in_axes=(0, 0, None, 0))(
         jax.random.split(k_mut, n_child), children, rate, scale)
     return children, hparams, jnp.where(crossed, b, a)
 

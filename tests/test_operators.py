@@ -163,3 +163,18 @@ def test_de_trials_mix_target_and_mutant():
     target = np.asarray(params["w"])
     assert np.all((trial != target).sum(1) >= 1)  # at least one mutant weight per member
     assert 0.3 < np.mean(trial != target) < 0.7
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.05, 0.2])
+def test_sparse_mutation_path_honours_the_rate(rate):
+    params = {"w": jax.random.normal(jax.random.key(0), (400, 250))}
+    out = mutation.gaussian(jax.random.key(1), params, rate, 0.1, max_rate=rate)
+    changed = np.mean(np.asarray(out["w"]) != np.asarray(params["w"]))
+    assert abs(changed - rate) < 0.2 * rate
+    half = mutation.gaussian(jax.random.key(1), params, rate / 2, 0.1, max_rate=rate)
+    assert abs(np.mean(np.asarray(half["w"]) != np.asarray(params["w"])) - rate / 2) < 0.2 * rate
+
+
+def test_coin_mask_is_fair_and_covers_odd_sizes():
+    m = np.asarray(crossover.coin_mask(jax.random.key(0), (1001, 37)))
+    assert m.shape == (1001, 37) and abs(m.mean() - 0.5) < 0.01
