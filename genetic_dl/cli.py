@@ -319,10 +319,12 @@ def search_command(args, argv: List[str]) -> int:
     progress_bar = _progress(args, args.budget, "network-epochs")
 
     def report(rnd, rec):
-        _line(args, progress_bar, f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
+        done = progress_bar.n if progress_bar is not None else 0
+        _line(args, progress_bar,
+              f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
               f"std {rec['std']:.4f}  best so far {rec['best_so_far']:.4f}  "
               f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
-              rec["budget_used"] - (progress_bar.n if progress_bar is not None else 0))
+              rec["budget_used"] - done)
         return False
     _write_config(args)
     res = search_mod.run_search(method, default_space(families), objective, args.budget,
