@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.metrics import compute_metrics  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.train import split_metrics as train_split_metrics  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.weight_ga import WeightGAConfig, ga_step  # noqa: E402  pylint: disable=wrong-import-position
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -42,9 +42,8 @@ CROSSES = ("uniform", "per_neuron", "aligned")
 
 def split_metrics(model, params, data, split):
     """Loss and accuracy of one member on one split."""
-    x, y = data.split(split)
-    m = compute_metrics(model.apply(params, x), y, True)
-    return {"loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
+    m = train_split_metrics(model, params, data, split)
+    return {"loss": m["loss"], "accuracy": m["accuracy"]}
 
 
 def origin(res) -> str:

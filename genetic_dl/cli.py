@@ -138,18 +138,13 @@ def _spec(args):
     return RNNSpec("gru", hidden[0], hidden[1] if len(hidden) > 1 else 1)
 
 
-def _metrics(model, params, data, split) -> Dict[str, float]:
-    from .metrics import compute_metrics  # pylint: disable=import-outside-toplevel
-    x, y = data.split(split)
-    m = compute_metrics(model.apply(params, x), y, data.is_classification)
-    return {k: float(v) for k, v in m.items()}
-
-
 def _finish(args, argv, data, spec, params, best_config, history, evaluations, extra=None):
     """Writes the run directory; result.json last."""
     from .models import build_model  # pylint: disable=import-outside-toplevel
     model = build_model(spec, data.feature_shape, data.out_dim)
-    val, test = _metrics(model, params, data, "val"), _metrics(model, params, data, "test")
+    from .train import split_metrics  # pylint: disable=import-outside-toplevel
+    val = split_metrics(model, params, data, "val")
+    test = split_metrics(model, params, data, "test")
     # wall-clock fields stay in history.csv: result.json holds only reproducible numbers
     result = {"command": "genetic-dl " + " ".join(argv), "seed": args.seed,
               "dataset": data.name, "best": {"config": best_config, "val": val, "test": test},

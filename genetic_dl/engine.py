@@ -20,7 +20,7 @@ from .metrics import compute_metrics
 from .models import CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model, count_params
 from .population import init_population
 from .search import Config, Objective
-from .train import evaluate, train
+from .train import evaluate, split_metrics, train
 
 DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.0,
             "weight_decay": 0.0, "optimizer": "adam", "family": "mlp", "layers": 2,
@@ -137,6 +137,4 @@ class TrainerObjective(Objective):
         if not self.best:
             return {}
         model = build_model(self.best["spec"], self.data.feature_shape, self.data.out_dim)
-        out = model.apply(self.best["params"], self.data.x_test)
-        m = compute_metrics(out, self.data.y_test, self.data.is_classification)
-        return {k: float(v) for k, v in m.items()}
+        return split_metrics(model, self.best["params"], self.data, "test")

@@ -215,6 +215,6 @@ def pareto_front(objectives) -> np.ndarray:
     return np.flatnonzero(non_dominated_sort(objectives) == 0)
 
 
-def latin_grid(space: Space, resolution: int) -> Sequence[np.ndarray]:
+def grid_axes(space: Space, resolution: int) -> Sequence[np.ndarray]:
     """Per-gene unit coordinates of a full grid (every category, ``resolution`` numeric values)."""
     return [np.asarray(g.grid(resolution)) for _, g in space.genes]

@@ -190,7 +190,7 @@ class GridSearch:
 
     def init_state(self, key, space):
         """The grid axes and a random bijection of the index space."""
-        axes = genome_ops.latin_grid(space, self.resolution)
+        axes = genome_ops.grid_axes(space, self.resolution)
         size = int(np.prod([len(a) for a in axes], dtype=object))
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
         mult = int(rng.integers(1, max(2, size)))
@@ -235,8 +235,7 @@ class DifferentialEvolution:
         """The first population, then one trial per target."""
         if state["fitness"] is None:
             return state["genomes"]
-        trials = jax.tree_util.tree_leaves(_de(key, jnp.asarray(state["genomes"]), self.f,
-                                               self.cr))[0]
+        trials = _de(key, jnp.asarray(state["genomes"]), self.f, self.cr)["g"]
         return np.asarray(genome_ops.reflect(trials))
 
     def tell(self, state, genomes, fitness):
@@ -333,11 +332,10 @@ def _round_stats(fits) -> Dict[str, float]:
     return {"best": float(ok.max()), "mean": float(ok.mean()), "std": float(ok.std())}
 
 
-def _plan(space: Space, genomes, configs, cache, objective: Objective, left: float) -> List[int]:
+def _plan(keys, configs, cache, objective: Objective, left: float) -> List[int]:
     """Indices of the new, distinct configs that fit in the ``left`` budget, in order."""
     todo, seen = [], set()
-    for i, c in enumerate(configs):
-        k = space.key(genomes[i])
+    for i, (k, c) in enumerate(zip(keys, configs)):
         if k in cache or k in seen:
             continue
         cost = float(objective.cost(c))
@@ -390,15 +388,16 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
         if genomes.size == 0:
             break  # e.g. the grid is exhausted
         configs = [space.decode(u) for u in genomes]
-        todo = _plan(space, genomes, configs, cache, objective, budget - used)
+        keys = [space.key(u) for u in genomes]
+        todo = _plan(keys, configs, cache, objective, budget - used)
         fits = objective.evaluate([configs[i] for i in todo]) if todo else []
         for i, f in zip(todo, fits):
-            cache[space.key(genomes[i])] = f
+            cache[keys[i]] = f
             used += float(objective.cost(configs[i]))
             evaluations.append({"config": configs[i], "fitness": f,
                                 "cost": float(objective.cost(configs[i])), "budget_used": used,
                                 "round": rnd, "genome": genomes[i].tolist()})
-        fitness = [cache.get(space.key(u), _nan_like(objectives)) for u in genomes]
+        fitness = [cache.get(k, _nan_like(objectives)) for k in keys]
         state = method.tell(state, genomes, fitness)
         stalled = 0 if todo else stalled + 1
         if todo:

@@ -186,6 +186,13 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
     return _run_sharded(fn, population, x, y, mesh=mesh)
 
 
+def split_metrics(model, params, data: Dataset, split: str) -> Dict[str, float]:
+    """Every metric of one network (``model`` with ``params``) on one split, as floats."""
+    x, y = data.split(split)
+    m = compute_metrics(model.apply(params, x), y, data.is_classification)
+    return {k: float(v) for k, v in m.items()}
+
+
 def fitness_from_metrics(metrics: Dict[str, jax.Array], metric: str = "loss",
                          failed: Optional[jax.Array] = None) -> jax.Array:
     """Fitness (maximised) from evaluation metrics; NaN marks a failed member.

@@ -260,7 +260,8 @@ def _fitness(population, data, fitness: FitnessFn):
 
 def _greedy_replace(trial, target):
     """DE's survivor selection: each trial replaces its target unless it is worse."""
-    keep = np.asarray(clean(trial[1]) >= clean(target[1]))
+    keep = np.asarray(selection_mod.clean_fitness(trial[1])
+                      >= selection_mod.clean_fitness(target[1]))
 
     def pick(t, o):
         return jnp.where(keep.reshape((-1,) + (1,) * (t.ndim - 1)), t, o)
@@ -400,8 +401,3 @@ def _advance(state: LoopState, fit, metrics, gen: int, config: WeightGAConfig) -
         state.lineage.extend((gen + 1, int(c), int(old_ids[pa]), int(old_ids[pb]))
                              for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
     state.population, state.key, state.generation = population, key, gen + 1
-
-
-def clean(fitness) -> jax.Array:
-    """Fitness with failed members at -inf (for comparisons)."""
-    return selection_mod.clean_fitness(fitness)
