@@ -1,13 +1,18 @@
 """The bundled trainer as a search objective: configs of one shape train as one population.
 
-Configs that share a static shape (model spec, optimizer, batch size, epochs)
-train together as one vmapped population, with per-member learning rate,
-weight decay and dropout as traced values. Different epoch counts form
-different groups. Budget cost is network-epochs.
+Configs that share a static shape (model family and layer count, activation,
+optimizer, batch size) train together as one vmapped population, with
+per-member learning rate, weight decay, dropout and layer widths as traced
+values (widths by padding and masking, :mod:`genetic_dl.padding`). A group
+trains one epoch per call, so one compiled program serves every epoch count;
+members leave the group as they reach their own epochs. Group sizes are
+rounded up to powers of two (the extra members are discarded) so that sizes
+repeat and hit the jit cache. Budget cost is network-epochs.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -18,9 +23,10 @@ import numpy as np
 from .data import Dataset
 from .metrics import compute_metrics
 from .models import CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model, count_params
-from .population import init_population
+from .padding import embed, member_widths, pad_spec, padded_width, rescale_init, shrink, widths_of
+from .population import init_population, take
 from .search import Config, Objective
-from .train import evaluate, split_metrics, train
+from .train import evaluate, predict, split_metrics, train
 
 DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.0,
             "weight_decay": 0.0, "optimizer": "adam", "family": "mlp", "layers": 2,
@@ -59,6 +65,13 @@ class TrainerObjective(Objective):
       noise_sigma: input noise of the robustness term R.
       multi_objective: ``"params"`` returns ``(metric, -parameter count)``.
       max_group: most members trained at once (memory bound).
+      pad_widths: MLPs (CNNs) of one layer count train in one padded shape with
+        per-member unit masks (:mod:`genetic_dl.padding`): one compile serves
+        every width. Off: each distinct width compiles its own program.
+      lamarckian: a config whose structure (spec and optimizer) was trained
+        before starts from the best weights trained for that structure, so a
+        child inherits what its ancestors learned (the weight and structure
+        searches combined); otherwise every config starts from a fresh init.
     """
     data: Dataset
     seed: int = 0
@@ -67,7 +80,10 @@ class TrainerObjective(Objective):
     noise_sigma: float = 0.1
     multi_objective: Optional[str] = None
     max_group: int = 64
+    pad_widths: bool = False
+    lamarckian: bool = False
     best: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    archive: Dict[Any, Any] = dataclasses.field(default_factory=dict)
     groups_trained: int = 0
 
     def __post_init__(self):
@@ -81,7 +97,9 @@ class TrainerObjective(Objective):
     def _group_key(self, config: Config):
         c = dict(DEFAULTS, **config)
         batch = int(min(c["batch_size"], len(self.data.y_train)))
-        return config_to_spec(config), c["optimizer"], batch, int(c["epochs"])
+        spec = config_to_spec(config)
+        shape = pad_spec(spec, 1) if self.pad_widths else spec
+        return shape, c["optimizer"], batch
 
     def evaluate(self, configs: List[Config]) -> List[Any]:
         """Trains the configs, grouped by shape; returns their fitness in order."""
@@ -89,46 +107,122 @@ class TrainerObjective(Objective):
         groups: Dict[Any, List[int]] = {}
         for i, c in enumerate(configs):
             groups.setdefault(self._group_key(c), []).append(i)
-        for (spec, optimizer, batch, epochs), members in groups.items():
+        for (_, optimizer, batch), members in groups.items():
             for start in range(0, len(members), self.max_group):
                 chunk = members[start:start + self.max_group]
-                for i, f in zip(chunk, self._train_group(spec, optimizer, batch, epochs,
+                for i, f in zip(chunk, self._train_group(optimizer, batch,
                                                          [configs[i] for i in chunk])):
                     out[i] = f
         return out
 
-    def _train_group(self, spec, optimizer, batch, epochs, configs):
+    def _init_group(self, optimizer, configs, size):
+        """The group's population of ``size`` >= len(configs) members (extras repeat the last)."""
+        configs = list(configs) + [configs[-1]] * (size - len(configs))
+        specs = [config_to_spec(c) for c in configs]
+        spec = specs[0]
+        padded = self.pad_widths and bool(widths_of(spec))
+        if padded:
+            spec = pad_spec(spec, padded_width(specs))
         hp = {k: np.array([float(dict(DEFAULTS, **c)[k]) for c in configs], np.float32)
               for k in ("learning_rate", "weight_decay")}
         if spec.dropout > 0:
             hp["dropout"] = np.array([float(c.get("dropout", 0.0)) for c in configs], np.float32)
+        if padded:
+            hp["widths"] = member_widths(specs)
         key = jax.random.fold_in(jax.random.key(self.seed), self.groups_trained)
         self.groups_trained += 1
-        pop = init_population(key, spec, self.data, len(configs), optimizer, hp)
-        pop, _ = train(pop, self.data, epochs, batch_size=batch)
+        pop = init_population(key, spec, self.data, size, optimizer, hp)
+        if "widths" in hp:
+            pop = pop.replace(params=rescale_init(spec, pop.params, hp["widths"]))
+        if self.lamarckian:
+            pop = self._inherit(pop, specs, optimizer)
+        return pop, specs
+
+    def _inherit(self, pop, specs, optimizer):
+        """Lamarckian start: a config whose structure was trained before starts from the
+        best trained weights of that structure (its fittest ancestor of that shape)."""
+        params = pop.params
+        for i, s in enumerate(specs):
+            saved = self.archive.get((s, optimizer))
+            if saved is None:
+                continue
+            member = jax.tree_util.tree_map(lambda x, i=i: x[i], params)
+            start = embed(s, saved["params"], member) if "widths" in pop.hparams \
+                else saved["params"]
+            params = jax.tree_util.tree_map(lambda x, y, i=i: x.at[i].set(y), params, start)
+        return pop.replace(params=params)
+
+    def _train_group(self, optimizer, batch, configs):
+        """Trains one group epoch by epoch: one compiled program serves every epoch count,
+        and the population shrinks (by powers of two) as members reach their epochs."""
+        epochs = np.array([int(dict(DEFAULTS, **c)["epochs"]) for c in configs])
+        pop, specs = self._init_group(optimizer, configs, _bucket(len(configs)))
+        slots = np.arange(pop.size)  # slot j of pop holds config slots[j] (>= n: padding)
+        value = np.full(len(configs), np.nan)
+        trained: List[Any] = [None] * len(configs)
+        for epoch in range(1, int(epochs.max()) + 1):
+            pop, _ = train(pop, self.data, 1, batch_size=batch)
+            done = [j for j, c in enumerate(slots) if c < len(configs) and epochs[c] == epoch]
+            if done:
+                fit = self._fitness(pop, epoch)
+                for j in done:
+                    value[slots[j]] = fit[j]
+                    trained[slots[j]] = j, pop
+            live = [j for j, c in enumerate(slots) if c < len(configs) and epochs[c] > epoch]
+            if live and _bucket(len(live)) < pop.size:
+                keep = live + [live[-1]] * (_bucket(len(live)) - len(live))
+                pop, slots = take(pop, np.asarray(keep)), slots[keep]
+        self._record(configs, value, trained, specs, optimizer)
+        if self.multi_objective == "params":
+            return [(float(v), -float(_count(s, self.data))) for v, s in zip(value, specs)]
+        return [float(v) for v in value]
+
+    def _fitness(self, pop, epochs) -> np.ndarray:
+        """Each member's fitness (NaN: failed) after ``epochs`` epochs."""
         metrics = evaluate(pop, self.data, "val")
         value = np.asarray(metrics[self.metric], np.float64)
         value = -value if self.metric in ("loss", "mse", "mae") else value
         value = np.where(np.asarray(pop.failed) | ~np.isfinite(value), np.nan, value)
-        params = count_params(pop.member(0))
         if self.composite is not None:
             alpha, beta, gamma = self.composite
+            params = np.array([_count(s, self.data) for s in self._member_specs(pop)], np.float64)
             gflop = 6.0 * params * len(self.data.y_train) * epochs / 1e9
             robust = self._noisy_accuracy(pop) if gamma else 0.0
             value = alpha * value - beta * gflop + gamma * robust
-        best_i = int(np.nanargmax(value)) if np.isfinite(value).any() else -1
-        if best_i >= 0 and value[best_i] > self.best.get("fitness", -math.inf):
-            self.best = {"fitness": float(value[best_i]), "config": configs[best_i],
-                         "spec": spec, "params": jax.device_get(pop.member(best_i))}
-        if self.multi_objective == "params":
-            return [(float(v), -float(params)) for v in value]
-        return [float(v) for v in value]
+        return value
+
+    @staticmethod
+    def _member_specs(pop):
+        if "widths" not in pop.hparams:
+            return [pop.spec] * pop.size
+        attr = "hidden" if isinstance(pop.spec, MLPSpec) else "filters"
+        return [dataclasses.replace(pop.spec, **{attr: tuple(int(v) for v in w)})
+                for w in np.asarray(pop.hparams["widths"])]
+
+    def _record(self, configs, value, trained, specs, optimizer):
+        """Keeps the best network (and, when Lamarckian, the best per structure)."""
+        for c, (v, where, spec) in enumerate(zip(value, trained, specs)):
+            if where is None or not np.isfinite(v):
+                continue
+            better = v > self.best.get("fitness", -math.inf)
+            archive = self.lamarckian and v > self.archive.get(
+                (spec, optimizer), {}).get("fitness", -math.inf)
+            if not better and not archive:
+                continue
+            j, pop = where
+            params = jax.device_get(pop.member(j))
+            if "widths" in pop.hparams:
+                spec, params = shrink(pop.spec, params, np.asarray(pop.hparams["widths"][j]))
+            if better:
+                self.best = {"fitness": float(v), "config": configs[c], "spec": spec,
+                             "params": params}
+            if archive:
+                self.archive[(spec, optimizer)] = {"fitness": float(v), "params": params}
 
     def _noisy_accuracy(self, pop) -> np.ndarray:
         x = self.data.x_val
         noise = np.random.default_rng(self.seed).normal(0.0, self.noise_sigma, x.shape)
-        model = pop.model
-        out = jax.vmap(lambda p: model.apply(p, jnp.asarray(x + noise, jnp.float32)))(pop.params)
+        out = predict(pop, jnp.asarray(x + noise, jnp.float32))
         return np.asarray(jax.vmap(lambda o: compute_metrics(o, self.data.y_val, True)[
             "accuracy"])(out)) if self.data.is_classification else np.zeros(pop.size)
 
@@ -138,3 +232,20 @@ class TrainerObjective(Objective):
             return {}
         model = build_model(self.best["spec"], self.data.feature_shape, self.data.out_dim)
         return split_metrics(model, self.best["params"], self.data, "test")
+
+
+def _bucket(n: int) -> int:
+    """The power of two >= n: group sizes repeat, so compiled programs are reused."""
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def _count(spec, data: Dataset) -> int:
+    return _count_params(spec, tuple(data.feature_shape), int(data.out_dim))
+
+
+@functools.lru_cache(maxsize=1024)
+def _count_params(spec, feature_shape, out_dim) -> int:
+    """Parameter count of ``spec`` (its true, unpadded widths)."""
+    model = build_model(spec, feature_shape, out_dim)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + feature_shape))
+    return count_params(shapes)

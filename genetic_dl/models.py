@@ -6,8 +6,11 @@ population engine uses them as static (compile-time) configuration, and the
 population itself only ever holds params pytrees, never module objects.
 
 Every model is called as ``model.apply(params, x, dropout_rate, train,
-rngs={"dropout": key})``. The dropout rate is an argument, not a module
-attribute, so that it can be a traced per-member value under ``vmap``.
+widths, rngs={"dropout": key})``. The dropout rate is an argument, not a module
+attribute, so that it can be a traced per-member value under ``vmap``; so are
+``widths`` (MLP and CNN): units of hidden layer i at or beyond ``widths[i]``
+are masked to zero, so members of different widths share one padded shape
+(see :mod:`genetic_dl.padding`).
 """
 from __future__ import annotations
 
@@ -144,6 +147,54 @@ def spec_from_dict(d: Dict[str, Any]) -> ModelSpec:
     return SPECS[family](**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+class PatchConv(nn.Module):
+    """A stride-1 'SAME' convolution computed as patches times a matrix.
+
+    Same params (``kernel`` of shape ``(k, ..., C_in, C_out)``, ``bias``) and
+    outputs as ``flax.linen.Conv``. Under ``vmap`` over members, XLA CPU turns
+    ``lax.conv`` into a grouped convolution that ran 8x slower per member than
+    one member alone; patches + ``dot_general`` become one batched matmul.
+    """
+    features: int
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, x):
+        k, spatial, c_in = self.kernel_size, x.ndim - 2, x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k,) * spatial + (c_in, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        low = (k - 1) // 2
+        xp = jnp.pad(x, ((0, 0),) + ((low, k - 1 - low),) * spatial + ((0, 0),))
+        sizes = x.shape[1:-1]
+        if spatial == 1:
+            cols = [xp[:, i:i + sizes[0]] for i in range(k)]
+        else:
+            cols = [xp[:, i:i + sizes[0], j:j + sizes[1]] for i in range(k) for j in range(k)]
+        patches = jnp.concatenate(cols, axis=-1)
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+def _pool2(x, kind: str):
+    """2x2 (or 2) stride-2 'VALID' pooling as a reshape and a reduction.
+
+    Equals ``nn.max_pool``/``nn.avg_pool`` with window 2 and stride 2, but its
+    gradient is a cheap select rather than XLA CPU's slow select-and-scatter.
+    """
+    sizes = [s // 2 for s in x.shape[1:-1]]
+    x = x[(slice(None),) + tuple(slice(0, 2 * s) for s in sizes)]
+    shape = (x.shape[0],) + tuple(d for s in sizes for d in (s, 2)) + (x.shape[-1],)
+    axes = tuple(range(2, 2 * len(sizes) + 1, 2))
+    x = x.reshape(shape)
+    return x.max(axis=axes) if kind == "max" else x.mean(axis=axes)
+
+
+def _mask_units(x, widths, i: int):
+    if widths is None:
+        return x
+    return x * (jnp.arange(x.shape[-1]) < widths[i]).astype(x.dtype)
+
+
 def _dropout(x, rate, train: bool, module: nn.Module):
     if not train:
         return x
@@ -158,11 +209,11 @@ class MLP(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x, dropout_rate=0.0, train: bool = False):
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
         act = ACTIVATIONS[self.spec.activation]
         x = x.reshape(x.shape[0], -1)
-        for width in self.spec.hidden:
-            x = act(nn.Dense(width)(x))
+        for i, width in enumerate(self.spec.hidden):
+            x = _mask_units(act(nn.Dense(width)(x)), widths, i)
             if self.spec.dropout > 0:
                 x = _dropout(x, dropout_rate, train, self)
         return nn.Dense(self.out_dim)(x)
@@ -174,16 +225,16 @@ class CNN(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x, dropout_rate=0.0, train: bool = False):
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
         act = ACTIVATIONS[self.spec.activation]
         if x.ndim in (2, 3):  # (B, L) signal or (B, H, W) grey image: add a channel axis
             x = x[..., None]
         spatial = x.ndim - 2
-        for filters in self.spec.filters:
-            x = act(nn.Conv(filters, (self.spec.kernel_size,) * spatial)(x))
+        for i, filters in enumerate(self.spec.filters):
+            x = act(PatchConv(filters, self.spec.kernel_size, name=f"Conv_{i}")(x))
+            x = _mask_units(x, widths, i)
             if self.spec.pool != "none" and min(x.shape[1:-1]) >= 2:
-                pool = nn.max_pool if self.spec.pool == "max" else nn.avg_pool
-                x = pool(x, (2,) * spatial, strides=(2,) * spatial)
+                x = _pool2(x, self.spec.pool)
         x = x.reshape(x.shape[0], -1)
         for width in self.spec.dense:
             x = act(nn.Dense(width)(x))
@@ -198,7 +249,8 @@ class RNN(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x, dropout_rate=0.0, train: bool = False):
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+        del widths  # recurrent layers are never padded
         if x.ndim == 2:  # (B, L): a sequence of scalars
             x = x[..., None]
         for _ in range(self.spec.layers):

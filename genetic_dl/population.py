@@ -70,10 +70,10 @@ def _resolve_hparams(optimizer: str, size: int,
                      hparams: Optional[Mapping[str, Union[float, np.ndarray]]],
                      spec: ModelSpec) -> Dict[str, jax.Array]:
     hparams = dict(hparams or {})
-    unknown = set(hparams) - set(HPARAM_NAMES)
+    unknown = set(hparams) - set(HPARAM_NAMES) - {"widths"}
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}: "
-                         f"valid are {', '.join(HPARAM_NAMES)}")
+                         f"valid are {', '.join(HPARAM_NAMES)}, widths")
     defaults = dict(DEFAULT_HPARAMS[optimizer], dropout=spec.dropout)
     out = {}
     for name in HPARAM_NAMES:
@@ -86,6 +86,8 @@ def _resolve_hparams(optimizer: str, size: int,
         if not np.all(np.isfinite(value)):
             raise ValueError(f"hyperparameter {name!r} has NaN/inf values: give finite ones")
         out[name] = jnp.asarray(value)
+    if "widths" in hparams:
+        out["widths"] = _resolve_widths(hparams["widths"], size, spec)
     if np.any(np.asarray(out["dropout"]) > 0) and spec.dropout == 0:
         raise ValueError("per-member dropout > 0 needs dropout layers: build the spec with "
                          "dropout > 0 (e.g. MLPSpec(dropout=0.1))")
@@ -94,6 +96,19 @@ def _resolve_hparams(optimizer: str, size: int,
     if np.any(np.asarray(out["learning_rate"]) <= 0):
         raise ValueError("learning rates must be positive")
     return out
+
+
+def _resolve_widths(widths, size: int, spec: ModelSpec) -> jax.Array:
+    padded = getattr(spec, "hidden", None) or getattr(spec, "filters", None)
+    if padded is None:
+        raise ValueError("per-member widths need an MLP or CNN spec (RNNs are not padded)")
+    widths = np.asarray(widths, np.float32)
+    if widths.shape != (size, len(padded)):
+        raise ValueError(f"widths has shape {widths.shape}: give one width per member and "
+                         f"layer, shape ({size}, {len(padded)})")
+    if np.any(widths < 1) or np.any(widths > np.asarray(padded)):
+        raise ValueError(f"widths must be in [1, {list(padded)}] (the padded spec's widths)")
+    return jnp.asarray(widths)
 
 
 def init_population(key: jax.Array, spec: ModelSpec,
@@ -111,6 +126,8 @@ def init_population(key: jax.Array, spec: ModelSpec,
       optimizer: a key of :data:`~genetic_dl.optimizers.OPTIMIZERS`.
       hparams: per-member hyperparameters, each a scalar or a ``(P,)`` array;
         missing ones take the optimizer's defaults (dropout: the spec's).
+        Optional ``widths``, ``(P, layers)``: each member's true layer widths
+        inside the spec's padded ones (:mod:`genetic_dl.padding`).
 
     Returns:
       A :class:`Population` of ``size`` members.
@@ -123,22 +140,29 @@ def init_population(key: jax.Array, spec: ModelSpec,
         feature_shape, out_dim = data.feature_shape, data.out_dim
     else:
         feature_shape, out_dim = tuple(data[0]), int(data[1])
-    model = build_model(spec, feature_shape, out_dim)
+    build_model(spec, feature_shape, out_dim)  # validates the spec against the features
     hp = _resolve_hparams(optimizer, size, hparams, spec)
     key = raw_key(key)
     keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(size))
-    return _init(keys, hp, model, optimizer, feature_shape, out_dim, spec)
+    return _init(keys, hp, optimizer, feature_shape, out_dim, spec)
 
 
-def _init(keys, hp, model, optimizer, feature_shape, out_dim, spec) -> Population:
+@functools.lru_cache(maxsize=256)
+def _init_fn(spec, optimizer, feature_shape, out_dim):
+    # Cached so that a second population of the same shape does not recompile its init.
+    model = build_model(spec, feature_shape, out_dim)
     dummy = jnp.zeros((1,) + tuple(feature_shape), jnp.float32)
 
     def one(key, h):
         k_init, k_train = jax.random.split(key)
         params = model.init(k_init, dummy)
         return params, make_optimizer(optimizer, h).init(params), k_train
+    return jax.jit(jax.vmap(one))
 
-    params, opt_state, train_keys = jax.jit(jax.vmap(one))(keys, hp)
+
+def _init(keys, hp, optimizer, feature_shape, out_dim, spec) -> Population:
+    init = _init_fn(spec, optimizer, tuple(feature_shape), int(out_dim))
+    params, opt_state, train_keys = init(keys, hp)
     size = keys.shape[0]
     return Population(params=params, opt_state=opt_state, hparams=hp, keys=train_keys,
                       ids=jnp.arange(size, dtype=jnp.int32), failed=jnp.zeros(size, bool),

@@ -30,12 +30,13 @@ def _member_train(population: Population, params, opt_state, hp, key, x, y, xv, 
     model = population.model
     tx = make_optimizer(population.optimizer, hp)
     use_dropout = population.spec.dropout > 0
+    widths = hp.get("widths")
     n = x.shape[0]
     steps = n // batch_size
 
     def batch_loss(p, xb, yb, k):
         rngs = {"dropout": k} if use_dropout else {}
-        out = model.apply(p, xb, hp["dropout"], use_dropout, rngs=rngs)
+        out = model.apply(p, xb, hp["dropout"], use_dropout, widths, rngs=rngs)
         return loss_fn(out, yb, classification), out
 
     def step(carry, idx):
@@ -53,7 +54,7 @@ def _member_train(population: Population, params, opt_state, hp, key, x, y, xv, 
         k, k_perm = jax.random.split(k)
         order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
         (p, s, k), (losses, scores) = jax.lax.scan(step, (p, s, k), order)
-        out = model.apply(p, xv)
+        out = model.apply(p, xv, widths=widths)
         val_score = accuracy(out, yv) if classification else r2_score(out, yv)
         record = {"train_loss": losses.mean(), "train_score": scores.mean(),
                   "val_loss": loss_fn(out, yv, classification), "val_score": val_score}
@@ -147,7 +148,8 @@ def train(population: Population, data: Dataset, epochs: int, *, batch_size: int
 @jax.jit
 def _predict(population: Population, x):
     model = population.model
-    return jax.vmap(lambda p: model.apply(p, x))(population.params)
+    return jax.vmap(lambda p, w: model.apply(p, x, widths=w))(population.params,
+                                                               population.hparams.get("widths"))
 
 
 def predict(population: Population, x, *, mesh="auto") -> jax.Array:
@@ -159,9 +161,9 @@ def predict(population: Population, x, *, mesh="auto") -> jax.Array:
 def _evaluate(population: Population, x, y, classification):
     model = population.model
 
-    def one(p):
-        return compute_metrics(model.apply(p, x), y, classification)
-    return jax.vmap(one)(population.params)
+    def one(p, w):
+        return compute_metrics(model.apply(p, x, widths=w), y, classification)
+    return jax.vmap(one)(population.params, population.hparams.get("widths"))
 
 
 def evaluate(population: Population, data: Dataset, split: str = "val", *,

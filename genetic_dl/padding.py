@@ -1,0 +1,145 @@
+"""One compiled shape for a family of widths: pad hidden layers, mask units per member.
+
+A search proposes MLPs and CNNs of many widths; each distinct shape would
+compile its own training program (seconds each, more than training a small
+network). Instead, members of one layer count train in a spec whose hidden
+layers (MLP widths, CNN filters) are all padded to one width W; each member's
+true widths are a traced ``(layers,)`` array and the model zeroes the units
+beyond them (:func:`genetic_dl.models.MLP`), so a member computes exactly the
+function of its unpadded network. :func:`rescale_init` gives the padded
+members the initial weight scale of their true fan-in, and :func:`shrink`
+cuts a trained member back to its true spec (:func:`embed` is the inverse).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from .models import CNNSpec, MLPSpec, ModelSpec
+
+
+def widths_of(spec: ModelSpec) -> Tuple[int, ...]:
+    """The padded layers' widths: MLP hidden widths or CNN filters (``()`` for RNNs)."""
+    if isinstance(spec, MLPSpec):
+        return spec.hidden
+    if isinstance(spec, CNNSpec):
+        return spec.filters
+    return ()
+
+
+def pad_spec(spec: ModelSpec, width: int) -> ModelSpec:
+    """``spec`` with every padded layer ``width`` wide (RNN specs unchanged)."""
+    if isinstance(spec, MLPSpec):
+        return dataclasses.replace(spec, hidden=(width,) * len(spec.hidden))
+    if isinstance(spec, CNNSpec):
+        return dataclasses.replace(spec, filters=(width,) * len(spec.filters))
+    return spec
+
+
+def padded_width(specs: Sequence[ModelSpec]) -> int:
+    """The power of two that holds every layer of ``specs`` (so paddings repeat)."""
+    widest = max((w for s in specs for w in widths_of(s)), default=1)
+    return 1 << max(0, math.ceil(math.log2(widest)))
+
+
+def _layer_modules(spec: ModelSpec) -> Tuple[list, list]:
+    """Names of the padded layers, and of the layer that reads each one's output."""
+    n = len(widths_of(spec))
+    if isinstance(spec, MLPSpec):
+        return [f"Dense_{i}" for i in range(n)], [f"Dense_{i + 1}" for i in range(n)]
+    return [f"Conv_{i}" for i in range(n)], [f"Conv_{i + 1}" for i in range(n - 1)] + ["Dense_0"]
+
+
+def _plan(spec: ModelSpec, widths: Sequence[int], flat: Dict[Tuple, Any]) -> Dict[Tuple, tuple]:
+    """Per leaf of one member's padded params: the index arrays of its true entries."""
+    padded = widths_of(spec)
+    producers, readers = _layer_modules(spec)
+    plan = {path: tuple(np.arange(d) for d in leaf.shape) for path, leaf in flat.items()}
+    for width, full, producer, reader in zip(widths, padded, producers, readers):
+        width = int(width)
+        for path, leaf in flat.items():
+            module = path[-2]
+            if module == producer:  # its own units: the last axis
+                plan[path] = plan[path][:-1] + (np.arange(width),)
+            elif module == reader and path[-1] == "kernel":  # inputs: rows of the reader
+                rows = leaf.shape[-2]
+                # a flattened conv output interleaves channels: row = position * W + channel
+                rows_kept = (np.arange(rows // full)[:, None] * full
+                             + np.arange(width)[None, :]).ravel()
+                plan[path] = plan[path][:-2] + (rows_kept,) + plan[path][-1:]
+    return plan
+
+
+def shrink(spec: ModelSpec, params, widths: Sequence[int]) -> Tuple[ModelSpec, Any]:
+    """One member's padded params cut to its true widths.
+
+    Args:
+      spec: the padded spec.
+      params: one member's params (no leading axis).
+      widths: the member's true widths, one per padded layer.
+
+    Returns:
+      ``(true_spec, true_params)``: a network computing the same function.
+    """
+    widths = [int(w) for w in np.asarray(widths)]
+    flat = traverse_util.flatten_dict(params)
+    plan = _plan(spec, widths, flat)
+    out = {p: jnp.asarray(leaf)[np.ix_(*plan[p])] for p, leaf in flat.items()}
+    attr = "hidden" if isinstance(spec, MLPSpec) else "filters"
+    return dataclasses.replace(spec, **{attr: tuple(widths)}), traverse_util.unflatten_dict(out)
+
+
+def embed(spec: ModelSpec, true_params, template) -> Any:
+    """Inverse of :func:`shrink`: true params placed in a padded member (zeros elsewhere).
+
+    Args:
+      spec: the true (unpadded) spec.
+      true_params: its params.
+      template: one padded member's params (only shapes are used).
+    """
+    widths = widths_of(spec)
+    flat_t = traverse_util.flatten_dict(template)
+    plan = _plan(_pad_like(spec, flat_t), widths, flat_t)
+    flat = traverse_util.flatten_dict(true_params)
+    out = {p: jnp.zeros_like(leaf).at[np.ix_(*plan[p])].set(flat[p])
+           for p, leaf in flat_t.items()}
+    return traverse_util.unflatten_dict(out)
+
+
+def _pad_like(spec: ModelSpec, flat_template) -> ModelSpec:
+    producers, _ = _layer_modules(spec)
+    full = {p[-2]: leaf.shape[-1] for p, leaf in flat_template.items() if p[-1] == "bias"}
+    return pad_spec(spec, full[producers[0]]) if producers else spec
+
+
+def rescale_init(spec: ModelSpec, params, widths) -> Any:
+    """Scales each reader layer's kernel by ``sqrt(W / w)`` (stacked members).
+
+    A padded layer's fan-in is W units while only w are live; LeCun-normal
+    init would then start the member ``sqrt(w / W)`` too small.
+
+    Args:
+      spec: the padded spec.
+      params: stacked params, leading axis P.
+      widths: ``(P, layers)`` true widths.
+    """
+    padded = np.asarray(widths_of(spec), np.float32)
+    _, readers = _layer_modules(spec)
+    scale = jnp.sqrt(padded[None, :] / jnp.asarray(widths, jnp.float32))  # (P, layers)
+    flat = dict(traverse_util.flatten_dict(params))
+    for i, reader in enumerate(readers):
+        for path, leaf in flat.items():
+            if path[-2] == reader and path[-1] == "kernel":
+                flat[path] = leaf * scale[:, i].reshape((-1,) + (1,) * (leaf.ndim - 1))
+    return traverse_util.unflatten_dict(flat)
+
+
+def member_widths(specs: Sequence[ModelSpec]) -> jax.Array:
+    """``(P, layers)`` float32 true widths of ``specs`` (one layer count)."""
+    return jnp.asarray([widths_of(s) for s in specs], jnp.float32)
