@@ -1,4 +1,4 @@
-"""Checkpoints of the weight-GA loop: the whole state in one msgpack file, no pickle.
+"""Checkpoints of the weight-GA loop and of searches: one msgpack file each, no pickle.
 
 A checkpoint holds the population (params, optimizer states, hyperparameters,
 member keys, ids), the GA's key, the history, the lineage, the best member and
@@ -28,26 +28,73 @@ def _path(folder: str, generation: int) -> str:
     return os.path.join(folder, f"ckpt_{generation:05d}.msgpack")
 
 
+def _write(folder: str, generation: int, tree) -> str:
+    path = _path(folder, generation)
+    write_bytes(path, serialization.msgpack_serialize(tree))
+    for old in sorted(glob.glob(os.path.join(folder, "ckpt_*.msgpack")))[:-KEEP]:
+        os.unlink(old)
+    return path
+
+
+def save_search(folder: str, rounds: int, evaluations, objective_state: Dict[str, Any],
+                run_options: Dict[str, Any]) -> str:
+    """Writes a search's checkpoint after ``rounds`` rounds, atomically.
+
+    A search is resumed by replaying its evaluations (see ``run_search(replay=...)``),
+    so the checkpoint holds them, the trainer's state (best network, archive,
+    group counter) and the run's options.
+
+    Args:
+      folder: the checkpoints folder.
+      rounds: rounds completed.
+      evaluations: ``SearchResult.evaluations`` so far.
+      objective_state: ``TrainerObjective.state_dict()``.
+      run_options: resolved options of the run (checked on resume).
+    """
+    arrays = objective_state.pop("arrays", {})
+    meta = {"round": rounds, "evaluations": evaluations, "objective": objective_state,
+            "options": run_options, "format": 1, "kind": "search"}
+    return _write(folder, rounds, {"meta": json.dumps(meta), "arrays": arrays})
+
+
+def load_search(path: str) -> Dict[str, Any]:
+    """Reads a search checkpoint: ``{round, evaluations, objective, options}``.
+
+    Raises:
+      ValueError: the file is corrupt or is not a search checkpoint.
+    """
+    try:
+        with open(path, "rb") as f:
+            tree = serialization.msgpack_restore(f.read())
+        meta = json.loads(tree["meta"])
+        if meta.get("kind") != "search":
+            raise ValueError("not a search checkpoint")
+        meta["objective"]["arrays"] = tree["arrays"]
+        return meta
+    except Exception as err:  # msgpack raises its own exception types for garbage
+        raise ValueError(f"checkpoint {path!r} is corrupt ({type(err).__name__}); delete it "
+                         f"to resume from the previous checkpoint") from err
+
+
 def save(folder: str, state: LoopState, run_options: Dict[str, Any]) -> str:
     """Writes ``state`` (and the run's options) atomically; returns the file's path."""
     best = dict(state.best)
     best_params = best.pop("params")
     meta = {"generation": state.generation, "spent": state.spent, "history": state.history,
             "lineage": [list(x) for x in state.lineage], "best": best, "options": run_options,
+            "hall": [{k: v for k, v in h.items() if k != "params"} for h in state.hall],
             "format": 1}
     tree = {"meta": json.dumps(meta), "key": np.asarray(state.key),
             "population": serialization.to_state_dict(jax.device_get(state.population)),
-            "best_params": serialization.to_state_dict(best_params) if best_params else {}}
+            "best_params": serialization.to_state_dict(best_params) if best_params else {},
+            "hall_params": {str(i): serialization.to_state_dict(h["params"])
+                            for i, h in enumerate(state.hall)}}
     if state.prev is not None:
         pop, fit, metrics = state.prev
         tree["prev"] = {"population": serialization.to_state_dict(jax.device_get(pop)),
                         "fitness": np.asarray(fit),
                         "metrics": {k: np.asarray(v) for k, v in metrics.items()}}
-    path = _path(folder, state.generation)
-    write_bytes(path, serialization.msgpack_serialize(tree))
-    for old in sorted(glob.glob(os.path.join(folder, "ckpt_*.msgpack")))[:-KEEP]:
-        os.unlink(old)
-    return path
+    return _write(folder, state.generation, tree)
 
 
 def latest(folder: str) -> Optional[str]:
@@ -93,6 +140,8 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
             prev = (serialization.from_state_dict(template, tree["prev"]["population"]),
                     np.asarray(tree["prev"]["fitness"]),
                     {k: np.asarray(v) for k, v in tree["prev"]["metrics"].items()})
+        hall = [dict(h, params=serialization.from_state_dict(member, tree["hall_params"][str(i)]))
+                for i, h in enumerate(meta.get("hall", []))]
         _check_shapes(population, template)
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise ValueError(f"checkpoint {path!r} is corrupt or from a run of another shape "
@@ -104,7 +153,8 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
     state = LoopState(generation=meta["generation"], population=population,
                       key=np.asarray(tree["key"]), spent=meta["spent"],
                       history=meta["history"],
-                      lineage=[tuple(x) for x in meta["lineage"]], best=best, prev=prev)
+                      lineage=[tuple(x) for x in meta["lineage"]], best=best, prev=prev,
+                      hall=hall)
     return state, meta["options"]
 
 

@@ -88,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--population", type=int, default=16, help="GA/DE population")
     se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space")
     se.add_argument("--metric", default="accuracy", help="validation metric to maximise")
+    se.add_argument("--epochs", type=_ints, default=(5, 10, 20, 40),
+                    help="choices of the epochs gene (training epochs per candidate)")
+    se.add_argument("--objectives", choices=("metric", "metric,params"), default="metric",
+                    help="metric,params: NSGA-II on (metric, -parameter count), Pareto front")
+    se.add_argument("--lamarckian", action="store_true",
+                    help="configs of a structure trained before start from its best weights")
+    se.add_argument("--pad-widths", action="store_true",
+                    help="train MLP/CNN widths of one layer count in one padded program")
+    se.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last checkpoint")
+    se.add_argument("--checkpoint-every", type=int, default=1,
+                    help="write a checkpoint every K rounds (with --out)")
     return parser
 
 
@@ -174,8 +186,10 @@ def _write_config(args) -> None:
                            rundir.dump_toml(_resolved(args)).encode())
 
 
-def _resume_state(args, template):
-    """The checkpoint to continue from (``None``: start afresh), checked against the options."""
+def _resume_state(args, loader):
+    """The checkpoint to continue from (``None``: start afresh), checked against the options.
+
+    ``loader(path)`` reads the checkpoint file into the run's state."""
     from . import checkpoint  # pylint: disable=import-outside-toplevel
     folder = os.path.join(args.out, "checkpoints") if args.out else None
     if not args.resume:
@@ -197,9 +211,9 @@ def _resume_state(args, template):
     if diff:
         raise UserError(f"checkpoint {path} belongs to a run with other options "
                         f"({', '.join(diff)}): resume with the same options or use another --out")
-    state, _ = checkpoint.load(path, template)
+    state = loader(path)
     if not args.quiet:
-        print(f"resuming from {path} (generation {state.generation})")
+        print(f"resuming from {path}")
     return state
 
 
@@ -261,7 +275,7 @@ def evolve_weights_command(args, argv: List[str]) -> int:
               f"std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
               f"budget {rec['network_epochs']} net-epochs  {rec['elapsed']:.1f}s", 1)
         return False
-    resume = _resume_state(args, pop)
+    resume = _resume_state(args, lambda path: checkpoint.load(path, pop)[0])
     _write_config(args)
     options = _resolved(args)
 
@@ -286,31 +300,48 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     best_config = {"model": spec_to_dict(spec), "optimizer": args.optimizer,
                    "member_id": res.best_id, "generation": res.best_generation}
     return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
-                   {"lineage": [list(x) for x in res.lineage]})
+                   {"lineage": [list(x) for x in res.lineage],
+                    "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
+                                     for h in res.hall_of_fame]})
 
 
 def search_command(args, argv: List[str]) -> int:
     """Runs ``genetic-dl search``; returns the exit status."""
     import jax  # pylint: disable=import-outside-toplevel
+    from . import checkpoint  # pylint: disable=import-outside-toplevel
     from . import search as search_mod  # pylint: disable=import-outside-toplevel
     from .engine import TrainerObjective  # pylint: disable=import-outside-toplevel
     from .space import default_space  # pylint: disable=import-outside-toplevel
-    _check_positive(args, ("population", "budget"))
+    _check_positive(args, ("population", "budget", "checkpoint_every"))
+    if not args.epochs or min(args.epochs) < 1:
+        raise UserError(f"--epochs needs positive epoch counts, got {list(args.epochs)}")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
     bad = sorted(set(families) - {"mlp", "cnn", "rnn"})
     if bad or not families:
         raise UserError(f"unknown model famil(ies) {bad or families}: use mlp, cnn, rnn")
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
-    method = {"ga": lambda: search_mod.GA(population=args.population),
+    n_obj = 2 if args.objectives == "metric,params" else 1
+    if n_obj > 1 and args.method not in ("ga", "random", "grid"):
+        raise UserError(f"--objectives metric,params needs --method ga (NSGA-II), random or "
+                        f"grid; {args.method} optimises one objective")
+    method = {"ga": lambda: search_mod.GA(population=args.population, objectives=n_obj),
               "de": lambda: search_mod.DifferentialEvolution(population=max(4, args.population)),
               "random": lambda: search_mod.RandomSearch(batch=args.population),
               "grid": lambda: search_mod.GridSearch(batch=args.population),
               "tpe": lambda: search_mod.TPE(batch=max(1, args.population // 2))}[args.method]()
-    objective = TrainerObjective(data, seed=args.seed, metric=args.metric)
+    objective = TrainerObjective(data, seed=args.seed, metric=args.metric,
+                                 multi_objective="params" if n_obj > 1 else None,
+                                 lamarckian=args.lamarckian, pad_widths=args.pad_widths)
     if not args.quiet:
         print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} network-epochs, "
               f"families {','.join(families)}")
-
+    resume = _resume_state(args, checkpoint.load_search)
+    replay = []
+    if resume is not None:
+        objective.load_state_dict(resume["objective"])
+        replay = resume["evaluations"]
+    _write_config(args)
+    options = _resolved(args)
     progress_bar = _progress(args, args.budget, "network-epochs")
 
     def report(rnd, rec):
@@ -321,20 +352,38 @@ def search_command(args, argv: List[str]) -> int:
               f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
               rec["budget_used"] - done)
         return False
-    _write_config(args)
-    res = search_mod.run_search(method, default_space(families), objective, args.budget,
-                                jax.random.key(args.seed), callbacks=[report])
+
+    def save(res):
+        rounds = len(res.history)
+        if args.out and rounds % args.checkpoint_every == 0 and rounds > len(
+                {e["round"] for e in replay}):
+            checkpoint.save_search(os.path.join(args.out, "checkpoints"), rounds,
+                                   res.evaluations, objective.state_dict(), options)
+    res = search_mod.run_search(method, default_space(families, args.epochs), objective, args.budget,
+                                jax.random.key(args.seed), objectives=n_obj, callbacks=[report],
+                                replay=replay, on_round=save)
     _close(progress_bar)
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")
     history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],
                 "best_so_far": h["best_so_far"], "budget_used": h["budget_used"],
-                "elapsed": h["elapsed"]} for h in res.history]
+                "elapsed": h["elapsed"], "best_config": h["best_config"]} for h in res.history]
     evaluations = [{"round": e["round"], "budget_used": e["budget_used"],
-                    "fitness": e["fitness"], "cost": e["cost"], **e["config"]}
+                    "fitness": _first(e["fitness"]), "cost": e["cost"],
+                    **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
                    for e in res.evaluations]
+    extra = {"method": args.method,
+             "hall_of_fame": [{"config": e["config"], "fitness": e["fitness"]}
+                              for e in res.hall_of_fame(5)]}
+    if n_obj > 1:
+        extra["pareto"] = [{"config": e["config"], "metric": e["fitness"][0],
+                            "params": -e["fitness"][1]} for e in res.pareto]
     return _finish(args, argv, data, objective.best["spec"], objective.best["params"],
-                   objective.best["config"], history, evaluations, {"method": args.method})
+                   objective.best["config"], history, evaluations, extra)
+
+
+def _first(fitness):
+    return fitness[0] if isinstance(fitness, (tuple, list)) else fitness
 
 
 def main(argv: Optional[List[str]] = None) -> int:

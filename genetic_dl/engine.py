@@ -19,10 +19,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
 from .data import Dataset
 from .metrics import compute_metrics
-from .models import CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model, count_params
+from .models import (CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model, count_params,
+                     spec_from_dict, spec_to_dict)
 from .padding import embed, member_widths, pad_spec, padded_width, rescale_init, shrink, widths_of
 from .population import init_population, take
 from .search import Config, Objective
@@ -219,6 +221,32 @@ class TrainerObjective(Objective):
             if archive:
                 self.archive[(spec, optimizer)] = {"fitness": float(v), "params": params}
 
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a resumed search needs from the trainer, as JSON plus ``arrays``."""
+        arrays, archive = {}, []
+        if self.best:
+            arrays["best"] = serialization.to_state_dict(self.best["params"])
+        for i, ((spec, optimizer), saved) in enumerate(self.archive.items()):
+            archive.append({"spec": spec_to_dict(spec), "optimizer": optimizer,
+                            "fitness": saved["fitness"]})
+            arrays[f"archive_{i}"] = serialization.to_state_dict(saved["params"])
+        best = {k: (spec_to_dict(v) if k == "spec" else v) for k, v in self.best.items()
+                if k != "params"}
+        return {"best": best, "groups_trained": self.groups_trained, "archive": archive,
+                "arrays": arrays}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restores :meth:`state_dict` output (params come back as plain nested dicts)."""
+        arrays = state.get("arrays", {})
+        self.groups_trained = int(state["groups_trained"])
+        self.best = {}
+        if state["best"]:
+            self.best = dict(state["best"], spec=spec_from_dict(state["best"]["spec"]),
+                             params=_as_jax(arrays["best"]))
+        self.archive = {(spec_from_dict(a["spec"]), a["optimizer"]): {
+            "fitness": a["fitness"], "params": _as_jax(arrays[f"archive_{i}"])}
+            for i, a in enumerate(state["archive"])}
+
     def _noisy_accuracy(self, pop) -> np.ndarray:
         x = self.data.x_val
         noise = np.random.default_rng(self.seed).normal(0.0, self.noise_sigma, x.shape)
@@ -249,3 +277,7 @@ def _count_params(spec, feature_shape, out_dim) -> int:
     model = build_model(spec, feature_shape, out_dim)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + feature_shape))
     return count_params(shapes)
+
+
+def _as_jax(tree):
+    return jax.tree_util.tree_map(jnp.asarray, tree)

@@ -84,7 +84,55 @@ def make_plots(run_dir: str) -> List[str]:
         fig.savefig(os.path.join(run_dir, "hyperparameters.png"), dpi=110)
         plt.close(fig)
         written.append("hyperparameters.png")
+    if result.get("pareto"):
+        written.append(_pareto_plot(plt, run_dir, result, rows))
     return written
+
+
+def _pareto_plot(plt, run_dir, result, rows) -> str:
+    """Every evaluated candidate and the non-dominated front: metric vs parameter count."""
+    pts = [(_num(r.get("params")), _num(r.get("fitness"))) for r in rows]
+    pts = [(a, b) for a, b in pts if a is not None and b is not None]
+    front = sorted((p["params"], p["metric"]) for p in result["pareto"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    if pts:
+        ax.scatter(*zip(*pts), s=10, alpha=0.4, label="evaluated")
+    ax.step(*zip(*front), where="post", color="C3", marker="o", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("fitness (validation)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "pareto.png"), dpi=110)
+    plt.close(fig)
+    return "pareto.png"
+
+
+def structure(config: Dict[str, Any]) -> str:
+    """A search config's network in a few characters: ``mlp 128-64 relu``, ``rnn gru 64x2``."""
+    family = config.get("family", "mlp")
+    if family == "rnn":
+        return f"rnn {config.get('rnn_cell', 'gru')} {config.get('rnn_hidden', 64)}" \
+               f"x{config.get('rnn_layers', 1)}"
+    widths = "-".join(str(config.get(f"width_{i}", 64)) for i in range(int(config.get("layers",
+                                                                                      2))))
+    kernel = f" k{config.get('kernel_size', 3)}" if family == "cnn" else ""
+    return f"{family} {widths}{kernel} {config.get('activation', 'relu')}"
+
+
+def _candidates(history) -> List[List[str]]:
+    """Per generation: its best candidate's structure and hyperparameters (the tuning story)."""
+    rows = [["generation", "best", "best so far", "structure", "optimizer", "learning rate",
+             "batch", "epochs", "dropout", "weight decay"]]
+    for h in history:
+        c = h["best_config"]
+        rows.append([str(h["generation"]), _fmt(h["best"]), _fmt(h.get("best_so_far")),
+                     structure(c), str(c.get("optimizer", "")),
+                     f"{c.get('learning_rate', float('nan')):.2e}", str(c.get("batch_size", "")),
+                     str(c.get("epochs", "")), f"{c.get('dropout', 0.0):.2f}",
+                     f"{c.get('weight_decay', 0.0):.1e}"])
+    return rows
 
 
 def _table(rows: List[List[str]]) -> str:
@@ -110,9 +158,14 @@ def write_report(run_dir: str, latex: bool = False) -> List[str]:
     metrics = [["metric", "validation", "test"]]
     metrics += [[k, _fmt(best["val"].get(k)), _fmt(best["test"].get(k))] for k in best["test"]]
     config = [["option", "value"]] + [[k, json.dumps(v)] for k, v in best["config"].items()]
+    tuning = ""
+    if result["history"] and "best_config" in result["history"][0]:
+        tuning = ("## Best candidate of each generation\n\nThe tuning story: how the best "
+                  f"structure and hyperparameters changed.\n\n"
+                  f"{_table(_candidates(result['history']))}\n\n")
     md = (f"# Run report: {result['dataset']}\n\nCommand: `{result['command']}`  \n"
           f"Seed: {result['seed']}; budget used: {result['budget_used']} network-epochs.\n\n"
-          f"## Per generation (validation fitness)\n\n{_table(hist)}\n\n"
+          f"## Per generation (validation fitness)\n\n{_table(hist)}\n\n{tuning}"
           f"## Best configuration\n\n{_table(config)}\n\n"
           f"## Best model's metrics\n\nSelection used the validation split only; test was "
           f"evaluated once, at the end.\n\n{_table(metrics)}\n\n"

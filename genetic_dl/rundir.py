@@ -166,3 +166,12 @@ def load_model(run_dir: str) -> LoadedModel:
         raise ValueError(f"no loadable model in {run_dir!r} ({err}): point at a finished run "
                          f"directory with best_model/") from err
     return LoadedModel(meta, params)
+
+
+def records_to_pandas(rows):
+    """A list of dicts as a ``pandas.DataFrame`` (pandas is optional)."""
+    try:
+        import pandas  # pylint: disable=import-outside-toplevel
+    except ImportError as err:
+        raise ImportError("to_pandas() needs pandas: pip install pandas") from err
+    return pandas.DataFrame(list(rows))

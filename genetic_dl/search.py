@@ -19,6 +19,7 @@ import numpy as np
 
 from . import genome_ops
 from . import selection as selection_mod
+from .rundir import records_to_pandas
 from .space import Space
 
 Config = Dict[str, Any]
@@ -318,6 +319,18 @@ class SearchResult:
     budget_used: float
     pareto: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
+    def hall_of_fame(self, k: int = 5) -> List[Dict[str, Any]]:
+        """The ``k`` best evaluations (first objective), best first; failures excluded."""
+        ok = [e for e in self.evaluations if np.isfinite(_first(e["fitness"]))]
+        return sorted(ok, key=lambda e: -_first(e["fitness"]))[:k]
+
+    def to_pandas(self, what: str = "history"):
+        """``history`` or ``evaluations`` as a ``pandas.DataFrame`` (configs flattened)."""
+        rows = {"history": self.history, "evaluations": [
+            {**{k: v for k, v in e.items() if k != "config"}, **e["config"]}
+            for e in self.evaluations]}[what]
+        return records_to_pandas(rows)
+
 
 def _first(f) -> float:
     value = f[0] if isinstance(f, (tuple, list, np.ndarray)) else f
@@ -348,7 +361,9 @@ def _plan(keys, configs, cache, objective: Objective, left: float) -> List[int]:
 
 def run_search(method: Any, space: Space, objective: Objective, budget: float, key,
                *, objectives: int = 1, max_stalled_rounds: int = 20,
-               callbacks: Sequence[Callable[[int, Dict[str, Any]], bool]] = ()) -> SearchResult:
+               callbacks: Sequence[Callable[[int, Dict[str, Any]], bool]] = (),
+               replay: Sequence[Dict[str, Any]] = (),
+               on_round: Optional[Callable[[SearchResult], None]] = None) -> SearchResult:
     """Runs ``method`` on ``objective`` until ``budget`` is spent.
 
     A config whose cost does not fit in the remaining budget is not evaluated, so
@@ -364,7 +379,14 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
       key: PRNG key.
       objectives: number of objectives the fitness has.
       max_stalled_rounds: stop after this many rounds that evaluate nothing new.
-      callbacks: ``cb(round, record) -> stop?`` after each round.
+      callbacks: ``cb(round, record) -> stop?`` after each round (see
+        :mod:`genetic_dl.stopping` for saturation, target and time limits).
+      replay: evaluations of an interrupted run of the same search (its
+        ``SearchResult.evaluations``): the search repeats its rounds answering
+        those configs from them, spending their cost but training nothing, so
+        it reaches the interrupted run's state exactly and continues from it
+        (every method is deterministic given its key and the fitness it is told).
+      on_round: called with the result so far after each round (checkpoints).
 
     Returns:
       A :class:`SearchResult`.
@@ -382,6 +404,7 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
     history: List[Dict[str, Any]] = []
     used, stalled, rnd, start = 0.0, 0, 0, time.perf_counter()
     best_so_far = -math.inf
+    replayed = {space.key(e["genome"]): e for e in replay}
     while used < budget and stalled < max_stalled_rounds:
         key, k_ask = jax.random.split(key)
         genomes = np.asarray(method.ask(k_ask, state), np.float64)
@@ -390,7 +413,10 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
         configs = [space.decode(u) for u in genomes]
         keys = [space.key(u) for u in genomes]
         todo = _plan(keys, configs, cache, objective, budget - used)
-        fits = objective.evaluate([configs[i] for i in todo]) if todo else []
+        fresh = [i for i in todo if keys[i] not in replayed]
+        fits = dict(zip(fresh, objective.evaluate([configs[i] for i in fresh]) if fresh else []))
+        fits.update({i: _tuple(replayed[keys[i]]["fitness"]) for i in todo if i not in fits})
+        fits = [fits[i] for i in todo]
         for i, f in zip(todo, fits):
             cache[keys[i]] = f
             used += float(objective.cost(configs[i]))
@@ -405,12 +431,21 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
                                                 if np.isfinite(_first(f))), default=-math.inf))
             record = {"round": rnd, **_round_stats(fits),
                       "best_so_far": best_so_far, "budget_used": used,
-                      "elapsed": time.perf_counter() - start}
+                      "elapsed": time.perf_counter() - start,
+                      "best_config": configs[todo[int(np.nanargmax(
+                          [np.nan_to_num(_first(f), nan=-np.inf) for f in fits]))]]}
             history.append(record)
+            if on_round is not None:
+                on_round(_result(evaluations, history, used, objectives))
             if any(bool(cb(rnd, record)) for cb in callbacks):
                 break
         rnd += 1
     return _result(evaluations, history, used, objectives)
+
+
+def _tuple(fitness):
+    """A fitness read back from JSON: lists are multi-objective tuples."""
+    return tuple(fitness) if isinstance(fitness, list) else fitness
 
 
 def _result(evaluations, history, used, objectives) -> SearchResult:

@@ -200,18 +200,23 @@ def _family(name: str) -> Callable[[Dict[str, Any]], bool]:
     return active
 
 
-def default_space(families: Sequence[str] = ("mlp", "cnn", "rnn")) -> Space:
+def default_space(families: Sequence[str] = ("mlp", "cnn", "rnn"),
+                  epochs: Sequence[int] = (5, 10, 20, 40)) -> Space:
     """The space the seed documents name: training hyperparameters and structure.
 
     Genes: learning_rate, batch_size, epochs, dropout, weight_decay, optimizer,
     family, layers, width_0..3 (MLP widths / CNN filters, active up to the layer
     count), activation, kernel_size (CNN), rnn_cell, rnn_hidden, rnn_layers (RNN).
+
+    Args:
+      families: model families the ``family`` gene chooses from.
+      epochs: choices of the ``epochs`` gene.
     """
     genes: Dict[str, Gene] = {
         "learning_rate": Float(1e-4, 3e-2, log=True),
         "batch_size": Choice((32, 64, 128)),
         # Few distinct epoch counts and widths: each distinct shape compiles once (jit cache).
-        "epochs": Choice((5, 10, 20, 40)),
+        "epochs": Choice(tuple(int(e) for e in epochs)),
         "dropout": Float(0.0, 0.5),
         "weight_decay": Float(1e-6, 1e-2, log=True),
         "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),

@@ -24,6 +24,7 @@ from . import mutation as mutation_mod
 from . import selection as selection_mod
 from .data import Dataset
 from .optimizers import make_optimizer
+from .rundir import records_to_pandas
 from .population import Population, raw_key
 from .train import evaluate, fitness_from_metrics, train
 
@@ -103,6 +104,8 @@ class WeightGAResult:
       history: one dict per generation (best/mean/std fitness, failed,
         diversity, network_epochs, elapsed).
       lineage: ``(generation, child_id, parent_a_id, parent_b_id)`` per child.
+      hall_of_fame: the best distinct members ever seen, best first:
+        ``{fitness, id, generation, params}`` each.
     """
     population: Population
     best_params: Any
@@ -112,6 +115,16 @@ class WeightGAResult:
     best_metrics: Dict[str, float]
     history: List[Dict[str, float]]
     lineage: List[Tuple[int, int, int, int]]
+    hall_of_fame: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def to_pandas(self, what: str = "history"):
+        """``history`` (one row per generation) or ``lineage`` as a ``pandas.DataFrame``."""
+        if what == "lineage":
+            return records_to_pandas([dict(zip(("generation", "child", "parent_a", "parent_b"),
+                                               row)) for row in self.lineage])
+        return records_to_pandas([{k: v for k, v in h.items()
+                                   if k not in ("member_ids", "member_fitness")}
+                                  for h in self.history])
 
 
 def diversity(params) -> jax.Array:
@@ -291,6 +304,7 @@ class LoopState:
       history, lineage: as in :class:`WeightGAResult`.
       best: ``{fitness, params, id, generation, metrics}`` of the best so far.
       prev: DE only: ``(targets, fitness, metrics)`` the trials compete with.
+      hall: the hall of fame so far (see :class:`WeightGAResult`).
     """
     generation: int
     population: Population
@@ -301,6 +315,7 @@ class LoopState:
     best: Dict[str, Any] = dataclasses.field(default_factory=lambda: {
         "fitness": -np.inf, "params": None, "id": -1, "generation": -1, "metrics": {}})
     prev: Optional[Tuple[Population, Any, Dict[str, Any]]] = None
+    hall: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, generations: int,
@@ -308,7 +323,8 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
                    fitness: FitnessFn = "loss",
                    callbacks: Sequence[Callable[[int, Population, Mapping[str, Any]], bool]] = (),
                    mesh="auto", resume: Optional[LoopState] = None,
-                   on_state: Optional[Callable[[LoopState], None]] = None) -> WeightGAResult:
+                   on_state: Optional[Callable[[LoopState], None]] = None,
+                   hall_size: int = 5) -> WeightGAResult:
     """Runs the GDNN loop: train ``epochs`` -> validation fitness -> GA step, G times.
 
     Args:
@@ -328,6 +344,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
         are then ignored); the result equals the uninterrupted run's.
       on_state: called with the :class:`LoopState` after every GA step (to
         write checkpoints).
+      hall_size: members kept in the hall of fame.
 
     Returns:
       A :class:`WeightGAResult`.
@@ -349,6 +366,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
             population, fit, metrics = _greedy_replace((population, fit, metrics), state.prev)
         record = _record(gen, population, np.asarray(fit), metrics, state,
                          time.perf_counter() - start)
+        _update_hall(state, population, np.asarray(fit), gen, hall_size)
         state.history.append(record)
         stop = any(bool(cb(gen, population, record)) for cb in callbacks)
         state.population = population
@@ -361,7 +379,28 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
     return WeightGAResult(population=state.population, best_params=best["params"],
                           best_fitness=best["fitness"], best_id=best["id"],
                           best_generation=best["generation"], best_metrics=best["metrics"],
-                          history=state.history, lineage=state.lineage)
+                          history=state.history, lineage=state.lineage,
+                          hall_of_fame=list(state.hall))
+
+
+def _update_hall(state: LoopState, population, fit: np.ndarray, gen: int, size: int) -> None:
+    """Merges this generation's best members into the hall of fame (one entry per id)."""
+    ids = np.asarray(population.ids)
+    order = [int(i) for i in np.argsort(-np.nan_to_num(fit, nan=-np.inf), kind="stable")
+             if np.isfinite(fit[i])][:size]
+    hall = {h["id"]: h for h in state.hall}
+    fresh = {}
+    for i in order:
+        member = int(ids[i])
+        if member not in hall or fit[i] > hall[member]["fitness"]:
+            hall[member] = {"fitness": float(fit[i]), "id": member, "generation": gen,
+                            "params": None}
+            fresh[member] = i
+    ranked = sorted(hall.values(), key=lambda h: (-h["fitness"], h["id"]))[:size]
+    for h in ranked:
+        if h["id"] in fresh:  # copy params only of members that made it in
+            h["params"] = jax.device_get(population.member(fresh[h["id"]]))
+    state.hall = ranked
 
 
 def _record(gen, population, fit_np, metrics, state: LoopState, elapsed) -> Dict[str, Any]:

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 
@@ -148,3 +149,58 @@ def test_sigkill_then_resume_gives_the_same_result(tmp_path):
     corrupt = _cli(*RUN, "--out", str(killed), "--resume")
     assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
     assert len(corrupt.stderr.strip().splitlines()) == 1
+
+
+SEARCH = ["search", "--dataset", "iris", "--budget", "40", "--population", "4",
+          "--families", "mlp", "--epochs", "2,3", "--seed", "2", "--quiet"]
+
+
+def _kill_at(args, out, target):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "genetic_dl", *args, "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not target.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.exists() and not (out / "result.json").exists()  # killed mid-way
+
+
+@pytest.mark.parametrize("method", ["ga", "tpe"])
+def test_search_sigkill_then_resume_gives_the_same_result(tmp_path, method):
+    if method == "tpe":
+        pytest.importorskip("optuna")
+    args = SEARCH + ["--method", method, "--lamarckian"]
+    full = _cli(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    killed = tmp_path / "killed"
+    _kill_at(args, killed, killed / "checkpoints" / "ckpt_00002.msgpack")
+    resumed = _cli(*args, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = _numbers(tmp_path / "full" / "result.json")
+    assert _numbers(killed / "result.json") == expected
+    assert len(expected["history"]) > 2 and expected["hall_of_fame"][0]["fitness"] == max(
+        h["best"] for h in expected["history"])
+    # a weight-GA run cannot resume from a search's checkpoint
+    wrong = _cli(*RUN, "--out", str(killed), "--resume")
+    assert wrong.returncode == 2 and "other options" in wrong.stderr
+
+
+def test_multi_objective_search_writes_a_pareto_front(tmp_path):
+    out = tmp_path / "mo"
+    proc = _cli("search", "--dataset", "iris", "--budget", "40", "--population", "4",
+                "--families", "mlp", "--epochs", "2,4", "--objectives", "metric,params",
+                "--out", str(out),
+                "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    front = [(p["metric"], -p["params"]) for p in result["pareto"]]
+    assert front and all(not (b[0] >= a[0] and b[1] >= a[1] and b != a)
+                         for a in front for b in front)
+    assert (out / "pareto.png").exists()
+    proc = _cli("report", str(out))
+    assert "pareto.png" in (out / "report.md").read_text()
+    assert "Best candidate of each generation" in (out / "report.md").read_text()
+    bad = _cli("search", "--method", "de", "--objectives", "metric,params", "--dataset", "iris")
+    assert bad.returncode == 2 and "NSGA-II" in bad.stderr
