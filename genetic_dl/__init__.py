@@ -18,7 +18,8 @@ from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objec
                      RandomSearch, SearchResult, run_search)
 from .engine import TrainerObjective
 from .rundir import load_model
-from . import crossover, mutation, selection
+from .cache import enable_compile_cache
+from . import crossover, mutation, selection, stopping
 
 __version__ = "0.1.0"
 
@@ -30,5 +31,6 @@ __all__ = [
     "train", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover",
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
-    "SearchResult", "run_search", "TrainerObjective", "load_model",
+    "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
+    "stopping",
 ]

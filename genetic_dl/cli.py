@@ -391,6 +391,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse(argv)
+        from .cache import enable_compile_cache  # pylint: disable=import-outside-toplevel
+        enable_compile_cache()
         if args.command == "datasets":
             for name, (_, about) in data_mod.DATASETS.items():
                 print(f"{name:<10} {about}")

@@ -89,6 +89,11 @@ class TrainerObjective(Objective):
     groups_trained: int = 0
 
     def __post_init__(self):
+        valid = ("loss", "accuracy", "precision", "recall", "f1", "auc") \
+            if self.data.is_classification else ("loss", "mse", "mae", "r2")
+        if self.metric not in valid:
+            raise ValueError(f"unknown metric {self.metric!r} for {self.data.task}: choose one "
+                             f"of {', '.join(valid)}")
         if self.multi_objective not in (None, "params"):
             raise ValueError(f"unknown multi_objective {self.multi_objective!r}: use 'params'")
 
@@ -163,10 +168,10 @@ class TrainerObjective(Objective):
         value = np.full(len(configs), np.nan)
         trained: List[Any] = [None] * len(configs)
         for epoch in range(1, int(epochs.max()) + 1):
-            pop, _ = train(pop, self.data, 1, batch_size=batch)
+            pop, hist = train(pop, self.data, 1, batch_size=batch)
             done = [j for j, c in enumerate(slots) if c < len(configs) and epochs[c] == epoch]
             if done:
-                fit = self._fitness(pop, epoch)
+                fit = self._fitness(pop, epoch, hist)
                 for j in done:
                     value[slots[j]] = fit[j]
                     trained[slots[j]] = j, pop
@@ -179,10 +184,16 @@ class TrainerObjective(Objective):
             return [(float(v), -float(_count(s, self.data))) for v, s in zip(value, specs)]
         return [float(v) for v in value]
 
-    def _fitness(self, pop, epochs) -> np.ndarray:
+    def _fitness(self, pop, epochs, hist) -> np.ndarray:
         """Each member's fitness (NaN: failed) after ``epochs`` epochs."""
-        metrics = evaluate(pop, self.data, "val")
-        value = np.asarray(metrics[self.metric], np.float64)
+        # The training program already scored the validation split after the epoch; reading
+        # that saves compiling an evaluation program per shape (a second or more each).
+        score = "accuracy" if self.data.is_classification else "r2"
+        from_hist = {"loss": "val_loss", score: "val_score"}
+        if self.metric in from_hist:
+            value = np.asarray(hist[from_hist[self.metric]][:, -1], np.float64)
+        else:
+            value = np.asarray(evaluate(pop, self.data, "val")[self.metric], np.float64)
         value = -value if self.metric in ("loss", "mse", "mae") else value
         value = np.where(np.asarray(pop.failed) | ~np.isfinite(value), np.nan, value)
         if self.composite is not None:
