@@ -4,7 +4,7 @@ A population of identically shaped networks lives as one params pytree with a
 leading population axis; it trains as one vmapped, jitted program.
 """
 # First: importing sharding asks for one host device per core before JAX starts.
-from .sharding import population_mesh, use_host_devices
+from .sharding import initialize_hosts, population_mesh, use_host_devices
 from .data import DATASETS, Dataset, load_dataset, load_npz, make_dataset
 from .metrics import compute_metrics
 from .models import (CNNSpec, MLPSpec, RNNSpec, build_model, count_params, spec_from_dict,
@@ -32,5 +32,5 @@ __all__ = [
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
-    "stopping",
+    "stopping", "initialize_hosts",
 ]

@@ -14,6 +14,7 @@ from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "pop"
@@ -74,7 +75,7 @@ def population_mesh(devices=None, size: Optional[int] = None) -> Optional[Mesh]:
         that a small population is not padded onto idle devices.
     """
     devices = list(devices if devices is not None else jax.devices())
-    if size is not None:
+    if size is not None and jax.process_count() == 1:  # every host must take part otherwise
         devices = devices[:max(1, size)]
     if len(devices) <= 1:
         return None
@@ -108,11 +109,49 @@ def shard_members(tree: Any, mesh: Optional[Mesh]) -> Any:
     """Places every leaf with its leading axis split over ``mesh``'s ``"pop"`` axis."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+    return jax.device_put(_host(tree), NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
 def replicate(tree: Any, mesh: Optional[Mesh]) -> Any:
     """Places every leaf whole on each device of ``mesh``."""
     if mesh is None:
         return jax.device_put(tree)
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return jax.device_put(_host(tree), NamedSharding(mesh, PartitionSpec()))
+
+
+def _host(tree: Any) -> Any:
+    """With several processes, every process places the same host (numpy) values."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def gather(tree: Any) -> Any:
+    """With several processes: every array fetched whole to every process (numpy).
+
+    The population trains sharded over all hosts' devices; the GA step and the
+    bookkeeping then run on the gathered values, identically on every host.
+    """
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def initialize_hosts(coordinator: str, num_processes: int, process_id: int, **kwargs) -> None:
+    """Joins a multi-process run (``jax.distributed.initialize``), CPU collectives included.
+
+    Call it first, on every process, before any other JAX work. On GPU clusters
+    under SLURM or Open MPI ``jax.distributed.initialize()`` finds its arguments
+    itself; this wrapper also selects gloo so that CPU-only hosts can run
+    cross-process collectives.
+
+    Args:
+      coordinator: ``"host:port"`` of process 0.
+      num_processes: number of processes.
+      process_id: this process's rank in ``[0, num_processes)``.
+      **kwargs: passed on to ``jax.distributed.initialize``.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # no effect on GPUs
+    jax.distributed.initialize(coordinator, num_processes=num_processes,
+                               process_id=process_id, **kwargs)

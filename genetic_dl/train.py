@@ -95,7 +95,7 @@ def _run_sharded(fn, population: Population, *replicated, mesh="auto"):
     population, size = sharding.pad_members(population, mesh.devices.size)
     population = sharding.shard_members(population, mesh)
     replicated = sharding.replicate(replicated, mesh)
-    out = fn(population, *replicated)
+    out = sharding.gather(fn(population, *replicated))
     return sharding.unpad_members(out, size)
 
 
