@@ -7,13 +7,51 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .selection import rank_order
 
 Params = Any
 
 
-def gaussian(key, params: Params, rate, scale, max_rate: Optional[float] = None) -> Params:
+TABLE_SIZE = 1 << 22
+
+
+@functools.lru_cache(maxsize=2)
+def _table(size: int) -> np.ndarray:
+    return np.random.default_rng(20171115).standard_normal(size, dtype=np.float32)
+
+
+def noise_table(size: int = TABLE_SIZE) -> jax.Array:
+    """A fixed table of ``size`` N(0, 1) float32 values (16 MB by default).
+
+    Mutation can read its noise as a window of this table at a random offset
+    (Salimans et al., 2017, "Evolution Strategies as a Scalable Alternative to
+    Reinforcement Learning") instead of generating it: one random offset per
+    tensor instead of one normal draw per mutated weight.
+
+    What it costs in independence: every window is standard normal, but two
+    windows overlap (share values, shifted) with probability about
+    ``2 n / size`` for n values each, and the noise of one tensor is a
+    contiguous run of the table, so it takes at most ``size`` distinct
+    patterns. For mutation of a few percent of a network's weights that is
+    harmless; for exact sampling leave it off.
+    """
+    return jnp.asarray(_table(int(size)))
+
+
+def _normal(key, n: int, dtype, table):
+    if table is None:
+        return jax.random.normal(key, (n,), dtype)
+    if n >= table.shape[0]:
+        raise ValueError(f"a noise table of {table.shape[0]} values cannot serve {n} at once: "
+                         f"use a larger table")
+    offset = jax.random.randint(key, (), 0, table.shape[0] - n + 1)
+    return jax.lax.dynamic_slice(table, (offset,), (n,)).astype(dtype)
+
+
+def gaussian(key, params: Params, rate, scale, max_rate: Optional[float] = None,
+             table: Optional[jax.Array] = None) -> Params:
     """Adds ``N(0, (scale * std(tensor))^2)`` noise to a ``rate`` fraction of weights.
 
     The noise is relative to each tensor's own spread, so one ``scale`` suits
@@ -32,6 +70,7 @@ def gaussian(key, params: Params, rate, scale, max_rate: Optional[float] = None)
       rate: fraction of weights touched (may be traced).
       scale: noise scale relative to the tensor's std (may be traced).
       max_rate: static upper bound of ``rate`` enabling the sparse path.
+      table: optional :func:`noise_table` to read the noise from.
 
     Returns:
       The mutated params.
@@ -45,13 +84,13 @@ def gaussian(key, params: Params, rate, scale, max_rate: Optional[float] = None)
         k_hit, k_noise, k_keep = keys[3 * i:3 * i + 3]
         if max_rate is None or not 0 < max_rate < 1:
             hit = jax.random.bernoulli(k_hit, rate, x.shape)
-            noise = jax.random.normal(k_noise, x.shape, x.dtype)
+            noise = _normal(k_noise, x.size, x.dtype, table).reshape(x.shape)
             out.append(jnp.where(hit, x + std * noise, x))
             continue
         draws = max(1, int(math.ceil(-x.size * math.log1p(-max_rate))))
         where = jax.random.randint(k_hit, (draws,), 0, x.size)
         keep = jax.random.uniform(k_keep, (draws,)) * max_rate < rate
-        noise = jnp.where(keep, std * jax.random.normal(k_noise, (draws,), x.dtype), 0.0)
+        noise = jnp.where(keep, std * _normal(k_noise, draws, x.dtype, table), 0.0)
         out.append(x.reshape(-1).at[where].add(noise).reshape(x.shape))
     return jax.tree_util.tree_unflatten(tree, out)
 

@@ -53,6 +53,9 @@ class WeightGAConfig:
       mutation_decay: lambda of ``mu(t) = mu0 exp(-lambda t)``.
       self_adaptive: each member carries its own mutation scale, mutated
         log-normally (SAMR-GA style).
+      noise_table: mutation noise read from a shared precomputed table of
+        N(0, 1) values at random offsets (as in OpenAI's evolution strategies)
+        instead of drawn fresh: see :func:`~genetic_dl.mutation.noise_table`.
       boltzmann_growth: per-generation growth of Boltzmann selection's beta.
       opt_state: a child's optimizer state, one of :data:`OPT_STATE_RULES`.
       pbt_quantile, pbt_bounds, pbt_resample: PBT options; bounds as
@@ -71,6 +74,7 @@ class WeightGAConfig:
     mutation_scale: float = 0.1
     mutation_decay: float = 0.0
     self_adaptive: bool = False
+    noise_table: bool = False
     boltzmann_growth: float = 1.0
     opt_state: str = "reset"
     pbt_quantile: float = 0.25
@@ -155,10 +159,15 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     pa = jax.tree_util.tree_map(lambda x: x[a], population.params)
     pb = jax.tree_util.tree_map(lambda x: x[b], population.params)
     cross = crossover_mod.get(config.crossover, **dict(config.crossover_kw))
-    children = jax.vmap(cross)(jax.random.split(k_cross, n_child), pa, pb)
     crossed = jax.random.bernoulli(k_do, config.crossover_prob, (n_child,))
-    children = jax.tree_util.tree_map(
-        lambda c, x: jnp.where(crossed.reshape((-1,) + (1,) * (c.ndim - 1)), c, x), children, pa)
+    if config.crossover_prob == 0:  # static: skip the work, not only its result
+        children = pa
+    else:
+        children = jax.vmap(cross)(jax.random.split(k_cross, n_child), pa, pb)
+    if 0 < config.crossover_prob < 1:
+        children = jax.tree_util.tree_map(
+            lambda c, x: jnp.where(crossed.reshape((-1,) + (1,) * (c.ndim - 1)), c, x),
+            children, pa)
     hparams = {k: v[a] for k, v in population.hparams.items()}
     rate = mutation_mod.decayed_rate(config.mutation_rate, config.mutation_decay, generation)
     if config.self_adaptive:
@@ -169,9 +178,11 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         scale = jnp.full((n_child,), config.mutation_scale)
     # A static bound on the (decaying) rate lets mutation draw positions, not coins.
     max_rate = config.mutation_rate if 0 < config.mutation_rate <= 0.25 else None
-    mutate = functools.partial(mutation_mod.gaussian, max_rate=max_rate)
-    children = jax.vmap(mutate, in_axes=(0, 0, None, 0))(
-        jax.random.split(k_mut, n_child), children, rate, scale)
+    mutate = functools.partial(mutation_mod.gaussian, max_rate=max_rate,
+                               table=mutation_mod.noise_table() if config.noise_table else None)
+    if config.mutation_rate > 0:
+        children = jax.vmap(mutate, in_axes=(0, 0, None, 0))(
+            jax.random.split(k_mut, n_child), children, rate, scale)
     return children, hparams, jnp.where(crossed, b, a)
 
 

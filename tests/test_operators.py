@@ -6,6 +6,7 @@ import pytest
 
 import genetic_dl as gdl
 from genetic_dl import crossover, mutation, selection
+from genetic_dl.weight_ga import WeightGAConfig, ga_step
 
 FITNESS = jnp.array([0.1, 0.5, jnp.nan, 0.3, 0.9, -0.2, 0.7, jnp.inf])
 
@@ -178,3 +179,32 @@ def test_sparse_mutation_path_honours_the_rate(rate):
 def test_coin_mask_is_fair_and_covers_odd_sizes():
     m = np.asarray(crossover.coin_mask(jax.random.key(0), (1001, 37)))
     assert m.shape == (1001, 37) and abs(m.mean() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("max_rate", [None, 0.05])
+def test_noise_table_mutation_has_the_declared_distribution(max_rate):
+    params = {"w": jnp.zeros((400, 250))}  # std 0: the noise scale is 0.1 * 1e-2
+    table = mutation.noise_table(1 << 18)
+    out = mutation.gaussian(jax.random.key(1), params, 0.05, 0.1, max_rate=max_rate, table=table)
+    hit = np.asarray(out["w"]).ravel()
+    hit = hit[hit != 0] / 1e-3
+    assert abs(hit.size / 100_000 - 0.05) < 0.01
+    assert abs(hit.std() - 1.0) < 0.05 and abs(hit.mean()) < 0.05
+    # the noise is read from the table: every drawn value is one of its entries
+    ref = np.sort(np.asarray(table))
+    nearest = np.clip(np.searchsorted(ref, hit), 1, ref.size - 1)
+    gap = np.minimum(abs(ref[nearest] - hit), abs(ref[nearest - 1] - hit))
+    assert np.mean(gap < 1e-4) > 0.97  # the sparse path may hit a weight twice (a sum)
+    again = mutation.gaussian(jax.random.key(2), params, 0.05, 0.1, max_rate=max_rate, table=table)
+    assert not np.array_equal(np.asarray(again["w"]), np.asarray(out["w"]))
+
+
+def test_ga_step_skips_disabled_operators_exactly(digits):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((16,)), digits, 6)
+    fit = jnp.arange(6.0)
+    plain, parents = ga_step(jax.random.key(1), pop, fit, 0,
+                             WeightGAConfig(mutation_rate=0.0, crossover_prob=0.0))
+    # no crossover, no mutation: every child is an exact copy of its first parent
+    for leaf_new, leaf_old in zip(jax.tree_util.tree_leaves(plain.params),
+                                  jax.tree_util.tree_leaves(pop.params)):
+        np.testing.assert_array_equal(leaf_new, np.asarray(leaf_old)[np.asarray(parents[:, 0])])
