@@ -57,10 +57,12 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "ga_parameter_study.json"))
     args = parser.parse_args()
+    gdl.enable_compile_cache()
     runs = []
     for seed in range(args.seeds):
         data = gdl.load_dataset(args.dataset, seed=seed)
         for arm, change in ARMS.items():
+            jax.clear_caches()
             objective = TrainerObjective(data, seed=seed)
             start = time.perf_counter()
             res = search.run_search(dataclasses.replace(BASE, **change), bench_space((5, 10, 20)),

@@ -132,15 +132,25 @@ def main():
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "search_comparison.json"))
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs already in --out and skip them")
     args = parser.parse_args()
+    gdl.enable_compile_cache()
     budgets = dict(zip(args.datasets, args.budget + args.budget[-1:] * len(args.datasets)))
     runs = []
+    if args.append and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            runs = json.load(f)["runs"]
+    done = {(r["dataset"], r["seed"], r["method"]) for r in runs}
     machine = f"{os.cpu_count()} cores, jax {jax.__version__}, {jax.device_count()} " \
               f"{jax.devices()[0].platform} device(s)"
     for name in args.datasets:
         for seed in range(args.seeds):
             data = gdl.load_dataset(name, seed=seed)
             for method in args.methods:
+                if (name, seed, method) in done:
+                    continue
+                jax.clear_caches()  # thousands of live programs exhaust XLA's code memory
                 rec = one_run(data, method, seed, budgets[name], args.epochs)
                 rec["dataset"] = name
                 runs.append(rec)
@@ -153,5 +163,18 @@ def main():
     plot(runs, os.path.join(ROOT, "img", "search_comparison.png"))
 
 
+def replot(paths):
+    """Table and plot of several result files together (e.g. one per dataset)."""
+    runs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            runs += json.load(f)["runs"]
+    print(table(runs))
+    plot(runs, os.path.join(ROOT, "img", "search_comparison.png"))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--replot"]:
+        replot(sys.argv[2:])
+    else:
+        main()

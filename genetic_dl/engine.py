@@ -36,6 +36,10 @@ DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.
             "rnn_layers": 1}
 
 
+# Shapes trained before the in-memory jit caches are dropped (the disk cache, if on, keeps them).
+MAX_CACHED_SHAPES = 128
+
+
 def config_to_spec(config: Config) -> ModelSpec:
     """The model spec of a search config (missing genes take :data:`DEFAULTS`)."""
     c = dict(DEFAULTS, **config)
@@ -86,6 +90,7 @@ class TrainerObjective(Objective):
     lamarckian: bool = False
     best: Dict[str, Any] = dataclasses.field(default_factory=dict)
     archive: Dict[Any, Any] = dataclasses.field(default_factory=dict)
+    _shapes: set = dataclasses.field(default_factory=set, repr=False)
     groups_trained: int = 0
 
     def __post_init__(self):
@@ -114,6 +119,12 @@ class TrainerObjective(Objective):
         groups: Dict[Any, List[int]] = {}
         for i, c in enumerate(configs):
             groups.setdefault(self._group_key(c), []).append(i)
+        self._shapes.update(groups)
+        if len(self._shapes) > MAX_CACHED_SHAPES:
+            # Every shape keeps compiled programs alive; thousands exhaust the memory maps
+            # XLA's CPU code lives in ("LLVM compilation error: Cannot allocate memory").
+            jax.clear_caches()
+            self._shapes = set(groups)
         for (_, optimizer, batch), members in groups.items():
             for start in range(0, len(members), self.max_group):
                 chunk = members[start:start + self.max_group]
