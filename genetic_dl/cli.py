@@ -359,9 +359,9 @@ def search_command(args, argv: List[str]) -> int:
                 {e["round"] for e in replay}):
             checkpoint.save_search(os.path.join(args.out, "checkpoints"), rounds,
                                    res.evaluations, objective.state_dict(), options)
-    res = search_mod.run_search(method, default_space(families, args.epochs), objective, args.budget,
-                                jax.random.key(args.seed), objectives=n_obj, callbacks=[report],
-                                replay=replay, on_round=save)
+    res = search_mod.run_search(method, default_space(families, args.epochs), objective,
+                                args.budget, jax.random.key(args.seed), objectives=n_obj,
+                                callbacks=[report], replay=replay, on_round=save)
     _close(progress_bar)
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")

@@ -229,7 +229,6 @@ class CNN(nn.Module):
         act = ACTIVATIONS[self.spec.activation]
         if x.ndim in (2, 3):  # (B, L) signal or (B, H, W) grey image: add a channel axis
             x = x[..., None]
-        spatial = x.ndim - 2
         for i, filters in enumerate(self.spec.filters):
             x = act(PatchConv(filters, self.spec.kernel_size, name=f"Conv_{i}")(x))
             x = _mask_units(x, widths, i)

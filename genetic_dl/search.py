@@ -413,10 +413,7 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
         configs = [space.decode(u) for u in genomes]
         keys = [space.key(u) for u in genomes]
         todo = _plan(keys, configs, cache, objective, budget - used)
-        fresh = [i for i in todo if keys[i] not in replayed]
-        fits = dict(zip(fresh, objective.evaluate([configs[i] for i in fresh]) if fresh else []))
-        fits.update({i: _tuple(replayed[keys[i]]["fitness"]) for i in todo if i not in fits})
-        fits = [fits[i] for i in todo]
+        fits = _evaluate(objective, [configs[i] for i in todo], [keys[i] for i in todo], replayed)
         for i, f in zip(todo, fits):
             cache[keys[i]] = f
             used += float(objective.cost(configs[i]))
@@ -441,6 +438,13 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
                 break
         rnd += 1
     return _result(evaluations, history, used, objectives)
+
+
+def _evaluate(objective: Objective, configs, keys, replayed) -> List[Any]:
+    """Fitness of ``configs``: from ``replayed`` (a resumed run's past) or by evaluating."""
+    fresh = [i for i, k in enumerate(keys) if k not in replayed]
+    fits = dict(zip(fresh, objective.evaluate([configs[i] for i in fresh]) if fresh else []))
+    return [fits[i] if i in fits else _tuple(replayed[k]["fitness"]) for i, k in enumerate(keys)]
 
 
 def _tuple(fitness):

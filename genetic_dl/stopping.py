@@ -1,4 +1,4 @@
-"""Early-stopping callbacks for :func:`~genetic_dl.evolve_weights` and :func:`~genetic_dl.run_search`.
+"""Early-stopping callbacks for ``evolve_weights`` and ``run_search``.
 
 Each is called after a generation (round) with that loop's arguments, the last
 of which is the generation's record (``best``: its best fitness, ``elapsed``:

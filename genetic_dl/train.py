@@ -149,7 +149,7 @@ def train(population: Population, data: Dataset, epochs: int, *, batch_size: int
 def _predict(population: Population, x):
     model = population.model
     return jax.vmap(lambda p, w: model.apply(p, x, widths=w))(population.params,
-                                                               population.hparams.get("widths"))
+                                                              population.hparams.get("widths"))
 
 
 def predict(population: Population, x, *, mesh="auto") -> jax.Array:

@@ -56,6 +56,7 @@ class WeightGAConfig:
       noise_table: mutation noise read from a shared precomputed table of
         N(0, 1) values at random offsets (as in OpenAI's evolution strategies)
         instead of drawn fresh: see :func:`~genetic_dl.mutation.noise_table`.
+      hall_of_fame: distinct best members kept (with their params) in the result.
       boltzmann_growth: per-generation growth of Boltzmann selection's beta.
       opt_state: a child's optimizer state, one of :data:`OPT_STATE_RULES`.
       pbt_quantile, pbt_bounds, pbt_resample: PBT options; bounds as
@@ -75,6 +76,7 @@ class WeightGAConfig:
     mutation_decay: float = 0.0
     self_adaptive: bool = False
     noise_table: bool = False
+    hall_of_fame: int = 5
     boltzmann_growth: float = 1.0
     opt_state: str = "reset"
     pbt_quantile: float = 0.25
@@ -334,8 +336,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
                    fitness: FitnessFn = "loss",
                    callbacks: Sequence[Callable[[int, Population, Mapping[str, Any]], bool]] = (),
                    mesh="auto", resume: Optional[LoopState] = None,
-                   on_state: Optional[Callable[[LoopState], None]] = None,
-                   hall_size: int = 5) -> WeightGAResult:
+                   on_state: Optional[Callable[[LoopState], None]] = None) -> WeightGAResult:
     """Runs the GDNN loop: train ``epochs`` -> validation fitness -> GA step, G times.
 
     Args:
@@ -355,7 +356,6 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
         are then ignored); the result equals the uninterrupted run's.
       on_state: called with the :class:`LoopState` after every GA step (to
         write checkpoints).
-      hall_size: members kept in the hall of fame.
 
     Returns:
       A :class:`WeightGAResult`.
@@ -377,7 +377,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
             population, fit, metrics = _greedy_replace((population, fit, metrics), state.prev)
         record = _record(gen, population, np.asarray(fit), metrics, state,
                          time.perf_counter() - start)
-        _update_hall(state, population, np.asarray(fit), gen, hall_size)
+        _update_hall(state, population, np.asarray(fit), gen, config.hall_of_fame)
         state.history.append(record)
         stop = any(bool(cb(gen, population, record)) for cb in callbacks)
         state.population = population

@@ -139,3 +139,41 @@ def test_unknown_method_and_bad_budget():
         search.run_search("hyperband", SPACE, search.BlackBox(sphere), 10, 0)
     with pytest.raises(ValueError, match="budget"):
         search.run_search("random", SPACE, search.BlackBox(sphere), 0, 0)
+
+
+@pytest.mark.parametrize("name", sorted(search.METHODS))
+def test_replaying_a_stopped_run_continues_it_exactly(name):
+    if name == "tpe":
+        pytest.importorskip("optuna")
+    make = {"ga": lambda: search.GA(population=6), "de": lambda: search.DifferentialEvolution(6),
+            "random": lambda: search.RandomSearch(6), "grid": lambda: search.GridSearch(batch=6),
+            "tpe": lambda: search.TPE(batch=3)}[name]
+    box = gdl.BlackBox(sphere)
+    full = search.run_search(make(), SPACE, box, 40, 3)
+    part = search.run_search(make(), SPACE, box, 40, 3, callbacks=[lambda r, rec: r >= 2])
+    assert len(part.evaluations) < len(full.evaluations)
+    calls = []
+    counting = gdl.BlackBox(lambda c: calls.append(c) or sphere(c))
+    resumed = search.run_search(make(), SPACE, counting, 40, 3, replay=part.evaluations)
+    assert [e["config"] for e in resumed.evaluations] == [e["config"] for e in full.evaluations]
+    assert [e["fitness"] for e in resumed.evaluations] == [e["fitness"] for e in full.evaluations]
+    assert len(calls) == len(full.evaluations) - len(part.evaluations)  # the past is not re-run
+
+
+def test_hall_of_fame_history_and_early_stopping():
+    box = gdl.BlackBox(sphere)
+    res = search.run_search(search.GA(population=8), SPACE, box, 200, 0,
+                            callbacks=[gdl.stopping.Target(-0.5)])
+    fits = sorted((e["fitness"] for e in res.evaluations), reverse=True)
+    assert [e["fitness"] for e in res.hall_of_fame(3)] == fits[:3]
+    assert res.history[-1]["best_so_far"] >= -0.5 or res.budget_used == 200
+    assert res.history[-1]["best_config"] in [e["config"] for e in res.evaluations]
+    stalled = gdl.stopping.Saturation(patience=2)
+    assert [stalled(i, {"best": b}) for i, b in enumerate([1, 2, 2, 2, 3])] == \
+        [False, False, False, True, False]
+    assert gdl.stopping.TimeLimit(5)(0, {"elapsed": 6.0}) and \
+        not gdl.stopping.TimeLimit(5)(0, {"elapsed": 1.0})
+    pandas = pytest.importorskip("pandas")
+    frame = res.to_pandas("evaluations")
+    assert isinstance(frame, pandas.DataFrame) and {"x", "fitness", "round"} <= set(frame)
+    assert len(res.to_pandas()) == len(res.history)

@@ -106,3 +106,25 @@ def test_self_adaptive_scales_are_inherited_and_perturbed(trained):
     scales = np.asarray(new.hparams["mutation_scale"])
     assert scales[0] == np.float32(0.1)  # the elite keeps its own
     assert np.all(scales > 0) and np.all(scales[1:] != np.float32(0.1))
+
+
+def test_hall_of_fame_holds_the_best_distinct_members(iris):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((8,)), iris, 6)
+    res = evolve_weights(jax.random.key(1), pop, iris, generations=3, epochs=1, batch_size=16,
+                         config=WeightGAConfig(hall_of_fame=4))
+    hall = res.hall_of_fame
+    seen = {}
+    for h in res.history:
+        for i, f in zip(h["member_ids"], h["member_fitness"]):
+            if np.isfinite(f):
+                seen[i] = max(seen.get(i, -np.inf), f)
+    best = sorted(seen.values(), reverse=True)[:4]
+    assert [h["fitness"] for h in hall] == pytest.approx(best)
+    assert len({h["id"] for h in hall}) == 4 and hall[0]["id"] == res.best_id
+    top = gdl.build_model(pop.spec, iris.feature_shape, iris.out_dim)
+    from genetic_dl.train import split_metrics  # pylint: disable=import-outside-toplevel
+    assert -split_metrics(top, hall[0]["params"], iris, "val")["loss"] == \
+        pytest.approx(hall[0]["fitness"], abs=1e-5)
+    if pytest.importorskip("pandas"):
+        assert list(res.to_pandas()["generation"]) == [0, 1, 2]
+        assert len(res.to_pandas("lineage")) == len(res.lineage)
