@@ -311,6 +311,8 @@ class SearchResult:
         fitness), best_so_far, budget_used.
       budget_used: cost actually spent (cache hits are free).
       pareto: for multi-objective runs, the non-dominated evaluations.
+      best_params, best_spec: the best trained network's params and model spec,
+        when the objective trains networks (:class:`~genetic_dl.TrainerObjective`).
     """
     best_config: Optional[Config]
     best_fitness: Any
@@ -318,6 +320,8 @@ class SearchResult:
     history: List[Dict[str, Any]]
     budget_used: float
     pareto: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_params: Any = None
+    best_spec: Any = None
 
     def hall_of_fame(self, k: int = 5) -> List[Dict[str, Any]]:
         """The ``k`` best evaluations (first objective), best first; failures excluded."""
@@ -437,7 +441,10 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
             if any(bool(cb(rnd, record)) for cb in callbacks):
                 break
         rnd += 1
-    return _result(evaluations, history, used, objectives)
+    result = _result(evaluations, history, used, objectives)
+    trained = getattr(objective, "best", None) or {}
+    result.best_params, result.best_spec = trained.get("params"), trained.get("spec")
+    return result
 
 
 def _evaluate(objective: Objective, configs, keys, replayed) -> List[Any]:

@@ -115,6 +115,10 @@ def test_trainer_objective_groups_shapes_and_counts_epochs(iris):
     assert obj.groups_trained < len(res.evaluations)  # shapes were shared
     assert res.best_fitness > 0.6  # validation accuracy, chance 1/3
     assert obj.test_metrics()["accuracy"] > 0.5
+    model = gdl.build_model(res.best_spec, iris.feature_shape, iris.out_dim)
+    from genetic_dl.train import split_metrics  # pylint: disable=import-outside-toplevel
+    assert split_metrics(model, res.best_params, iris, "val")["accuracy"] == \
+        pytest.approx(res.best_fitness, abs=1e-6)
 
 
 def test_composite_and_multi_objective_fitness(iris):
