@@ -73,7 +73,8 @@ def test_datasets_lists_the_bundled_ones():
 def test_search_report_load_model_and_config_round_trip(tmp_path):
     out = tmp_path / "search"
     proc = _cli("search", "--dataset", "iris", "--budget", "30", "--population", "4",
-                "--families", "mlp", "--seed", "1", "--out", str(out), "--quiet")
+                "--families", "mlp", "--epochs", "3,5", "--seed", "1", "--out", str(out),
+                "--quiet")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["budget_used"] <= 30 and result["best"]["config"]["family"] == "mlp"
