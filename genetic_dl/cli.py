@@ -348,7 +348,8 @@ def search_command(args, argv: List[str]) -> int:
         done = progress_bar.n if progress_bar is not None else 0
         _line(args, progress_bar,
               f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
-              f"std {rec['std']:.4f}  best so far {rec['best_so_far']:.4f}  "
+              f"std {rec['std']:.4f}  diversity {rec['diversity']:.3f}  "
+              f"best so far {rec['best_so_far']:.4f}  "
               f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
               rec["budget_used"] - done)
         return False
@@ -366,10 +367,13 @@ def search_command(args, argv: List[str]) -> int:
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")
     history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],
-                "best_so_far": h["best_so_far"], "budget_used": h["budget_used"],
+                "diversity": h["diversity"], "best_so_far": h["best_so_far"],
+                "budget_used": h["budget_used"],
                 "elapsed": h["elapsed"], "best_config": h["best_config"]} for h in res.history]
     evaluations = [{"round": e["round"], "budget_used": e["budget_used"],
-                    "fitness": _first(e["fitness"]), "cost": e["cost"],
+                    "fitness": _first(e["fitness"]), "cost": e["cost"], "id": e["id"],
+                    "parent_a": (e["parents"] or (None, None))[0],
+                    "parent_b": (e["parents"] or (None, None))[1],
                     **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
                    for e in res.evaluations]
     extra = {"method": args.method,

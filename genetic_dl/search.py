@@ -137,8 +137,11 @@ class GA:
                                  jnp.asarray(state["lo"]), jnp.asarray(state["hi"]))
         kids = genome_ops.structural_mutation(k_struct, kids, space, self.structural_rate)
         kids = jnp.clip(kids, state["lo"], state["hi"])
-        elite = g[selection_mod.elites(fit, n_elite)]
-        return np.asarray(jnp.concatenate([elite, kids]))
+        elite_idx = selection_mod.elites(fit, n_elite)
+        # lineage: rows of the evaluated population each new genome came from
+        state["parents"] = [(int(i), int(i)) for i in np.asarray(elite_idx)] + \
+            [(int(x), int(y)) for x, y in np.asarray(picks).reshape(-1, 2)]
+        return np.asarray(jnp.concatenate([g[elite_idx], kids]))
 
     def tell(self, state, genomes, fitness):
         """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection."""
@@ -305,10 +308,12 @@ class SearchResult:
     Attributes:
       best_config, best_fitness: the best evaluated config (first objective /
         scalar fitness for ranking).
-      evaluations: one dict per evaluated config: config, fitness, cost,
-        budget_used after it, round.
+      evaluations: one dict per evaluated config: id, config, fitness, cost,
+        budget_used after it, round, genome, and parents (ids of the two
+        evaluations it was bred from; the GA only, ``None`` otherwise).
       history: one dict per round: round, best, mean, std (of that round's
-        fitness), best_so_far, budget_used.
+        fitness), diversity (mean per-gene std of its genomes), best_so_far,
+        budget_used, elapsed, best_config.
       budget_used: cost actually spent (cache hits are free).
       pareto: for multi-objective runs, the non-dominated evaluations.
       best_params, best_spec: the best trained network's params and model spec,
@@ -409,6 +414,8 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
     used, stalled, rnd, start = 0.0, 0, 0, time.perf_counter()
     best_so_far = -math.inf
     replayed = {space.key(e["genome"]): e for e in replay}
+    ids: Dict[Tuple, int] = {}  # config key -> its evaluation's id
+    prev_keys: List[Tuple] = []  # keys of the population the method's parents index
     while used < budget and stalled < max_stalled_rounds:
         key, k_ask = jax.random.split(key)
         genomes = np.asarray(method.ask(k_ask, state), np.float64)
@@ -418,19 +425,24 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
         keys = [space.key(u) for u in genomes]
         todo = _plan(keys, configs, cache, objective, budget - used)
         fits = _evaluate(objective, [configs[i] for i in todo], [keys[i] for i in todo], replayed)
+        parents = _parents(state, todo, ids, prev_keys)
         for i, f in zip(todo, fits):
             cache[keys[i]] = f
+            ids[keys[i]] = len(evaluations)
             used += float(objective.cost(configs[i]))
-            evaluations.append({"config": configs[i], "fitness": f,
+            evaluations.append({"id": len(evaluations), "config": configs[i], "fitness": f,
                                 "cost": float(objective.cost(configs[i])), "budget_used": used,
-                                "round": rnd, "genome": genomes[i].tolist()})
+                                "round": rnd, "genome": genomes[i].tolist(),
+                                "parents": parents.get(i)})
         fitness = [cache.get(k, _nan_like(objectives)) for k in keys]
         state = method.tell(state, genomes, fitness)
+        prev_keys = [space.key(u) for u in state["genomes"]] if "genomes" in state else keys
         stalled = 0 if todo else stalled + 1
         if todo:
             best_so_far = max(best_so_far, max((_first(f) for f in fits
                                                 if np.isfinite(_first(f))), default=-math.inf))
             record = {"round": rnd, **_round_stats(fits),
+                      "diversity": float(np.mean(np.std(genomes[todo], axis=0))),
                       "best_so_far": best_so_far, "budget_used": used,
                       "elapsed": time.perf_counter() - start,
                       "best_config": configs[todo[int(np.nanargmax(
@@ -445,6 +457,19 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
     trained = getattr(objective, "best", None) or {}
     result.best_params, result.best_spec = trained.get("params"), trained.get("spec")
     return result
+
+
+def _parents(state, todo, ids, prev_keys) -> Dict[int, List[int]]:
+    """Evaluation ids of the parents of each new genome, when the method reports them (GA)."""
+    pairs = state.pop("parents", None) if isinstance(state, dict) else None
+    if not pairs:
+        return {}
+    out = {}
+    for i in todo:
+        found = [ids.get(prev_keys[p]) for p in pairs[i]] if i < len(pairs) else []
+        if found and all(f is not None for f in found):
+            out[i] = found
+    return out
 
 
 def _evaluate(objective: Objective, configs, keys, replayed) -> List[Any]:

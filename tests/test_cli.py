@@ -82,7 +82,8 @@ def test_search_report_load_model_and_config_round_trip(tmp_path):
                  "best_model/params.msgpack", "fitness.png"):
         assert (out / name).exists(), name
     rows = (out / "evaluations.csv").read_text().splitlines()
-    assert rows[0].startswith("round,budget_used,fitness,cost") and len(rows) > 1
+    assert rows[0].startswith(
+        "round,budget_used,fitness,cost,id,parent_a,parent_b") and len(rows) > 1
     # the saved model predicts raw features as well as the run reported
     import sklearn.datasets  # pylint: disable=import-outside-toplevel
     import genetic_dl  # pylint: disable=import-outside-toplevel

@@ -181,3 +181,14 @@ def test_hall_of_fame_history_and_early_stopping():
     frame = res.to_pandas("evaluations")
     assert isinstance(frame, pandas.DataFrame) and {"x", "fitness", "round"} <= set(frame)
     assert len(res.to_pandas()) == len(res.history)
+
+
+def test_ga_evaluations_record_their_parents():
+    res = search.run_search(search.GA(population=6), SPACE, gdl.BlackBox(sphere), 30, 1)
+    by_id = {e["id"]: e for e in res.evaluations}
+    bred = [e for e in res.evaluations if e["parents"]]
+    assert bred and all(e["round"] > 0 for e in bred)
+    assert all(e["parents"] is None for e in res.evaluations if e["round"] == 0)
+    for e in bred:  # parents were evaluated in an earlier round
+        assert all(by_id[p]["round"] < e["round"] for p in e["parents"])
+    assert all(0 <= h["diversity"] <= 0.5 for h in res.history)
