@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -56,7 +57,13 @@ def main():
     parser.add_argument("--budget", type=float, default=160)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "ga_parameter_study.json"))
+    parser.add_argument("--replot", action="store_true",
+                        help="only print the table and draw the plot of the runs in --out")
     args = parser.parse_args()
+    if args.replot:
+        with open(args.out, encoding="utf-8") as f:
+            report(json.load(f)["runs"])
+        return
     gdl.enable_compile_cache()
     runs = []
     for seed in range(args.seeds):
@@ -80,13 +87,20 @@ def main():
                 "machine": f"{os.cpu_count()} cores, jax {jax.__version__}, "
                 f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
                 "dataset": args.dataset, "budget": args.budget, "runs": runs})
-    lines = ["| factor | setting | val acc | test acc | rounds |", "|---|---|---|---|---|"]
+    report(runs)
+
+
+def report(runs):
+    """The table (mean +- std over seeds) and the plot."""
+    lines = ["| factor | setting | seeds | val acc | test acc | rounds |", "|---|---|---|---|---|---|"]
     for factor, arms in FACTORS.items():
         for arm in arms:
             mine = [r for r in runs if r["arm"] == arm]
+            if not mine:
+                continue
             val = np.array([r["val_accuracy"] for r in mine]) * 100
             test = np.array([r["test_accuracy"] for r in mine]) * 100
-            lines.append(f"| {factor} | {arm} | {val.mean():.2f} ± {val.std():.2f} % | "
+            lines.append(f"| {factor} | {arm} | {len(mine)} | {val.mean():.2f} ± {val.std():.2f} % | "
                          f"{test.mean():.2f} ± {test.std():.2f} % | "
                          f"{np.mean([r['generations'] for r in mine]):.1f} |")
     print("\n".join(lines))
@@ -101,7 +115,7 @@ def plot(runs, path):
     fig, axes = plt.subplots(1, len(FACTORS), figsize=(3.2 * len(FACTORS), 3.6), sharey=True)
     for ax, (factor, arms) in zip(axes, FACTORS.items()):
         for x, arm in enumerate(arms):
-            vals = [r["val_accuracy"] for r in runs if r["arm"] == arm]
+            vals = [r["val_accuracy"] for r in runs if r["arm"] == arm] or [np.nan]
             ax.scatter([x] * len(vals), vals, alpha=0.6)
             ax.plot([x - 0.25, x + 0.25], [np.mean(vals)] * 2, color="k")
         ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
