@@ -408,55 +408,75 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
         raise ValueError(f"the budget must be positive, got {budget}")
     key, k_init = jax.random.split(jax.random.key(key) if isinstance(key, int) else key)
     state = method.init_state(k_init, space)
-    cache: Dict[Tuple, Any] = {}
-    evaluations: List[Dict[str, Any]] = []
+    book = _Book(replayed={space.key(e["genome"]): e for e in replay})
     history: List[Dict[str, Any]] = []
-    used, stalled, rnd, start = 0.0, 0, 0, time.perf_counter()
-    best_so_far = -math.inf
-    replayed = {space.key(e["genome"]): e for e in replay}
-    ids: Dict[Tuple, int] = {}  # config key -> its evaluation's id
-    prev_keys: List[Tuple] = []  # keys of the population the method's parents index
-    while used < budget and stalled < max_stalled_rounds:
+    stalled, rnd, start = 0, 0, time.perf_counter()
+    while book.used < budget and stalled < max_stalled_rounds:
         key, k_ask = jax.random.split(key)
         genomes = np.asarray(method.ask(k_ask, state), np.float64)
         if genomes.size == 0:
             break  # e.g. the grid is exhausted
         configs = [space.decode(u) for u in genomes]
         keys = [space.key(u) for u in genomes]
-        todo = _plan(keys, configs, cache, objective, budget - used)
-        fits = _evaluate(objective, [configs[i] for i in todo], [keys[i] for i in todo], replayed)
-        parents = _parents(state, todo, ids, prev_keys)
-        for i, f in zip(todo, fits):
-            cache[keys[i]] = f
-            ids[keys[i]] = len(evaluations)
-            used += float(objective.cost(configs[i]))
-            evaluations.append({"id": len(evaluations), "config": configs[i], "fitness": f,
-                                "cost": float(objective.cost(configs[i])), "budget_used": used,
-                                "round": rnd, "genome": genomes[i].tolist(),
-                                "parents": parents.get(i)})
-        fitness = [cache.get(k, _nan_like(objectives)) for k in keys]
-        state = method.tell(state, genomes, fitness)
-        prev_keys = [space.key(u) for u in state["genomes"]] if "genomes" in state else keys
+        todo = _plan(keys, configs, book.cache, objective, budget - book.used)
+        fits = book.record(objective, rnd, genomes, configs, keys, todo,
+                           _parents(state, todo, book.ids, book.prev_keys))
+        state = method.tell(state, genomes,
+                            [book.cache.get(k, _nan_like(objectives)) for k in keys])
+        book.prev_keys = [space.key(u) for u in state["genomes"]] if "genomes" in state \
+            else keys
         stalled = 0 if todo else stalled + 1
         if todo:
-            best_so_far = max(best_so_far, max((_first(f) for f in fits
-                                                if np.isfinite(_first(f))), default=-math.inf))
-            record = {"round": rnd, **_round_stats(fits),
-                      "diversity": float(np.mean(np.std(genomes[todo], axis=0))),
-                      "best_so_far": best_so_far, "budget_used": used,
-                      "elapsed": time.perf_counter() - start,
-                      "best_config": configs[todo[int(np.nanargmax(
-                          [np.nan_to_num(_first(f), nan=-np.inf) for f in fits]))]]}
+            record = book.round_record(rnd, genomes[todo], [configs[i] for i in todo], fits,
+                                       time.perf_counter() - start)
             history.append(record)
             if on_round is not None:
-                on_round(_result(evaluations, history, used, objectives))
+                on_round(_result(book.evaluations, history, book.used, objectives))
             if any(bool(cb(rnd, record)) for cb in callbacks):
                 break
         rnd += 1
+    evaluations, used = book.evaluations, book.used
     result = _result(evaluations, history, used, objectives)
     trained = getattr(objective, "best", None) or {}
     result.best_params, result.best_spec = trained.get("params"), trained.get("spec")
     return result
+
+
+@dataclasses.dataclass
+class _Book:
+    """A search's ledger: cache, evaluations, ids, budget spent, best so far."""
+    replayed: Dict[Tuple, Dict[str, Any]]
+    cache: Dict[Tuple, Any] = dataclasses.field(default_factory=dict)
+    ids: Dict[Tuple, int] = dataclasses.field(default_factory=dict)  # config key -> id
+    evaluations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    prev_keys: List[Tuple] = dataclasses.field(default_factory=list)  # parents' population
+    used: float = 0.0
+    best_so_far: float = -math.inf
+
+    def record(self, objective, rnd, genomes, configs, keys, todo, parents) -> List[Any]:
+        """Evaluates (or replays) ``todo`` and books each evaluation; returns the fitness."""
+        fits = _evaluate(objective, [configs[i] for i in todo], [keys[i] for i in todo],
+                         self.replayed)
+        for i, f in zip(todo, fits):
+            self.cache[keys[i]] = f
+            self.ids[keys[i]] = len(self.evaluations)
+            cost = float(objective.cost(configs[i]))
+            self.used += cost
+            self.evaluations.append({"id": len(self.evaluations), "config": configs[i],
+                                     "fitness": f, "cost": cost, "budget_used": self.used,
+                                     "round": rnd, "genome": genomes[i].tolist(),
+                                     "parents": parents.get(i)})
+        return fits
+
+    def round_record(self, rnd, genomes, configs, fits, elapsed) -> Dict[str, Any]:
+        """The round's history record."""
+        firsts = [_first(f) for f in fits]
+        self.best_so_far = max(self.best_so_far, max((f for f in firsts if np.isfinite(f)),
+                                                     default=-math.inf))
+        return {"round": rnd, **_round_stats(fits),
+                "diversity": float(np.mean(np.std(genomes, axis=0))),
+                "best_so_far": self.best_so_far, "budget_used": self.used, "elapsed": elapsed,
+                "best_config": configs[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]}
 
 
 def _parents(state, todo, ids, prev_keys) -> Dict[int, List[int]]:
