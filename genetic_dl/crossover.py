@@ -125,12 +125,19 @@ def _permute_incoming(kernel, perm, units: int):
 
 def _by_incoming_unit(kernel, units: int):
     """``kernel`` as ``(units, rest)``: the outgoing weights of each previous unit."""
+    xp = jnp if isinstance(kernel, jax.Array) else np
     if kernel.ndim > 2:
-        moved = np.moveaxis(np.asarray(kernel), -2, 0)
-        return moved.reshape(units, -1)
+        return xp.moveaxis(kernel, -2, 0).reshape(units, -1)
     rows, out = kernel.shape
-    return np.asarray(kernel).reshape(rows // units, units, out).transpose(1, 0, 2) \
-        .reshape(units, -1)
+    return kernel.reshape(rows // units, units, out).transpose(1, 0, 2).reshape(units, -1)
+
+
+def _similarity(a_in, a_bias, a_out, b_in, b_bias, b_out, units: int):
+    """Weight matching's ``(units, units)`` similarity of A's and B's units of one layer:
+    dot products of their incoming weights, biases and outgoing weights."""
+    xp = jnp if isinstance(a_in, jax.Array) else np
+    s = a_in.reshape(-1, units).T @ b_in.reshape(-1, units) + xp.outer(a_bias, b_bias)
+    return s + _by_incoming_unit(a_out, units) @ _by_incoming_unit(b_out, units).T
 
 
 def _mix_units(a: Params, b: Params, masks: List[jax.Array]) -> Params:
@@ -195,11 +202,8 @@ def _match_host(layers_a, layers_b, iterations: int = 30):
         changed = False
         for l in range(hidden):
             inc_b = kb[l] if l == 0 else _permute_incoming(kb[l], perms[l - 1], units[l - 1])
-            # similarity of A's unit j to B's unit j' through incoming and outgoing weights
-            s = ka[l].reshape(-1, units[l]).T @ inc_b.reshape(-1, units[l])
-            s += np.outer(ba[l], bb[l])
             nxt_b = kb[l + 1] if l + 1 == hidden else kb[l + 1][..., perms[l + 1]]
-            s += _by_incoming_unit(ka[l + 1], units[l]) @ _by_incoming_unit(nxt_b, units[l]).T
+            s = _similarity(ka[l], ba[l], ka[l + 1], inc_b, bb[l], nxt_b, units[l])
             _, cols = linear_sum_assignment(s, maximize=True)
             if not np.array_equal(cols, perms[l]):
                 perms[l], changed = cols, True
@@ -221,6 +225,95 @@ def align(a: Params, b: Params) -> Params:
     shapes = tuple(jax.ShapeDtypeStruct((k.shape[-1],), jnp.int32) for k, _ in layers[:-1])
     perms = jax.pure_callback(_match_host, shapes, layers, layers_b, vmap_method="sequential")
     return permute_units(b, list(perms))
+
+
+def _identity_is_matched(ref_layers, layers) -> jax.Array:
+    """Whether weight matching started from the identity stops there at once: each unit
+    of each hidden layer is most similar to the reference's unit of the same index. Then
+    the identity is the optimal assignment of every layer (its total is the sum of the
+    row maxima), so :func:`_match_host` would return it."""
+    ok = jnp.asarray(True)
+    for l in range(len(layers) - 1):
+        units = layers[l][0].shape[-1]
+        s = _similarity(ref_layers[l][0], ref_layers[l][1], ref_layers[l + 1][0],
+                        layers[l][0], layers[l][1], layers[l + 1][0], units)
+        ok &= jnp.all(jnp.argmax(s, axis=1) == jnp.arange(units))
+    return ok
+
+
+@jax.jit
+def _unmatched(params: Params, ref) -> jax.Array:
+    chain = unit_chain(params)
+    layers = [(params["params"][n]["kernel"], params["params"][n]["bias"]) for n in chain]
+    ref_layers = [(k[ref], v[ref]) for k, v in layers]
+    todo = ~jax.vmap(lambda ls: _identity_is_matched(ref_layers, ls))(layers)
+    return todo.at[ref].set(False)
+
+
+def match_population(params: Params, ref: int) -> Tuple[np.ndarray, ...]:
+    """Weight matching (Git Re-Basin) of every member of a population to member ``ref``.
+
+    Members whose units already match the reference's index for index (the
+    check runs on the device, for all members at once) keep the identity;
+    the others are matched on the host. Not jittable: it decides on the host
+    which members need the linear assignments.
+
+    Args:
+      params: stacked params (leading axis P) of an MLP or a CNN.
+      ref: index of the reference member.
+
+    Returns:
+      One ``(P, units)`` int32 permutation per hidden layer, for
+      :func:`permute_population`.
+    """
+    chain = unit_chain(params)
+    size = jax.tree_util.tree_leaves(params)[0].shape[0]
+    perms = [np.tile(np.arange(params["params"][n]["kernel"].shape[-1], dtype=np.int32),
+                     (size, 1)) for n in chain[:-1]]
+    todo = np.flatnonzero(np.asarray(_unmatched(params, ref)))
+    if todo.size:
+        layers = [(np.asarray(params["params"][n]["kernel"]),
+                   np.asarray(params["params"][n]["bias"])) for n in chain]
+        ref_layers = [(k[ref], v[ref]) for k, v in layers]
+        for i in todo:
+            for l, perm in enumerate(_match_host(ref_layers, [(k[i], v[i]) for k, v in layers])):
+                perms[l][i] = perm
+    return tuple(perms)
+
+
+def permute_population(params: Params, perms, *states: Any) -> Tuple[Any, ...]:
+    """Each member's units reordered by its row of ``perms`` (jittable).
+
+    Args:
+      params: stacked params (leading axis P).
+      perms: one ``(P, units)`` permutation per hidden layer.
+      *states: stacked optimizer states; every subtree shaped like the params
+        (Adam's moments, momentum) is permuted with them.
+
+    Returns:
+      ``(params, *states)`` permuted; each member computes the same function.
+    """
+    treedef = jax.tree_util.tree_structure(params)
+    member = jax.vmap(lambda p, perm: permute_units(p, list(perm)))
+
+    def is_params(x):
+        return jax.tree_util.tree_structure(x) == treedef
+    states = jax.tree_util.tree_map(lambda x: member(x, perms) if is_params(x) else x, states,
+                                    is_leaf=is_params)
+    return (member(params, perms),) + tuple(states)
+
+
+def align_population(params: Params, ref: int, *states: Any) -> Tuple[Any, ...]:
+    """Every member's units permuted to match member ``ref`` (Ainsworth et al., 2022).
+
+    The population then shares one basis, so any crossover between two members
+    crosses matching units. Near-copies of the reference pass the device check
+    of :func:`match_population` and skip the host's linear assignments.
+
+    Returns:
+      ``(params, *states)``: see :func:`permute_population`.
+    """
+    return permute_population(params, match_population(params, ref), *states)
 
 
 def aligned(key, a: Params, b: Params, base: str = "uniform") -> Params:

@@ -42,7 +42,10 @@ class WeightGAConfig:
       selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name
         and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
       crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
-        and its options.
+        and its options. ``"aligned"`` first matches every member to the best
+        one (:func:`~genetic_dl.crossover.match_population`), so that all
+        parents share its basis, then crosses with ``base`` (default uniform);
+        elites are kept unpermuted.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
       distinct_parents: draw the second parent among the other members, so
@@ -92,6 +95,12 @@ class WeightGAConfig:
                                      (self.crossover, crossover_mod.CROSSOVERS, "crossover")):
             if value not in options:
                 raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
+        base = dict(self.crossover_kw).get("base", "uniform")
+        if self.crossover == "aligned" and (base == "aligned" or
+                                            base not in crossover_mod.CROSSOVERS):
+            raise ValueError(f"aligned crossover needs a base crossover among "
+                             f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
+                             f", got {base!r}")
         if not 0 <= self.mutation_rate <= 1 or not 0 <= self.crossover_prob <= 1:
             raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")
         if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
@@ -160,7 +169,10 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     k_cross, k_do, k_mut, k_sigma = jax.random.split(key, 4)
     pa = jax.tree_util.tree_map(lambda x: x[a], population.params)
     pb = jax.tree_util.tree_map(lambda x: x[b], population.params)
-    cross = crossover_mod.get(config.crossover, **dict(config.crossover_kw))
+    name, kw = config.crossover, dict(config.crossover_kw)
+    if name == "aligned":  # ga_step aligned the whole population to its best member
+        name = kw.pop("base", "uniform")
+    cross = crossover_mod.get(name, **kw)
     crossed = jax.random.bernoulli(k_do, config.crossover_prob, (n_child,))
     if config.crossover_prob == 0:  # static: skip the work, not only its result
         children = pa
@@ -188,9 +200,12 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     return children, hparams, jnp.where(crossed, b, a)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
 def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig):
     """One select -> cross -> mutate step (rule ``"ga"``), one jitted program.
+
+    With aligned crossover the population is first matched to its best member
+    (:func:`~genetic_dl.crossover.match_population`, partly on the host), then
+    permuted inside the jitted step.
 
     Args:
       key: PRNG key.
@@ -203,6 +218,18 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
       ``(population, parents)``: the next generation (elites first) and
       ``(P, 2)`` parent indices into the old population.
     """
+    perms = None
+    if config.crossover == "aligned":
+        if "widths" in population.hparams:
+            raise ValueError("aligned crossover cannot permute width-padded members (their unit "
+                             "masks keep the first units): use per_neuron or uniform")
+        best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
+        perms = crossover_mod.match_population(population.params, best)
+    return _ga_step(key, population, fitness, generation, config, perms)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _ga_step(key, population: Population, fitness, generation, config: WeightGAConfig, perms):
     key = raw_key(key)
     size = population.size
     n_elite = min(config.elitism, size)
@@ -213,6 +240,11 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
                                                      config.boltzmann_growth, generation)
     elite = selection_mod.elites(fitness, n_elite)
+    source = population  # the parents of children; elites stay as they were
+    if perms is not None:
+        params, opt_state = crossover_mod.permute_population(population.params, perms,
+                                                             population.opt_state)
+        source = population.replace(params=params, opt_state=opt_state)
     select = selection_mod.get(config.selection, **sel_kw)
     picks = select(k_sel, fitness, 2 * n_child)
     a, b = picks[0::2], picks[1::2]
@@ -221,8 +253,8 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
             return select(k, jnp.asarray(fitness, jnp.float32).at[i].set(jnp.nan), 1)[0]
         redraw = jax.vmap(other)(jax.random.split(jax.random.fold_in(k_sel, 1), n_child), a)
         b = jnp.where(a == b, redraw, b)
-    children, hparams, b = _children(k_child, population, a, b, generation, config)
-    opt_state = _child_opt_state(population, children, hparams, a, b, config.opt_state)
+    children, hparams, b = _children(k_child, source, a, b, generation, config)
+    opt_state = _child_opt_state(source, children, hparams, a, b, config.opt_state)
     first_new = jnp.max(population.ids) + 1
     new = Population(
         params=children, opt_state=opt_state, hparams=hparams,

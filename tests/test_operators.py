@@ -130,6 +130,38 @@ def test_alignment_preserves_function_and_finds_a_hidden_permutation(spec, shape
         np.testing.assert_array_equal(x1, x2)
 
 
+@pytest.mark.parametrize("spec,shape", [(gdl.MLPSpec((6, 5)), (4,)), (CNN, (8, 8))],
+                         ids=["mlp", "cnn2d"])
+def test_align_population_equals_pairwise_alignment_to_the_reference(spec, shape):
+    pop = gdl.init_population(jax.random.key(0), spec, (shape, 3), 5)
+    chain = crossover.unit_chain(pop.member(0))
+    perms = [jax.random.permutation(jax.random.key(4 + l), pop.member(0)["params"][n]["kernel"]
+                                    .shape[-1]) for l, n in enumerate(chain[:-1])]
+    members = [pop.member(i) for i in range(4)] + [crossover.permute_units(pop.member(2), perms)]
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *members)
+    # an optimizer state whose moments equal the params must stay equal to them
+    state = (stacked, {"count": jnp.arange(5)})
+    out, (moments, other) = crossover.align_population(stacked, 2, state)
+    x = jax.random.normal(jax.random.key(9), (7,) + shape)
+    for i, member in enumerate(members):
+        mine = jax.tree_util.tree_map(lambda v, i=i: v[i], out)
+        want = member if i == 2 else crossover.align(members[2], member)
+        for x1, x2 in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_allclose(pop.model.apply(mine, x), pop.model.apply(member, x),
+                                   rtol=1e-5, atol=1e-6)
+    for x1, x2 in zip(jax.tree_util.tree_leaves(moments), jax.tree_util.tree_leaves(out)):
+        np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(other["count"], np.arange(5))
+    # the permuted copy of the reference maps back onto it, and the device check then knows
+    # it as matched (no host assignment needed); unrelated members may need the host
+    for x1, x2 in zip(jax.tree_util.tree_leaves(members[2]),
+                      jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda v: v[4], out))):
+        np.testing.assert_array_equal(x1, x2)
+    unmatched = crossover._unmatched(out, 2)  # pylint: disable=protected-access
+    assert not bool(unmatched[2]) and not bool(unmatched[4])
+
+
 def test_unit_crossovers_refuse_rnn():
     a, b, _ = _pair(gdl.RNNSpec("gru", 4))
     with pytest.raises(ValueError, match="need an MLP"):
