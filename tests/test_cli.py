@@ -17,6 +17,15 @@ def _cli(*args, cwd=None):
                           text=True, env=env, cwd=cwd, timeout=600, check=False)
 
 
+def _in_process(capsys, monkeypatch, *args):
+    """The CLI's ``main`` in this process (no interpreter start-up): ``(code, stdout, stderr)``."""
+    from genetic_dl import cli  # pylint: disable=import-outside-toplevel
+    monkeypatch.setenv("GENETIC_DL_CACHE", "off")  # leave this process's JAX config alone
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def test_evolve_weights_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = _cli("evolve-weights", "--dataset", "iris", "--population", "4", "--generations",
@@ -44,22 +53,23 @@ def test_user_npz_regression(tmp_path):
     assert set(result["best"]["test"]) == {"loss", "mse", "mae", "r2"}
 
 
-def test_bad_input_exits_2_with_one_line(tmp_path):
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "bad.npz"
     x = np.ones((10, 2))
     x[3, 1] = np.nan
     np.savez(bad, x_train=x, y_train=np.arange(10) % 2, x_test=x, y_test=np.arange(10) % 2)
-    for args in (["evolve-weights", "--dataset", "imagenet"],
-                 ["evolve-weights", "--dataset", str(bad)],
+    proc = _cli("evolve-weights", "--dataset", "imagenet")  # once as a user sees it
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    for args in (["evolve-weights", "--dataset", str(bad)],
                  ["evolve-weights", "--population", "0"],
                  ["evolve-weights", "--crossover", "nope"],
                  ["evolve-weights", "--hidden", "a,b"],
                  ["frobnicate"]):
-        proc = _cli(*args)
-        assert proc.returncode == 2, (args, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-        assert "Traceback" not in proc.stderr
+        code, _, err = _in_process(capsys, monkeypatch, *args)
+        assert code == 2, (args, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), err
 
 
 def test_datasets_lists_the_bundled_ones():
@@ -101,18 +111,18 @@ def test_search_report_load_model_and_config_round_trip(tmp_path):
     assert (out / "report.tex").read_text().startswith("\\documentclass")
 
 
-def test_bad_configs_exit_2(tmp_path):
+def test_bad_configs_exit_2(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "bad.toml"
     for text, expected in (("populaton = 3\n", "unknown option"),
                            ("population = \"many\"\n", "population"),
                            ("crossover = \"sexual\"\n", "choose one of"),
                            ("this is not toml", "not valid TOML")):
         cfg.write_text(text)
-        proc = _cli("evolve-weights", "--config", str(cfg))
-        assert proc.returncode == 2 and expected in proc.stderr, (text, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1
-    proc = _cli("report", str(tmp_path))
-    assert proc.returncode == 2 and "no result.json" in proc.stderr
+        code, _, err = _in_process(capsys, monkeypatch, "evolve-weights", "--config", str(cfg))
+        assert code == 2 and expected in err, (text, err)
+        assert len(err.strip().splitlines()) == 1
+    code, _, err = _in_process(capsys, monkeypatch, "report", str(tmp_path))
+    assert code == 2 and "no result.json" in err
 
 
 RUN = ["evolve-weights", "--dataset", "iris", "--population", "4", "--generations", "8",
@@ -186,13 +196,12 @@ def test_search_sigkill_then_resume_gives_the_same_result(tmp_path):
     assert wrong.returncode == 2 and "other options" in wrong.stderr
 
 
-def test_multi_objective_search_writes_a_pareto_front(tmp_path):
+def test_multi_objective_search_writes_a_pareto_front(tmp_path, capsys, monkeypatch):
     out = tmp_path / "mo"
-    proc = _cli("search", "--dataset", "iris", "--budget", "40", "--population", "4",
-                "--families", "mlp", "--epochs", "2,4", "--objectives", "metric,params",
-                "--out", str(out),
-                "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = _in_process(capsys, monkeypatch, "search", "--dataset", "iris", "--budget",
+                               "24", "--population", "4", "--families", "mlp", "--epochs", "2,3",
+                               "--objectives", "metric,params", "--out", str(out), "--quiet")
+    assert code == 0, err
     result = json.loads((out / "result.json").read_text())
     front = [(p["metric"], -p["params"]) for p in result["pareto"]]
     assert front and all(not (b[0] >= a[0] and b[1] >= a[1] and b != a)
