@@ -55,7 +55,9 @@ for name, cfg in (("uniform", WeightGAConfig()),
                   ("uniform+table", WeightGAConfig(noise_table=True)),
                   ("per_neuron", WeightGAConfig(crossover="per_neuron")),
                   ("per_neuron+table", WeightGAConfig(crossover="per_neuron", noise_table=True)),
-                  ("aligned", WeightGAConfig(crossover="aligned"))):
+                  ("aligned", WeightGAConfig(crossover="aligned")),
+                  ("aligned_1pass", WeightGAConfig(crossover="aligned",
+                                                   crossover_kw=(("passes", 1),)))):
     jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, 0, cfg)[0].params)
     t0 = time.perf_counter()
     for i in range(5):

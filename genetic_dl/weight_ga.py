@@ -42,10 +42,11 @@ class WeightGAConfig:
       selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name
         and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
       crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
-        and its options. ``"aligned"`` first matches every member to the best
-        one (:func:`~genetic_dl.crossover.match_population`), so that all
-        parents share its basis, then crosses with ``base`` (default uniform);
-        elites are kept unpermuted.
+        and its options. ``"aligned"`` first matches the selected parents to
+        the best member (:func:`~genetic_dl.crossover.match_population`), so
+        that they share its basis, then crosses with ``base`` (default
+        uniform); ``passes`` caps the weight-matching sweeps (default: until
+        converged); elites are kept unpermuted.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
       distinct_parents: draw the second parent among the other members, so
@@ -101,6 +102,10 @@ class WeightGAConfig:
             raise ValueError(f"aligned crossover needs a base crossover among "
                              f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
                              f", got {base!r}")
+        passes = dict(self.crossover_kw).get("passes")
+        if passes is not None and (not isinstance(passes, int) or passes < 1):
+            raise ValueError(f"aligned crossover's passes must be a positive int (or None: until "
+                             f"weight matching converges), got {passes!r}")
         if not 0 <= self.mutation_rate <= 1 or not 0 <= self.crossover_prob <= 1:
             raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")
         if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
@@ -170,8 +175,9 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     pa = jax.tree_util.tree_map(lambda x: x[a], population.params)
     pb = jax.tree_util.tree_map(lambda x: x[b], population.params)
     name, kw = config.crossover, dict(config.crossover_kw)
-    if name == "aligned":  # ga_step aligned the whole population to its best member
+    if name == "aligned":  # ga_step aligned the parents to the best member
         name = kw.pop("base", "uniform")
+        kw.pop("passes", None)
     cross = crossover_mod.get(name, **kw)
     crossed = jax.random.bernoulli(k_do, config.crossover_prob, (n_child,))
     if config.crossover_prob == 0:  # static: skip the work, not only its result
@@ -201,11 +207,11 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
 
 
 def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig):
-    """One select -> cross -> mutate step (rule ``"ga"``), one jitted program.
+    """One select -> cross -> mutate step (rule ``"ga"``), two jitted programs.
 
-    With aligned crossover the population is first matched to its best member
-    (:func:`~genetic_dl.crossover.match_population`, partly on the host), then
-    permuted inside the jitted step.
+    The parents are selected first; with aligned crossover only they are then
+    matched to the best member (:func:`~genetic_dl.crossover.match_population`,
+    partly on the host) and permuted inside the jitted step.
 
     Args:
       key: PRNG key.
@@ -218,33 +224,30 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
       ``(population, parents)``: the next generation (elites first) and
       ``(P, 2)`` parent indices into the old population.
     """
+    elite, a, b = _select(key, fitness, generation, config)
     perms = None
     if config.crossover == "aligned":
         if "widths" in population.hparams:
             raise ValueError("aligned crossover cannot permute width-padded members (their unit "
                              "masks keep the first units): use per_neuron or uniform")
+        parents = np.union1d(np.asarray(a), np.asarray(b))
         best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
-        perms = crossover_mod.match_population(population.params, best)
-    return _ga_step(key, population, fitness, generation, config, perms)
+        perms = crossover_mod.match_population(population.params, best, members=parents,
+                                               passes=dict(config.crossover_kw).get("passes"))
+    return _ga_step(key, population, generation, config, perms, elite, a, b)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _ga_step(key, population: Population, fitness, generation, config: WeightGAConfig, perms):
-    key = raw_key(key)
-    size = population.size
+def _select(key, fitness, generation, config: WeightGAConfig):
+    """Elite indices and the parents ``a``, ``b`` of every child."""
+    size = fitness.shape[0]
     n_elite = min(config.elitism, size)
     n_child = size - n_elite
-    k_sel, k_child, k_keys = jax.random.split(key, 3)
+    k_sel = jax.random.split(raw_key(key), 3)[0]
     sel_kw = dict(config.selection_kw)
     if config.selection == "boltzmann":
         sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
                                                      config.boltzmann_growth, generation)
-    elite = selection_mod.elites(fitness, n_elite)
-    source = population  # the parents of children; elites stay as they were
-    if perms is not None:
-        params, opt_state = crossover_mod.permute_population(population.params, perms,
-                                                             population.opt_state)
-        source = population.replace(params=params, opt_state=opt_state)
     select = selection_mod.get(config.selection, **sel_kw)
     picks = select(k_sel, fitness, 2 * n_child)
     a, b = picks[0::2], picks[1::2]
@@ -253,6 +256,20 @@ def _ga_step(key, population: Population, fitness, generation, config: WeightGAC
             return select(k, jnp.asarray(fitness, jnp.float32).at[i].set(jnp.nan), 1)[0]
         redraw = jax.vmap(other)(jax.random.split(jax.random.fold_in(k_sel, 1), n_child), a)
         b = jnp.where(a == b, redraw, b)
+    return selection_mod.elites(fitness, n_elite), a, b
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _ga_step(key, population: Population, generation, config: WeightGAConfig, perms, elite,
+             a, b):
+    key = raw_key(key)
+    n_child = a.shape[0]
+    _, k_child, k_keys = jax.random.split(key, 3)
+    source = population  # the parents of children; elites stay as they were
+    if perms is not None:
+        params, opt_state = crossover_mod.permute_population(population.params, perms,
+                                                             population.opt_state)
+        source = population.replace(params=params, opt_state=opt_state)
     children, hparams, b = _children(k_child, source, a, b, generation, config)
     opt_state = _child_opt_state(source, children, hparams, a, b, config.opt_state)
     first_new = jnp.max(population.ids) + 1

@@ -162,6 +162,29 @@ def test_align_population_equals_pairwise_alignment_to_the_reference(spec, shape
     assert not bool(unmatched[2]) and not bool(unmatched[4])
 
 
+def test_weight_matching_passes_and_members():
+    pop = gdl.init_population(jax.random.key(3), gdl.MLPSpec((12, 10, 8)), ((5,), 3), 6)
+    params = jax.tree_util.tree_map(np.asarray, pop.params)
+
+    def agreement(perms, i):  # Git Re-Basin's objective: sum of <ref, permuted member>
+        mine = crossover.permute_units(pop.member(i), [p[i] for p in perms])
+        return sum(float(np.vdot(x, y)) for x, y in zip(
+            jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
+    identity = crossover.match_population(params, 0, members=[])
+    runs = [crossover.match_population(params, 0, passes=k) for k in (1, 2, None)]
+    for i in range(1, 6):  # coordinate ascent: every sweep keeps or raises the objective
+        scores = [agreement(perms, i) for perms in [identity] + runs]
+        assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
+        assert scores[-1] > scores[0]
+    some = crossover.match_population(params, 0, members=[2, 4])
+    for l, perm in enumerate(some):  # members left out keep the identity
+        for i in range(6):
+            want = runs[-1][l][i] if i in (2, 4) else np.arange(perm.shape[1])
+            np.testing.assert_array_equal(perm[i], want)
+    with pytest.raises(ValueError, match="passes"):
+        WeightGAConfig(crossover="aligned", crossover_kw=(("passes", 0),))
+
+
 def test_unit_crossovers_refuse_rnn():
     a, b, _ = _pair(gdl.RNNSpec("gru", 4))
     with pytest.raises(ValueError, match="need an MLP"):
