@@ -119,6 +119,29 @@ def replicate(tree: Any, mesh: Optional[Mesh]) -> Any:
     return jax.device_put(_host(tree), NamedSharding(mesh, PartitionSpec()))
 
 
+def mesh_of(tree: Any) -> Optional[Mesh]:
+    """The ``"pop"`` mesh that ``tree``'s first leaf is sharded over, else ``None``."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    sharding = getattr(leaves[0], "sharding", None) if leaves else None
+    if isinstance(sharding, NamedSharding) and AXIS in sharding.mesh.axis_names \
+            and sharding.mesh.size > 1:
+        return sharding.mesh
+    return None
+
+
+def constrain(tree: Any, mesh: Optional[Mesh], split: bool) -> Any:
+    """Inside jit: members split over ``mesh`` (``split``) or whole on every device.
+
+    XLA's partitioner otherwise lowers a gather of members from a split
+    population (parents by index) into an all-reduce of the whole result,
+    after which every device computes every child.
+    """
+    if mesh is None:
+        return tree
+    spec = PartitionSpec(AXIS) if split else PartitionSpec()
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
+
+
 def _host(tree: Any) -> Any:
     """With several processes, every process places the same host (numpy) values."""
     if jax.process_count() == 1:

@@ -22,6 +22,7 @@ import numpy as np
 from . import crossover as crossover_mod
 from . import mutation as mutation_mod
 from . import selection as selection_mod
+from . import sharding
 from .data import Dataset
 from .optimizers import make_optimizer
 from .rundir import records_to_pandas
@@ -155,35 +156,55 @@ def diversity(params) -> jax.Array:
     return jnp.mean(jnp.sqrt(sq / n))
 
 
-def _child_opt_state(population: Population, params, hparams, a, b, rule: str):
+def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None):
+    whole = sharding.constrain(population.opt_state, mesh, split=False)
     if rule == "inherit":
-        return jax.tree_util.tree_map(lambda s: s[a], population.opt_state)
+        return sharding.constrain(jax.tree_util.tree_map(lambda s: s[a], whole), mesh, True)
     if rule == "average":
         def avg(s):
             if jnp.issubdtype(s.dtype, jnp.floating):
                 return (s[a] + s[b]) / 2
             return s[a]
-        return jax.tree_util.tree_map(avg, population.opt_state)
+        return sharding.constrain(jax.tree_util.tree_map(avg, whole), mesh, True)
     init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
     return init(params, hparams)
 
 
-def _children(key, population: Population, a, b, generation, config: WeightGAConfig):
-    """Crossover of parents ``a`` x ``b`` then mutation; returns (params, hparams, b)."""
-    n_child = a.shape[0]
+def _rows(head, rest):
+    """``rest`` behind ``head`` placeholder rows (copies of its first row, or zeros)."""
+    fill = rest[:1] if rest.shape[0] else jnp.zeros((1,) + rest.shape[1:], rest.dtype)
+    return jnp.concatenate([jnp.broadcast_to(fill, (head,) + rest.shape[1:]), rest])
+
+
+def _children(key, population: Population, a, b, generation, config: WeightGAConfig, n_elite,
+              mesh=None):
+    """Crossover of parents ``a`` x ``b`` then mutation, in row space.
+
+    ``a`` and ``b`` hold one row per member of the next generation, the elites
+    first (their rows are placeholders the caller overwrites): every array is
+    computed per row, so a population sharded over devices stays sharded and
+    no member moves between devices except the parents' weights. The
+    placeholder rows reuse the first child's random keys, so every child is
+    exactly what it would be if computed alone.
+
+    Returns:
+      ``(params, hparams, b)`` per row, ``b`` the parent each child took genes from.
+    """
+    n_child = a.shape[0] - n_elite
     k_cross, k_do, k_mut, k_sigma = jax.random.split(key, 4)
-    pa = jax.tree_util.tree_map(lambda x: x[a], population.params)
-    pb = jax.tree_util.tree_map(lambda x: x[b], population.params)
+    whole = sharding.constrain(population.params, mesh, split=False)
+    pa = sharding.constrain(jax.tree_util.tree_map(lambda x: x[a], whole), mesh, split=True)
+    pb = sharding.constrain(jax.tree_util.tree_map(lambda x: x[b], whole), mesh, split=True)
     name, kw = config.crossover, dict(config.crossover_kw)
     if name == "aligned":  # ga_step aligned the parents to the best member
         name = kw.pop("base", "uniform")
         kw.pop("passes", None)
     cross = crossover_mod.get(name, **kw)
-    crossed = jax.random.bernoulli(k_do, config.crossover_prob, (n_child,))
+    crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
     if config.crossover_prob == 0:  # static: skip the work, not only its result
         children = pa
     else:
-        children = jax.vmap(cross)(jax.random.split(k_cross, n_child), pa, pb)
+        children = jax.vmap(cross)(_rows(n_elite, jax.random.split(k_cross, n_child)), pa, pb)
     if 0 < config.crossover_prob < 1:
         children = jax.tree_util.tree_map(
             lambda c, x: jnp.where(crossed.reshape((-1,) + (1,) * (c.ndim - 1)), c, x),
@@ -191,18 +212,21 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     hparams = {k: v[a] for k, v in population.hparams.items()}
     rate = mutation_mod.decayed_rate(config.mutation_rate, config.mutation_decay, generation)
     if config.self_adaptive:
-        hparams["mutation_scale"] = mutation_mod.self_adaptive_scale(
-            k_sigma, hparams["mutation_scale"])
+        # No slice of a row-space array: under the sharding constraints XLA
+        # (jax 0.10.2) returned a wrong row for one (tests/test_train.py
+        # compares with one device). The factor is exp(tau N(0, 1)).
+        factor = mutation_mod.self_adaptive_scale(k_sigma, jnp.ones(n_child))
+        hparams["mutation_scale"] = hparams["mutation_scale"] * _rows(n_elite, factor)
         scale = hparams["mutation_scale"]
     else:
-        scale = jnp.full((n_child,), config.mutation_scale)
+        scale = jnp.full(a.shape, config.mutation_scale)
     # A static bound on the (decaying) rate lets mutation draw positions, not coins.
     max_rate = config.mutation_rate if 0 < config.mutation_rate <= 0.25 else None
     mutate = functools.partial(mutation_mod.gaussian, max_rate=max_rate,
                                table=mutation_mod.noise_table() if config.noise_table else None)
     if config.mutation_rate > 0:
         children = jax.vmap(mutate, in_axes=(0, 0, None, 0))(
-            jax.random.split(k_mut, n_child), children, rate, scale)
+            _rows(n_elite, jax.random.split(k_mut, n_child)), children, rate, scale)
     return children, hparams, jnp.where(crossed, b, a)
 
 
@@ -234,7 +258,8 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
         perms = crossover_mod.match_population(population.params, best, members=parents,
                                                passes=dict(config.crossover_kw).get("passes"))
-    return _ga_step(key, population, generation, config, perms, elite, a, b)
+    return _ga_step(key, population, generation, config, perms, elite, a, b,
+                    sharding.mesh_of(population.params))
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -259,30 +284,38 @@ def _select(key, fitness, generation, config: WeightGAConfig):
     return selection_mod.elites(fitness, n_elite), a, b
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+def _split(population: Population, mesh) -> Population:
+    return population.replace(params=sharding.constrain(population.params, mesh, True),
+                              opt_state=sharding.constrain(population.opt_state, mesh, True))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "mesh"))
 def _ga_step(key, population: Population, generation, config: WeightGAConfig, perms, elite,
-             a, b):
+             a, b, mesh=None):
     key = raw_key(key)
-    n_child = a.shape[0]
+    n_elite, n_child = elite.shape[0], a.shape[0]
     _, k_child, k_keys = jax.random.split(key, 3)
     source = population  # the parents of children; elites stay as they were
     if perms is not None:
         params, opt_state = crossover_mod.permute_population(population.params, perms,
                                                              population.opt_state)
         source = population.replace(params=params, opt_state=opt_state)
-    children, hparams, b = _children(k_child, source, a, b, generation, config)
-    opt_state = _child_opt_state(source, children, hparams, a, b, config.opt_state)
+    rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
+    params, hparams, rows_b = _children(k_child, source, rows_a, rows_b, generation, config,
+                                        n_elite, mesh)
+    opt_state = _child_opt_state(source, params, hparams, rows_a, rows_b, config.opt_state, mesh)
     first_new = jnp.max(population.ids) + 1
-    new = Population(
-        params=children, opt_state=opt_state, hparams=hparams,
-        keys=jax.vmap(functools.partial(jax.random.fold_in, k_keys))(jnp.arange(n_child)),
-        ids=(first_new + jnp.arange(n_child)).astype(jnp.int32),
-        failed=jnp.zeros(n_child, bool), spec=population.spec, optimizer=population.optimizer,
-        feature_shape=population.feature_shape, out_dim=population.out_dim)
+    keys = _rows(n_elite, jax.vmap(functools.partial(jax.random.fold_in, k_keys))(
+        jnp.arange(n_child)))
+    new = population.replace(
+        params=params, opt_state=opt_state, hparams=hparams, keys=keys,
+        ids=(first_new - n_elite + jnp.arange(n_elite + n_child)).astype(jnp.int32),
+        failed=jnp.zeros(n_elite + n_child, bool))
+    # Elites overwrite their rows in place: concatenating them in front of the
+    # children would shift every member across the devices' shard boundaries.
     elites = jax.tree_util.tree_map(lambda x: x[elite], population)
-    merged = jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y]), elites, new)
-    parents = jnp.concatenate([jnp.stack([elite, elite], 1), jnp.stack([a, b], 1)])
-    return merged, parents
+    merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
+    return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
