@@ -7,6 +7,7 @@ space of `search_comparison.py` (epochs 5/10/20) on the same data, seeds and bud
 figure of merit is the best validation accuracy found, and the test accuracy of that network.
 
 Usage: python benchmarks/ga_parameter_study.py [--dataset digits] [--seeds 3] [--budget 160]
+       [--arms NAME ...] [--append]
 Writes benchmarks/results/ga_parameter_study.json and img/ga_parameter_study.png.
 """
 from __future__ import annotations
@@ -41,13 +42,16 @@ ARMS = {
     "tournament k=5": {"selection_kw": (("k", 5),)},
     "boltzmann": {"selection": "boltzmann", "selection_kw": (("beta", 10.0),),
                   "boltzmann_growth": 1.5},
-    "refine after 2": {"refine_after": 2, "refine_top": 3, "refine_min_width": 0.2},
+    "refine after 1": {"refine_after": 1, "refine_top": 3, "refine_min_width": 0.2},
+    # population 4 lives 4-9 generations at this budget, so its refinement has time to act
+    "pop 4, refine after 1": {"population": 4, "refine_after": 1, "refine_top": 2,
+                              "refine_min_width": 0.2},
 }
 FACTORS = {"population": ["population 4", "baseline", "population 16"],
            "mutation rate": ["mutation 0.01", "baseline", "mutation 0.20"],
            "crossover": ["one-point", "two-point", "baseline"],
            "selection": ["tournament k=2", "baseline", "tournament k=5", "boltzmann"],
-           "refinement": ["baseline", "refine after 2"]}
+           "refinement": ["baseline", "refine after 1", "population 4", "pop 4, refine after 1"]}
 
 
 def main():
@@ -57,6 +61,9 @@ def main():
     parser.add_argument("--budget", type=float, default=160)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "ga_parameter_study.json"))
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs already in --out and skip them")
     parser.add_argument("--replot", action="store_true",
                         help="only print the table and draw the plot of the runs in --out")
     args = parser.parse_args()
@@ -66,9 +73,16 @@ def main():
         return
     gdl.enable_compile_cache()
     runs = []
+    if args.append and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            runs = json.load(f)["runs"]
+    done = {(r["arm"], r["seed"]) for r in runs}
     for seed in range(args.seeds):
         data = gdl.load_dataset(args.dataset, seed=seed)
-        for arm, change in ARMS.items():
+        for arm in args.arms:
+            if (arm, seed) in done:
+                continue
+            change = ARMS[arm]
             jax.clear_caches()
             objective = TrainerObjective(data, seed=seed)
             start = time.perf_counter()
