@@ -157,17 +157,16 @@ def diversity(params) -> jax.Array:
 
 
 def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None):
+    if rule == "reset":
+        init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
+        return init(params, hparams)
+
+    def gathered(s):  # rows by parent index, from a replicated copy (see _children)
+        if rule == "average" and jnp.issubdtype(s.dtype, jnp.floating):
+            return (s[a] + s[b]) / 2
+        return s[a]
     whole = sharding.constrain(population.opt_state, mesh, split=False)
-    if rule == "inherit":
-        return sharding.constrain(jax.tree_util.tree_map(lambda s: s[a], whole), mesh, True)
-    if rule == "average":
-        def avg(s):
-            if jnp.issubdtype(s.dtype, jnp.floating):
-                return (s[a] + s[b]) / 2
-            return s[a]
-        return sharding.constrain(jax.tree_util.tree_map(avg, whole), mesh, True)
-    init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
-    return init(params, hparams)
+    return sharding.constrain(jax.tree_util.tree_map(gathered, whole), mesh, split=True)
 
 
 def _rows(head, rest):
