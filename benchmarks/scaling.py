@@ -59,7 +59,11 @@ for name, cfg in (("uniform", WeightGAConfig()),
                   ("per_neuron+table", WeightGAConfig(crossover="per_neuron", noise_table=True)),
                   ("aligned", WeightGAConfig(crossover="aligned")),
                   ("aligned_1pass", WeightGAConfig(crossover="aligned",
-                                                   crossover_kw=(("passes", 1),)))):
+                                                   crossover_kw=(("passes", 1),))),
+                  ("aligned_greedy", WeightGAConfig(crossover="aligned",
+                                                    crossover_kw=(("matcher", "greedy"),))),
+                  ("aligned_greedy_1pass", WeightGAConfig(
+                      crossover="aligned", crossover_kw=(("matcher", "greedy"), ("passes", 1))))):
     jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, 0, cfg)[0].params)
     times = []
     for i in range(15):  # the median: this shared machine has bursts of other load
@@ -101,7 +105,7 @@ def _ga_step(devices: int) -> dict:
           f"{devices} device(s):")
     for name, seconds in ga.items():
         if name != "generation_s":
-            print(f"  {name:<17} {1000 * seconds:8.1f} ms  = "
+            print(f"  {name:<20} {1000 * seconds:8.1f} ms  = "
                   f"{100 * seconds / (ga['generation_s'] + seconds):.1f} % of a generation")
     return ga
 

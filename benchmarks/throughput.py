@@ -1,6 +1,7 @@
 """Member-epochs per second of population training, against its alternatives.
 
-Variants, measured side by side in one process (compile time excluded, reported apart):
+Variants, measured side by side in one process, interleaved in rounds (compile time excluded,
+reported apart):
   population        genetic_dl: all P members in one vmapped, jitted program, sharded over
                     the host devices (one per core by default, see genetic_dl.use_host_devices);
   population_1device  the same program on one XLA device (GENETIC_DL_HOST_DEVICES=0);
@@ -14,7 +15,7 @@ Variants, measured side by side in one process (compile time excluded, reported 
                     (hidden width w with 64w + w^2 + 10w = P * member FLOPs), trained in
                     one jitted scan: what the hardware gives one big network.
 
-Usage: python benchmarks/throughput.py [--sizes 8 32 128] [--seconds 2] [--no-torch]
+Usage: python benchmarks/throughput.py [--sizes 8 32 128] [--seconds 2] [--rounds 5] [--no-torch]
 Writes benchmarks/results/throughput.json and img/throughput.png.
 """
 from __future__ import annotations
@@ -54,31 +55,45 @@ def member_flops(data) -> float:
     return 3 * 2 * macs * used
 
 
-def timed(fn, seconds: float):
-    """Runs ``fn`` once to compile, then repeatedly for ``seconds``; returns (compile_s, s/call)."""
-    t0 = time.perf_counter()
-    fn()
-    compile_s = time.perf_counter() - t0
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds:
-            return compile_s, elapsed / calls
+def measure(variants, seconds: float, rounds: int):
+    """Times the variants interleaved: each is compiled (first call, timed apart), then
+    ``rounds`` times every variant runs for ``seconds / rounds`` in turn, so that a burst of
+    other load on this shared machine hits all of them alike.
+
+    Args:
+      variants: ``{name: (run, member_epochs_per_call)}``.
+
+    Returns:
+      ``{name: (compile_s, [member-epochs/s of each round])}``.
+    """
+    out = {}
+    for name, (run, _) in variants.items():
+        t0 = time.perf_counter()
+        run()
+        out[name] = (time.perf_counter() - t0, [])
+    for _ in range(rounds):
+        for name, (run, per_call) in variants.items():
+            calls, t0 = 0, time.perf_counter()
+            while True:
+                run()
+                calls += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= seconds / rounds:
+                    break
+            out[name][1].append(per_call * calls / elapsed)
+    return out
 
 
-def bench_population(data, size, epochs, seconds, mesh="auto"):
+def bench_population(data, size, epochs, mesh="auto"):
     pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec(HIDDEN), data, size)
 
     def run():
         out, _ = gdl.train(pop, data, epochs, batch_size=BATCH, mesh=mesh)
         jax.block_until_ready(out.params)
-    compile_s, per_call = timed(run, seconds)
-    return compile_s, size * epochs / per_call
+    return run, size * epochs
 
 
-def bench_sequential_jax(data, size, epochs, seconds):
+def bench_sequential_jax(data, size, epochs):
     pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec(HIDDEN), data, size)
     members = [gdl.take(pop, [i]) for i in range(size)]
 
@@ -86,11 +101,10 @@ def bench_sequential_jax(data, size, epochs, seconds):
         for m in members:
             out, _ = gdl.train(m, data, epochs, batch_size=BATCH, mesh=None)
             jax.block_until_ready(out.params)
-    compile_s, per_call = timed(run, seconds)
-    return compile_s, size * epochs / per_call
+    return run, size * epochs
 
 
-def bench_limit(data, size, epochs, seconds):
+def bench_limit(data, size, epochs):
     """One wide MLP with the population's FLOPs per step, trained in one jitted scan."""
     d_in, d_out = int(np.prod(data.feature_shape)), data.out_dim
     widths = (d_in,) + HIDDEN + (d_out,)
@@ -122,11 +136,10 @@ def bench_limit(data, size, epochs, seconds):
 
     def run():
         jax.block_until_ready(fit(params, jax.random.key(1)))
-    compile_s, per_call = timed(run, seconds)
-    return compile_s, size * epochs / per_call, width
+    return (run, size * epochs), width
 
 
-def bench_torch(data, size, epochs, seconds):
+def bench_torch(data, size, epochs):
     import torch  # pylint: disable=import-outside-toplevel
     x = torch.tensor(data.x_train.reshape(len(data.x_train), -1))
     y = torch.tensor(data.y_train, dtype=torch.long)
@@ -149,11 +162,10 @@ def bench_torch(data, size, epochs, seconds):
                     opt.zero_grad(set_to_none=True)
                     loss_fn(net(x[idx]), y[idx]).backward()
                     opt.step()
-    compile_s, per_call = timed(run, seconds)
-    return compile_s, size * epochs / per_call
+    return run, size * epochs
 
 
-def bench_torch_batched(data, size, epochs, seconds):
+def bench_torch_batched(data, size, epochs):
     """The strong peer: a hand-batched PyTorch population (stacked weights, baddbmm, one Adam
     over the stacked tensors, fused where this torch build allows). Adam is elementwise, so
     one optimizer over (P, ...) tensors is P independent Adams; each member shuffles alone."""
@@ -194,8 +206,7 @@ def bench_torch_batched(data, size, epochs, seconds):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-    compile_s, per_call = timed(run, seconds)
-    return compile_s, size * epochs / per_call
+    return run, size * epochs
 
 
 def plot(rows, path):
@@ -228,6 +239,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per variant")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved timing rounds (ratios are their median)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per timed call")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
@@ -246,37 +259,38 @@ def main():
     rows = []
     print(f"machine: {machine()}")
     print(f"{'P':>5} {'variant':<18} {'member-ep/s':>12} {'GFLOP/s':>8} {'compile s':>9}")
+    ratios = {}
     for size in args.sizes:
-        results = {"population": bench_population(data, size, args.epochs, args.seconds),
-                   "population_1device": bench_population(data, size, args.epochs, args.seconds,
-                                                          mesh=None),
-                   "sequential_jax": bench_sequential_jax(data, size, args.epochs, args.seconds)}
+        variants = {"population": bench_population(data, size, args.epochs),
+                    "population_1device": bench_population(data, size, args.epochs, mesh=None),
+                    "sequential_jax": bench_sequential_jax(data, size, args.epochs)}
         if have_torch:
-            results["sequential_torch"] = bench_torch(data, size, 1, args.seconds)
-            results["batched_torch"] = bench_torch_batched(data, size, args.epochs,
-                                                           args.seconds)
-        *lim, width = bench_limit(data, size, args.epochs, args.seconds)
-        results["limit"] = tuple(lim)
-        for variant, (compile_s, rate) in results.items():
+            variants["sequential_torch"] = bench_torch(data, size, 1)
+            variants["batched_torch"] = bench_torch_batched(data, size, args.epochs)
+        variants["limit"], width = bench_limit(data, size, args.epochs)
+        results = measure(variants, args.seconds, args.rounds)
+        for variant, (compile_s, rates) in results.items():
+            rate = float(np.median(rates))
             row = {"P": size, "variant": variant, "member_epochs_per_s": rate,
-                   "gflops": rate * flops / 1e9, "compile_s": compile_s}
+                   "rounds": rates, "gflops": rate * flops / 1e9, "compile_s": compile_s}
             if variant == "limit":
                 row["limit_width"] = width
             rows.append(row)
             print(f"{size:>5} {variant:<18} {rate:>12.1f} {rate * flops / 1e9:>8.1f} "
                   f"{compile_s:>9.2f}")
-    print("\nratios (population / other):")
-    for size in args.sizes:
-        rate = {r["variant"]: r["member_epochs_per_s"] for r in rows if r["P"] == size}
-        parts = [f"{v}: {rate['population'] / rate[v]:.2f}x"
-                 for v in ("population_1device", "sequential_jax", "sequential_torch",
-                           "batched_torch", "limit")
-                 if v in rate]
-        print(f"  P={size}: " + ", ".join(parts))
+        mine = np.asarray(results["population"][1])
+        ratios[size] = {v: [float(np.median(mine / np.asarray(r))),
+                            float(np.min(mine / np.asarray(r))), float(np.max(mine / np.asarray(r)))]
+                        for v, (_, r) in results.items() if v != "population"}
+    print(f"\nratios population / other: median [min-max] of {args.rounds} interleaved rounds")
+    for size, parts in ratios.items():
+        print(f"  P={size}: " + ", ".join(f"{v}: {m:.2f}x [{lo:.2f}-{hi:.2f}]"
+                                          for v, (m, lo, hi) in parts.items()))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     result = {"rows": rows, "machine": machine(), "dataset": "digits",
               "model": "MLP 64-128-128-10", "batch_size": BATCH, "optimizer": "adam",
-              "member_epoch_flops": flops, "command": " ".join(["python"] + sys.argv)}
+              "member_epoch_flops": flops, "ratios": {str(k): v for k, v in ratios.items()},
+              "command": " ".join(["python"] + sys.argv)}
     tmp = args.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lr", type=float, default=None, help="learning rate")
     ev.add_argument("--rule", choices=RULES, default="ga")
     ev.add_argument("--crossover", choices=sorted(CROSSOVERS), default="uniform")
+    ev.add_argument("--matcher", choices=("exact", "greedy"), default="exact",
+                    help="weight matching of --crossover aligned: exact linear assignments on "
+                    "the host, or greedy on the device (several times faster)")
     ev.add_argument("--selection", choices=sorted(SELECTIONS), default="tournament")
     ev.add_argument("--mutation-rate", type=float, default=0.05)
     ev.add_argument("--mutation-scale", type=float, default=0.1)
@@ -258,6 +261,8 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     spec = _spec(args)
     config = WeightGAConfig(rule=args.rule, crossover=args.crossover, selection=args.selection,
+                            crossover_kw=((("matcher", args.matcher),)
+                                          if args.crossover == "aligned" else ()),
                             mutation_rate=args.mutation_rate,
                             mutation_scale=args.mutation_scale,
                             elitism=min(args.elitism, args.population))

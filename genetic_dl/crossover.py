@@ -214,16 +214,124 @@ def _match_host(layers_a, layers_b, passes: Optional[int] = None):
     return tuple(np.asarray(p, np.int32) for p in perms)
 
 
-def align(a: Params, b: Params, passes: Optional[int] = None) -> Params:
+def _first_max(m, axis: int):
+    """``argmax`` along ``axis`` (first index on ties): ~10x faster than
+    ``jnp.argmax`` on XLA CPU, which does not vectorise its index reduction."""
+    top = jnp.max(m, axis=axis, keepdims=True)
+    index = jax.lax.broadcasted_iota(jnp.int32, m.shape, axis)
+    return jnp.min(jnp.where(m == top, index, m.shape[axis]), axis=axis)
+
+
+def _greedy(s, free_rows, free_cols):
+    """Greedy matching of the free rows of ``s`` to its free columns (as many):
+    ``(n,)`` columns, meaningful at the free rows."""
+    n = s.shape[0]
+    rows = jnp.arange(n)
+    small = n // 4
+    # rounds on the whole matrix while many rows are free, then on the rest only
+    limit = small if small >= 8 else 0
+
+    def body(state):
+        perm, fr, fc = state
+        m = jnp.where(fr[:, None] & fc[None, :], s, -jnp.inf)
+        col = _first_max(m, 1)
+        mutual = fr & (_first_max(m, 0)[col] == rows)
+        taken = jnp.zeros(n, bool).at[col].max(mutual)
+        return jnp.where(mutual, col, perm), fr & ~mutual, fc & ~taken
+
+    perm, fr, fc = jax.lax.while_loop(lambda st: jnp.sum(st[1]) > limit, body,
+                                      (jnp.zeros(n, jnp.int32), free_rows, free_cols))
+    if limit == 0:
+        return perm
+    ri = jnp.argsort(~fr, stable=True)[:small]  # the free rows (at most `small`) first
+    ci = jnp.argsort(~fc, stable=True)[:small]
+    sub = _greedy(s[ri][:, ci], fr[ri], fc[ci])
+    return perm.at[jnp.where(fr[ri], ri, n)].set(ci[sub], mode="drop")
+
+
+def greedy_assignment(s: jax.Array) -> jax.Array:
+    """Greedy maximum-weight assignment of a square similarity matrix, on the device.
+
+    Each round matches every row and column that are each other's best among
+    the unmatched ones, which yields the greedy matching (always taking the
+    largest remaining entry) in rounds that run in parallel; at least one pair
+    is matched per round, and once a quarter of the rows are left, the rounds
+    run on those rows and columns only. Greedy matching is a 1/2-approximation
+    of the optimum (Avis, 1983, "A survey of heuristics for the weighted
+    matching problem"); on trained digits MLPs weight matching with it reaches
+    ~95 % of the similarity gain of exact assignments.
+
+    Args:
+      s: ``(n, n)`` similarities (non-finite entries count as lowest).
+
+    Returns:
+      ``(n,)`` int32 permutation: row ``i`` is matched to column ``perm[i]``.
+    """
+    s = jnp.nan_to_num(s.astype(jnp.float32), nan=-3e38, posinf=3e38, neginf=-3e38)
+    free = jnp.ones(s.shape[0], bool)
+    return _greedy(s, free, free).astype(jnp.int32)
+
+
+def _match_device(ref_layers, layers, passes: Optional[int] = None):
+    """Weight matching of one member to the reference with :func:`greedy_assignment`
+    (jittable, vmappable). A layer's new permutation is kept only if it raises that
+    layer's similarity, so each sweep can only improve on the last (and on the
+    identity)."""
+    hidden = len(layers) - 1
+    units = [k.shape[-1] for k, _ in layers]
+
+    def sweep(perms):
+        perms, changed = list(perms), jnp.asarray(False)
+        for l in range(hidden):
+            k, bias = layers[l]
+            inc = k if l == 0 else _permute_incoming(k, perms[l - 1], units[l - 1])
+            nxt = layers[l + 1][0] if l + 1 == hidden else layers[l + 1][0][..., perms[l + 1]]
+            s = _similarity(ref_layers[l][0], ref_layers[l][1], ref_layers[l + 1][0],
+                            inc, bias, nxt, units[l])
+            new = greedy_assignment(s)
+            gain = (jnp.sum(jnp.take_along_axis(s, new[:, None], 1))
+                    - jnp.sum(jnp.take_along_axis(s, perms[l][:, None], 1)))
+            better = gain > 0  # a different permutation, strictly better
+            perms[l] = jnp.where(better, new, perms[l])
+            changed |= better
+        return tuple(perms), changed
+
+    perms = tuple(jnp.arange(u, dtype=jnp.int32) for u in units[:-1])
+    if passes is not None:
+        for _ in range(passes):
+            perms, _ = sweep(perms)
+        return perms
+
+    def body(state):
+        perms, _, i = state
+        perms, changed = sweep(perms)
+        return perms, changed, i + 1
+    return jax.lax.while_loop(lambda st: st[1] & (st[2] < 30), body,
+                              (perms, jnp.asarray(True), 0))[0]
+
+
+MATCHERS = ("exact", "greedy")
+
+
+def _check_matcher(matcher: str):
+    if matcher not in MATCHERS:
+        raise ValueError(f"unknown weight-matching matcher {matcher!r}: choose exact (linear "
+                         "assignments on the host) or greedy (on the device)")
+
+
+def align(a: Params, b: Params, passes: Optional[int] = None, matcher: str = "exact") -> Params:
     """``b`` with its hidden units (and CNN channels) permuted to best match ``a``.
 
-    Weight matching runs its linear assignments on the host through
-    ``jax.pure_callback`` so the GA step stays one jitted program; under
-    ``vmap`` pairs are matched one by one.
+    With ``matcher="exact"`` weight matching runs its linear assignments on the
+    host through ``jax.pure_callback`` (under ``vmap`` pairs are matched one by
+    one); ``"greedy"`` runs :func:`greedy_assignment` on the device.
     """
+    _check_matcher(matcher)
     chain = unit_chain(a)
     layers = [(a["params"][n]["kernel"], a["params"][n]["bias"]) for n in chain]
     layers_b = [(b["params"][n]["kernel"], b["params"][n]["bias"]) for n in chain]
+    if matcher == "greedy":
+        return permute_units(b, list(_match_device(layers, layers_b, passes)))
     shapes = tuple(jax.ShapeDtypeStruct((k.shape[-1],), jnp.int32) for k, _ in layers[:-1])
     perms = jax.pure_callback(functools.partial(_match_host, passes=passes), shapes, layers,
                               layers_b, vmap_method="sequential")
@@ -253,8 +361,26 @@ def _unmatched(params: Params, ref) -> jax.Array:
     return todo.at[ref].set(False)
 
 
+@functools.partial(jax.jit, static_argnames=("passes",))
+def match_on_device(params: Params, ref, passes: Optional[int] = None) -> Tuple[jax.Array, ...]:
+    """Weight matching of every member to member ``ref`` with :func:`greedy_assignment`
+    (jittable; on a sharded population each device matches its own members).
+
+    Returns:
+      One ``(P, units)`` int32 permutation per hidden layer (the identity for
+      ``ref``), for :func:`permute_population`.
+    """
+    chain = unit_chain(params)
+    layers = [(params["params"][n]["kernel"], params["params"][n]["bias"]) for n in chain]
+    ref_layers = [(k[ref], v[ref]) for k, v in layers]
+    perms = jax.vmap(lambda ls: _match_device(ref_layers, ls, passes))(layers)
+    is_ref = (jnp.arange(perms[0].shape[0]) == ref)[:, None]
+    return tuple(jnp.where(is_ref, jnp.arange(p.shape[1], dtype=p.dtype), p) for p in perms)
+
+
 def match_population(params: Params, ref: int, members: Optional[Sequence[int]] = None,
-                     passes: Optional[int] = None) -> Tuple[np.ndarray, ...]:
+                     passes: Optional[int] = None,
+                     matcher: str = "exact") -> Tuple[np.ndarray, ...]:
     """Weight matching (Git Re-Basin) of the members of a population to member ``ref``.
 
     Members whose units already match the reference's index for index (the
@@ -270,13 +396,21 @@ def match_population(params: Params, ref: int, members: Optional[Sequence[int]] 
       passes: sweeps of weight matching over the layers (None: until it
         converges). One sweep costs about a third of converging on a trained
         digits MLP and reaches 72-92 % of its similarity gain.
+      matcher: ``"exact"`` (linear assignments on the host) or ``"greedy"``
+        (:func:`match_on_device`: 5-10x faster, ~94 % of the exact gain).
 
     Returns:
       One ``(P, units)`` int32 permutation per hidden layer, for
       :func:`permute_population`.
     """
+    _check_matcher(matcher)
     chain = unit_chain(params)
     size = jax.tree_util.tree_leaves(params)[0].shape[0]
+    if matcher == "greedy":
+        keep = np.ones(size, bool)
+        keep[np.asarray(members if members is not None else np.arange(size), int)] = False
+        return tuple(np.where(keep[:, None], np.arange(p.shape[1], dtype=np.int32), p)
+                     for p in map(np.asarray, match_on_device(params, ref, passes)))
     perms = [np.tile(np.arange(params["params"][n]["kernel"].shape[-1], dtype=np.int32),
                      (size, 1)) for n in chain[:-1]]
     todo = np.flatnonzero(np.asarray(_unmatched(params, ref)))
@@ -329,12 +463,12 @@ def align_population(params: Params, ref: int, *states: Any) -> Tuple[Any, ...]:
 
 
 def aligned(key, a: Params, b: Params, base: str = "uniform",
-            passes: Optional[int] = None) -> Params:
+            passes: Optional[int] = None, matcher: str = "exact") -> Params:
     """Align ``b``'s units to ``a`` (Git Re-Basin), then cross with ``base``."""
     if base == "aligned" or base not in CROSSOVERS:
         raise ValueError(f"aligned crossover needs a base crossover among "
                          f"{', '.join(n for n in CROSSOVERS if n != 'aligned')}, got {base!r}")
-    return CROSSOVERS[base](key, a, align(a, b, passes))
+    return CROSSOVERS[base](key, a, align(a, b, passes, matcher))
 
 
 CROSSOVERS: Dict[str, Callable] = {

@@ -47,7 +47,9 @@ class WeightGAConfig:
         the best member (:func:`~genetic_dl.crossover.match_population`), so
         that they share its basis, then crosses with ``base`` (default
         uniform); ``passes`` caps the weight-matching sweeps (default: until
-        converged); elites are kept unpermuted.
+        converged); ``matcher`` is ``"exact"`` (linear assignments on the
+        host, the default) or ``"greedy"`` (on the device, 2-5x cheaper, ~94 %
+        of the exact similarity gain); elites are kept unpermuted.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
       distinct_parents: draw the second parent among the other members, so
@@ -103,6 +105,10 @@ class WeightGAConfig:
             raise ValueError(f"aligned crossover needs a base crossover among "
                              f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
                              f", got {base!r}")
+        if dict(self.crossover_kw).get("matcher", "exact") not in crossover_mod.MATCHERS:
+            raise ValueError(f"aligned crossover's matcher must be one of "
+                             f"{', '.join(crossover_mod.MATCHERS)}, got "
+                             f"{dict(self.crossover_kw)['matcher']!r}")
         passes = dict(self.crossover_kw).get("passes")
         if passes is not None and (not isinstance(passes, int) or passes < 1):
             raise ValueError(f"aligned crossover's passes must be a positive int (or None: until "
@@ -198,6 +204,7 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     if name == "aligned":  # ga_step aligned the parents to the best member
         name = kw.pop("base", "uniform")
         kw.pop("passes", None)
+        kw.pop("matcher", None)
     cross = crossover_mod.get(name, **kw)
     crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
     if config.crossover_prob == 0:  # static: skip the work, not only its result
@@ -253,10 +260,14 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         if "widths" in population.hparams:
             raise ValueError("aligned crossover cannot permute width-padded members (their unit "
                              "masks keep the first units): use per_neuron or uniform")
-        parents = np.union1d(np.asarray(a), np.asarray(b))
-        best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
-        perms = crossover_mod.match_population(population.params, best, members=parents,
-                                               passes=dict(config.crossover_kw).get("passes"))
+        kw = dict(config.crossover_kw)
+        best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
+        if kw.get("matcher", "exact") == "greedy":  # all on the device, no host round trip
+            perms = crossover_mod.match_on_device(population.params, best, kw.get("passes"))
+        else:
+            perms = crossover_mod.match_population(population.params, int(best),
+                                                   members=np.union1d(np.asarray(a), np.asarray(b)),
+                                                   passes=kw.get("passes"))
     return _ga_step(key, population, generation, config, perms, elite, a, b,
                     sharding.mesh_of(population.params))
 

@@ -110,13 +110,14 @@ def test_per_neuron_keeps_units_whole():
                                       src["params"]["Dense_2"]["kernel"][j])
 
 
+@pytest.mark.parametrize("matcher", crossover.MATCHERS)
 @pytest.mark.parametrize("spec,shape", [(gdl.MLPSpec((6, 5)), (4,)), (CNN, (8, 8)),
                                         (gdl.CNNSpec((6, 5), 3, "none", ()), (10,))],
                          ids=["mlp", "cnn2d", "cnn1d_no_head"])
-def test_alignment_preserves_function_and_finds_a_hidden_permutation(spec, shape):
+def test_alignment_preserves_function_and_finds_a_hidden_permutation(spec, shape, matcher):
     a, b, model = _pair(spec, shape)
     x = jax.random.normal(jax.random.key(9), (7,) + shape)
-    aligned_b = crossover.align(a, b)
+    aligned_b = crossover.align(a, b, matcher=matcher)
     np.testing.assert_allclose(model.apply(aligned_b, x), model.apply(b, x), rtol=1e-5,
                                atol=1e-6)
     # a permuted copy of a is mapped back onto a exactly
@@ -125,7 +126,7 @@ def test_alignment_preserves_function_and_finds_a_hidden_permutation(spec, shape
              for l, n in enumerate(chain[:-1])]
     shuffled = crossover.permute_units(a, perms)
     np.testing.assert_allclose(model.apply(shuffled, x), model.apply(a, x), rtol=1e-5, atol=1e-6)
-    back = crossover.align(a, shuffled)
+    back = crossover.align(a, shuffled, matcher=matcher)
     for x1, x2 in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(a)):
         np.testing.assert_array_equal(x1, x2)
 
@@ -183,6 +184,65 @@ def test_weight_matching_passes_and_members():
             np.testing.assert_array_equal(perm[i], want)
     with pytest.raises(ValueError, match="passes"):
         WeightGAConfig(crossover="aligned", crossover_kw=(("passes", 0),))
+
+
+def _greedy_reference(s):
+    """Greedy matching by definition: take the largest remaining entry, one at a time."""
+    s, perm = np.array(s, np.float64), np.zeros(len(s), int)
+    s[~np.isfinite(s)] = -1e300
+    for _ in range(len(s)):
+        i, j = np.unravel_index(np.argmax(s), s.shape)
+        perm[i], s[i, :], s[:, j] = j, -np.inf, -np.inf
+    return perm
+
+
+@pytest.mark.parametrize("n", [1, 5, 31, 40, 128])
+def test_greedy_assignment_is_the_greedy_matching(n):
+    rng = np.random.default_rng(n)
+    batch = rng.normal(size=(4, n, n)).astype(np.float32)
+    batch[1] = np.round(batch[1])  # many ties
+    batch[2, : n // 2] = np.nan  # failed members' similarities
+    batch[3] = batch[3] @ batch[3].T  # a permuted copy's similarity shape
+    perms = np.asarray(jax.jit(jax.vmap(crossover.greedy_assignment))(batch))
+    for s, perm in zip(batch, perms):
+        assert sorted(perm.tolist()) == list(range(n))
+        if not np.isnan(s).any() and len(np.unique(s)) == s.size:  # ties: any greedy order
+            np.testing.assert_array_equal(perm, _greedy_reference(s))
+        got = s[np.arange(n), perm]
+        want = s[np.arange(n), _greedy_reference(s)]
+        np.testing.assert_allclose(np.sort(np.nan_to_num(got, nan=-1)),
+                                   np.sort(np.nan_to_num(want, nan=-1)))
+
+
+def test_greedy_weight_matching_on_the_device():
+    pop = gdl.init_population(jax.random.key(3), gdl.MLPSpec((40, 36, 8)), ((5,), 3), 6)
+
+    def agreement(perms, i):  # Git Re-Basin's objective: sum of <ref, permuted member>
+        mine = crossover.permute_units(pop.member(i), [p[i] for p in perms])
+        return sum(float(np.vdot(x, y)) for x, y in zip(
+            jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
+    identity = crossover.match_population(pop.params, 0, members=[])
+    exact = crossover.match_population(pop.params, 0)
+    runs = [crossover.match_population(pop.params, 0, passes=k, matcher="greedy")
+            for k in (1, 2, None)]
+    for i in range(1, 6):  # each sweep keeps or raises the objective; close to exact
+        scores = [agreement(perms, i) for perms in [identity] + runs]
+        assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
+        gain, best = scores[-1] - scores[0], agreement(exact, i) - scores[0]
+        assert 0.7 * best < gain <= best + 1e-4, (gain, best)
+    jitted = crossover.match_on_device(pop.params, jnp.asarray(0))
+    for got, want in zip(jitted, runs[-1]):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got[0], np.arange(got.shape[1]))  # the reference
+    some = crossover.match_population(pop.params, 0, members=[2, 4], matcher="greedy")
+    for l, perm in enumerate(some):  # members left out keep the identity
+        for i in range(6):
+            want = runs[-1][l][i] if i in (2, 4) else np.arange(perm.shape[1])
+            np.testing.assert_array_equal(perm[i], want)
+    with pytest.raises(ValueError, match="matcher"):
+        WeightGAConfig(crossover="aligned", crossover_kw=(("matcher", "hungarian"),))
+    with pytest.raises(ValueError, match="matcher"):
+        crossover.align(pop.member(0), pop.member(1), matcher="hungarian")
 
 
 def test_unit_crossovers_refuse_rnn():
