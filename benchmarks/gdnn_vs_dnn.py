@@ -4,8 +4,10 @@ Arms (same MLP, optimizer and epochs per lineage; P members; G generations of n 
   dnn          one network trained G*n epochs (member 0 of the independent population);
   best_of_p    P independent networks, the best by validation loss (equal-compute control);
   pbt          PBT exploit/explore, no crossover (rule "pbt");
-  gdnn_uniform, gdnn_neuron, gdnn_aligned
-               the weight GA with uniform, per-neuron and aligned (Git Re-Basin) crossover.
+  gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact
+               the weight GA with uniform, per-neuron and aligned (Git Re-Basin) crossover,
+               the last with greedy pairwise weight matching on the device (the default) or
+               exact matching of the parents to the best member on the host.
 Selection only sees the validation split; test metrics of each arm's chosen network are
 reported at the end. Also measures offspring quality right after crossover, before any
 retraining: child validation loss against the mean of its two parents'.
@@ -36,8 +38,11 @@ ARMS = {
     "gdnn_uniform": WeightGAConfig(crossover="uniform"),
     "gdnn_neuron": WeightGAConfig(crossover="per_neuron"),
     "gdnn_aligned": WeightGAConfig(crossover="aligned"),
+    "gdnn_aligned_exact": WeightGAConfig(crossover="aligned",
+                                         crossover_kw=(("matcher", "exact"),)),
 }
-CROSSES = ("uniform", "per_neuron", "aligned")
+CROSSES = {"uniform": ("uniform", ()), "per_neuron": ("per_neuron", ()),
+           "aligned": ("aligned", ()), "aligned_exact": ("aligned", (("matcher", "exact"),))}
 
 
 def split_metrics(model, params, data, split):
@@ -97,8 +102,8 @@ def offspring_quality(data, spec, seed, args):
     parent_loss = np.asarray(gdl.evaluate(pop, data)["loss"])
     fit = -parent_loss
     out = {}
-    for cross in CROSSES:
-        cfg = WeightGAConfig(crossover=cross, elitism=0, mutation_rate=0.0)
+    for cross, (name, kw) in CROSSES.items():
+        cfg = WeightGAConfig(crossover=name, crossover_kw=kw, elitism=0, mutation_rate=0.0)
         kids, parents = ga_step(jax.random.fold_in(key, 7), pop, fit, 0, cfg)
         parents = np.asarray(parents)
         child_loss = np.asarray(gdl.evaluate(kids, data)["loss"])
@@ -188,13 +193,13 @@ def main():
         quality = [offspring_quality(data, spec, seed, args) for seed in range(args.seeds)]
         results[name] = {"seeds": seeds, "offspring": quality}
     table = summarise(results, args.datasets)
-    print(f"\n{'dataset':<8} {'arm':<13} {'compute':>7} {'val loss':>15} {'val acc':>15} "
+    print(f"\n{'dataset':<8} {'arm':<19} {'compute':>7} {'val loss':>15} {'val acc':>15} "
           f"{'test loss':>15} {'test acc':>15}  origin of the best member")
     for name, arms in table.items():
         for arm, row in arms.items():
             cells = " ".join(f"{row[k][0]:>7.4f}±{row[k][1]:.4f}" for k in
                              ("val_loss", "val_accuracy", "test_loss", "test_accuracy"))
-            print(f"{name:<8} {arm:<13} {row['compute']:>7} {cells}  best: {row['best_origin']}")
+            print(f"{name:<8} {arm:<19} {row['compute']:>7} {cells}  best: {row['best_origin']}")
     print("\noffspring right after crossover (mean over seeds; ratio = child / parents' mean "
           "validation loss):")
     for name in args.datasets:
@@ -203,7 +208,7 @@ def main():
             ratio = np.array([v["ratio"] for v in vals])
             child = np.mean([v["child_loss"] for v in vals])
             par = np.mean([v["parents_mean_loss"] for v in vals])
-            print(f"  {name:<8} {cross:<11} child {child:.3f}  parents {par:.3f}  "
+            print(f"  {name:<8} {cross:<14} child {child:.3f}  parents {par:.3f}  "
                   f"ratio {ratio.mean():.2f}±{ratio.std():.2f}")
     summary = {"table": table, "args": vars(args), "machine": f"{os.cpu_count()} cores, jax "
                f"{jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s)",

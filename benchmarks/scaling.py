@@ -60,10 +60,10 @@ for name, cfg in (("uniform", WeightGAConfig()),
                   ("aligned", WeightGAConfig(crossover="aligned")),
                   ("aligned_1pass", WeightGAConfig(crossover="aligned",
                                                    crossover_kw=(("passes", 1),))),
-                  ("aligned_greedy", WeightGAConfig(crossover="aligned",
-                                                    crossover_kw=(("matcher", "greedy"),))),
-                  ("aligned_greedy_1pass", WeightGAConfig(
-                      crossover="aligned", crossover_kw=(("matcher", "greedy"), ("passes", 1))))):
+                  ("aligned_exact", WeightGAConfig(crossover="aligned",
+                                                   crossover_kw=(("matcher", "exact"),))),
+                  ("aligned_exact_1pass", WeightGAConfig(
+                      crossover="aligned", crossover_kw=(("matcher", "exact"), ("passes", 1))))):
     jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, 0, cfg)[0].params)
     times = []
     for i in range(15):  # the median: this shared machine has bursts of other load

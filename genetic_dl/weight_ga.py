@@ -43,13 +43,16 @@ class WeightGAConfig:
       selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name
         and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
       crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
-        and its options. ``"aligned"`` first matches the selected parents to
-        the best member (:func:`~genetic_dl.crossover.match_population`), so
-        that they share its basis, then crosses with ``base`` (default
-        uniform); ``passes`` caps the weight-matching sweeps (default: until
-        converged); ``matcher`` is ``"exact"`` (linear assignments on the
-        host, the default) or ``"greedy"`` (on the device, 2-5x cheaper, ~94 %
-        of the exact similarity gain); elites are kept unpermuted.
+        and its options. ``"aligned"`` permutes hidden units before crossing
+        with ``base`` (default uniform): with ``matcher="greedy"`` (the
+        default) each child's second parent is matched to its first on the
+        device (:func:`~genetic_dl.crossover.match_greedy`, Git Re-Basin's
+        pairwise weight matching with greedy assignments); with ``"exact"``
+        the selected parents are matched to the best member with exact
+        linear assignments on the host
+        (:func:`~genetic_dl.crossover.match_population`), 2-5x slower.
+        ``passes`` caps the weight-matching sweeps (default: until
+        converged); elites are kept unpermuted.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
       distinct_parents: draw the second parent among the other members, so
@@ -105,7 +108,7 @@ class WeightGAConfig:
             raise ValueError(f"aligned crossover needs a base crossover among "
                              f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
                              f", got {base!r}")
-        if dict(self.crossover_kw).get("matcher", "exact") not in crossover_mod.MATCHERS:
+        if dict(self.crossover_kw).get("matcher", "greedy") not in crossover_mod.MATCHERS:
             raise ValueError(f"aligned crossover's matcher must be one of "
                              f"{', '.join(crossover_mod.MATCHERS)}, got "
                              f"{dict(self.crossover_kw)['matcher']!r}")
@@ -162,17 +165,22 @@ def diversity(params) -> jax.Array:
     return jnp.mean(jnp.sqrt(sq / n))
 
 
-def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None):
+def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None,
+                     perms_b=None):
     if rule == "reset":
         init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
         return init(params, hparams)
-
-    def gathered(s):  # rows by parent index, from a replicated copy (see _children)
-        if rule == "average" and jnp.issubdtype(s.dtype, jnp.floating):
-            return (s[a] + s[b]) / 2
-        return s[a]
+    # rows by parent index, from a replicated copy (see _children)
     whole = sharding.constrain(population.opt_state, mesh, split=False)
-    return sharding.constrain(jax.tree_util.tree_map(gathered, whole), mesh, split=True)
+    state = jax.tree_util.tree_map(lambda s: s[a], whole)
+    if rule == "average":
+        state_b = jax.tree_util.tree_map(lambda s: s[b], whole)
+        if perms_b is not None:  # b's moments follow its units, permuted to match a's
+            state_b, = crossover_mod.permute_states(params, perms_b, state_b)
+        state = jax.tree_util.tree_map(
+            lambda x, y: (x + y) / 2 if jnp.issubdtype(x.dtype, jnp.floating) else x,
+            state, state_b)
+    return sharding.constrain(state, mesh, split=True)
 
 
 def _rows(head, rest):
@@ -193,7 +201,9 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     exactly what it would be if computed alone.
 
     Returns:
-      ``(params, hparams, b)`` per row, ``b`` the parent each child took genes from.
+      ``(params, hparams, b, perms_b)`` per row: ``b`` the parent each child
+      took genes from, ``perms_b`` how its units were permuted to match the
+      first parent's (greedy aligned crossover; else None).
     """
     n_child = a.shape[0] - n_elite
     k_cross, k_do, k_mut, k_sigma = jax.random.split(key, 4)
@@ -201,10 +211,13 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     pa = sharding.constrain(jax.tree_util.tree_map(lambda x: x[a], whole), mesh, split=True)
     pb = sharding.constrain(jax.tree_util.tree_map(lambda x: x[b], whole), mesh, split=True)
     name, kw = config.crossover, dict(config.crossover_kw)
-    if name == "aligned":  # ga_step aligned the parents to the best member
-        name = kw.pop("base", "uniform")
-        kw.pop("passes", None)
-        kw.pop("matcher", None)
+    perms_b = None
+    if name == "aligned":
+        name, passes = kw.pop("base", "uniform"), kw.pop("passes", None)
+        if kw.pop("matcher", "greedy") == "greedy":  # else ga_step matched them to the best
+            perms_b = jax.vmap(functools.partial(crossover_mod.match_greedy, passes=passes))(
+                pa, pb)
+            pb = jax.vmap(lambda p, perm: crossover_mod.permute_units(p, list(perm)))(pb, perms_b)
     cross = crossover_mod.get(name, **kw)
     crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
     if config.crossover_prob == 0:  # static: skip the work, not only its result
@@ -233,7 +246,7 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     if config.mutation_rate > 0:
         children = jax.vmap(mutate, in_axes=(0, 0, None, 0))(
             _rows(n_elite, jax.random.split(k_mut, n_child)), children, rate, scale)
-    return children, hparams, jnp.where(crossed, b, a)
+    return children, hparams, jnp.where(crossed, b, a), perms_b
 
 
 def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig):
@@ -261,13 +274,11 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
             raise ValueError("aligned crossover cannot permute width-padded members (their unit "
                              "masks keep the first units): use per_neuron or uniform")
         kw = dict(config.crossover_kw)
-        best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
-        if kw.get("matcher", "exact") == "greedy":  # all on the device, no host round trip
-            perms = crossover_mod.match_on_device(population.params, best, kw.get("passes"))
-        else:
-            perms = crossover_mod.match_population(population.params, int(best),
+        if kw.get("matcher", "greedy") == "exact":  # greedy matches pairs inside the step
+            best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
+            perms = crossover_mod.match_population(population.params, best,
                                                    members=np.union1d(np.asarray(a), np.asarray(b)),
-                                                   passes=kw.get("passes"))
+                                                   passes=kw.get("passes"), matcher="exact")
     return _ga_step(key, population, generation, config, perms, elite, a, b,
                     sharding.mesh_of(population.params))
 
@@ -311,9 +322,10 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
                                                              population.opt_state)
         source = population.replace(params=params, opt_state=opt_state)
     rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
-    params, hparams, rows_b = _children(k_child, source, rows_a, rows_b, generation, config,
-                                        n_elite, mesh)
-    opt_state = _child_opt_state(source, params, hparams, rows_a, rows_b, config.opt_state, mesh)
+    params, hparams, rows_b, perms_b = _children(k_child, source, rows_a, rows_b, generation,
+                                                 config, n_elite, mesh)
+    opt_state = _child_opt_state(source, params, hparams, rows_a, rows_b, config.opt_state, mesh,
+                                 perms_b)
     first_new = jnp.max(population.ids) + 1
     keys = _rows(n_elite, jax.vmap(functools.partial(jax.random.fold_in, k_keys))(
         jnp.arange(n_child)))

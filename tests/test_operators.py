@@ -171,13 +171,14 @@ def test_weight_matching_passes_and_members():
         mine = crossover.permute_units(pop.member(i), [p[i] for p in perms])
         return sum(float(np.vdot(x, y)) for x, y in zip(
             jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
-    identity = crossover.match_population(params, 0, members=[])
-    runs = [crossover.match_population(params, 0, passes=k) for k in (1, 2, None)]
+    identity = crossover.match_population(params, 0, members=[], matcher="exact")
+    runs = [crossover.match_population(params, 0, passes=k, matcher="exact")
+            for k in (1, 2, None)]
     for i in range(1, 6):  # coordinate ascent: every sweep keeps or raises the objective
         scores = [agreement(perms, i) for perms in [identity] + runs]
         assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
         assert scores[-1] > scores[0]
-    some = crossover.match_population(params, 0, members=[2, 4])
+    some = crossover.match_population(params, 0, members=[2, 4], matcher="exact")
     for l, perm in enumerate(some):  # members left out keep the identity
         for i in range(6):
             want = runs[-1][l][i] if i in (2, 4) else np.arange(perm.shape[1])
@@ -222,7 +223,7 @@ def test_greedy_weight_matching_on_the_device():
         return sum(float(np.vdot(x, y)) for x, y in zip(
             jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
     identity = crossover.match_population(pop.params, 0, members=[])
-    exact = crossover.match_population(pop.params, 0)
+    exact = crossover.match_population(pop.params, 0, matcher="exact")
     runs = [crossover.match_population(pop.params, 0, passes=k, matcher="greedy")
             for k in (1, 2, None)]
     for i in range(1, 6):  # each sweep keeps or raises the objective; close to exact

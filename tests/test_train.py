@@ -159,7 +159,7 @@ from genetic_dl import sharding
 from genetic_dl.weight_ga import WeightGAConfig, ga_step
 assert jax.device_count() == 8, jax.devices()
 d = gdl.load_dataset("iris")
-cfg = WeightGAConfig(crossover="aligned")
+cfg = WeightGAConfig(crossover="aligned", opt_state="average")  # greedy pairwise matching
 for size in (6,):  # 6 divides 2 devices, not 4 or 8: padded, then trimmed
     pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((16,)), d, size,
                               hparams={"learning_rate": np.geomspace(1e-3, 1e-1, size)})
@@ -183,7 +183,7 @@ pop8 = pop8.replace(hparams=dict(pop8.hparams, mutation_scale=np.geomspace(0.05,
 for cfg in (cfg, WeightGAConfig(self_adaptive=True, opt_state="average", crossover_prob=0.5,
                                 distinct_parents=True),
             WeightGAConfig(crossover="per_neuron", opt_state="inherit", noise_table=True),
-            WeightGAConfig(crossover="aligned", crossover_kw=(("matcher", "greedy"),))):
+            WeightGAConfig(crossover="aligned", crossover_kw=(("matcher", "exact"),))):
     one = ga_step(jax.random.key(1), jax.device_put(pop8, jax.devices()[0]), fit8, 0, cfg)
     for n in (2, 4, 8):
         many = ga_step(jax.random.key(1), sharding.shard_members(

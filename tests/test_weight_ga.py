@@ -1,4 +1,6 @@
 """The GDNN loop: elitism, lineage, budget, determinism, rules, callbacks."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -128,3 +130,35 @@ def test_hall_of_fame_holds_the_best_distinct_members(iris):
     if pytest.importorskip("pandas"):
         assert list(res.to_pandas()["generation"]) == [0, 1, 2]
         assert len(res.to_pandas("lineage")) == len(res.lineage)
+
+
+@pytest.mark.parametrize("matcher", ["greedy", "exact"])
+def test_aligned_child_state_follows_the_permuted_units(trained, matcher):
+    """Moments equal to the params stay equal to them through aligned arithmetic crossover
+    with averaged optimizer state: the second parent's moments are permuted with its units."""
+    pop, fit = trained
+    treedef = jax.tree_util.tree_structure(pop.params)
+
+    def like_params(x):
+        return jax.tree_util.tree_structure(x) == treedef
+    moments = jax.tree_util.tree_map(lambda x: pop.params if like_params(x) else x,
+                                     pop.opt_state, is_leaf=like_params)
+    pop = pop.replace(opt_state=moments)
+    cfg = WeightGAConfig(elitism=0, mutation_rate=0.0, opt_state="average", crossover="aligned",
+                         distinct_parents=True,
+                         crossover_kw=(("base", "arithmetic"), ("matcher", matcher)))
+    new, _ = ga_step(jax.random.key(5), pop, fit, 0, cfg)
+    states = [s for s in jax.tree_util.tree_leaves(new.opt_state, is_leaf=like_params)
+              if like_params(s)]
+    assert states
+    x = jax.random.normal(jax.random.key(6), (5, 4))
+    plain = ga_step(jax.random.key(5), pop, fit, 0, dataclasses.replace(
+        cfg, crossover="arithmetic", crossover_kw=()))[0]
+    outputs = []
+    for child in (new, plain):
+        outputs.append(np.asarray(jax.vmap(lambda p: pop.model.apply(p, x))(child.params)))
+        for state in states if child is new else ():
+            for m, p in zip(jax.tree_util.tree_leaves(state),
+                            jax.tree_util.tree_leaves(child.params)):
+                np.testing.assert_allclose(m, p, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(outputs[0], outputs[1])  # the alignment changed the children
