@@ -225,7 +225,7 @@ def test_greedy_weight_matching_on_the_device():
     identity = crossover.match_population(pop.params, 0, members=[])
     exact = crossover.match_population(pop.params, 0, matcher="exact")
     runs = [crossover.match_population(pop.params, 0, passes=k, matcher="greedy")
-            for k in (1, 2, None)]
+            for k in (1, None)]
     for i in range(1, 6):  # each sweep keeps or raises the objective; close to exact
         scores = [agreement(perms, i) for perms in [identity] + runs]
         assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
