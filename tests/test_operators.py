@@ -197,7 +197,7 @@ def _greedy_reference(s):
     return perm
 
 
-@pytest.mark.parametrize("n", [1, 5, 31, 40, 128])
+@pytest.mark.parametrize("n", [5, 40, 128])
 def test_greedy_assignment_is_the_greedy_matching(n):
     rng = np.random.default_rng(n)
     batch = rng.normal(size=(4, n, n)).astype(np.float32)

@@ -182,8 +182,7 @@ fit8 = np.concatenate([np.asarray(fit), np.asarray(fit)[:2]])
 pop8 = pop8.replace(hparams=dict(pop8.hparams, mutation_scale=np.geomspace(0.05, 0.2, 8)))
 for cfg in (cfg, WeightGAConfig(self_adaptive=True, opt_state="average", crossover_prob=0.5,
                                 distinct_parents=True),
-            WeightGAConfig(crossover="per_neuron", opt_state="inherit", noise_table=True),
-            WeightGAConfig(crossover="aligned", crossover_kw=(("matcher", "exact"),))):
+            WeightGAConfig(crossover="per_neuron", opt_state="inherit", noise_table=True)):
     one = ga_step(jax.random.key(1), jax.device_put(pop8, jax.devices()[0]), fit8, 0, cfg)
     for n in (2, 4, 8):
         many = ga_step(jax.random.key(1), sharding.shard_members(
