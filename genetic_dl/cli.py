@@ -46,7 +46,7 @@ def _common(p):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``genetic-dl`` command."""
-    from .crossover import CROSSOVERS  # pylint: disable=import-outside-toplevel
+    from .crossover import CROSSOVERS, MATCHERS  # pylint: disable=import-outside-toplevel
     from .optimizers import OPTIMIZERS  # pylint: disable=import-outside-toplevel
     from .search import METHODS  # pylint: disable=import-outside-toplevel
     from .selection import SELECTIONS  # pylint: disable=import-outside-toplevel
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lr", type=float, default=None, help="learning rate")
     ev.add_argument("--rule", choices=RULES, default="ga")
     ev.add_argument("--crossover", choices=sorted(CROSSOVERS), default="uniform")
-    ev.add_argument("--matcher", choices=("greedy", "exact"), default="greedy",
+    ev.add_argument("--matcher", choices=MATCHERS, default=MATCHERS[0],
                     help="weight matching of --crossover aligned: greedy on the device, or "
                     "exact linear assignments on the host (2-5x slower)")
     ev.add_argument("--selection", choices=sorted(SELECTIONS), default="tournament")

@@ -188,24 +188,35 @@ def permute_units(params: Params, perms: List[jax.Array]) -> Params:
     return {"params": p}
 
 
+def _layers(params: Params) -> List[Tuple[Any, Any]]:
+    """``(kernel, bias)`` of each layer of :func:`unit_chain`, in order."""
+    inner = params["params"]
+    return [(inner[n]["kernel"], inner[n]["bias"]) for n in unit_chain(params)]
+
+
+def _layer_similarity(ref_layers, layers, perms, l: int):
+    """Similarity of the reference's units of hidden layer ``l`` to those of
+    ``layers``, whose neighbouring hidden layers are permuted by ``perms``."""
+    hidden, units = len(layers) - 1, [k.shape[-1] for k, _ in layers]
+    kernel, bias = layers[l]
+    inc = kernel if l == 0 else _permute_incoming(kernel, perms[l - 1], units[l - 1])
+    nxt = layers[l + 1][0] if l + 1 == hidden else layers[l + 1][0][..., perms[l + 1]]
+    return _similarity(ref_layers[l][0], ref_layers[l][1], ref_layers[l + 1][0], inc, bias, nxt,
+                       units[l])
+
+
 def _match_host(layers_a, layers_b, passes: Optional[int] = None):
     """Weight matching (Ainsworth et al., 2022, Git Re-Basin, Alg. 1) on the host:
     coordinate ascent over the layers, ``passes`` sweeps at most (None: until no
     permutation changes, at most 30)."""
     from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
-    ka = [np.asarray(k, np.float64) for k, _ in layers_a]
-    kb = [np.asarray(k, np.float64) for k, _ in layers_b]
-    ba = [np.asarray(v, np.float64) for _, v in layers_a]
-    bb = [np.asarray(v, np.float64) for _, v in layers_b]
-    hidden = len(ka) - 1
-    units = [k.shape[-1] for k in ka]
-    perms = [np.arange(u) for u in units[:-1]]
+    layers_a, layers_b = ([(np.asarray(k, np.float64), np.asarray(v, np.float64))
+                           for k, v in layers] for layers in (layers_a, layers_b))
+    perms = [np.arange(k.shape[-1]) for k, _ in layers_a[:-1]]
     for _ in range(passes or 30):
         changed = False
-        for l in range(hidden):
-            inc_b = kb[l] if l == 0 else _permute_incoming(kb[l], perms[l - 1], units[l - 1])
-            nxt_b = kb[l + 1] if l + 1 == hidden else kb[l + 1][..., perms[l + 1]]
-            s = _similarity(ka[l], ba[l], ka[l + 1], inc_b, bb[l], nxt_b, units[l])
+        for l in range(len(layers_a) - 1):
+            s = _layer_similarity(layers_a, layers_b, perms, l)
             _, cols = linear_sum_assignment(s, maximize=True)
             if not np.array_equal(cols, perms[l]):
                 perms[l], changed = cols, True
@@ -277,17 +288,10 @@ def _match_device(ref_layers, layers, passes: Optional[int] = None):
     (jittable, vmappable). A layer's new permutation is kept only if it raises that
     layer's similarity, so each sweep can only improve on the last (and on the
     identity)."""
-    hidden = len(layers) - 1
-    units = [k.shape[-1] for k, _ in layers]
-
     def sweep(perms):
         perms, changed = list(perms), jnp.asarray(False)
-        for l in range(hidden):
-            k, bias = layers[l]
-            inc = k if l == 0 else _permute_incoming(k, perms[l - 1], units[l - 1])
-            nxt = layers[l + 1][0] if l + 1 == hidden else layers[l + 1][0][..., perms[l + 1]]
-            s = _similarity(ref_layers[l][0], ref_layers[l][1], ref_layers[l + 1][0],
-                            inc, bias, nxt, units[l])
+        for l in range(len(layers) - 1):
+            s = _layer_similarity(ref_layers, layers, perms, l)
             new = greedy_assignment(s)
             gain = (jnp.sum(jnp.take_along_axis(s, new[:, None], 1))
                     - jnp.sum(jnp.take_along_axis(s, perms[l][:, None], 1)))
@@ -296,7 +300,7 @@ def _match_device(ref_layers, layers, passes: Optional[int] = None):
             changed |= better
         return tuple(perms), changed
 
-    perms = tuple(jnp.arange(u, dtype=jnp.int32) for u in units[:-1])
+    perms = tuple(jnp.arange(k.shape[-1], dtype=jnp.int32) for k, _ in layers[:-1])
     if passes is not None:
         for _ in range(passes):
             perms, _ = sweep(perms)
@@ -320,10 +324,7 @@ def match_greedy(a: Params, b: Params, passes: Optional[int] = None) -> Tuple[ja
     Returns:
       One ``(units,)`` int32 permutation per hidden layer, for :func:`permute_units`.
     """
-    chain = unit_chain(a)
-    layers = [(a["params"][n]["kernel"], a["params"][n]["bias"]) for n in chain]
-    layers_b = [(b["params"][n]["kernel"], b["params"][n]["bias"]) for n in chain]
-    return _match_device(layers, layers_b, passes)
+    return _match_device(_layers(a), _layers(b), passes)
 
 
 def _check_matcher(matcher: str):
@@ -343,9 +344,7 @@ def align(a: Params, b: Params, passes: Optional[int] = None,
     _check_matcher(matcher)
     if matcher == "greedy":
         return permute_units(b, list(match_greedy(a, b, passes)))
-    chain = unit_chain(a)
-    layers = [(a["params"][n]["kernel"], a["params"][n]["bias"]) for n in chain]
-    layers_b = [(b["params"][n]["kernel"], b["params"][n]["bias"]) for n in chain]
+    layers, layers_b = _layers(a), _layers(b)
     shapes = tuple(jax.ShapeDtypeStruct((k.shape[-1],), jnp.int32) for k, _ in layers[:-1])
     perms = jax.pure_callback(functools.partial(_match_host, passes=passes), shapes, layers,
                               layers_b, vmap_method="sequential")
@@ -368,8 +367,7 @@ def _identity_is_matched(ref_layers, layers) -> jax.Array:
 
 @jax.jit
 def _unmatched(params: Params, ref) -> jax.Array:
-    chain = unit_chain(params)
-    layers = [(params["params"][n]["kernel"], params["params"][n]["bias"]) for n in chain]
+    layers = _layers(params)
     ref_layers = [(k[ref], v[ref]) for k, v in layers]
     todo = ~jax.vmap(lambda ls: _identity_is_matched(ref_layers, ls))(layers)
     return todo.at[ref].set(False)
@@ -384,10 +382,8 @@ def match_on_device(params: Params, ref, passes: Optional[int] = None) -> Tuple[
       One ``(P, units)`` int32 permutation per hidden layer (the identity for
       ``ref``), for :func:`permute_population`.
     """
-    chain = unit_chain(params)
-    layers = [(params["params"][n]["kernel"], params["params"][n]["bias"]) for n in chain]
-    ref_layers = [(k[ref], v[ref]) for k, v in layers]
-    perms = jax.vmap(lambda ls: _match_device(ref_layers, ls, passes))(layers)
+    reference = jax.tree_util.tree_map(lambda x: x[ref], params)
+    perms = jax.vmap(lambda member: match_greedy(reference, member, passes))(params)
     is_ref = (jnp.arange(perms[0].shape[0]) == ref)[:, None]
     return tuple(jnp.where(is_ref, jnp.arange(p.shape[1], dtype=p.dtype), p) for p in perms)
 
@@ -418,21 +414,19 @@ def match_population(params: Params, ref: int, members: Optional[Sequence[int]] 
       :func:`permute_population`.
     """
     _check_matcher(matcher)
-    chain = unit_chain(params)
-    size = jax.tree_util.tree_leaves(params)[0].shape[0]
+    layers = _layers(params)
+    size = layers[0][0].shape[0]
     if matcher == "greedy":
         keep = np.ones(size, bool)
         keep[np.asarray(members if members is not None else np.arange(size), int)] = False
         return tuple(np.where(keep[:, None], np.arange(p.shape[1], dtype=np.int32), p)
                      for p in map(np.asarray, match_on_device(params, ref, passes)))
-    perms = [np.tile(np.arange(params["params"][n]["kernel"].shape[-1], dtype=np.int32),
-                     (size, 1)) for n in chain[:-1]]
+    perms = [np.tile(np.arange(k.shape[-1], dtype=np.int32), (size, 1)) for k, _ in layers[:-1]]
     todo = np.flatnonzero(np.asarray(_unmatched(params, ref)))
     if members is not None:
         todo = np.intersect1d(todo, np.asarray(members))
     if todo.size:
-        layers = [(np.asarray(params["params"][n]["kernel"]),
-                   np.asarray(params["params"][n]["bias"])) for n in chain]
+        layers = [(np.asarray(k), np.asarray(v)) for k, v in layers]
         ref_layers = [(k[ref], v[ref]) for k, v in layers]
         for i in todo:
             mine = [(k[i], v[i]) for k, v in layers]
@@ -453,13 +447,12 @@ def permute_population(params: Params, perms, *states: Any) -> Tuple[Any, ...]:
     Returns:
       ``(params, *states)`` permuted; each member computes the same function.
     """
-    member = jax.vmap(lambda p, perm: permute_units(p, list(perm)))
-    return (member(params, perms),) + permute_states(params, perms, *states)
+    return permute_states(params, perms, params, *states)
 
 
-def permute_states(params: Params, perms, *states: Any) -> Tuple[Any, ...]:
-    """Every subtree of ``states`` shaped like ``params`` (stacked) permuted by ``perms``."""
-    treedef = jax.tree_util.tree_structure(params)
+def permute_states(like: Params, perms, *states: Any) -> Tuple[Any, ...]:
+    """Every subtree of ``states`` shaped like the stacked params ``like`` permuted by ``perms``."""
+    treedef = jax.tree_util.tree_structure(like)
     member = jax.vmap(lambda p, perm: permute_units(p, list(perm)))
 
     def is_params(x):

@@ -108,10 +108,9 @@ class WeightGAConfig:
             raise ValueError(f"aligned crossover needs a base crossover among "
                              f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
                              f", got {base!r}")
-        if dict(self.crossover_kw).get("matcher", "greedy") not in crossover_mod.MATCHERS:
+        if self.matcher not in crossover_mod.MATCHERS:
             raise ValueError(f"aligned crossover's matcher must be one of "
-                             f"{', '.join(crossover_mod.MATCHERS)}, got "
-                             f"{dict(self.crossover_kw)['matcher']!r}")
+                             f"{', '.join(crossover_mod.MATCHERS)}, got {self.matcher!r}")
         passes = dict(self.crossover_kw).get("passes")
         if passes is not None and (not isinstance(passes, int) or passes < 1):
             raise ValueError(f"aligned crossover's passes must be a positive int (or None: until "
@@ -120,6 +119,11 @@ class WeightGAConfig:
             raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")
         if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
             raise ValueError("elitism, mutation_scale and mutation_decay must be >= 0")
+
+    @property
+    def matcher(self) -> str:
+        """Weight matching of aligned crossover (``crossover_kw``'s ``matcher``)."""
+        return dict(self.crossover_kw).get("matcher", crossover_mod.MATCHERS[0])
 
 
 @dataclasses.dataclass
@@ -214,10 +218,11 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     perms_b = None
     if name == "aligned":
         name, passes = kw.pop("base", "uniform"), kw.pop("passes", None)
-        if kw.pop("matcher", "greedy") == "greedy":  # else ga_step matched them to the best
+        kw.pop("matcher", None)
+        if config.matcher == "greedy":  # else ga_step matched them to the best member
             perms_b = jax.vmap(functools.partial(crossover_mod.match_greedy, passes=passes))(
                 pa, pb)
-            pb = jax.vmap(lambda p, perm: crossover_mod.permute_units(p, list(perm)))(pb, perms_b)
+            pb, = crossover_mod.permute_population(pb, perms_b)
     cross = crossover_mod.get(name, **kw)
     crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
     if config.crossover_prob == 0:  # static: skip the work, not only its result
@@ -273,12 +278,12 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         if "widths" in population.hparams:
             raise ValueError("aligned crossover cannot permute width-padded members (their unit "
                              "masks keep the first units): use per_neuron or uniform")
-        kw = dict(config.crossover_kw)
-        if kw.get("matcher", "greedy") == "exact":  # greedy matches pairs inside the step
+        if config.matcher == "exact":  # greedy matches pairs inside the step
             best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
             perms = crossover_mod.match_population(population.params, best,
                                                    members=np.union1d(np.asarray(a), np.asarray(b)),
-                                                   passes=kw.get("passes"), matcher="exact")
+                                                   passes=dict(config.crossover_kw).get("passes"),
+                                                   matcher="exact")
     return _ga_step(key, population, generation, config, perms, elite, a, b,
                     sharding.mesh_of(population.params))
 

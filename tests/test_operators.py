@@ -163,19 +163,22 @@ def test_align_population_equals_pairwise_alignment_to_the_reference(spec, shape
     assert not bool(unmatched[2]) and not bool(unmatched[4])
 
 
+def _agreement(pop, perms, i):
+    """Git Re-Basin's objective: sum of <member 0, member i permuted by ``perms``>."""
+    mine = crossover.permute_units(pop.member(i), [p[i] for p in perms])
+    return sum(float(np.vdot(x, y)) for x, y in zip(
+        jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
+
+
 def test_weight_matching_passes_and_members():
     pop = gdl.init_population(jax.random.key(3), gdl.MLPSpec((12, 10, 8)), ((5,), 3), 6)
     params = jax.tree_util.tree_map(np.asarray, pop.params)
 
-    def agreement(perms, i):  # Git Re-Basin's objective: sum of <ref, permuted member>
-        mine = crossover.permute_units(pop.member(i), [p[i] for p in perms])
-        return sum(float(np.vdot(x, y)) for x, y in zip(
-            jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
     identity = crossover.match_population(params, 0, members=[], matcher="exact")
     runs = [crossover.match_population(params, 0, passes=k, matcher="exact")
             for k in (1, 2, None)]
     for i in range(1, 6):  # coordinate ascent: every sweep keeps or raises the objective
-        scores = [agreement(perms, i) for perms in [identity] + runs]
+        scores = [_agreement(pop, perms, i) for perms in [identity] + runs]
         assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
         assert scores[-1] > scores[0]
     some = crossover.match_population(params, 0, members=[2, 4], matcher="exact")
@@ -218,18 +221,14 @@ def test_greedy_assignment_is_the_greedy_matching(n):
 def test_greedy_weight_matching_on_the_device():
     pop = gdl.init_population(jax.random.key(3), gdl.MLPSpec((40, 36, 8)), ((5,), 3), 6)
 
-    def agreement(perms, i):  # Git Re-Basin's objective: sum of <ref, permuted member>
-        mine = crossover.permute_units(pop.member(i), [p[i] for p in perms])
-        return sum(float(np.vdot(x, y)) for x, y in zip(
-            jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
     identity = crossover.match_population(pop.params, 0, members=[])
     exact = crossover.match_population(pop.params, 0, matcher="exact")
     runs = [crossover.match_population(pop.params, 0, passes=k, matcher="greedy")
             for k in (1, None)]
     for i in range(1, 6):  # each sweep keeps or raises the objective; close to exact
-        scores = [agreement(perms, i) for perms in [identity] + runs]
+        scores = [_agreement(pop, perms, i) for perms in [identity] + runs]
         assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
-        gain, best = scores[-1] - scores[0], agreement(exact, i) - scores[0]
+        gain, best = scores[-1] - scores[0], _agreement(pop, exact, i) - scores[0]
         assert 0.7 * best < gain <= best + 1e-4, (gain, best)
     jitted = crossover.match_on_device(pop.params, jnp.asarray(0))
     for got, want in zip(jitted, runs[-1]):
