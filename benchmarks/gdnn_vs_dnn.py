@@ -4,13 +4,17 @@ Arms (same MLP, optimizer and epochs per lineage; P members; G generations of n 
   dnn          one network trained G*n epochs (member 0 of the independent population);
   best_of_p    P independent networks, the best by validation loss (equal-compute control);
   pbt          PBT exploit/explore, no crossover (rule "pbt");
-  gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact
+  gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact, gdnn_aligned_best5
                the weight GA with uniform, per-neuron and aligned (Git Re-Basin) crossover,
-               the last with greedy pairwise weight matching on the device (the default) or
-               exact matching of the parents to the best member on the host.
+               the last with greedy pairwise weight matching on the device (the default),
+               exact matching of the parents to the best member on the host, or greedy
+               matching to the best member every 5th generation (children inherit the
+               shared unit order in between).
 Selection only sees the validation split; test metrics of each arm's chosen network are
 reported at the end. Also measures offspring quality right after crossover, before any
-retraining: child validation loss against the mean of its two parents'.
+retraining: child validation loss against the mean of its two parents', at generation 0 and
+in the final population of the aligned arms (plain uniform crossover as it stands against
+pairwise aligned: equal when the members share one unit order).
 
 Usage: python benchmarks/gdnn_vs_dnn.py [--seeds 5] [--datasets digits mnist1d] [--quick]
 Writes benchmarks/results/gdnn_vs_dnn.json and img/loss.png.
@@ -40,9 +44,13 @@ ARMS = {
     "gdnn_aligned": WeightGAConfig(crossover="aligned"),
     "gdnn_aligned_exact": WeightGAConfig(crossover="aligned",
                                          crossover_kw=(("matcher", "exact"),)),
+    "gdnn_aligned_best5": WeightGAConfig(crossover="aligned",
+                                         crossover_kw=(("match_to", "best"), ("every", 5))),
 }
+SHARED_ORDER_PROBE = ("gdnn_aligned", "gdnn_aligned_best5")
 CROSSES = {"uniform": ("uniform", ()), "per_neuron": ("per_neuron", ()),
-           "aligned": ("aligned", ()), "aligned_exact": ("aligned", (("matcher", "exact"),))}
+           "aligned": ("aligned", ()), "aligned_exact": ("aligned", (("matcher", "exact"),)),
+           "aligned_best": ("aligned", (("match_to", "best"),))}
 
 
 def split_metrics(model, params, data, split):
@@ -76,6 +84,11 @@ def run_arms(data, spec, seed, args):
                "test": split_metrics(model, res.best_params, data, "test"),
                "seconds": time.perf_counter() - t0,
                "best_origin": origin(res)}
+        if arm in SHARED_ORDER_PROBE:  # do the final members share one unit order?
+            k = jax.random.fold_in(key, 7)
+            rec["final_crossover"] = {
+                "uniform_as_is": crossover_quality(res.population, data, k, "uniform", ()),
+                "aligned_pairwise": crossover_quality(res.population, data, k, "aligned", ())}
         out[arm] = rec
         if arm == "best_of_p":  # a single DNN: member 0 of the independent runs
             losses = gdl.evaluate(res.population, data, "val")["loss"]
@@ -94,25 +107,27 @@ def run_arms(data, spec, seed, args):
     return out
 
 
+def crossover_quality(pop, data, key, name, kw):
+    """Children of one crossover-only step against their two parents' mean validation loss."""
+    parent_loss = np.asarray(gdl.evaluate(pop, data)["loss"])
+    cfg = WeightGAConfig(crossover=name, crossover_kw=kw, elitism=0, mutation_rate=0.0)
+    kids, parents = ga_step(key, pop, -parent_loss, 0, cfg)
+    parents = np.asarray(parents)
+    child_loss = np.asarray(gdl.evaluate(kids, data)["loss"])
+    distinct = parents[:, 0] != parents[:, 1]
+    mean_par = parent_loss[parents].mean(1)
+    return {"child_loss": float(child_loss[distinct].mean()),
+            "parents_mean_loss": float(mean_par[distinct].mean()),
+            "ratio": float((child_loss[distinct] / mean_par[distinct]).mean())}
+
+
 def offspring_quality(data, spec, seed, args):
     """Child loss right after crossover vs its parents' mean, after one round of training."""
     key = jax.random.key(seed)
     pop = gdl.init_population(key, spec, data, args.population)
     pop, _ = gdl.train(pop, data, args.epochs * 2)
-    parent_loss = np.asarray(gdl.evaluate(pop, data)["loss"])
-    fit = -parent_loss
-    out = {}
-    for cross, (name, kw) in CROSSES.items():
-        cfg = WeightGAConfig(crossover=name, crossover_kw=kw, elitism=0, mutation_rate=0.0)
-        kids, parents = ga_step(jax.random.fold_in(key, 7), pop, fit, 0, cfg)
-        parents = np.asarray(parents)
-        child_loss = np.asarray(gdl.evaluate(kids, data)["loss"])
-        distinct = parents[:, 0] != parents[:, 1]
-        mean_par = parent_loss[parents].mean(1)
-        out[cross] = {"child_loss": float(child_loss[distinct].mean()),
-                      "parents_mean_loss": float(mean_par[distinct].mean()),
-                      "ratio": float((child_loss[distinct] / mean_par[distinct]).mean())}
-    return out
+    return {cross: crossover_quality(pop, data, jax.random.fold_in(key, 7), name, kw)
+            for cross, (name, kw) in CROSSES.items()}
 
 
 def summarise(results, datasets):
@@ -210,10 +225,23 @@ def main():
             par = np.mean([v["parents_mean_loss"] for v in vals])
             print(f"  {name:<8} {cross:<14} child {child:.3f}  parents {par:.3f}  "
                   f"ratio {ratio.mean():.2f}±{ratio.std():.2f}")
+    print("\nfinal population: children of plain uniform crossover as it stands, against "
+          "pairwise aligned ones (ratio child / parents; equal when the members share one "
+          "unit order):")
+    for name in args.datasets:
+        for arm in SHARED_ORDER_PROBE:
+            cells = []
+            for how in ("uniform_as_is", "aligned_pairwise"):
+                r = np.array([s[arm]["final_crossover"][how]["ratio"]
+                              for s in results[name]["seeds"]])
+                cells.append(f"{how} {r.mean():.2f}±{r.std():.2f}")
+            print(f"  {name:<8} {arm:<19} " + "  ".join(cells))
     summary = {"table": table, "args": vars(args), "machine": f"{os.cpu_count()} cores, jax "
                f"{jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s)",
                "seconds": time.perf_counter() - start,
                "offspring": {n: results[n]["offspring"] for n in args.datasets},
+               "final_crossover": {n: {a: [r[a]["final_crossover"] for r in results[n]["seeds"]]
+                                       for a in SHARED_ORDER_PROBE} for n in args.datasets},
                "curves": {n: {a: [r[a]["curve"] for r in results[n]["seeds"]]
                               for a in ["dnn"] + list(ARMS)} for n in args.datasets},
                "command": " ".join(["python"] + sys.argv)}

@@ -3,7 +3,9 @@
 Each (P, devices) point runs in a fresh process (so the device count can be forced and peak
 memory measured alone): member-epochs/s of the digits MLP 64-128-128-10 (batch 64, adam),
 its GFLOP/s as a fraction of this machine's dense float32 matmul ceiling, and peak RSS.
-Then, at P = 128, the GA step (select + cross + mutate) against a 5-epoch generation.
+Then, at P = 128, the GA step (select + cross + mutate) against a 5-epoch generation; aligned
+crossover matched to the best member is timed in a generation that re-matches and in one that
+crosses the inherited unit order, and their mean over every 5th / 10th re-matching is printed.
 
 Usage: python benchmarks/scaling.py [--sizes 8 32 128 512 1024] [--devices 1 2]
 Writes benchmarks/results/scaling.json and img/scaling.png.
@@ -53,22 +55,25 @@ for _ in range(3):
 generation = float(np.median(times))
 fit = gdl.fitness_from_metrics(gdl.evaluate(pop, data))
 out = {"generation_s": generation}
-for name, cfg in (("uniform", WeightGAConfig()),
-                  ("uniform+table", WeightGAConfig(noise_table=True)),
-                  ("per_neuron", WeightGAConfig(crossover="per_neuron")),
-                  ("per_neuron+table", WeightGAConfig(crossover="per_neuron", noise_table=True)),
-                  ("aligned", WeightGAConfig(crossover="aligned")),
-                  ("aligned_1pass", WeightGAConfig(crossover="aligned",
-                                                   crossover_kw=(("passes", 1),))),
-                  ("aligned_exact", WeightGAConfig(crossover="aligned",
-                                                   crossover_kw=(("matcher", "exact"),))),
-                  ("aligned_exact_1pass", WeightGAConfig(
-                      crossover="aligned", crossover_kw=(("matcher", "exact"), ("passes", 1))))):
-    jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, 0, cfg)[0].params)
+best = (("match_to", "best"), ("every", 5))
+for name, cfg, gen in (
+        ("uniform", WeightGAConfig(), 0),
+        ("uniform+table", WeightGAConfig(noise_table=True), 0),
+        ("per_neuron", WeightGAConfig(crossover="per_neuron"), 0),
+        ("per_neuron+table", WeightGAConfig(crossover="per_neuron", noise_table=True), 0),
+        ("aligned", WeightGAConfig(crossover="aligned"), 0),
+        ("aligned_1pass", WeightGAConfig(crossover="aligned", crossover_kw=(("passes", 1),)), 0),
+        ("aligned_best_matching", WeightGAConfig(crossover="aligned", crossover_kw=best), 0),
+        ("aligned_best_inherited", WeightGAConfig(crossover="aligned", crossover_kw=best), 1),
+        ("aligned_exact", WeightGAConfig(crossover="aligned",
+                                         crossover_kw=(("matcher", "exact"),)), 0),
+        ("aligned_exact_1pass", WeightGAConfig(
+            crossover="aligned", crossover_kw=(("matcher", "exact"), ("passes", 1))), 0)):
+    jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, gen, cfg)[0].params)
     times = []
     for i in range(15):  # the median: this shared machine has bursts of other load
         t0 = time.perf_counter()
-        jax.block_until_ready(ga_step(jax.random.key(2 + i), pop, fit, 0, cfg)[0].params)
+        jax.block_until_ready(ga_step(jax.random.key(2 + i), pop, fit, gen, cfg)[0].params)
         times.append(time.perf_counter() - t0)
     out[name] = float(np.median(times))
 print(json.dumps(out))
@@ -105,8 +110,12 @@ def _ga_step(devices: int) -> dict:
           f"{devices} device(s):")
     for name, seconds in ga.items():
         if name != "generation_s":
-            print(f"  {name:<20} {1000 * seconds:8.1f} ms  = "
+            print(f"  {name:<24} {1000 * seconds:8.1f} ms  = "
                   f"{100 * seconds / (ga['generation_s'] + seconds):.1f} % of a generation")
+    for every in (5, 10):  # re-matching to the best every k-th generation, inherited between
+        seconds = (ga["aligned_best_matching"] + (every - 1) * ga["aligned_best_inherited"]) / every
+        print(f"  aligned to best, every {every:<2} {1000 * seconds:6.1f} ms  = "
+              f"{100 * seconds / (ga['generation_s'] + seconds):.1f} % of a generation (mean)")
     return ga
 
 

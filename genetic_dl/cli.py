@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .optimizers import OPTIMIZERS  # pylint: disable=import-outside-toplevel
     from .search import METHODS  # pylint: disable=import-outside-toplevel
     from .selection import SELECTIONS  # pylint: disable=import-outside-toplevel
-    from .weight_ga import RULES  # pylint: disable=import-outside-toplevel
+    from .weight_ga import MATCH_TO, RULES  # pylint: disable=import-outside-toplevel
     parser = _Parser(prog="genetic-dl", description="Evolve neural networks with JAX.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("datasets", help="list the bundled datasets")
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--matcher", choices=MATCHERS, default=MATCHERS[0],
                     help="weight matching of --crossover aligned: greedy on the device, or "
                     "exact linear assignments on the host (2-5x slower)")
+    ev.add_argument("--match-to", choices=MATCH_TO, default=None,
+                    help="--crossover aligned matches each child's second parent to its first "
+                    "(parent; the default with greedy), or parents and elites to the best member "
+                    "so the population shares one unit order (best; the default with exact)")
+    ev.add_argument("--match-every", type=int, default=1,
+                    help="with --match-to best, re-match every N generations; in between, "
+                    "children inherit their parents' shared unit order")
     ev.add_argument("--selection", choices=sorted(SELECTIONS), default="tournament")
     ev.add_argument("--mutation-rate", type=float, default=0.05)
     ev.add_argument("--mutation-scale", type=float, default=0.1)
@@ -142,6 +149,16 @@ def _resolved(args) -> Dict[str, Any]:
         if k not in SKIP_IN_CONFIG and v is not None:
             out[k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _aligned_kw(args):
+    """``crossover_kw`` of aligned crossover from the CLI's matching flags."""
+    kw = [("matcher", args.matcher)]
+    if args.match_to is not None:
+        kw.append(("match_to", args.match_to))
+    if args.match_every != 1:
+        kw.append(("every", args.match_every))
+    return tuple(kw)
 
 
 def _spec(args):
@@ -261,8 +278,7 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     spec = _spec(args)
     config = WeightGAConfig(rule=args.rule, crossover=args.crossover, selection=args.selection,
-                            crossover_kw=((("matcher", args.matcher),)
-                                          if args.crossover == "aligned" else ()),
+                            crossover_kw=_aligned_kw(args) if args.crossover == "aligned" else (),
                             mutation_rate=args.mutation_rate,
                             mutation_scale=args.mutation_scale,
                             elitism=min(args.elitism, args.population))

@@ -345,6 +345,9 @@ def align(a: Params, b: Params, passes: Optional[int] = None,
     if matcher == "greedy":
         return permute_units(b, list(match_greedy(a, b, passes)))
     layers, layers_b = _layers(a), _layers(b)
+    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((a, b))):
+        # called eagerly: no callback, which fails on members of a sharded population
+        return permute_units(b, list(_match_host(layers, layers_b, passes)))
     shapes = tuple(jax.ShapeDtypeStruct((k.shape[-1],), jnp.int32) for k, _ in layers[:-1])
     perms = jax.pure_callback(functools.partial(_match_host, passes=passes), shapes, layers,
                               layers_b, vmap_method="sequential")

@@ -31,6 +31,7 @@ from .train import evaluate, fitness_from_metrics, train
 
 RULES = ("ga", "pbt", "de", "none")
 OPT_STATE_RULES = ("reset", "inherit", "average")
+MATCH_TO = ("parent", "best")
 FitnessFn = Union[str, Callable[[Dict[str, jax.Array]], jax.Array]]
 
 
@@ -44,15 +45,20 @@ class WeightGAConfig:
         and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
       crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
         and its options. ``"aligned"`` permutes hidden units before crossing
-        with ``base`` (default uniform): with ``matcher="greedy"`` (the
-        default) each child's second parent is matched to its first on the
-        device (:func:`~genetic_dl.crossover.match_greedy`, Git Re-Basin's
-        pairwise weight matching with greedy assignments); with ``"exact"``
-        the selected parents are matched to the best member with exact
-        linear assignments on the host
-        (:func:`~genetic_dl.crossover.match_population`), 2-5x slower.
-        ``passes`` caps the weight-matching sweeps (default: until
-        converged); elites are kept unpermuted.
+        with ``base`` (default uniform). ``match_to="parent"`` (the default)
+        matches each child's second parent to its first on the device
+        (:func:`~genetic_dl.crossover.match_greedy`: Git Re-Basin's pairwise
+        weight matching with greedy assignments). ``match_to="best"`` matches
+        the parents and elites to the fittest member, so that the whole
+        population shares its unit order; children of such parents inherit it
+        (training from a shared ancestor does not reorder units: Frankle et
+        al., 2020, "Linear mode connectivity and the lottery ticket
+        hypothesis"), which lets ``every=k`` re-match only every k-th
+        generation and cross the inherited order in between, at the cost of
+        a plain crossover. ``matcher`` is ``"greedy"`` (on the device) or
+        ``"exact"`` (linear assignments on the host, 2-5x slower; needs
+        ``match_to="best"``, its default there). ``passes`` caps the
+        weight-matching sweeps (default: until converged).
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
       distinct_parents: draw the second parent among the other members, so
@@ -111,6 +117,17 @@ class WeightGAConfig:
         if self.matcher not in crossover_mod.MATCHERS:
             raise ValueError(f"aligned crossover's matcher must be one of "
                              f"{', '.join(crossover_mod.MATCHERS)}, got {self.matcher!r}")
+        if self.match_to not in MATCH_TO:
+            raise ValueError(f"aligned crossover's match_to must be one of {', '.join(MATCH_TO)}, "
+                             f"got {self.match_to!r}")
+        if self.matcher == "exact" and self.match_to == "parent":
+            raise ValueError("exact weight matching runs on the host, one member at a time: use "
+                             "it with match_to='best', or matcher='greedy' for match_to='parent'")
+        every = self.match_every
+        if not isinstance(every, int) or every < 1 or (every > 1 and self.match_to != "best"):
+            raise ValueError(f"aligned crossover's every must be a positive int, and above 1 only "
+                             f"with match_to='best' (parents matched pairwise do not share one "
+                             f"unit order to inherit), got every={every!r}")
         passes = dict(self.crossover_kw).get("passes")
         if passes is not None and (not isinstance(passes, int) or passes < 1):
             raise ValueError(f"aligned crossover's passes must be a positive int (or None: until "
@@ -124,6 +141,17 @@ class WeightGAConfig:
     def matcher(self) -> str:
         """Weight matching of aligned crossover (``crossover_kw``'s ``matcher``)."""
         return dict(self.crossover_kw).get("matcher", crossover_mod.MATCHERS[0])
+
+    @property
+    def match_to(self) -> str:
+        """What aligned crossover matches units to (``crossover_kw``'s ``match_to``)."""
+        return dict(self.crossover_kw).get("match_to",
+                                           "best" if self.matcher == "exact" else MATCH_TO[0])
+
+    @property
+    def match_every(self) -> int:
+        """Aligned crossover with ``match_to="best"`` re-matches every this many generations."""
+        return dict(self.crossover_kw).get("every", 1)
 
 
 @dataclasses.dataclass
@@ -218,8 +246,9 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     perms_b = None
     if name == "aligned":
         name, passes = kw.pop("base", "uniform"), kw.pop("passes", None)
-        kw.pop("matcher", None)
-        if config.matcher == "greedy":  # else ga_step matched them to the best member
+        for option in ("matcher", "match_to", "every"):
+            kw.pop(option, None)
+        if config.match_to == "parent":  # else ga_step matched them to the best member
             perms_b = jax.vmap(functools.partial(crossover_mod.match_greedy, passes=passes))(
                 pa, pb)
             pb, = crossover_mod.permute_population(pb, perms_b)
@@ -257,15 +286,18 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
 def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig):
     """One select -> cross -> mutate step (rule ``"ga"``), two jitted programs.
 
-    The parents are selected first; with aligned crossover only they are then
-    matched to the best member (:func:`~genetic_dl.crossover.match_population`,
-    partly on the host) and permuted inside the jitted step.
+    The parents are selected first. Aligned crossover with ``match_to="best"``
+    then matches them and the elites to the best member (on the device, or
+    partly on the host with ``matcher="exact"``: see
+    :func:`~genetic_dl.crossover.match_population`) in the generations it
+    re-matches, and permutes them inside the jitted step.
 
     Args:
       key: PRNG key.
       population: the trained population.
       fitness: ``(P,)`` fitness (maximised; NaN failed).
-      generation: generation index (traced: drives decay and beta schedules).
+      generation: generation index (drives decay, beta schedules and when
+        aligned crossover re-matches).
       config: static options.
 
     Returns:
@@ -278,12 +310,15 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         if "widths" in population.hparams:
             raise ValueError("aligned crossover cannot permute width-padded members (their unit "
                              "masks keep the first units): use per_neuron or uniform")
-        if config.matcher == "exact":  # greedy matches pairs inside the step
+        if config.match_to == "best" and int(generation) % config.match_every == 0:
             best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
-            perms = crossover_mod.match_population(population.params, best,
-                                                   members=np.union1d(np.asarray(a), np.asarray(b)),
-                                                   passes=dict(config.crossover_kw).get("passes"),
-                                                   matcher="exact")
+            passes = dict(config.crossover_kw).get("passes")
+            if config.matcher == "greedy":  # every member, each device its own
+                perms = crossover_mod.match_on_device(population.params, best, passes)
+            else:
+                members = np.union1d(np.asarray(elite), np.union1d(np.asarray(a), np.asarray(b)))
+                perms = crossover_mod.match_population(population.params, best, members=members,
+                                                       passes=passes, matcher="exact")
     return _ga_step(key, population, generation, config, perms, elite, a, b,
                     sharding.mesh_of(population.params))
 
@@ -321,7 +356,7 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     key = raw_key(key)
     n_elite, n_child = elite.shape[0], a.shape[0]
     _, k_child, k_keys = jax.random.split(key, 3)
-    source = population  # the parents of children; elites stay as they were
+    source = population  # with perms: in the best member's unit order, elites too
     if perms is not None:
         params, opt_state = crossover_mod.permute_population(population.params, perms,
                                                              population.opt_state)
@@ -340,7 +375,7 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
         failed=jnp.zeros(n_elite + n_child, bool))
     # Elites overwrite their rows in place: concatenating them in front of the
     # children would shift every member across the devices' shard boundaries.
-    elites = jax.tree_util.tree_map(lambda x: x[elite], population)
+    elites = jax.tree_util.tree_map(lambda x: x[elite], source)
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
     return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1)
 

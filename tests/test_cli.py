@@ -116,7 +116,8 @@ def test_bad_configs_exit_2(tmp_path, capsys, monkeypatch):
     for text, expected in (("populaton = 3\n", "unknown option"),
                            ("population = \"many\"\n", "population"),
                            ("crossover = \"sexual\"\n", "choose one of"),
-                           ("this is not toml", "not valid TOML")):
+                           ("this is not toml", "not valid TOML"),
+                           ("crossover = \"aligned\"\nmatch_every = 2\n", "match_to='best'")):
         cfg.write_text(text)
         code, _, err = _in_process(capsys, monkeypatch, "evolve-weights", "--config", str(cfg))
         assert code == 2 and expected in err, (text, err)

@@ -180,16 +180,25 @@ fit = gdl.fitness_from_metrics(gdl.evaluate(b, d, mesh=None))
 pop8 = gdl.take(b, np.arange(6).tolist() + [0, 1])
 fit8 = np.concatenate([np.asarray(fit), np.asarray(fit)[:2]])
 pop8 = pop8.replace(hparams=dict(pop8.hparams, mutation_scale=np.geomspace(0.05, 0.2, 8)))
-for cfg in (cfg, WeightGAConfig(self_adaptive=True, opt_state="average", crossover_prob=0.5,
-                                distinct_parents=True),
-            WeightGAConfig(crossover="per_neuron", opt_state="inherit", noise_table=True)):
+best = WeightGAConfig(crossover="aligned", crossover_kw=(("match_to", "best"),))
+for cfg, counts in ((cfg, (2, 4, 8)), (best, (4,)),
+                    (WeightGAConfig(self_adaptive=True, opt_state="average", crossover_prob=0.5,
+                                    distinct_parents=True), (2, 4, 8)),
+                    (WeightGAConfig(crossover="per_neuron", opt_state="inherit",
+                                    noise_table=True), (2, 4, 8))):
     one = ga_step(jax.random.key(1), jax.device_put(pop8, jax.devices()[0]), fit8, 0, cfg)
-    for n in (2, 4, 8):
+    for n in counts:
         many = ga_step(jax.random.key(1), sharding.shard_members(
             pop8, gdl.population_mesh(jax.devices()[:n])), fit8, 0, cfg)
         assert len(jax.tree_util.tree_leaves(many[0].params)[0].sharding.device_set) == n
         for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many)):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+# members sliced from a sharded population align eagerly (exact matching runs on the host)
+a, b = many[0].member(0), many[0].member(3)
+for x, y in zip(jax.tree_util.tree_leaves(gdl.crossover.align(a, b, matcher="exact")),
+                jax.tree_util.tree_leaves(gdl.crossover.align(*jax.device_get((a, b)),
+                                                              matcher="exact"))):
+    np.testing.assert_array_equal(x, y)
 print("ok")
 """
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import genetic_dl as gdl
+from genetic_dl import crossover
 from genetic_dl.weight_ga import WeightGAConfig, evolve_weights, ga_step
 
 
@@ -130,6 +131,32 @@ def test_hall_of_fame_holds_the_best_distinct_members(iris):
     if pytest.importorskip("pandas"):
         assert list(res.to_pandas()["generation"]) == [0, 1, 2]
         assert len(res.to_pandas("lineage")) == len(res.lineage)
+
+
+def test_aligned_to_the_best_shares_one_unit_order_between_rematches(trained):
+    """match_to="best": a re-matching generation leaves every member in the best member's
+    unit order (matching again changes nothing; elites compute what they did), and the
+    generations in between cross the inherited order exactly as the base crossover does."""
+    pop, fit = trained
+    cfg = WeightGAConfig(elitism=2, crossover="aligned",
+                         crossover_kw=(("match_to", "best"), ("every", 3)))
+    copies = dataclasses.replace(cfg, crossover_prob=0.0, mutation_rate=0.0)
+    new, _ = ga_step(jax.random.key(3), pop, fit, 3, copies)
+    for perm in crossover.match_on_device(new.params, 0):
+        np.testing.assert_array_equal(perm, np.broadcast_to(np.arange(perm.shape[1]), perm.shape))
+    x = jax.random.normal(jax.random.key(4), (5, 4))
+    for j, i in enumerate(np.argsort(-np.asarray(fit))[:2]):
+        np.testing.assert_allclose(pop.model.apply(new.member(j), x),
+                                   pop.model.apply(pop.member(int(i)), x), rtol=1e-5, atol=1e-6)
+    between = ga_step(jax.random.key(3), pop, fit, 4, cfg)[0]
+    plain = ga_step(jax.random.key(3), pop, fit, 4, dataclasses.replace(
+        cfg, crossover="uniform", crossover_kw=()))[0]
+    for x, y in zip(jax.tree_util.tree_leaves(between), jax.tree_util.tree_leaves(plain)):
+        np.testing.assert_array_equal(x, y)
+    for bad in ((("every", 2),), (("match_to", "best"), ("every", 0)),
+                (("matcher", "exact"), ("match_to", "parent")), (("match_to", "all"),)):
+        with pytest.raises(ValueError, match="match_to"):
+            WeightGAConfig(crossover="aligned", crossover_kw=bad)
 
 
 @pytest.mark.parametrize("matcher", ["greedy", "exact"])
