@@ -63,7 +63,8 @@ class WeightGAConfig:
         its first parent).
       distinct_parents: draw the second parent among the other members, so
         that no child is a crossover of a member with itself (a mere clone).
-      elitism: number of top members copied unchanged.
+      elitism: number of top members copied unchanged (permuted to the best
+        member's unit order in generations where aligned crossover matches to it).
       mutation_rate, mutation_scale: fraction of weights mutated and the noise
         scale relative to each tensor's std.
       mutation_decay: lambda of ``mu(t) = mu0 exp(-lambda t)``.
