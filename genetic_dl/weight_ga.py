@@ -129,7 +129,7 @@ class WeightGAConfig:
             raise ValueError(f"aligned crossover's every must be a positive int, and above 1 only "
                              f"with match_to='best' (parents matched pairwise do not share one "
                              f"unit order to inherit), got every={every!r}")
-        passes = dict(self.crossover_kw).get("passes")
+        passes = self.match_passes
         if passes is not None and (not isinstance(passes, int) or passes < 1):
             raise ValueError(f"aligned crossover's passes must be a positive int (or None: until "
                              f"weight matching converges), got {passes!r}")
@@ -148,6 +148,11 @@ class WeightGAConfig:
         """What aligned crossover matches units to (``crossover_kw``'s ``match_to``)."""
         return dict(self.crossover_kw).get("match_to",
                                            "best" if self.matcher == "exact" else MATCH_TO[0])
+
+    @property
+    def match_passes(self) -> Optional[int]:
+        """Weight-matching sweeps of aligned crossover (None: until converged)."""
+        return dict(self.crossover_kw).get("passes")
 
     @property
     def match_every(self) -> int:
@@ -246,12 +251,12 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     name, kw = config.crossover, dict(config.crossover_kw)
     perms_b = None
     if name == "aligned":
-        name, passes = kw.pop("base", "uniform"), kw.pop("passes", None)
-        for option in ("matcher", "match_to", "every"):
+        name = kw.pop("base", "uniform")
+        for option in ("passes", "matcher", "match_to", "every"):
             kw.pop(option, None)
         if config.match_to == "parent":  # else ga_step matched them to the best member
-            perms_b = jax.vmap(functools.partial(crossover_mod.match_greedy, passes=passes))(
-                pa, pb)
+            perms_b = jax.vmap(functools.partial(crossover_mod.match_greedy,
+                                                 passes=config.match_passes))(pa, pb)
             pb, = crossover_mod.permute_population(pb, perms_b)
     cross = crossover_mod.get(name, **kw)
     crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
@@ -312,14 +317,16 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
             raise ValueError("aligned crossover cannot permute width-padded members (their unit "
                              "masks keep the first units): use per_neuron or uniform")
         if config.match_to == "best" and int(generation) % config.match_every == 0:
-            best = int(selection_mod.elites(jnp.asarray(fitness), 1)[0])
-            passes = dict(config.crossover_kw).get("passes")
-            if config.matcher == "greedy":  # every member, each device its own
-                perms = crossover_mod.match_on_device(population.params, best, passes)
+            best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
+            if config.matcher == "greedy":  # every member, each device its own; no host sync
+                perms = crossover_mod.match_on_device(population.params, best,
+                                                      config.match_passes)
             else:
                 members = np.union1d(np.asarray(elite), np.union1d(np.asarray(a), np.asarray(b)))
-                perms = crossover_mod.match_population(population.params, best, members=members,
-                                                       passes=passes, matcher="exact")
+                perms = crossover_mod.match_population(population.params, int(best),
+                                                       members=members,
+                                                       passes=config.match_passes,
+                                                       matcher="exact")
     return _ga_step(key, population, generation, config, perms, elite, a, b,
                     sharding.mesh_of(population.params))
 
