@@ -103,6 +103,12 @@ class WeightGAConfig:
     de_cr: float = 0.9
 
     def __post_init__(self):
+        for name in ("crossover_prob", "mutation_rate", "mutation_scale", "mutation_decay",
+                     "boltzmann_growth", "pbt_quantile", "pbt_resample", "de_f", "de_cr"):
+            try:  # an int (crossover_prob=0) would reach jax.random as an int
+                object.__setattr__(self, name, float(getattr(self, name)))
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}") from None
         for value, options, what in ((self.rule, RULES, "rule"),
                                      (self.opt_state, OPT_STATE_RULES, "opt_state"),
                                      (self.selection, selection_mod.SELECTIONS, "selection"),
@@ -204,16 +210,18 @@ def diversity(params) -> jax.Array:
 
 
 def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None,
-                     perms_b=None):
+                     perms_a=None, perms_b=None):
     if rule == "reset":
         init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
         return init(params, hparams)
     # rows by parent index, from a replicated copy (see _children)
     whole = sharding.constrain(population.opt_state, mesh, split=False)
     state = jax.tree_util.tree_map(lambda s: s[a], whole)
+    if perms_a is not None:  # a's moments follow its units, permuted to the best's order
+        state, = crossover_mod.permute_states(params, perms_a, state)
     if rule == "average":
         state_b = jax.tree_util.tree_map(lambda s: s[b], whole)
-        if perms_b is not None:  # b's moments follow its units, permuted to match a's
+        if perms_b is not None:  # b's moments follow its units, permuted like its weights
             state_b, = crossover_mod.permute_states(params, perms_b, state_b)
         state = jax.tree_util.tree_map(
             lambda x, y: (x + y) / 2 if jnp.issubdtype(x.dtype, jnp.floating) else x,
@@ -286,6 +294,9 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     if config.mutation_rate > 0:
         children = jax.vmap(mutate, in_axes=(0, 0, None, 0))(
             _rows(n_elite, jax.random.split(k_mut, n_child)), children, rate, scale)
+    if perms_b is not None:  # a copy of parent a keeps a's units (and moments) as they are
+        perms_b = tuple(jnp.where(crossed[:, None], p, jnp.arange(p.shape[1], dtype=p.dtype))
+                        for p in perms_b)
     return children, hparams, jnp.where(crossed, b, a), perms_b
 
 
@@ -364,16 +375,19 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     key = raw_key(key)
     n_elite, n_child = elite.shape[0], a.shape[0]
     _, k_child, k_keys = jax.random.split(key, 3)
-    source = population  # with perms: in the best member's unit order, elites too
+    source = population  # with perms: params in the best member's unit order, elites too
     if perms is not None:
-        params, opt_state = crossover_mod.permute_population(population.params, perms,
-                                                             population.opt_state)
-        source = population.replace(params=params, opt_state=opt_state)
+        # optimizer states are permuted by rows, only those a child or an elite keeps
+        source = population.replace(
+            params=crossover_mod.permute_population(population.params, perms)[0])
     rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
     params, hparams, rows_b, perms_b = _children(k_child, source, rows_a, rows_b, generation,
                                                  config, n_elite, mesh)
+    perms_a = None
+    if perms is not None:
+        perms_a, perms_b = (tuple(p[rows] for p in perms) for rows in (rows_a, rows_b))
     opt_state = _child_opt_state(source, params, hparams, rows_a, rows_b, config.opt_state, mesh,
-                                 perms_b)
+                                 perms_a, perms_b)
     first_new = jnp.max(population.ids) + 1
     keys = _rows(n_elite, jax.vmap(functools.partial(jax.random.fold_in, k_keys))(
         jnp.arange(n_child)))
@@ -384,6 +398,9 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     # Elites overwrite their rows in place: concatenating them in front of the
     # children would shift every member across the devices' shard boundaries.
     elites = jax.tree_util.tree_map(lambda x: x[elite], source)
+    if perms is not None:
+        elites = elites.replace(opt_state=crossover_mod.permute_states(
+            elites.params, tuple(p[elite] for p in perms), elites.opt_state)[0])
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
     return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1)
 

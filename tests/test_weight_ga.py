@@ -84,6 +84,17 @@ def test_bad_config_is_refused():
         WeightGAConfig(rule="cma")
 
 
+def test_children_without_crossover_or_mutation_copy_their_first_parent(trained):
+    pop, fit = trained
+    cfg = WeightGAConfig(elitism=0, crossover_prob=0, mutation_rate=0)  # ints, as a user types
+    assert cfg.crossover_prob == 0.0 and isinstance(cfg.crossover_prob, float)
+    new, parents = ga_step(jax.random.key(4), pop, fit, 0, cfg)
+    for n, o in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(pop.params)):
+        np.testing.assert_array_equal(n, np.asarray(o)[np.asarray(parents[:, 0])])
+    with pytest.raises(ValueError, match="crossover_prob must be a number"):
+        WeightGAConfig(crossover_prob="high")
+
+
 @pytest.mark.parametrize("rule", ["reset", "inherit", "average"])
 def test_child_optimizer_state(trained, rule):
     pop, fit = trained
@@ -159,10 +170,13 @@ def test_aligned_to_the_best_shares_one_unit_order_between_rematches(trained):
             WeightGAConfig(crossover="aligned", crossover_kw=bad)
 
 
-@pytest.mark.parametrize("matcher", ["greedy", "exact"])
-def test_aligned_child_state_follows_the_permuted_units(trained, matcher):
+@pytest.mark.parametrize("kw,prob,elitism", [
+    ((("matcher", "greedy"),), 1.0, 0), ((("matcher", "greedy"),), 0.5, 0),
+    ((("matcher", "exact"),), 1.0, 2), ((("match_to", "best"),), 0.5, 2)])
+def test_aligned_child_state_follows_the_permuted_units(trained, kw, prob, elitism):
     """Moments equal to the params stay equal to them through aligned arithmetic crossover
-    with averaged optimizer state: the second parent's moments are permuted with its units."""
+    with averaged optimizer state: each parent's moments are permuted with its units (a
+    child that copies its first parent, and an elite, keep them as its units are)."""
     pop, fit = trained
     treedef = jax.tree_util.tree_structure(pop.params)
 
@@ -171,9 +185,9 @@ def test_aligned_child_state_follows_the_permuted_units(trained, matcher):
     moments = jax.tree_util.tree_map(lambda x: pop.params if like_params(x) else x,
                                      pop.opt_state, is_leaf=like_params)
     pop = pop.replace(opt_state=moments)
-    cfg = WeightGAConfig(elitism=0, mutation_rate=0.0, opt_state="average", crossover="aligned",
-                         distinct_parents=True,
-                         crossover_kw=(("base", "arithmetic"), ("matcher", matcher)))
+    cfg = WeightGAConfig(elitism=elitism, mutation_rate=0.0, opt_state="average",
+                         crossover="aligned", distinct_parents=True, crossover_prob=prob,
+                         crossover_kw=(("base", "arithmetic"),) + kw)
     new, _ = ga_step(jax.random.key(5), pop, fit, 0, cfg)
     states = [s for s in jax.tree_util.tree_leaves(new.opt_state, is_leaf=like_params)
               if like_params(s)]
