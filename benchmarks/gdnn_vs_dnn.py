@@ -4,19 +4,21 @@ Arms (same MLP, optimizer and epochs per lineage; P members; G generations of n 
   dnn          one network trained G*n epochs (member 0 of the independent population);
   best_of_p    P independent networks, the best by validation loss (equal-compute control);
   pbt          PBT exploit/explore, no crossover (rule "pbt");
-  gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact, gdnn_aligned_best5
+  gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact, gdnn_aligned_best5,
+  gdnn_aligned_best_once
                the weight GA with uniform, per-neuron and aligned (Git Re-Basin) crossover,
                the last with greedy pairwise weight matching on the device (the default),
                exact matching of the parents to the best member on the host, or greedy
-               matching to the best member every 5th generation (children inherit the
-               shared unit order in between).
+               matching to the best member every 5th generation or in the first one only
+               (children inherit the shared unit order in between).
 Selection only sees the validation split; test metrics of each arm's chosen network are
 reported at the end. Also measures offspring quality right after crossover, before any
 retraining: child validation loss against the mean of its two parents', at generation 0 and
 in the final population of the aligned arms (plain uniform crossover as it stands against
 pairwise aligned: equal when the members share one unit order).
 
-Usage: python benchmarks/gdnn_vs_dnn.py [--seeds 5] [--datasets digits mnist1d] [--quick]
+Usage: python benchmarks/gdnn_vs_dnn.py [--seeds 5] [--datasets digits mnist1d]
+       [--arms best_of_p gdnn_uniform ...]  (best_of_p, the control, always runs)
 Writes benchmarks/results/gdnn_vs_dnn.json and img/loss.png.
 """
 from __future__ import annotations
@@ -46,8 +48,10 @@ ARMS = {
                                          crossover_kw=(("matcher", "exact"),)),
     "gdnn_aligned_best5": WeightGAConfig(crossover="aligned",
                                          crossover_kw=(("match_to", "best"), ("every", 5))),
+    "gdnn_aligned_best_once": WeightGAConfig(
+        crossover="aligned", crossover_kw=(("match_to", "best"), ("every", 10 ** 6))),
 }
-SHARED_ORDER_PROBE = ("gdnn_aligned", "gdnn_aligned_best5")
+SHARED_ORDER_PROBE = ("gdnn_aligned", "gdnn_aligned_best5", "gdnn_aligned_best_once")
 CROSSES = {"uniform": ("uniform", ()), "per_neuron": ("per_neuron", ()),
            "aligned": ("aligned", ()), "aligned_exact": ("aligned", (("matcher", "exact"),)),
            "aligned_best": ("aligned", (("match_to", "best"),))}
@@ -74,7 +78,8 @@ def run_arms(data, spec, seed, args):
     pop = gdl.init_population(key, spec, data, args.population)
     model = pop.model
     out = {}
-    for arm, config in ARMS.items():
+    for arm in args.arms:
+        config = ARMS[arm]
         t0 = time.perf_counter()
         res = gdl.evolve_weights(jax.random.fold_in(key, 1), pop, data,
                                  generations=args.generations, epochs=args.epochs, config=config)
@@ -130,12 +135,12 @@ def offspring_quality(data, spec, seed, args):
             for cross, (name, kw) in CROSSES.items()}
 
 
-def summarise(results, datasets):
+def summarise(results, datasets, arms):
     """Mean and std over seeds of each arm's final figures."""
     table = {}
     for name in datasets:
         table[name] = {}
-        for arm in ["dnn"] + list(ARMS):
+        for arm in ["dnn"] + arms:
             recs = [r[arm] for r in results[name]["seeds"]]
             row = {}
             for split in ("val", "test"):
@@ -159,7 +164,7 @@ def plot(results, datasets, args, path):
         return
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4 * len(datasets)), squeeze=False)
     for row, name in enumerate(datasets):
-        for arm in ["dnn"] + list(ARMS):
+        for arm in ["dnn"] + args.arms:
             curves = np.array([r[arm]["curve"] for r in results[name]["seeds"]])
             compute = results[name]["seeds"][0][arm]["compute"]
             lineage = [args.epochs * (g + 1) for g in range(args.generations)]
@@ -194,7 +199,9 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "gdnn_vs_dnn.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "img", "loss.png"))
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     args = parser.parse_args()
+    args.arms = ["best_of_p"] + [a for a in args.arms if a != "best_of_p"]
     spec = gdl.MLPSpec(tuple(int(h) for h in args.hidden.split(",")))
     results = {}
     start = time.perf_counter()
@@ -207,7 +214,8 @@ def main():
                 f"{a} {r['val']['loss']:.3f}" for a, r in seeds[-1].items()), flush=True)
         quality = [offspring_quality(data, spec, seed, args) for seed in range(args.seeds)]
         results[name] = {"seeds": seeds, "offspring": quality}
-    table = summarise(results, args.datasets)
+    table = summarise(results, args.datasets, args.arms)
+    probed = [a for a in SHARED_ORDER_PROBE if a in args.arms]
     print(f"\n{'dataset':<8} {'arm':<19} {'compute':>7} {'val loss':>15} {'val acc':>15} "
           f"{'test loss':>15} {'test acc':>15}  origin of the best member")
     for name, arms in table.items():
@@ -229,7 +237,7 @@ def main():
           "pairwise aligned ones (ratio child / parents; equal when the members share one "
           "unit order):")
     for name in args.datasets:
-        for arm in SHARED_ORDER_PROBE:
+        for arm in probed:
             cells = []
             for how in ("uniform_as_is", "aligned_pairwise"):
                 r = np.array([s[arm]["final_crossover"][how]["ratio"]
@@ -241,9 +249,9 @@ def main():
                "seconds": time.perf_counter() - start,
                "offspring": {n: results[n]["offspring"] for n in args.datasets},
                "final_crossover": {n: {a: [r[a]["final_crossover"] for r in results[n]["seeds"]]
-                                       for a in SHARED_ORDER_PROBE} for n in args.datasets},
+                                       for a in probed} for n in args.datasets},
                "curves": {n: {a: [r[a]["curve"] for r in results[n]["seeds"]]
-                              for a in ["dnn"] + list(ARMS)} for n in args.datasets},
+                              for a in ["dnn"] + args.arms} for n in args.datasets},
                "command": " ".join(["python"] + sys.argv)}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".tmp", "w", encoding="utf-8") as f:

@@ -225,19 +225,20 @@ def _match_host(layers_a, layers_b, passes: Optional[int] = None):
     return tuple(np.asarray(p, np.int32) for p in perms)
 
 
-def _first_max(m, axis: int):
-    """``argmax`` along ``axis`` (first index on ties): ~10x faster than
-    ``jnp.argmax`` on XLA CPU, which does not vectorise its index reduction."""
-    top = jnp.max(m, axis=axis, keepdims=True)
+def _first_max(m, axis: int, top=None):
+    """``argmax`` along ``axis`` (first index on ties; ``top``: the maxima, if known):
+    ~10x faster than ``jnp.argmax`` on XLA CPU, which does not vectorise its index
+    reduction."""
+    top = jnp.max(m, axis=axis) if top is None else top
     index = jax.lax.broadcasted_iota(jnp.int32, m.shape, axis)
-    return jnp.min(jnp.where(m == top, index, m.shape[axis]), axis=axis)
+    return jnp.min(jnp.where(m == jnp.expand_dims(top, axis), index, m.shape[axis]), axis=axis)
 
 
 def _greedy(s, free_rows, free_cols):
     """Greedy matching of the free rows of ``s`` to its free columns (as many):
     ``(n,)`` columns, meaningful at the free rows."""
     n = s.shape[0]
-    rows = jnp.arange(n)
+    rows = jnp.arange(n, dtype=jnp.int32)
     small = n // 2
     # rounds on the whole matrix while over half the rows are free, then on the rest only
     # (halving beats quartering by ~15 % on trained digits MLPs: fewer full-size rounds)
@@ -246,8 +247,14 @@ def _greedy(s, free_rows, free_cols):
     def body(state):
         perm, fr, fc = state
         m = jnp.where(fr[:, None] & fc[None, :], s, -jnp.inf)
-        col = _first_max(m, 1)
-        mutual = fr & (_first_max(m, 0)[col] == rows)
+        top = jnp.max(m, axis=1)
+        col = _first_max(m, 1, top)
+        # row i and its best column are each other's best when i's best is that column's
+        # best too (one max over columns instead of a second index search, 1.6x faster);
+        # of tied rows (equal values), the first takes the column
+        best = fr & (top == jnp.max(m, axis=0)[col])
+        first = jnp.full(n, n, jnp.int32).at[col].min(jnp.where(best, rows, n))
+        mutual = best & (first[col] == rows)
         taken = jnp.zeros(n, bool).at[col].max(mutual)
         return jnp.where(mutual, col, perm), fr & ~mutual, fc & ~taken
 
