@@ -216,13 +216,13 @@ def main():
         results[name] = {"seeds": seeds, "offspring": quality}
     table = summarise(results, args.datasets, args.arms)
     probed = [a for a in SHARED_ORDER_PROBE if a in args.arms]
-    print(f"\n{'dataset':<8} {'arm':<19} {'compute':>7} {'val loss':>15} {'val acc':>15} "
+    print(f"\n{'dataset':<8} {'arm':<22} {'compute':>7} {'val loss':>15} {'val acc':>15} "
           f"{'test loss':>15} {'test acc':>15}  origin of the best member")
     for name, arms in table.items():
         for arm, row in arms.items():
             cells = " ".join(f"{row[k][0]:>7.4f}±{row[k][1]:.4f}" for k in
                              ("val_loss", "val_accuracy", "test_loss", "test_accuracy"))
-            print(f"{name:<8} {arm:<19} {row['compute']:>7} {cells}  best: {row['best_origin']}")
+            print(f"{name:<8} {arm:<22} {row['compute']:>7} {cells}  best: {row['best_origin']}")
     print("\noffspring right after crossover (mean over seeds; ratio = child / parents' mean "
           "validation loss):")
     for name in args.datasets:
@@ -243,7 +243,7 @@ def main():
                 r = np.array([s[arm]["final_crossover"][how]["ratio"]
                               for s in results[name]["seeds"]])
                 cells.append(f"{how} {r.mean():.2f}±{r.std():.2f}")
-            print(f"  {name:<8} {arm:<19} " + "  ".join(cells))
+            print(f"  {name:<8} {arm:<22} " + "  ".join(cells))
     summary = {"table": table, "args": vars(args), "machine": f"{os.cpu_count()} cores, jax "
                f"{jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s)",
                "seconds": time.perf_counter() - start,

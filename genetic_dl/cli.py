@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--match-every", type=int, default=1,
                     help="with --match-to best, re-match every N generations; in between, "
                     "children inherit their parents' shared unit order")
+    ev.add_argument("--match-passes", type=int, default=None,
+                    help="weight-matching sweeps of --crossover aligned (default 2 with greedy, "
+                    "until converged with exact; 0: until converged)")
     ev.add_argument("--selection", choices=sorted(SELECTIONS), default="tournament")
     ev.add_argument("--mutation-rate", type=float, default=0.05)
     ev.add_argument("--mutation-scale", type=float, default=0.1)
@@ -158,6 +161,8 @@ def _aligned_kw(args):
         kw.append(("match_to", args.match_to))
     if args.match_every != 1:
         kw.append(("every", args.match_every))
+    if args.match_passes is not None:
+        kw.append(("passes", args.match_passes or None))
     return tuple(kw)
 
 

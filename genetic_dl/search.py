@@ -288,7 +288,7 @@ class TPE:
 
     def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
         """Reports each trial's fitness (a failure as a failed trial)."""
-        import optuna  # pylint: disable=import-outside-toplevel
+        import optuna  # pylint: disable=import-outside-toplevel,import-error
         for trial, f in zip(state["trials"], fitness):
             if np.isfinite(f):
                 state["study"].tell(trial, float(f))

@@ -58,7 +58,9 @@ class WeightGAConfig:
         a plain crossover. ``matcher`` is ``"greedy"`` (on the device) or
         ``"exact"`` (linear assignments on the host, 2-5x slower; needs
         ``match_to="best"``, its default there). ``passes`` caps the
-        weight-matching sweeps (default: until converged).
+        weight-matching sweeps: 2 by default with greedy matching (98.6-100 %
+        of the similarity gain of converging on trained digits MLPs, at 40 %
+        of its cost), until converged with exact matching or ``None``.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
       distinct_parents: draw the second parent among the other members, so
@@ -158,7 +160,7 @@ class WeightGAConfig:
     @property
     def match_passes(self) -> Optional[int]:
         """Weight-matching sweeps of aligned crossover (None: until converged)."""
-        return dict(self.crossover_kw).get("passes")
+        return dict(self.crossover_kw).get("passes", 2 if self.matcher == "greedy" else None)
 
     @property
     def match_every(self) -> int:

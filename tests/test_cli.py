@@ -117,13 +117,27 @@ def test_bad_configs_exit_2(tmp_path, capsys, monkeypatch):
                            ("population = \"many\"\n", "population"),
                            ("crossover = \"sexual\"\n", "choose one of"),
                            ("this is not toml", "not valid TOML"),
-                           ("crossover = \"aligned\"\nmatch_every = 2\n", "match_to='best'")):
+                           ("crossover = \"aligned\"\nmatch_every = 2\n", "match_to='best'"),
+                           ("crossover = \"aligned\"\nmatch_passes = -1\n", "passes")):
         cfg.write_text(text)
         code, _, err = _in_process(capsys, monkeypatch, "evolve-weights", "--config", str(cfg))
         assert code == 2 and expected in err, (text, err)
         assert len(err.strip().splitlines()) == 1
     code, _, err = _in_process(capsys, monkeypatch, "report", str(tmp_path))
     assert code == 2 and "no result.json" in err
+
+
+def test_matching_flags_set_the_aligned_options():
+    from genetic_dl import cli  # pylint: disable=import-outside-toplevel
+    from genetic_dl.weight_ga import WeightGAConfig  # pylint: disable=import-outside-toplevel
+    for flags, want in (([], ("parent", 1, 2)),
+                        (["--match-to", "best", "--match-every", "5"], ("best", 5, 2)),
+                        (["--match-passes", "0", "--matcher", "exact"], ("best", 1, None)),
+                        (["--match-passes", "3"], ("parent", 1, 3))):
+        args = cli.parse(["evolve-weights", "--crossover", "aligned"] + flags)
+        kw = cli._aligned_kw(args)  # pylint: disable=protected-access
+        cfg = WeightGAConfig(crossover="aligned", crossover_kw=kw)
+        assert (cfg.match_to, cfg.match_every, cfg.match_passes) == want, flags
 
 
 RUN = ["evolve-weights", "--dataset", "iris", "--population", "4", "--generations", "8",
