@@ -59,7 +59,7 @@ class WeightGAConfig:
         ``"exact"`` (linear assignments on the host, 2-5x slower; needs
         ``match_to="best"``, its default there). ``passes`` caps the
         weight-matching sweeps: 2 by default with greedy matching (98.6-100 %
-        of the similarity gain of converging on trained digits MLPs, at 40 %
+        of the similarity gain of converging on trained digits MLPs, at 35-70 %
         of its cost), until converged with exact matching or ``None``.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
