@@ -4,13 +4,13 @@ Arms (same MLP, optimizer and epochs per lineage; P members; G generations of n 
   dnn          one network trained G*n epochs (member 0 of the independent population);
   best_of_p    P independent networks, the best by validation loss (equal-compute control);
   pbt          PBT exploit/explore, no crossover (rule "pbt");
-  gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact, gdnn_aligned_best5,
-  gdnn_aligned_best_once
+  gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact, gdnn_aligned_best1,
+  gdnn_aligned_best5, gdnn_aligned_best_once
                the weight GA with uniform, per-neuron and aligned (Git Re-Basin) crossover,
                the last with greedy pairwise weight matching on the device (the default),
                exact matching of the parents to the best member on the host, or greedy
-               matching to the best member every 5th generation or in the first one only
-               (children inherit the shared unit order in between).
+               matching to the best member every generation, every 5th or in the first one
+               only (children inherit the shared unit order in between).
 Selection only sees the validation split; test metrics of each arm's chosen network are
 reported at the end. Also measures offspring quality right after crossover, before any
 retraining: child validation loss against the mean of its two parents', at generation 0 and
@@ -46,12 +46,15 @@ ARMS = {
     "gdnn_aligned": WeightGAConfig(crossover="aligned"),
     "gdnn_aligned_exact": WeightGAConfig(crossover="aligned",
                                          crossover_kw=(("matcher", "exact"),)),
+    "gdnn_aligned_best1": WeightGAConfig(crossover="aligned",
+                                         crossover_kw=(("match_to", "best"),)),
     "gdnn_aligned_best5": WeightGAConfig(crossover="aligned",
                                          crossover_kw=(("match_to", "best"), ("every", 5))),
     "gdnn_aligned_best_once": WeightGAConfig(
         crossover="aligned", crossover_kw=(("match_to", "best"), ("every", 10 ** 6))),
 }
-SHARED_ORDER_PROBE = ("gdnn_aligned", "gdnn_aligned_best5", "gdnn_aligned_best_once")
+SHARED_ORDER_PROBE = ("gdnn_aligned", "gdnn_aligned_best1", "gdnn_aligned_best5",
+                      "gdnn_aligned_best_once")
 CROSSES = {"uniform": ("uniform", ()), "per_neuron": ("per_neuron", ()),
            "aligned": ("aligned", ()), "aligned_exact": ("aligned", (("matcher", "exact"),)),
            "aligned_best": ("aligned", (("match_to", "best"),))}
