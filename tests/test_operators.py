@@ -203,7 +203,8 @@ def _greedy_reference(s):
 def _greedy_order_exists(s, perm) -> bool:
     """Whether some greedy order (ties broken any way) takes exactly the pairs of ``perm``:
     one of its pairs always holds the largest entry left."""
-    s = np.where(np.isfinite(s), s, -1e300).astype(np.float64)
+    s = np.asarray(s, np.float64)
+    s = np.where(np.isfinite(s), s, -1e300)
     left = np.ones(len(s), bool)
     for _ in range(len(s)):
         rows = np.flatnonzero(left)
