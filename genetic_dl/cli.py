@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--metric", default="accuracy", help="validation metric to maximise")
     se.add_argument("--epochs", type=_ints, default=(5, 10, 20, 40),
                     help="choices of the epochs gene (training epochs per candidate)")
+    se.add_argument("--space", default="",
+                    help="narrow genes of the space, e.g. \"optimizer=adam; width=16,32; "
+                    "layers=1,2; learning_rate=1e-3,1e-2\" (choices; or bounds / one value of "
+                    "a numeric gene): fewer shapes compile fewer programs")
     se.add_argument("--objectives", choices=("metric", "metric,params"), default="metric",
                     help="metric,params: NSGA-II on (metric, -parameter count), Pareto front")
     se.add_argument("--lamarckian", action="store_true",
@@ -345,6 +349,10 @@ def search_command(args, argv: List[str]) -> int:
     bad = sorted(set(families) - {"mlp", "cnn", "rnn"})
     if bad or not families:
         raise UserError(f"unknown model famil(ies) {bad or families}: use mlp, cnn, rnn")
+    try:
+        space = default_space(families, args.epochs, narrow=_narrowing(args.space))
+    except ValueError as err:
+        raise UserError(f"--space: {err}") from err
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     n_obj = 2 if args.objectives == "metric,params" else 1
     if n_obj > 1 and args.method not in ("ga", "random", "grid"):
@@ -386,7 +394,7 @@ def search_command(args, argv: List[str]) -> int:
                 {e["round"] for e in replay}):
             checkpoint.save_search(os.path.join(args.out, "checkpoints"), rounds,
                                    res.evaluations, objective.state_dict(), options)
-    res = search_mod.run_search(method, default_space(families, args.epochs), objective,
+    res = search_mod.run_search(method, space, objective,
                                 args.budget, jax.random.key(args.seed), objectives=n_obj,
                                 callbacks=[report], replay=replay, on_round=save)
     _close(progress_bar)
@@ -410,6 +418,22 @@ def search_command(args, argv: List[str]) -> int:
                             "params": -e["fitness"][1]} for e in res.pareto]
     return _finish(args, argv, data, objective.best["spec"], objective.best["params"],
                    objective.best["config"], history, evaluations, extra)
+
+
+def _narrowing(text: str) -> Dict[str, List[str]]:
+    """``"optimizer=adam; width=16,32"`` -> ``{"optimizer": ["adam"], "width": ["16", "32"]}``."""
+    out: Dict[str, List[str]] = {}
+    text = ";".join(map(str, text)) if isinstance(text, (list, tuple)) else str(text)
+    for item in (part.strip() for part in text.split(";")):
+        if not item:
+            continue
+        name, sep, values = item.partition("=")
+        values = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not values:
+            raise UserError(f"--space entry {item!r} is not gene=value[,value...]: e.g. "
+                            f"--space \"optimizer=adam; width=16,32\"")
+        out[name.strip()] = values
+    return out
 
 
 def _first(fitness):

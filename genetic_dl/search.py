@@ -9,9 +9,10 @@ box). An identical config is never evaluated twice (the cache costs nothing).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,41 @@ class BlackBox(Objective):
 
 def _nan_like(objectives: int):
     return float("nan") if objectives == 1 else (float("nan"),) * objectives
+
+
+class _Breeding(NamedTuple):
+    """The static options of :func:`_breed` (hashable: one compile per search)."""
+    space: Space
+    selection: str
+    selection_kw: Tuple[Tuple[str, Any], ...]
+    boltzmann_growth: float
+    crossover: str
+    sigma: float
+    structural_rate: float
+    n_elite: int
+    n_child: int
+
+
+@functools.partial(jax.jit, static_argnames=("how",))
+def _breed(key, fit, genomes, lo, hi, rate, generation, how: _Breeding):
+    """One generation's genomes: elites, then selected, crossed and mutated children.
+
+    Jitted as one program: run op by op, its few dozen small ops would each compile
+    on first use, seconds per process.
+    """
+    k_sel, k_cross, k_mut, k_struct = jax.random.split(key, 4)
+    sel_kw = dict(how.selection_kw)
+    if how.selection == "boltzmann":
+        sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
+                                                     how.boltzmann_growth, generation)
+    picks = selection_mod.get(how.selection, **sel_kw)(k_sel, fit, 2 * how.n_child)
+    kids = jax.vmap(genome_ops.CROSSOVERS[how.crossover])(
+        jax.random.split(k_cross, how.n_child), genomes[picks[0::2]], genomes[picks[1::2]])
+    kids = genome_ops.mutate(k_mut, kids, rate, how.sigma, lo, hi)
+    kids = genome_ops.structural_mutation(k_struct, kids, how.space, how.structural_rate)
+    kids = jnp.clip(kids, lo, hi)
+    elite_idx = selection_mod.elites(fit, how.n_elite)
+    return jnp.concatenate([genomes[elite_idx], kids]), elite_idx, picks
 
 
 @dataclasses.dataclass
@@ -118,30 +154,20 @@ class GA:
         """Genomes to evaluate next."""
         if state["fitness"] is None:
             return state["genomes"]
-        space, gen = state["space"], state["generation"]
+        gen = state["generation"]
         fit = jnp.asarray(self._scalar(state["fitness"]), jnp.float32)
-        k_sel, k_cross, k_mut, k_struct = jax.random.split(key, 4)
         n_elite = min(self.elitism, self.population) if self.objectives == 1 else 0
-        n_child = self.population - n_elite
-        sel_kw = dict(self.selection_kw)
-        if self.selection == "boltzmann":
-            sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
-                                                         self.boltzmann_growth, gen)
-        picks = selection_mod.get(self.selection, **sel_kw)(k_sel, fit, 2 * n_child)
-        g = jnp.asarray(state["genomes"])
-        cross = genome_ops.CROSSOVERS[self.crossover]
-        kids = jax.vmap(cross)(jax.random.split(k_cross, n_child), g[picks[0::2]],
-                               g[picks[1::2]])
         rate = self.mutation_rate * math.exp(-self.mutation_decay * gen)
-        kids = genome_ops.mutate(k_mut, kids, rate, self.mutation_sigma,
-                                 jnp.asarray(state["lo"]), jnp.asarray(state["hi"]))
-        kids = genome_ops.structural_mutation(k_struct, kids, space, self.structural_rate)
-        kids = jnp.clip(kids, state["lo"], state["hi"])
-        elite_idx = selection_mod.elites(fit, n_elite)
+        genomes, elite_idx, picks = _breed(
+            key, fit, jnp.asarray(state["genomes"]), jnp.asarray(state["lo"]),
+            jnp.asarray(state["hi"]), jnp.float32(rate), jnp.int32(gen),
+            _Breeding(state["space"], self.selection, tuple(self.selection_kw),
+                      self.boltzmann_growth, self.crossover, self.mutation_sigma,
+                      self.structural_rate, n_elite, self.population - n_elite))
         # lineage: rows of the evaluated population each new genome came from
         state["parents"] = [(int(i), int(i)) for i in np.asarray(elite_idx)] + \
             [(int(x), int(y)) for x, y in np.asarray(picks).reshape(-1, 2)]
-        return np.asarray(jnp.concatenate([g[elite_idx], kids]))
+        return np.asarray(genomes)
 
     def tell(self, state, genomes, fitness):
         """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection."""

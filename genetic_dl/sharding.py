@@ -9,6 +9,7 @@ get one device per core.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Optional, Tuple
 
@@ -94,12 +95,17 @@ def pad_members(tree: Any, multiple: int) -> Tuple[Any, int]:
     extra = -size % multiple
     if extra == 0:
         return tree, size
-
-    def pad(x):
-        return jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)])
-    return jax.tree_util.tree_map(pad, tree), size
+    return _pad(tree, extra), size
 
 
+# Jitted over the whole tree: leaf by leaf, each op would compile once per leaf shape.
+@functools.partial(jax.jit, static_argnums=1)
+def _pad(tree, extra):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]), tree)
+
+
+@functools.partial(jax.jit, static_argnums=1)
 def unpad_members(tree: Any, size: int) -> Any:
     """Drops members beyond ``size`` (inverse of :func:`pad_members`)."""
     return jax.tree_util.tree_map(lambda x: x[:size], tree)

@@ -168,6 +168,73 @@ class Space:
         """Gene ``name``."""
         return dict(self.genes)[name]
 
+    def restrict(self, values: Mapping[str, Sequence[Any]]) -> "Space":
+        """The same space with some genes narrowed, e.g. to search fewer shapes.
+
+        A ``Choice`` gene keeps the listed options (numbers may be new values: any
+        width, batch size or epoch count). An ``Int``/``Float`` gene takes two values
+        as its new ``[lo, hi]`` (its log scale kept), or one value to fix it. A name
+        that is not a gene but prefixes genes ``name_0, name_1, ...`` (``width``)
+        narrows all of them. Values may be strings, as from a command line.
+
+        Args:
+          values: ``{gene name: values}``.
+
+        Returns:
+          A new :class:`Space` with the same gene order and conditions.
+
+        Raises:
+          ValueError: an unknown gene, or values that do not fit the gene.
+        """
+        genes = dict(self.genes)
+        for name, vals in values.items():
+            targets = [name] if name in genes else [n for n in self.names
+                                                    if n.rsplit("_", 1)[0] == name
+                                                    and n.rsplit("_", 1)[-1].isdigit()]
+            _check(bool(targets), f"unknown gene {name!r}: the space's genes are "
+                   f"{', '.join(self.names)}")
+            vals = list(vals) if isinstance(vals, (list, tuple)) else [vals]
+            _check(len(vals) > 0, f"gene {name!r} needs at least one value")
+            for target in targets:
+                genes[target] = _narrowed(name, genes[target], vals)
+        return Space(tuple((n, genes[n]) for n in self.names), self.conditions)
+
+
+def _as_number(name: str, value: Any, kind: type):
+    try:
+        number = kind(float(value)) if kind is int else float(value)
+    except (TypeError, ValueError):
+        number = None
+    _check(number is not None and (kind is not int or float(value) == number),
+           f"gene {name!r}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+    return number
+
+
+def _narrowed(name: str, gene: Gene, vals: Sequence[Any]) -> Gene:
+    if isinstance(gene, Choice):
+        kinds = {type(o) for o in gene.options}
+        if kinds <= {int}:
+            options = [_as_number(name, v, int) for v in vals]
+            _check(all(o > 0 for o in options), f"gene {name!r} needs positive values, "
+                   f"got {list(vals)}")
+        elif kinds <= {int, float}:
+            options = [_as_number(name, v, float) for v in vals]
+        else:
+            by_text = {str(o): o for o in gene.options}
+            unknown = [v for v in vals if str(v) not in by_text]
+            _check(not unknown, f"gene {name!r}: {unknown} not among "
+                   f"{', '.join(map(str, gene.options))}")
+            options = [by_text[str(v)] for v in vals]
+        return Choice(tuple(dict.fromkeys(options)))
+    kind = int if isinstance(gene, Int) else float
+    numbers = [_as_number(name, v, kind) for v in vals]
+    _check(len(numbers) <= 2, f"gene {name!r} takes one value or two bounds, got {list(vals)}")
+    lo, hi = min(numbers), max(numbers)
+    _check(not gene.log or lo > 0, f"gene {name!r} is log-scale: it needs positive values")
+    if lo == hi:
+        return Choice((lo,))
+    return type(gene)(lo, hi, gene.log)
+
 
 def space(genes: Mapping[str, Gene],
           conditions: Optional[Mapping[str, Callable[[Dict[str, Any]], bool]]] = None) -> Space:
@@ -201,7 +268,8 @@ def _family(name: str) -> Callable[[Dict[str, Any]], bool]:
 
 
 def default_space(families: Sequence[str] = ("mlp", "cnn", "rnn"),
-                  epochs: Sequence[int] = (5, 10, 20, 40)) -> Space:
+                  epochs: Sequence[int] = (5, 10, 20, 40),
+                  narrow: Optional[Mapping[str, Sequence[Any]]] = None) -> Space:
     """The space the seed documents name: training hyperparameters and structure.
 
     Genes: learning_rate, batch_size, epochs, dropout, weight_decay, optimizer,
@@ -211,6 +279,9 @@ def default_space(families: Sequence[str] = ("mlp", "cnn", "rnn"),
     Args:
       families: model families the ``family`` gene chooses from.
       epochs: choices of the ``epochs`` gene.
+      narrow: genes to narrow (:meth:`Space.restrict`), e.g.
+        ``{"optimizer": ["adam"], "width": [16, 32], "layers": [1, 2]}``: fewer
+        distinct shapes compile fewer training programs.
     """
     genes: Dict[str, Gene] = {
         "learning_rate": Float(1e-4, 3e-2, log=True),
@@ -234,4 +305,8 @@ def default_space(families: Sequence[str] = ("mlp", "cnn", "rnn"),
     conditions.update({"layers": _not_rnn, "activation": _not_rnn})
     conditions.update({"kernel_size": _family("cnn"), "rnn_cell": _family("rnn"),
                        "rnn_hidden": _family("rnn"), "rnn_layers": _family("rnn")})
-    return space(genes, conditions)
+    result = space(genes, conditions).restrict(narrow or {})
+    layers = result.gene("layers")
+    most = max(layers.options) if isinstance(layers, Choice) else layers.hi
+    _check(most <= MAX_LAYERS, f"gene 'layers' goes up to {MAX_LAYERS} in this space, got {most}")
+    return result

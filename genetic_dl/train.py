@@ -19,7 +19,8 @@ import optax
 
 from . import sharding
 from .data import Dataset
-from .metrics import accuracy, compute_metrics, loss_fn, r2_score
+from .metrics import (CLASSIFICATION_METRICS, REGRESSION_METRICS, accuracy, compute_metrics,
+                      loss_fn, r2_score)
 from .optimizers import make_optimizer
 from .population import Population
 
@@ -235,11 +236,19 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
     return _run_sharded(fn, population, x, y, mesh=mesh)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "classification"))
+def _split_metrics(model, params, x, y, classification):
+    # One program: op by op, the metrics' few dozen ops would each compile on first use.
+    return compute_metrics(model.apply(params, x), y, classification)
+
+
 def split_metrics(model, params, data: Dataset, split: str) -> Dict[str, float]:
     """Every metric of one network (``model`` with ``params``) on one split, as floats."""
     x, y = data.split(split)
-    m = compute_metrics(model.apply(params, x), y, data.is_classification)
-    return {k: float(v) for k, v in m.items()}
+    m = _split_metrics(model, params, jnp.asarray(x, jnp.float32), jnp.asarray(y),
+                       data.is_classification)
+    names = CLASSIFICATION_METRICS if data.is_classification else REGRESSION_METRICS
+    return {k: float(m[k]) for k in names}  # jit returns dicts sorted by key
 
 
 def fitness_from_metrics(metrics: Dict[str, jax.Array], metric: str = "loss",

@@ -203,6 +203,7 @@ class WeightGAResult:
                                   for h in self.history])
 
 
+@jax.jit
 def diversity(params) -> jax.Array:
     """Mean RMS distance of the members' weights to the population's mean weights."""
     leaves = jax.tree_util.tree_leaves(params)

@@ -35,7 +35,7 @@ def test_evolve_weights_end_to_end(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["dataset"] == "iris" and len(result["history"]) == 2
     assert result["budget_used"] == 16
-    assert set(result["best"]["test"]) == {"loss", "accuracy", "precision", "recall", "f1", "auc"}
+    assert list(result["best"]["test"]) == ["loss", "accuracy", "precision", "recall", "f1", "auc"]
     assert result["best"]["val"]["accuracy"] > 0.5
 
 
@@ -50,7 +50,7 @@ def test_user_npz_regression(tmp_path):
                 "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert set(result["best"]["test"]) == {"loss", "mse", "mae", "r2"}
+    assert list(result["best"]["test"]) == ["loss", "mse", "mae", "r2"]
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
@@ -79,14 +79,21 @@ def test_datasets_lists_the_bundled_ones():
         "digits", "iris", "mnist1d", "friedman", "binary"]
 
 
+# a narrow space: few shapes, so few training programs to compile (CI time)
+NARROW = "optimizer=adam; layers=1; width=8,16; activation=relu; batch_size=32"
+
+
 def test_search_report_load_model_and_config_round_trip(tmp_path):
     out = tmp_path / "search"
     proc = _cli("search", "--dataset", "iris", "--budget", "30", "--population", "4",
-                "--families", "mlp", "--epochs", "3,5", "--seed", "1", "--out", str(out),
-                "--quiet")
+                "--families", "mlp", "--epochs", "3", "--seed", "1", "--out", str(out),
+                "--space", NARROW, "--quiet")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["budget_used"] <= 30 and result["best"]["config"]["family"] == "mlp"
+    assert all(c["config"]["optimizer"] == "adam" and c["config"]["layers"] == 1
+               and c["config"]["width_0"] in (8, 16)  # --space narrowed the space
+               for c in result["hall_of_fame"])
     for name in ("history.csv", "evaluations.csv", "config.toml", "best_model/spec.json",
                  "best_model/params.msgpack", "fitness.png"):
         assert (out / name).exists(), name
@@ -118,9 +125,12 @@ def test_bad_configs_exit_2(tmp_path, capsys, monkeypatch):
                            ("crossover = \"sexual\"\n", "choose one of"),
                            ("this is not toml", "not valid TOML"),
                            ("crossover = \"aligned\"\nmatch_every = 2\n", "match_to='best'"),
-                           ("crossover = \"aligned\"\nmatch_passes = -1\n", "passes")):
+                           ("crossover = \"aligned\"\nmatch_passes = -1\n", "passes"),
+                           ("space = \"widht=8\"\n", "unknown gene 'widht'"),
+                           ("space = \"width\"\n", "not gene=value")):
         cfg.write_text(text)
-        code, _, err = _in_process(capsys, monkeypatch, "evolve-weights", "--config", str(cfg))
+        command = "search" if text.startswith("space") else "evolve-weights"
+        code, _, err = _in_process(capsys, monkeypatch, command, "--config", str(cfg))
         assert code == 2 and expected in err, (text, err)
         assert len(err.strip().splitlines()) == 1
     code, _, err = _in_process(capsys, monkeypatch, "report", str(tmp_path))
@@ -178,7 +188,7 @@ def test_sigkill_then_resume_gives_the_same_result(tmp_path):
 
 
 SEARCH = ["search", "--dataset", "iris", "--budget", "40", "--population", "4",
-          "--families", "mlp", "--epochs", "2,3", "--seed", "2", "--quiet"]
+          "--families", "mlp", "--epochs", "2,3", "--seed", "2", "--space", NARROW, "--quiet"]
 
 
 def _kill_at(args, out, target):
@@ -215,7 +225,9 @@ def test_multi_objective_search_writes_a_pareto_front(tmp_path, capsys, monkeypa
     out = tmp_path / "mo"
     code, _, err = _in_process(capsys, monkeypatch, "search", "--dataset", "iris", "--budget",
                                "24", "--population", "4", "--families", "mlp", "--epochs", "2,3",
-                               "--objectives", "metric,params", "--out", str(out), "--quiet")
+                               "--objectives", "metric,params", "--space",
+                               NARROW.replace("layers=1", "layers=1,2"), "--out",
+                               str(out), "--quiet")
     assert code == 0, err
     result = json.loads((out / "result.json").read_text())
     front = [(p["metric"], -p["params"]) for p in result["pareto"]]

@@ -1,4 +1,7 @@
 """The outer GA and its baselines on cheap objectives with known optima."""
+import logging
+
+import jax
 import numpy as np
 import pytest
 
@@ -192,3 +195,15 @@ def test_ga_evaluations_record_their_parents():
     for e in bred:  # parents were evaluated in an earlier round
         assert all(by_id[p]["round"] < e["round"] for p in e["parents"])
     assert all(0 <= h["diversity"] <= 0.5 for h in res.history)
+
+
+def test_a_second_ga_run_compiles_nothing(caplog):
+    """Decaying rates and rising Boltzmann pressure are traced: nothing compiles per generation."""
+    ga = search.GA(population=6, selection="boltzmann", selection_kw=(("beta", 0.05),),
+                   boltzmann_growth=1.2, mutation_decay=0.2)
+    search.run_search(ga, SPACE, search.BlackBox(sphere), 12, 0)  # compiles what a run needs
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        res = search.run_search(ga, SPACE, search.BlackBox(sphere), 60, 1)
+    assert len(res.history) >= 5
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not compiled, compiled[:3]

@@ -53,3 +53,33 @@ def test_default_space_conditions():
     v = u.copy()
     v[s.index("width_3")] = 0.01
     assert s.key(u) == s.key(v)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=17, max_size=17))
+def test_a_narrowed_space_decodes_only_the_values_it_allows(u):
+    narrow = {"optimizer": ["adam", "sgd"], "width": ["8", "24"], "layers": [2, 3],
+              "learning_rate": ["1e-3", "1e-2"], "dropout": [0], "rnn_hidden": [32]}
+    s = default_space(narrow=narrow)
+    assert s.names == default_space().names  # same genome layout: genomes stay comparable
+    c = s.decode(u)
+    assert c["optimizer"] in ("adam", "sgd") and c["dropout"] == 0.0
+    assert 1e-3 * (1 - 1e-6) <= c["learning_rate"] <= 1e-2 * (1 + 1e-6)
+    if c["family"] != "rnn":
+        assert c["layers"] in (2, 3)
+        assert all(c[f"width_{i}"] in (8, 24) for i in range(c["layers"]))
+    else:
+        assert c["rnn_hidden"] == 32
+    # encode/decode still invert on the narrowed genes
+    assert s.decode(s.encode(c)) == c
+
+
+@pytest.mark.parametrize("narrow,message", [
+    ({"widht": [8]}, "unknown gene 'widht'"), ({"optimizer": ["lion"]}, "not among"),
+    ({"width": ["a"]}, "not an integer"), ({"width": [1.5]}, "not an integer"),
+    ({"batch_size": [0]}, "positive"), ({"learning_rate": [0, 1]}, "log-scale"),
+    ({"layers": [1, 2, 3]}, "one value or two bounds"), ({"layers": [1, 6]}, "up to 4"),
+])
+def test_bad_narrowing_raises_a_clear_error(narrow, message):
+    with pytest.raises(ValueError, match=message):
+        default_space(narrow=narrow)
