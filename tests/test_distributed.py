@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import ROOT, run_python
+from conftest import ROOT, TEST_XLA_FLAGS, run_python
 
 RUN = """
 import json, sys
@@ -36,7 +36,7 @@ def test_two_processes_evolve_like_one(tmp_path):
     single = json.loads(run_python(RUN, devices=4).strip().splitlines()[-1])
     script = tmp_path / "run.py"
     script.write_text(RUN)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {TEST_XLA_FLAGS}",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     address = f"127.0.0.1:{_free_port()}"
     procs = [subprocess.Popen([sys.executable, str(script), address, "2", str(i)], env=env,
