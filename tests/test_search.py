@@ -1,4 +1,5 @@
 """The outer GA and its baselines on cheap objectives with known optima."""
+import dataclasses
 import logging
 
 import jax
@@ -60,6 +61,48 @@ def test_failures_rank_last_and_do_not_crash():
     res = search.run_search("ga", SPACE, search.BlackBox(
         lambda c: float("nan") if c["x"] > 0 else sphere(c)), 60, 0)
     assert res.best_config["x"] <= 0
+
+
+@pytest.mark.parametrize("selection", list(gdl.selection.SELECTIONS))
+def test_a_converged_ga_still_spends_its_budget(selection):
+    """With mutation decay the population converges on copies of its best, which the
+    cache answers for free; renewing a round of duplicates keeps the search going."""
+    ga = search.GA(population=8, selection=selection, mutation_decay=0.1)
+    res = search.run_search(ga, SPACE, search.BlackBox(sphere), 100, 1)
+    assert res.budget_used == 100
+    keys = [SPACE.key(e["genome"]) for e in res.evaluations]
+    assert len(set(keys)) == len(keys)
+    if selection == "tournament":  # without renewal it stopped early, and worse
+        old = search.run_search(dataclasses.replace(ga, renew="never"), SPACE,
+                                search.BlackBox(sphere), 100, 1)
+        assert old.budget_used < 50 and res.best_fitness > old.best_fitness
+
+
+@pytest.mark.parametrize("renew", search.RENEW)
+def test_renewal_breeds_new_configs_from_a_converged_population(renew):
+    ga = search.GA(population=8, renew=renew)
+    state = ga.init_state(jax.random.key(0), SPACE)
+    same = np.tile(state["genomes"][:1], (8, 1))
+    first = [sphere(SPACE.decode(u)) for u in state["genomes"]]
+    state = ga.tell(state, state["genomes"], first)
+    state = ga.tell(state, same, [sphere(SPACE.decode(same[0]))] * 8)
+    kids = ga.ask(jax.random.key(1), state)
+    new = [SPACE.key(u) not in state["seen"] for u in kids]
+    assert not new[0]  # the elite is kept as it is
+    if renew == "always":
+        assert all(new[1:]) and len({SPACE.key(u) for u in kids}) == 8
+    elif renew == "stalled":
+        assert any(new[1:])
+    assert np.all((kids >= 0) & (kids <= 1))
+
+
+def test_a_search_of_an_exhausted_space_ends():
+    tiny = space({"c": Choice(["a", "b"])})
+    res = search.run_search(search.GA(population=4), tiny, search.BlackBox(
+        lambda c: float(c["c"] == "b")), 50, 0)
+    assert sorted(e["config"]["c"] for e in res.evaluations) == ["a", "b"]
+    with pytest.raises(ValueError, match="renew"):
+        search.GA(renew="sometimes")
 
 
 def test_lhs_fills_every_stratum():
