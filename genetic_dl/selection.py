@@ -114,6 +114,9 @@ def boltzmann(key, fitness, n: int, beta: float = 1.0):
 
     ``beta`` may be traced; the loops raise it per generation with
     :func:`beta_schedule` so that pressure grows as the search converges.
+    It multiplies fitness in its own units: a member 1/beta below the best is
+    e times less likely, so choose beta for your fitness' scale (accuracy in
+    [0, 1]: tens; a loss in the hundreds: below 0.1).
     """
     return _sample(key, boltzmann_probabilities(fitness, beta), n)
 
