@@ -12,6 +12,7 @@ layer of at most 64 units (see bench_space).
 
 Usage: python benchmarks/search_comparison.py [--seeds 5] [--datasets mnist1d digits]
        [--budget 240 160] [--methods ga random grid de tpe] [--epochs 5 10 20]
+       [--out JSON] [--plot PNG] [--append]
 Writes benchmarks/results/search_comparison.json and img/search_comparison.png.
 """
 from __future__ import annotations
@@ -132,6 +133,7 @@ def main():
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "search_comparison.json"))
+    parser.add_argument("--plot", default=os.path.join(ROOT, "img", "search_comparison.png"))
     parser.add_argument("--append", action="store_true",
                         help="keep the runs already in --out and skip them")
     args = parser.parse_args()
@@ -160,7 +162,7 @@ def main():
                 gdl.rundir.write_json(args.out, {"machine": machine, "command": " ".join(
                     ["python benchmarks/search_comparison.py"] + sys.argv[1:]), "runs": runs})
     print(table(runs))
-    plot(runs, os.path.join(ROOT, "img", "search_comparison.png"))
+    plot(runs, args.plot)
 
 
 def replot(paths):
