@@ -113,19 +113,18 @@ def _renew_duplicates(key, genomes, first_child, space: Space, seen, lo, hi, sig
     stops with most of its budget unspent.
     """
     genomes = np.asarray(genomes)
-    for attempt in range(tries + 1):
+    keys = [space.key(g) for g in genomes]
+    for attempt in range(tries):
         taken, redo = set(seen), np.zeros(len(genomes), bool)
-        for i, g in enumerate(genomes):
-            k = space.key(g)
+        for i, k in enumerate(keys):
             redo[i] = i >= first_child and k in taken
             taken.add(k)
-        if not redo.any() or attempt == tries:
-            return genomes
-        if when == "stalled" and not redo[first_child:].all():
-            return genomes  # some children are new: this round evaluates them
+        if not redo.any() or (when == "stalled" and not redo[first_child:].all()):
+            break  # nothing to renew, or some children are new and this round evaluates them
         genomes = np.asarray(_nudge(jax.random.fold_in(key, attempt), jnp.asarray(genomes),
                                     jnp.asarray(redo), jnp.float32(min(1.0, sigma * 2 ** attempt)),
                                     jnp.asarray(lo), jnp.asarray(hi)), np.float64)
+        keys = [space.key(g) if r else k for g, k, r in zip(genomes, keys, redo)]
     return genomes
 
 
