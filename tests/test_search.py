@@ -244,7 +244,8 @@ def test_a_second_ga_run_compiles_nothing(caplog):
     """Decaying rates and rising Boltzmann pressure are traced: nothing compiles per generation."""
     ga = search.GA(population=6, selection="boltzmann", selection_kw=(("beta", 0.05),),
                    boltzmann_growth=1.2, mutation_decay=0.2)
-    search.run_search(ga, SPACE, search.BlackBox(sphere), 12, 0)  # compiles what a run needs
+    search.run_search(ga, SPACE, search.BlackBox(sphere), 60, 0)  # compiles what a run needs,
+    # renewal of a stalled round included (mutation decays to nothing)
     with jax.log_compiles(True), caplog.at_level(logging.WARNING):
         res = search.run_search(ga, SPACE, search.BlackBox(sphere), 60, 1)
     assert len(res.history) >= 5
