@@ -19,16 +19,16 @@ from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objec
 from .engine import TrainerObjective
 from .rundir import load_model
 from .cache import enable_compile_cache
-from . import crossover, mutation, selection, stopping
+from . import crossover, matching, mutation, selection, stopping
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DATASETS", "Dataset", "load_dataset", "load_npz", "make_dataset", "compute_metrics",
-    "CNNSpec", "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict",
-    "spec_to_dict", "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population",
-    "take", "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict",
-    "train", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover",
+    "DATASETS", "Dataset", "load_dataset", "load_npz", "make_dataset", "compute_metrics", "CNNSpec",
+    "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict", "spec_to_dict",
+    "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population", "take",
+    "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict", "train",
+    "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "matching",
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",

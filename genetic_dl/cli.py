@@ -46,7 +46,8 @@ def _common(p):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``genetic-dl`` command."""
-    from .crossover import CROSSOVERS, MATCHERS  # pylint: disable=import-outside-toplevel
+    from .crossover import CROSSOVERS  # pylint: disable=import-outside-toplevel
+    from .matching import MATCHERS  # pylint: disable=import-outside-toplevel
     from .optimizers import OPTIMIZERS  # pylint: disable=import-outside-toplevel
     from .search import METHODS  # pylint: disable=import-outside-toplevel
     from .selection import SELECTIONS  # pylint: disable=import-outside-toplevel

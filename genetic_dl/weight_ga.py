@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import crossover as crossover_mod
+from . import matching
 from . import mutation as mutation_mod
 from . import selection as selection_mod
 from . import sharding
@@ -47,7 +48,7 @@ class WeightGAConfig:
         and its options. ``"aligned"`` permutes hidden units before crossing
         with ``base`` (default uniform). ``match_to="parent"`` (the default)
         matches each child's second parent to its first on the device
-        (:func:`~genetic_dl.crossover.match_greedy`: Git Re-Basin's pairwise
+        (:func:`~genetic_dl.matching.match_greedy`: Git Re-Basin's pairwise
         weight matching with greedy assignments). ``match_to="best"`` matches
         the parents and elites to the fittest member, so that the whole
         population shares its unit order; children of such parents inherit it
@@ -123,9 +124,9 @@ class WeightGAConfig:
             raise ValueError(f"aligned crossover needs a base crossover among "
                              f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
                              f", got {base!r}")
-        if self.matcher not in crossover_mod.MATCHERS:
+        if self.matcher not in matching.MATCHERS:
             raise ValueError(f"aligned crossover's matcher must be one of "
-                             f"{', '.join(crossover_mod.MATCHERS)}, got {self.matcher!r}")
+                             f"{', '.join(matching.MATCHERS)}, got {self.matcher!r}")
         if self.match_to not in MATCH_TO:
             raise ValueError(f"aligned crossover's match_to must be one of {', '.join(MATCH_TO)}, "
                              f"got {self.match_to!r}")
@@ -149,7 +150,7 @@ class WeightGAConfig:
     @property
     def matcher(self) -> str:
         """Weight matching of aligned crossover (``crossover_kw``'s ``matcher``)."""
-        return dict(self.crossover_kw).get("matcher", crossover_mod.MATCHERS[0])
+        return dict(self.crossover_kw).get("matcher", matching.MATCHERS[0])
 
     @property
     def match_to(self) -> str:
@@ -221,11 +222,11 @@ def _child_opt_state(population: Population, params, hparams, a, b, rule: str, m
     whole = sharding.constrain(population.opt_state, mesh, split=False)
     state = jax.tree_util.tree_map(lambda s: s[a], whole)
     if perms_a is not None:  # a's moments follow its units, permuted to the best's order
-        state, = crossover_mod.permute_states(params, perms_a, state)
+        state, = matching.permute_states(params, perms_a, state)
     if rule == "average":
         state_b = jax.tree_util.tree_map(lambda s: s[b], whole)
         if perms_b is not None:  # b's moments follow its units, permuted like its weights
-            state_b, = crossover_mod.permute_states(params, perms_b, state_b)
+            state_b, = matching.permute_states(params, perms_b, state_b)
         state = jax.tree_util.tree_map(
             lambda x, y: (x + y) / 2 if jnp.issubdtype(x.dtype, jnp.floating) else x,
             state, state_b)
@@ -266,9 +267,9 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         for option in ("passes", "matcher", "match_to", "every"):
             kw.pop(option, None)
         if config.match_to == "parent":  # else ga_step matched them to the best member
-            perms_b = jax.vmap(functools.partial(crossover_mod.match_greedy,
+            perms_b = jax.vmap(functools.partial(matching.match_greedy,
                                                  passes=config.match_passes))(pa, pb)
-            pb, = crossover_mod.permute_population(pb, perms_b)
+            pb, = matching.permute_population(pb, perms_b)
     cross = crossover_mod.get(name, **kw)
     crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
     if config.crossover_prob == 0:  # static: skip the work, not only its result
@@ -309,7 +310,7 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
     The parents are selected first. Aligned crossover with ``match_to="best"``
     then matches them and the elites to the best member (on the device, or
     partly on the host with ``matcher="exact"``: see
-    :func:`~genetic_dl.crossover.match_population`) in the generations it
+    :func:`~genetic_dl.matching.match_population`) in the generations it
     re-matches, and permutes them inside the jitted step.
 
     Args:
@@ -333,14 +334,14 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         if config.match_to == "best" and int(generation) % config.match_every == 0:
             best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
             if config.matcher == "greedy":  # every member, each device its own; no host sync
-                perms = crossover_mod.match_on_device(population.params, best,
-                                                      config.match_passes)
+                perms = matching.match_on_device(population.params, best,
+                                                 config.match_passes)
             else:
                 members = np.union1d(np.asarray(elite), np.union1d(np.asarray(a), np.asarray(b)))
-                perms = crossover_mod.match_population(population.params, int(best),
-                                                       members=members,
-                                                       passes=config.match_passes,
-                                                       matcher="exact")
+                perms = matching.match_population(population.params, int(best),
+                                                  members=members,
+                                                  passes=config.match_passes,
+                                                  matcher="exact")
     return _ga_step(key, population, generation, config, perms, elite, a, b,
                     sharding.mesh_of(population.params))
 
@@ -382,7 +383,7 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     if perms is not None:
         # optimizer states are permuted by rows, only those a child or an elite keeps
         source = population.replace(
-            params=crossover_mod.permute_population(population.params, perms)[0])
+            params=matching.permute_population(population.params, perms)[0])
     rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
     params, hparams, rows_b, perms_b = _children(k_child, source, rows_a, rows_b, generation,
                                                  config, n_elite, mesh)
@@ -402,7 +403,7 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     # children would shift every member across the devices' shard boundaries.
     elites = jax.tree_util.tree_map(lambda x: x[elite], source)
     if perms is not None:
-        elites = elites.replace(opt_state=crossover_mod.permute_states(
+        elites = elites.replace(opt_state=matching.permute_states(
             elites.params, tuple(p[elite] for p in perms), elites.opt_state)[0])
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
     return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1)

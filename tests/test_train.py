@@ -194,8 +194,8 @@ for cfg, counts in ((cfg, (8,)), (best, (4,)),  # one count each: CI time
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 # members sliced from a sharded population align eagerly (exact matching runs on the host)
 a, b = many[0].member(0), many[0].member(3)
-for x, y in zip(jax.tree_util.tree_leaves(gdl.crossover.align(a, b, matcher="exact")),
-                jax.tree_util.tree_leaves(gdl.crossover.align(*jax.device_get((a, b)),
+for x, y in zip(jax.tree_util.tree_leaves(gdl.matching.align(a, b, matcher="exact")),
+                jax.tree_util.tree_leaves(gdl.matching.align(*jax.device_get((a, b)),
                                                               matcher="exact"))):
     np.testing.assert_array_equal(x, y)
 print("ok")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import genetic_dl as gdl
-from genetic_dl import crossover
 from genetic_dl.weight_ga import WeightGAConfig, evolve_weights, ga_step
 
 
@@ -153,7 +152,7 @@ def test_aligned_to_the_best_shares_one_unit_order_between_rematches(trained):
                          crossover_kw=(("match_to", "best"), ("every", 3)))
     copies = dataclasses.replace(cfg, crossover_prob=0.0, mutation_rate=0.0)
     new, _ = ga_step(jax.random.key(3), pop, fit, 3, copies)
-    for perm in crossover.match_on_device(new.params, 0):
+    for perm in gdl.matching.match_on_device(new.params, 0):
         np.testing.assert_array_equal(perm, np.broadcast_to(np.arange(perm.shape[1]), perm.shape))
     x = jax.random.normal(jax.random.key(4), (5, 4))
     for j, i in enumerate(np.argsort(-np.asarray(fit))[:2]):
