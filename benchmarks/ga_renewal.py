@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl import outer_ga, search  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.space import Choice, Float, Int, space  # noqa: E402  pylint: disable=wrong-import-position
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -59,7 +59,7 @@ def main():
         for budget in args.budgets:
             for pop in (8, 16):
                 for decay in (0.0, 0.1):
-                    for renew in search.RENEW:
+                    for renew in outer_ga.RENEW:
                         ga = search.GA(population=pop, mutation_decay=decay, renew=renew)
                         runs = [search.run_search(ga, sp, search.BlackBox(fn), budget, seed)
                                 for seed in range(args.seeds)]

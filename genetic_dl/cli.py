@@ -46,19 +46,25 @@ def _common(p):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``genetic-dl`` command."""
-    from .crossover import CROSSOVERS  # pylint: disable=import-outside-toplevel
-    from .matching import MATCHERS  # pylint: disable=import-outside-toplevel
-    from .optimizers import OPTIMIZERS  # pylint: disable=import-outside-toplevel
-    from .search import METHODS  # pylint: disable=import-outside-toplevel
-    from .selection import SELECTIONS  # pylint: disable=import-outside-toplevel
-    from .weight_ga import MATCH_TO, RULES  # pylint: disable=import-outside-toplevel
     parser = _Parser(prog="genetic-dl", description="Evolve neural networks with JAX.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("datasets", help="list the bundled datasets")
     rep = sub.add_parser("report", help="write report.md (and plots) of a run directory")
     rep.add_argument("run_dir")
     rep.add_argument("--latex", action="store_true", help="also write report.tex")
-    ev = sub.add_parser("evolve-weights", help="the GDNN weight GA hybrid with gradient descent")
+    _evolve_parser(sub.add_parser("evolve-weights",
+                                  help="the GDNN weight GA hybrid with gradient descent"))
+    _search_parser(sub.add_parser("search", help="search hyperparameters and structure"))
+    return parser
+
+
+def _evolve_parser(ev: argparse.ArgumentParser) -> None:
+    """The options of ``genetic-dl evolve-weights``."""
+    from .crossover import CROSSOVERS  # pylint: disable=import-outside-toplevel
+    from .matching import MATCHERS  # pylint: disable=import-outside-toplevel
+    from .optimizers import OPTIMIZERS  # pylint: disable=import-outside-toplevel
+    from .selection import SELECTIONS  # pylint: disable=import-outside-toplevel
+    from .weight_ga import MATCH_TO, RULES  # pylint: disable=import-outside-toplevel
     _common(ev)
     ev.add_argument("--model", choices=("mlp", "cnn", "rnn"), default="mlp")
     ev.add_argument("--hidden", type=_ints, default=(128, 128),
@@ -95,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the run in --out from its last checkpoint")
     ev.add_argument("--checkpoint-every", type=int, default=1,
                     help="write a checkpoint every K generations (with --out)")
-    se = sub.add_parser("search", help="search hyperparameters and structure")
+
+
+def _search_parser(se: argparse.ArgumentParser) -> None:
+    """The options of ``genetic-dl search``."""
+    from .search import METHODS  # pylint: disable=import-outside-toplevel
     _common(se)
     se.add_argument("--method", choices=sorted(METHODS), default="ga")
     se.add_argument("--budget", type=float, default=200, help="network-epochs to spend")
@@ -118,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the run in --out from its last checkpoint")
     se.add_argument("--checkpoint-every", type=int, default=1,
                     help="write a checkpoint every K rounds (with --out)")
-    return parser
 
 
 def parse(argv: List[str]) -> argparse.Namespace:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import genetic_dl as gdl
-from genetic_dl import engine, genome_ops, search
+from genetic_dl import engine, genome_ops, outer_ga, search
 from genetic_dl.space import Choice, Float, Int, space
 
 SPACE = space({"x": Float(-5, 5), "y": Float(1e-3, 10, log=True), "n": Int(1, 8),
@@ -78,7 +78,7 @@ def test_a_converged_ga_still_spends_its_budget(selection):
         assert old.budget_used < 50 and res.best_fitness > old.best_fitness
 
 
-@pytest.mark.parametrize("renew", search.RENEW)
+@pytest.mark.parametrize("renew", outer_ga.RENEW)
 def test_renewal_breeds_new_configs_from_a_converged_population(renew):
     ga = search.GA(population=8, renew=renew)
     state = ga.init_state(jax.random.key(0), SPACE)

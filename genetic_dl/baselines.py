@@ -1,0 +1,146 @@
+"""The outer GA's baselines, under the same ask/tell interface and budget:
+random search, grid search, differential evolution and (with optuna) TPE."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import genome_ops
+
+
+@dataclasses.dataclass
+class RandomSearch:
+    """Uniform random sampling of the unit hypercube (Bergstra & Bengio, 2012)."""
+    batch: int = 16
+
+    def init_state(self, key, space):  # pylint: disable=unused-argument
+        """Stateless but for the space."""
+        return {"space": space}
+
+    def ask(self, key, state):
+        """``batch`` random genomes."""
+        return np.asarray(jax.random.uniform(key, (self.batch, state["space"].dim)))
+
+    def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
+        """Random search learns nothing."""
+        return state
+
+
+@dataclasses.dataclass
+class GridSearch:
+    """A full grid (every category, ``resolution`` values per numeric gene).
+
+    Points are visited in a seeded pseudo-random order (an affine bijection of
+    the grid index), so a budget that covers part of the grid covers it evenly
+    rather than one corner.
+    """
+    resolution: int = 3
+    batch: int = 16
+
+    def init_state(self, key, space):
+        """The grid axes and a random bijection of the index space."""
+        axes = genome_ops.grid_axes(space, self.resolution)
+        size = int(np.prod([len(a) for a in axes], dtype=object))
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+        mult = int(rng.integers(1, max(2, size)))
+        while math.gcd(mult, size) != 1:
+            mult += 1
+        return {"space": space, "axes": axes, "size": size, "mult": mult,
+                "offset": int(rng.integers(0, size)), "next": 0}
+
+    def ask(self, key, state):  # pylint: disable=unused-argument
+        """The next ``batch`` grid points (none when the grid is exhausted)."""
+        out = []
+        for i in range(state["next"], min(state["next"] + self.batch, state["size"])):
+            j = (state["mult"] * i + state["offset"]) % state["size"]
+            point = []
+            for axis in state["axes"]:
+                j, r = divmod(j, len(axis))
+                point.append(axis[r])
+            out.append(point)
+        state["next"] += len(out)
+        return np.asarray(out, np.float64).reshape(len(out), len(state["axes"]))
+
+    def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
+        """Grid search learns nothing."""
+        return state
+
+
+@dataclasses.dataclass
+class DifferentialEvolution:
+    """DE/rand/1/bin on unit genomes with greedy replacement (Storn & Price, 1997)."""
+    population: int = 16
+    f: float = 0.5
+    cr: float = 0.9
+
+    def init_state(self, key, space):
+        """A Latin-hypercube first population."""
+        if self.population < 4:
+            raise ValueError("DE needs a population of at least 4")
+        return {"space": space, "genomes": np.asarray(genome_ops.init_lhs(
+            key, self.population, space.dim)), "fitness": None, "trials": None}
+
+    def ask(self, key, state):
+        """The first population, then one trial per target."""
+        if state["fitness"] is None:
+            return state["genomes"]
+        trials = _de(key, jnp.asarray(state["genomes"]), self.f, self.cr)["g"]
+        return np.asarray(genome_ops.reflect(trials))
+
+    def tell(self, state, genomes, fitness):
+        """Each trial replaces its target unless it is worse."""
+        state = dict(state)
+        if state["fitness"] is None:
+            state.update(genomes=np.asarray(genomes), fitness=list(fitness))
+            return state
+        old = np.nan_to_num(np.asarray(state["fitness"], np.float64), nan=-np.inf)
+        new = np.nan_to_num(np.asarray(fitness, np.float64), nan=-np.inf)
+        better = new >= old
+        state["genomes"] = np.where(better[:, None], genomes, state["genomes"])
+        state["fitness"] = [f if b else o for f, o, b in zip(fitness, state["fitness"], better)]
+        return state
+
+
+def _de(key, genomes, f, cr):
+    from .mutation import de_rand_1_bin  # pylint: disable=import-outside-toplevel
+    return de_rand_1_bin(key, {"g": genomes}, f, cr)
+
+
+@dataclasses.dataclass
+class TPE:
+    """Optuna's tree-structured Parzen estimator over the unit genome (extra ``bench``)."""
+    batch: int = 8
+
+    def init_state(self, key, space):
+        """An optuna study seeded from ``key``."""
+        try:
+            import optuna  # pylint: disable=import-outside-toplevel
+        except ImportError as err:
+            raise ValueError("method 'tpe' needs optuna: pip install 'genetic-dl[bench]'") \
+                from err
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1])
+        study = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=seed))
+        return {"space": space, "study": study, "trials": []}
+
+    def ask(self, key, state):  # pylint: disable=unused-argument
+        """``batch`` trials from the sampler."""
+        trials = [state["study"].ask() for _ in range(self.batch)]
+        state["trials"] = trials
+        return np.array([[t.suggest_float(n, 0.0, 1.0) for n in state["space"].names]
+                         for t in trials])
+
+    def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
+        """Reports each trial's fitness (a failure as a failed trial)."""
+        import optuna  # pylint: disable=import-outside-toplevel,import-error
+        for trial, f in zip(state["trials"], fitness):
+            if np.isfinite(f):
+                state["study"].tell(trial, float(f))
+            else:
+                state["study"].tell(trial, state=optuna.trial.TrialState.FAIL)
+        return state
