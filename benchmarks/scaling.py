@@ -6,7 +6,8 @@ its GFLOP/s as a fraction of this machine's dense float32 matmul ceiling, and pe
 Then, at P = 128, the GA step (select + cross + mutate) against a 5-epoch generation; aligned
 crossover matched to the best member is timed in a generation that re-matches (2 sweeps, the
 default, or until converged) and in one that crosses the inherited unit order, and their mean over re-matching
-every 5th / 10th / 20th generation is printed. The arms run interleaved, 15 rounds (medians).
+every 5th / 10th / 20th generation is printed, with the two parts of one weight-matching sweep
+(similarity matmuls, greedy assignments) timed alone. The arms run interleaved, 15 rounds (medians).
 
 Usage: python benchmarks/scaling.py [--sizes 8 32 128 512 1024] [--devices 1 2]
 Writes benchmarks/results/scaling.json and img/scaling.png.
@@ -41,8 +42,9 @@ print(json.dumps({"P": size, "devices": jax.device_count(), "seconds": seconds,
 
 GA_STEP = r"""
 import json, time
-import jax, numpy as np
+import jax, jax.numpy as jnp, numpy as np
 import genetic_dl as gdl
+from genetic_dl import matching, sharding
 from genetic_dl.weight_ga import WeightGAConfig, ga_step
 data = gdl.load_dataset("digits")
 pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((128, 128)), data, 128)
@@ -72,13 +74,36 @@ arms = [
     ("aligned_exact", WeightGAConfig(crossover="aligned", crossover_kw=(("matcher", "exact"),)), 0),
     ("aligned_exact_1pass", WeightGAConfig(
         crossover="aligned", crossover_kw=(("matcher", "exact"), ("passes", 1))), 0)]
+# one weight-matching sweep's two parts, each member matched to its neighbour: no faster
+# matching algorithm can skip the similarity matmuls
+pb = sharding.shard_members(jax.tree_util.tree_map(lambda x: jnp.roll(x, 1, axis=0), pop.params),
+                            sharding.mesh_of(pop.params))
+
+
+def _sims(a, b):
+    la, lb = matching._layers(a), matching._layers(b)
+    same = [jnp.arange(k.shape[-1]) for k, _ in la[:-1]]
+    return [matching._layer_similarity(la, lb, same, l) for l in range(len(la) - 1)]
+
+
+sims = jax.jit(jax.vmap(_sims))
+greedy = jax.jit(lambda ss: [jax.vmap(matching.greedy_assignment)(s) for s in ss])
+S = sims(pop.params, pb)
+parts = [("sweep_similarities", lambda: sims(pop.params, pb)), ("sweep_greedy", lambda: greedy(S))]
 for name, cfg, gen in arms:  # compile
     jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, gen, cfg)[0].params)
+for name, fn in parts:
+    jax.block_until_ready(fn())
 times = {name: [] for name, _, _ in arms}
+times.update({name: [] for name, _ in parts})
 for i in range(15):  # rounds of every arm, interleaved: the median of each arm's rounds
     for name, cfg, gen in arms:
         t0 = time.perf_counter()
         jax.block_until_ready(ga_step(jax.random.key(2 + i), pop, fit, gen, cfg)[0].params)
+        times[name].append(time.perf_counter() - t0)
+    for name, fn in parts:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
         times[name].append(time.perf_counter() - t0)
 out = {"generation_s": generation}
 out.update({name: float(np.median(t)) for name, t in times.items()})
@@ -118,6 +143,10 @@ def _ga_step(devices: int) -> dict:
         if name != "generation_s":
             print(f"  {name:<31} {1000 * seconds:8.1f} ms  = "
                   f"{100 * seconds / (ga['generation_s'] + seconds):.1f} % of a generation")
+    floor = ga["uniform"] + ga["sweep_similarities"]
+    ga["floor_matching_every_generation"] = floor
+    print(f"  floor of matching in every generation (uniform step + one sweep's similarities, no "
+          f"assignment): {1000 * floor:.1f} ms = {100 * floor / (ga['generation_s'] + floor):.1f} %")
     for every in (5, 10, 20):  # re-matching to the best every k-th generation, inherited between
         for matching in ("aligned_best_matching", "aligned_best_matching_converged"):
             seconds = (ga[matching] + (every - 1) * ga["aligned_best_inherited"]) / every
