@@ -16,6 +16,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
+
+from . import sharding
+from .sharding import AXIS
 
 Params = Any
 
@@ -277,17 +281,65 @@ def _unmatched(params: Params, ref) -> jax.Array:
     return todo.at[ref].set(False)
 
 
-@functools.partial(jax.jit, static_argnames=("passes",))
-def match_on_device(params: Params, ref, passes: Optional[int] = None) -> Tuple[jax.Array, ...]:
+# On CPU, matching a few members at a time keeps their weights and similarity
+# matrices in cache through the greedy rounds, and each chunk's loop stops at its
+# own last round: 1.4-1.9x over one vmap of 128 pairs (benchmarks/RESULTS.md).
+MATCH_CHUNK = 4
+
+
+def _match_local(a, b, passes: Optional[int], paired: bool):
+    """Rows of ``b`` matched to the same rows of ``a`` (``paired``) or all to ``a``."""
+    n = jax.tree_util.tree_leaves(b)[0].shape[0]
+    match = jax.vmap(functools.partial(match_greedy, passes=passes),
+                     in_axes=(0 if paired else None, 0))
+    chunk = max(d for d in range(1, min(MATCH_CHUNK, n) + 1) if n % d == 0)
+    if jax.default_backend() != "cpu" or chunk >= n:
+        return match(a, b)
+
+    def chunks(tree):
+        return jax.tree_util.tree_map(
+            lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), tree)
+    if paired:
+        out = jax.lax.map(lambda ab: match(*ab), (chunks(a), chunks(b)))
+    else:
+        out = jax.lax.map(lambda bs: match(a, bs), chunks(b))
+    return tuple(p.reshape((n,) + p.shape[2:]) for p in out)
+
+
+def match_pairs(a: Params, b: Params, passes: Optional[int] = None, mesh=None,
+                paired: bool = True) -> Tuple[jax.Array, ...]:
+    """Weight matching of each row of stacked params ``b`` to the same row of ``a``
+    (or, with ``paired=False``, of every row to the single network ``a``), with
+    :func:`match_greedy` (jittable).
+
+    On a ``mesh`` over the population axis each device matches its own rows;
+    on CPU a few rows at a time. Same permutations as ``jax.vmap(match_greedy)``.
+
+    Returns:
+      One ``(P, units)`` int32 permutation per hidden layer.
+    """
+    rows = jax.tree_util.tree_leaves(b)[0].shape[0]
+    fn = functools.partial(_match_local, passes=passes, paired=paired)
+    if mesh is not None and rows % mesh.size == 0:
+        split = PartitionSpec(AXIS)
+        fn = jax.shard_map(fn, mesh=mesh, in_specs=(split if paired else PartitionSpec(), split),
+                           out_specs=split, check_vma=False)
+    return fn(a, b)
+
+
+@functools.partial(jax.jit, static_argnames=("passes", "mesh"))
+def match_on_device(params: Params, ref, passes: Optional[int] = None,
+                    mesh=None) -> Tuple[jax.Array, ...]:
     """Weight matching of every member to member ``ref`` with :func:`greedy_assignment`
-    (jittable; on a sharded population each device matches its own members).
+    (jittable; on a population sharded over ``mesh`` each device matches its own
+    members).
 
     Returns:
       One ``(P, units)`` int32 permutation per hidden layer (the identity for
       ``ref``), for :func:`permute_population`.
     """
     reference = jax.tree_util.tree_map(lambda x: x[ref], params)
-    perms = jax.vmap(lambda member: match_greedy(reference, member, passes))(params)
+    perms = match_pairs(reference, params, passes, mesh, paired=False)
     is_ref = (jnp.arange(perms[0].shape[0]) == ref)[:, None]
     return tuple(jnp.where(is_ref, jnp.arange(p.shape[1], dtype=p.dtype), p) for p in perms)
 
@@ -324,7 +376,8 @@ def match_population(params: Params, ref: int, members: Optional[Sequence[int]] 
         keep = np.ones(size, bool)
         keep[np.asarray(members if members is not None else np.arange(size), int)] = False
         return tuple(np.where(keep[:, None], np.arange(p.shape[1], dtype=np.int32), p)
-                     for p in map(np.asarray, match_on_device(params, ref, passes)))
+                     for p in map(np.asarray, match_on_device(
+                         params, ref, passes, sharding.mesh_of(params))))
     perms = [np.tile(np.arange(k.shape[-1], dtype=np.int32), (size, 1)) for k, _ in layers[:-1]]
     todo = np.flatnonzero(np.asarray(_unmatched(params, ref)))
     if members is not None:

@@ -267,8 +267,7 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         for option in ("passes", "matcher", "match_to", "every"):
             kw.pop(option, None)
         if config.match_to == "parent":  # else ga_step matched them to the best member
-            perms_b = jax.vmap(functools.partial(matching.match_greedy,
-                                                 passes=config.match_passes))(pa, pb)
+            perms_b = matching.match_pairs(pa, pb, config.match_passes, mesh)
             pb, = matching.permute_population(pb, perms_b)
     cross = crossover_mod.get(name, **kw)
     crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
@@ -334,8 +333,8 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
         if config.match_to == "best" and int(generation) % config.match_every == 0:
             best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
             if config.matcher == "greedy":  # every member, each device its own; no host sync
-                perms = matching.match_on_device(population.params, best,
-                                                 config.match_passes)
+                perms = matching.match_on_device(population.params, best, config.match_passes,
+                                                 sharding.mesh_of(population.params))
             else:
                 members = np.union1d(np.asarray(elite), np.union1d(np.asarray(a), np.asarray(b)))
                 perms = matching.match_population(population.params, int(best),

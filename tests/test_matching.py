@@ -1,12 +1,14 @@
 """Weight matching: permutations that keep a network's function, greedy and exact
 assignments, and a population aligned to one member."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import genetic_dl as gdl
-from genetic_dl import matching
+from genetic_dl import matching, sharding
 from genetic_dl.weight_ga import WeightGAConfig
 
 CNN = gdl.CNNSpec((4, 5), 3, "max", (6,))
@@ -165,3 +167,25 @@ def test_greedy_weight_matching_on_the_device():
         WeightGAConfig(crossover="aligned", crossover_kw=(("matcher", "hungarian"),))
     with pytest.raises(ValueError, match="matcher"):
         matching.align(pop.member(0), pop.member(1), matcher="hungarian")
+
+
+@pytest.mark.parametrize("size", [7, 12])
+def test_matching_in_chunks_on_each_device_equals_one_vmap(size):
+    """7 rows: chunks of 1 on one device; 12 rows on 2 devices: 2 chunks of 3 on each."""
+    pop = gdl.init_population(jax.random.key(5), gdl.MLPSpec((12, 10)), ((5,), 3), size)
+    other = jax.tree_util.tree_map(lambda x: jnp.roll(x, 1, axis=0), pop.params)
+    ref = pop.member(2)
+    want = jax.vmap(functools.partial(matching.match_greedy, passes=2))(pop.params, other)
+    want_ref = jax.vmap(lambda m: matching.match_greedy(ref, m, 2))(other)
+    meshes = [None]
+    if jax.device_count() >= 2 and size % 2 == 0:
+        meshes.append(gdl.population_mesh(jax.devices()[:2]))
+    for mesh in meshes:
+        a, b = (sharding.shard_members(t, mesh) for t in (pop.params, other))
+        got = jax.jit(functools.partial(matching.match_pairs, passes=2, mesh=mesh))(a, b)
+        got_ref = jax.jit(functools.partial(matching.match_pairs, passes=2, mesh=mesh,
+                                            paired=False))(ref, b)
+        for g, w, g_ref, w_ref in zip(got, want, got_ref, want_ref):
+            np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(g_ref, w_ref)
+    assert any(not np.array_equal(p, np.arange(p.size)) for p in np.asarray(want[0]))
