@@ -49,7 +49,8 @@ class WeightGAConfig:
         with ``base`` (default uniform). ``match_to="parent"`` (the default)
         matches each child's second parent to its first on the device
         (:func:`~genetic_dl.matching.match_pairs`: Git Re-Basin's pairwise
-        weight matching with greedy assignments, each device its own members). ``match_to="best"`` matches
+        weight matching with greedy assignments, each device its own
+        members). ``match_to="best"`` matches
         the parents and elites to the fittest member, so that the whole
         population shares its unit order; children of such parents inherit it
         (training from a shared ancestor does not reorder units: Frankle et
