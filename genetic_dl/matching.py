@@ -292,18 +292,12 @@ def _match_local(a, b, passes: Optional[int], paired: bool):
     n = jax.tree_util.tree_leaves(b)[0].shape[0]
     match = jax.vmap(functools.partial(match_greedy, passes=passes),
                      in_axes=(0 if paired else None, 0))
-    chunk = max(d for d in range(1, min(MATCH_CHUNK, n) + 1) if n % d == 0)
+    chunk = sharding.chunk_size(n, MATCH_CHUNK)
     if jax.default_backend() != "cpu" or chunk >= n:
         return match(a, b)
-
-    def chunks(tree):
-        return jax.tree_util.tree_map(
-            lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), tree)
     if paired:
-        out = jax.lax.map(lambda ab: match(*ab), (chunks(a), chunks(b)))
-    else:
-        out = jax.lax.map(lambda bs: match(a, bs), chunks(b))
-    return tuple(p.reshape((n,) + p.shape[2:]) for p in out)
+        return sharding.map_chunks(lambda ab: match(*ab), (a, b), chunk)
+    return sharding.map_chunks(lambda bs: match(a, bs), b, chunk)
 
 
 def match_pairs(a: Params, b: Params, passes: Optional[int] = None, mesh=None,

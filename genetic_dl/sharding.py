@@ -98,6 +98,24 @@ def pad_members(tree: Any, multiple: int) -> Tuple[Any, int]:
     return _pad(tree, extra), size
 
 
+def chunk_size(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is at most ``at_most`` (at least 1)."""
+    return max(d for d in range(1, min(at_most, n) + 1) if n % d == 0)
+
+
+def map_chunks(fn, tree: Any, chunk: int) -> Any:
+    """``fn`` over the leading axis of ``tree``, ``chunk`` members at a time (``lax.map``).
+
+    ``chunk`` divides the member count; ``fn`` maps a tree of ``chunk``
+    members to a tree of as many. On CPU a chunk that fits the cache runs
+    all its work before the next starts (training, weight matching).
+    """
+    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    split = jax.tree_util.tree_map(lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), tree)
+    out = jax.lax.map(fn, split)
+    return jax.tree_util.tree_map(lambda x: x.reshape((n,) + x.shape[2:]), out)
+
+
 # Jitted over the whole tree: leaf by leaf, each op would compile once per leaf shape.
 @functools.partial(jax.jit, static_argnums=1)
 def _pad(tree, extra):

@@ -86,7 +86,7 @@ def chunk_members(population: Population, local: int) -> int:
     leaves = jax.tree_util.tree_leaves((population.params, population.opt_state))
     per_member = sum(x[0].size * x.dtype.itemsize for x in leaves if x.ndim)
     fit = max(1, CHUNK_BYTES // max(per_member, 1))
-    return max(d for d in range(1, min(fit, local) + 1) if local % d == 0)
+    return sharding.chunk_size(local, fit)
 
 
 def _train_local(population: Population, x, y, xv, yv, epochs, batch_size, classification):
@@ -99,10 +99,7 @@ def _train_local(population: Population, x, y, xv, yv, epochs, batch_size, class
     chunk = chunk_members(population, local)
     if chunk >= local:
         return members(*args, x, y, xv, yv)
-    args = jax.tree_util.tree_map(lambda a: a.reshape((local // chunk, chunk) + a.shape[1:]),
-                                  args)
-    out = jax.lax.map(lambda a: members(*a, x, y, xv, yv), args)
-    return jax.tree_util.tree_map(lambda a: a.reshape((local,) + a.shape[2:]), out)
+    return sharding.map_chunks(lambda a: members(*a, x, y, xv, yv), args, chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "classification", "mesh"))
