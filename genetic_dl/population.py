@@ -115,7 +115,7 @@ def init_population(key: jax.Array, spec: ModelSpec,
                     data: Union[Dataset, Tuple[Tuple[int, ...], int]], size: int,
                     optimizer: str = "adam",
                     hparams: Optional[Mapping[str, Any]] = None) -> Population:
-    """Creates a population by vmapping the model's init over split keys.
+    """Creates a population by mapping the model's init over split keys.
 
     Args:
       key: a PRNG key; member i's init and training stream derive from
@@ -153,11 +153,17 @@ def _init_fn(spec, optimizer, feature_shape, out_dim):
     model = build_model(spec, feature_shape, out_dim)
     dummy = jnp.zeros((1,) + tuple(feature_shape), jnp.float32)
 
-    def one(key, h):
+    def one(key_h):
+        key, h = key_h
         k_init, k_train = jax.random.split(key)
         params = model.init(k_init, dummy)
         return params, make_optimizer(optimizer, h).init(params), k_train
-    return jax.jit(jax.vmap(one))
+    # One member at a time, not vmap: a vmapped orthogonal init (LSTM/GRU
+    # recurrent kernels) becomes batched QR custom calls, and jaxlib's LAPACK
+    # kernels fan a batch out onto the intra-op thread pool they already run
+    # on and block on it; when every worker blocks so, the process deadlocks
+    # (benchmarks/xla_qr_deadlock.py). A batch of one runs inline.
+    return jax.jit(lambda keys, hp: jax.lax.map(one, (keys, hp)))
 
 
 def _init(keys, hp, optimizer, feature_shape, out_dim, spec) -> Population:

@@ -43,10 +43,12 @@ def friedman():
     return gdl.load_dataset("friedman")
 
 
-def run_python(code: str, devices: int, timeout: int = 600, args=()) -> str:
-    """Runs ``code`` in a fresh interpreter with ``devices`` forced host devices."""
+def run_python(code: str, devices: int, timeout: int = 600, args=(), optimized=False) -> str:
+    """Runs ``code`` in a fresh interpreter with ``devices`` forced host devices
+    (compiled as the suite compiles, or fully ``optimized``)."""
+    opt = "" if optimized else TEST_XLA_FLAGS
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-               f"{TEST_XLA_FLAGS}".strip(),
+               f"{opt}".strip(),
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
