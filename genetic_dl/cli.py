@@ -16,7 +16,7 @@ from .models import CNNSpec, MLPSpec, RNNSpec, spec_to_dict
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume"}
 # Options that do not change a run's numbers: a resumed run may differ in them.
-NOT_COMPARED_ON_RESUME = {"checkpoint_every"}
+NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds"}
 
 
 class UserError(Exception):
@@ -42,6 +42,9 @@ def _common(p):
     p.add_argument("--out", default=None, help="run directory (result.json, csv, plots...)")
     p.add_argument("--config", default=None, help="TOML file of options (flags win)")
     p.add_argument("--quiet", action="store_true", help="no per-generation lines")
+    p.add_argument("--watchdog-seconds", type=float, default=600,
+                   help="end the run (status 3, stacks in DIR/hang.txt) when the process has "
+                   "used no CPU time for this long: a stuck computation; 0: off")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +72,8 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--model", choices=("mlp", "cnn", "rnn"), default="mlp")
     ev.add_argument("--hidden", type=_ints, default=(128, 128),
                     help="MLP widths / CNN filters / RNN [hidden, layers]")
+    ev.add_argument("--cell", choices=("gru", "lstm", "simple"), default="gru",
+                    help="recurrent cell of --model rnn")
     ev.add_argument("--activation", default="relu")
     ev.add_argument("--population", type=int, default=16)
     ev.add_argument("--generations", type=int, default=5)
@@ -111,7 +116,8 @@ def _search_parser(se: argparse.ArgumentParser) -> None:
     se.add_argument("--budget", type=float, default=200, help="network-epochs to spend")
     se.add_argument("--population", type=int, default=16, help="GA/DE population")
     se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space")
-    se.add_argument("--metric", default="accuracy", help="validation metric to maximise")
+    se.add_argument("--metric", default=None, help="validation metric to maximise (default: "
+                    "accuracy for classification, r2 for regression)")
     se.add_argument("--epochs", type=_ints, default=(5, 10, 20, 40),
                     help="choices of the epochs gene (training epochs per candidate)")
     se.add_argument("--space", default="",
@@ -186,7 +192,7 @@ def _spec(args):
     if args.model == "cnn":
         return CNNSpec(args.hidden or (32, 32), activation=args.activation)
     hidden = args.hidden if args.hidden != (128, 128) else (64, 1)
-    return RNNSpec("gru", hidden[0], hidden[1] if len(hidden) > 1 else 1)
+    return RNNSpec(args.cell, hidden[0], hidden[1] if len(hidden) > 1 else 1)
 
 
 def _finish(args, argv, data, spec, params, best_config, history, evaluations, extra=None):
@@ -239,9 +245,8 @@ def _resume_state(args, loader):
     if not args.out:
         raise UserError("--resume needs --out DIR: the run directory to continue")
     path = checkpoint.latest(folder)
-    if path is None:
-        if not args.quiet:
-            print(f"note: no checkpoint in {folder}: starting from the beginning")
+    if path is None:  # e.g. a retry after a run stopped before its first checkpoint
+        print(f"note: no checkpoint in {folder}: starting from the beginning", file=sys.stderr)
         return None
     saved = checkpoint.options(path)
     options = _resolved(args)
@@ -364,6 +369,8 @@ def search_command(args, argv: List[str]) -> int:
     except ValueError as err:
         raise UserError(f"--space: {err}") from err
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
+    if args.metric is None:
+        args.metric = "accuracy" if data.is_classification else "r2"
     n_obj = 2 if args.objectives == "metric,params" else 1
     if n_obj > 1 and args.method not in ("ga", "random", "grid"):
         raise UserError(f"--objectives metric,params needs --method ga (NSGA-II), random or "
@@ -446,6 +453,17 @@ def _narrowing(text: str) -> Dict[str, List[str]]:
     return out
 
 
+def _watchdog(args):
+    """Ends a run stuck without CPU use (status 3) so that a scheduler can retry it."""
+    from . import watchdog  # pylint: disable=import-outside-toplevel
+    if args.out:
+        return watchdog.watch(args.watchdog_seconds, os.path.join(args.out, "hang.txt"),
+                              "the last checkpoint is kept: rerun the same command with "
+                              "--resume to continue")
+    return watchdog.watch(args.watchdog_seconds, None,
+                          "rerun it (with --out DIR to keep checkpoints and --resume them)")
+
+
 def _first(fitness):
     return fitness[0] if isinstance(fitness, (tuple, list)) else fitness
 
@@ -466,9 +484,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             for name in write_report(args.run_dir, args.latex):
                 print(os.path.join(args.run_dir, name))
             return 0
-        if args.command == "search":
-            return search_command(args, argv)
-        return evolve_weights_command(args, argv)
+        command = search_command if args.command == "search" else evolve_weights_command
+        with _watchdog(args):
+            return command(args, argv)
     except (UserError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
