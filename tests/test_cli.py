@@ -239,3 +239,37 @@ def test_multi_objective_search_writes_a_pareto_front(tmp_path, capsys, monkeypa
     assert "Best candidate of each generation" in (out / "report.md").read_text()
     bad = _cli("search", "--method", "de", "--objectives", "metric,params", "--dataset", "iris")
     assert bad.returncode == 2 and "NSGA-II" in bad.stderr
+
+
+def test_search_on_a_regression_npz_runs_with_default_flags(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = (x @ rng.normal(size=5) + 0.1 * rng.normal(size=120)).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    proc = _cli("search", "--dataset", str(tmp_path / "reg.npz"), "--budget", "6", "--epochs",
+                "1", "--population", "2", "--families", "mlp", "--quiet", "--out",
+                str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert "r2" in result["best"]["val"]
+    assert 'metric = "r2"' in (tmp_path / "run" / "config.toml").read_text()
+
+
+def test_evolve_weights_rnn_cell_choice(tmp_path):
+    proc = _cli("evolve-weights", "--dataset", "digits", "--model", "rnn", "--cell", "lstm",
+                "--hidden", "8,2", "--population", "2", "--generations", "1", "--epochs", "1",
+                "--quiet", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads((tmp_path / "run" / "result.json").read_text())["best"]["config"]["model"]
+    assert (model["cell"], model["hidden"], model["layers"]) == ("lstm", 8, 2)
+    bad = _cli("evolve-weights", "--model", "rnn", "--cell", "transformer")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_resume_with_nothing_to_resume_starts_afresh_and_says_so_when_quiet(tmp_path):
+    proc = _cli("evolve-weights", "--dataset", "iris", "--population", "2", "--generations", "1",
+                "--epochs", "1", "--hidden", "8", "--batch-size", "16", "--quiet", "--resume",
+                "--out", str(tmp_path / "never_ran"))
+    assert proc.returncode == 0, proc.stderr
+    assert "note: no checkpoint in" in proc.stderr and proc.stdout == ""
+    assert (tmp_path / "never_ran" / "result.json").exists()
