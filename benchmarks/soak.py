@@ -27,6 +27,7 @@ import numpy as np
 from sklearn.datasets import make_classification
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)  # the checkout under test, not an installed copy
 GA_MODELS = (("mlp", "32,32", "gru"), ("cnn", "8,16", "gru"), ("rnn", "64,2", "lstm"),
              ("rnn", "32,1", "gru"), ("rnn", "128,2", "lstm"))
 
@@ -94,8 +95,9 @@ def main() -> int:
                                  "--seed", str(i)]))
             for n, (kind, host_devices, cmd) in enumerate(jobs):
                 out_dir = os.path.join(tmp, f"run{n}")
-                env = dict(os.environ, GENETIC_DL_HOST_DEVICES="" if host_devices else "0")
-                full = ["genetic-dl", *cmd, "--quiet", "--out", out_dir,
+                env = dict(os.environ, GENETIC_DL_HOST_DEVICES="" if host_devices else "0",
+                           PYTHONPATH=ROOT)
+                full = [sys.executable, "-m", "genetic_dl", *cmd, "--quiet", "--out", out_dir,
                         "--watchdog-seconds", f"{args.watchdog:g}"]
                 row = {"kind": kind, "host_devices": host_devices, "seed": cmd[cmd.index(
                     "--seed") + 1], **_run(full, env, args.timeout, out_dir)}

@@ -69,7 +69,67 @@ class Dataset:
         """Returns ``(x, y)`` of ``"train"``, ``"val"`` or ``"test"``."""
         if which not in ("train", "val", "test"):
             raise ValueError(f"unknown split {which!r}: use 'train', 'val' or 'test'")
-        return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+        x, y = getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+        if len(x) == 0:
+            raise ValueError(f"dataset {self.name!r} has no {which} split: give x_{which} and "
+                             f"y_{which} when you build it")
+        return x, y
+
+    @classmethod
+    def from_arrays(cls, *, x_train, y_train, x_val, y_val, x_test=None, y_test=None,
+                    task: Optional[str] = None, name: str = "arrays",
+                    standardize: bool = False) -> "Dataset":
+        """A dataset from research code's own arrays, as they are.
+
+        Labels may have any shape the learner's loss accepts (one-hot, soft,
+        multi-target); nothing is standardised unless ``standardize``.
+
+        Args:
+          x_train, y_train, x_val, y_val: the training and validation splits.
+          x_test, y_test: an optional test split (reports only).
+          task: ``"classification"`` or ``"regression"``; guessed from the
+            label dtype when ``None``.
+          name: shown in reports.
+          standardize: standardise features with the train split's statistics.
+
+        Returns:
+          A :class:`Dataset`.
+        """
+        if (x_test is None) != (y_test is None):
+            _fail("give both x_test and y_test, or neither")
+        splits = {"train": (x_train, y_train), "val": (x_val, y_val)}
+        if x_test is not None:
+            splits["test"] = (x_test, y_test)
+        arrays = {}
+        for split, (x, y) in splits.items():
+            x, y = np.asarray(x), np.asarray(y)
+            if x.ndim < 1 or len(x) == 0:
+                _fail(f"x_{split} is empty: give at least one example")
+            if len(x) != len(y):
+                _fail(f"x_{split} has {len(x)} examples but y_{split} has {len(y)}: give one "
+                      f"label per example")
+            if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+                _fail(f"x_{split} has NaN/inf values: clean or impute them first")
+            arrays[split] = (x, y)
+        if len({a[0].shape[1:] for a in arrays.values()}) > 1:
+            _fail(f"feature shapes differ between splits "
+                  f"{ {k: a[0].shape[1:] for k, a in arrays.items()} }: use one feature shape")
+        y_tr = arrays["train"][1]
+        if task is None:
+            task = CLASSIFICATION if np.issubdtype(y_tr.dtype, np.integer) else REGRESSION
+        if task not in TASKS:
+            _fail(f"unknown task {task!r}: use 'classification' or 'regression'")
+        if task == CLASSIFICATION and y_tr.ndim == 1:
+            width = int(max(a[1].max() for a in arrays.values())) + 1
+        else:
+            width = int(np.prod(y_tr.shape[1:])) if y_tr.ndim > 1 else 1
+        x_tr, x_va = arrays["train"][0], arrays["val"][0]
+        x_te, y_te = arrays.get("test", (x_va[:0], arrays["val"][1][:0]))
+        mean = std = None
+        if standardize:
+            (x_tr, x_va, x_te), mean, std = _standardise(
+                *(np.asarray(a, np.float32) for a in (x_tr, x_va, x_te)))
+        return cls(name, task, x_tr, y_tr, x_va, arrays["val"][1], x_te, y_te, width, mean, std)
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, task={self.task}, features={self.feature_shape}, "

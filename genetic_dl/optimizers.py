@@ -6,10 +6,22 @@ member's own hyperparameter scalars (the same effect as
 state): the optimizer state's structure depends only on the optimizer's name,
 so a population can change a member's learning rate, weight decay or momentum
 between generations without recompiling.
+
+Any function ``hparams -> optax.GradientTransformation`` works the same way,
+with hyperparameter names of the user's choosing, e.g.::
+
+    def clipped_adamw(hp):
+        schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, 5, 200)
+        return optax.chain(optax.clip_by_global_norm(hp["clip"]),
+                           optax.adamw(lambda step: hp["peak_lr"] * schedule(step)))
+
+A traced value must scale the schedule rather than go inside it: optax 0.2.8's
+``warmup_cosine_decay_schedule`` compares ``peak_value`` in Python, which fails
+for a traced peak.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, Mapping, Union
 
 import jax
 import optax
@@ -49,17 +61,44 @@ DEFAULT_HPARAMS: Dict[str, Dict[str, float]] = {
 }
 
 
-def make_optimizer(name: str, hparams: Mapping[str, jax.Array]) -> optax.GradientTransformation:
+OptimizerLike = Union[str, Callable[[Mapping[str, jax.Array]], optax.GradientTransformation]]
+
+
+def make_optimizer(name: OptimizerLike,
+                   hparams: Mapping[str, jax.Array]) -> optax.GradientTransformation:
     """Builds optimizer ``name`` from one member's hyperparameter scalars.
 
     Args:
-      name: a key of :data:`OPTIMIZERS` (sgd, adam, adamw, rmsprop).
-      hparams: ``learning_rate``, ``weight_decay`` and ``momentum`` (floats or
-        traced scalars).
+      name: a key of :data:`OPTIMIZERS` (sgd, adam, adamw, rmsprop), or a
+        function ``hparams -> optax.GradientTransformation``.
+      hparams: the member's hyperparameters (floats or traced scalars):
+        ``learning_rate``, ``weight_decay`` and ``momentum`` for the named ones.
 
     Returns:
       An ``optax.GradientTransformation``.
     """
+    if callable(name):
+        return name(hparams)
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](hparams)
+
+
+def check_optimizer(optimizer: OptimizerLike, hparams: Mapping[str, jax.Array], params) -> None:
+    """Traces one init and update (no compile); a missing hyperparameter is a ValueError.
+
+    Args:
+      optimizer: as :func:`make_optimizer`.
+      hparams: one member's hyperparameters.
+      params: one member's params (arrays or shape structs).
+    """
+    def step(p):
+        tx = make_optimizer(optimizer, hparams)
+        state = tx.init(p)
+        return tx.update(p, state, p)
+    try:
+        jax.eval_shape(step, params)
+    except KeyError as err:
+        raise ValueError(f"the optimizer function reads hyperparameter {err} but the "
+                         f"population has only {sorted(hparams)}: pass it in "
+                         f"hparams={{{err}: value}}") from err

@@ -19,53 +19,51 @@ import optax
 
 from . import sharding
 from .data import Dataset
-from .metrics import (CLASSIFICATION_METRICS, REGRESSION_METRICS, accuracy, compute_metrics,
-                      loss_fn, r2_score)
+from .learner import maximized
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
 from .optimizers import make_optimizer
 from .population import Population
 
 History = Dict[str, jax.Array]
 
 
-def _member_train(population: Population, params, opt_state, hp, key, x, y, xv, yv, *,
-                  epochs: int, batch_size: int, classification: bool):
+def _member_train(population: Population, params, opt_state, collections, hp, key, x, y, xv,
+                  yv, *, epochs: int, batch_size: int):
     """Trains one member (called under vmap)."""
-    model = population.model
+    learner = population.learner
     tx = make_optimizer(population.optimizer, hp)
-    use_dropout = population.spec.dropout > 0
-    widths = hp.get("widths")
+    use_rng = bool(learner.rngs)
     n = x.shape[0]
     steps = n // batch_size
 
-    def batch_loss(p, xb, yb, k):
-        rngs = {"dropout": k} if use_dropout else {}
-        out = model.apply(p, xb, hp["dropout"], use_dropout, widths, rngs=rngs)
-        return loss_fn(out, yb, classification), out
+    def batch_loss(p, c, batch, k):
+        out, c = learner.apply_train(p, c, batch, hp, k)
+        return learner.loss(out, batch), (out, c)
 
     def step(carry, idx):
-        p, s, k = carry
-        k, k_drop = jax.random.split(k) if use_dropout else (k, k)
-        xb, yb = x[idx], y[idx]
-        (loss, out), grads = jax.value_and_grad(batch_loss, has_aux=True)(p, xb, yb, k_drop)
+        p, s, c, k = carry
+        k, k_drop = jax.random.split(k) if use_rng else (k, k)
+        batch = {"x": x[idx], "y": y[idx]}
+        (loss, (out, c)), grads = jax.value_and_grad(batch_loss, has_aux=True)(p, c, batch,
+                                                                               k_drop)
         updates, s = tx.update(grads, s, p)
         p = optax.apply_updates(p, updates)
-        score = accuracy(out, yb) if classification else r2_score(out, yb)
-        return (p, s, k), (loss, score)
+        return (p, s, c, k), (loss, learner.score_of(out, batch))
 
     def epoch(carry, _):
-        p, s, k = carry
+        p, s, c, k = carry
         k, k_perm = jax.random.split(k)
         order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
-        (p, s, k), (losses, scores) = jax.lax.scan(step, (p, s, k), order)
-        out = model.apply(p, xv, widths=widths)
-        val_score = accuracy(out, yv) if classification else r2_score(out, yv)
+        (p, s, c, k), (losses, scores) = jax.lax.scan(step, (p, s, c, k), order)
+        val = {"x": xv, "y": yv}
+        out = learner.apply_eval(p, c, xv, hp)
         record = {"train_loss": losses.mean(), "train_score": scores.mean(),
-                  "val_loss": loss_fn(out, yv, classification), "val_score": val_score}
-        return (p, s, k), record
+                  "val_loss": learner.loss(out, val), "val_score": learner.score_of(out, val)}
+        return (p, s, c, k), record
 
-    (params, opt_state, key), hist = jax.lax.scan(epoch, (params, opt_state, key), None,
-                                                  length=epochs)
-    return params, opt_state, key, hist
+    (params, opt_state, collections, key), hist = jax.lax.scan(
+        epoch, (params, opt_state, collections, key), None, length=epochs)
+    return params, opt_state, collections, key, hist
 
 
 # A chunk of members whose weights and optimizer state fit in about one core's L2
@@ -89,12 +87,12 @@ def chunk_members(population: Population, local: int) -> int:
     return sharding.chunk_size(local, fit)
 
 
-def _train_local(population: Population, x, y, xv, yv, epochs, batch_size, classification):
+def _train_local(population: Population, x, y, xv, yv, epochs, batch_size):
     """The members of one device, trained chunk after chunk."""
-    fn = functools.partial(_member_train, population, epochs=epochs, batch_size=batch_size,
-                           classification=classification)
-    members = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None, None, None))
-    args = (population.params, population.opt_state, population.hparams, population.keys)
+    fn = functools.partial(_member_train, population, epochs=epochs, batch_size=batch_size)
+    members = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None, None, None))
+    args = (population.params, population.opt_state, population.collections,
+            population.hparams, population.keys)
     local = population.keys.shape[0]
     chunk = chunk_members(population, local)
     if chunk >= local:
@@ -102,20 +100,19 @@ def _train_local(population: Population, x, y, xv, yv, epochs, batch_size, class
     return sharding.map_chunks(lambda a: members(*a, x, y, xv, yv), args, chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "classification", "mesh"))
-def _train(population: Population, x, y, xv, yv, epochs, batch_size, classification,
-           mesh=None):
-    fn = functools.partial(_train_local, epochs=epochs, batch_size=batch_size,
-                           classification=classification)
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh"))
+def _train(population: Population, x, y, xv, yv, epochs, batch_size, mesh=None):
+    fn = functools.partial(_train_local, epochs=epochs, batch_size=batch_size)
     if mesh is not None:  # every device chunks its own members
         split, whole = jax.sharding.PartitionSpec(sharding.AXIS), jax.sharding.PartitionSpec()
         # check_vma off: flax's RNN scan starts from a carry that is not marked
         # as varying over "pop"; nothing here differentiates through the map.
         fn = jax.shard_map(fn, mesh=mesh, in_specs=(split, whole, whole, whole, whole),
                            out_specs=split, check_vma=False)
-    params, opt_state, keys, hist = fn(population, x, y, xv, yv)
+    params, opt_state, collections, keys, hist = fn(population, x, y, xv, yv)
     diverged = ~jnp.all(jnp.isfinite(hist["train_loss"]) & jnp.isfinite(hist["val_loss"]), axis=1)
     population = population.replace(params=params, opt_state=opt_state, keys=keys,
+                                    collections=collections,
                                     failed=population.failed | diverged)
     return population, hist
 
@@ -184,17 +181,16 @@ def train(population: Population, data: Dataset, epochs: int, *, batch_size: int
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     _check_shape(population, data)
     _check_batch(batch_size, len(data.y_train))
-    fn = functools.partial(_train, epochs=epochs, batch_size=batch_size,
-                           classification=data.is_classification)
+    fn = functools.partial(_train, epochs=epochs, batch_size=batch_size)
     return _run_sharded(fn, population, data.x_train, data.y_train, data.x_val, data.y_val,
                         mesh=mesh, pass_mesh=True)
 
 
 @jax.jit
 def _predict(population: Population, x):
-    model = population.model
-    return jax.vmap(lambda p, w: model.apply(p, x, widths=w))(population.params,
-                                                              population.hparams.get("widths"))
+    learner = population.learner
+    return jax.vmap(lambda p, c, h: learner.apply_eval(p, c, x, h))(
+        population.params, population.collections, population.hparams)
 
 
 def predict(population: Population, x, *, mesh="auto") -> jax.Array:
@@ -202,13 +198,13 @@ def predict(population: Population, x, *, mesh="auto") -> jax.Array:
     return _run_sharded(_predict, population, jnp.asarray(x, jnp.float32), mesh=mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("classification",))
-def _evaluate(population: Population, x, y, classification):
-    model = population.model
+@jax.jit
+def _evaluate(population: Population, x, y):
+    learner = population.learner
 
-    def one(p, w):
-        return compute_metrics(model.apply(p, x, widths=w), y, classification)
-    return jax.vmap(one)(population.params, population.hparams.get("widths"))
+    def one(p, c, h):
+        return learner.evaluate(learner.apply_eval(p, c, x, h), {"x": x, "y": y})
+    return jax.vmap(one)(population.params, population.collections, population.hparams)
 
 
 def evaluate(population: Population, data: Dataset, split: str = "val", *,
@@ -223,14 +219,13 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
         devices (at most one per member) when there are several.
 
     Returns:
-      ``{metric: (P,) array}``: loss, accuracy, precision, recall, f1, auc
-      (classification) or loss, mse, mae, r2 (regression); NaN for members
-      whose outputs are not finite.
+      ``{metric: (P,) array}``: the learner's loss and metrics; for the zoo
+      loss, accuracy, precision, recall, f1, auc (classification) or loss,
+      mse, mae, r2 (regression); NaN for members whose outputs are not finite.
     """
     _check_shape(population, data)
     x, y = data.split(split)
-    fn = functools.partial(_evaluate, classification=data.is_classification)
-    return _run_sharded(fn, population, x, y, mesh=mesh)
+    return _run_sharded(_evaluate, population, x, y, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "classification"))
@@ -249,14 +244,17 @@ def split_metrics(model, params, data: Dataset, split: str) -> Dict[str, float]:
 
 
 def fitness_from_metrics(metrics: Dict[str, jax.Array], metric: str = "loss",
-                         failed: Optional[jax.Array] = None) -> jax.Array:
+                         failed: Optional[jax.Array] = None,
+                         maximize: Optional[bool] = None) -> jax.Array:
     """Fitness (maximised) from evaluation metrics; NaN marks a failed member.
 
     Args:
       metrics: output of :func:`evaluate`.
       metric: ``"loss"``/``"mse"``/``"mae"`` (negated) or a score such as
-        ``"accuracy"``, ``"f1"``, ``"auc"``, ``"r2"``.
+        ``"accuracy"``, ``"f1"``, ``"auc"``, ``"r2"``, or a learner's metric.
       failed: optional ``(P,)`` mask of failed members.
+      maximize: whether ``metric`` is maximised; default from its name
+        (loss-like names are negated).
 
     Returns:
       ``(P,)`` float32 fitness.
@@ -264,7 +262,9 @@ def fitness_from_metrics(metrics: Dict[str, jax.Array], metric: str = "loss",
     if metric not in metrics:
         raise ValueError(f"unknown fitness metric {metric!r}: choose one of {', '.join(metrics)}")
     value = metrics[metric]
-    fit = -value if metric in ("loss", "mse", "mae") else value
+    if maximize is None:
+        maximize = maximized(metric)
+    fit = value if maximize else -value
     fit = jnp.where(jnp.isfinite(fit), fit, jnp.nan)
     if failed is not None:
         fit = jnp.where(failed, jnp.nan, fit)

@@ -395,8 +395,13 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     first_new = jnp.max(population.ids) + 1
     keys = _rows(n_elite, jax.vmap(functools.partial(jax.random.fold_in, k_keys))(
         jnp.arange(n_child)))
+    # A child's mutable collections (e.g. BatchNorm statistics) are its first
+    # parent's: they are estimates of its activations, not genes to cross or mutate.
+    collections = jax.tree_util.tree_map(
+        lambda c: c[rows_a], sharding.constrain(source.collections, mesh, split=False))
     new = population.replace(
         params=params, opt_state=opt_state, hparams=hparams, keys=keys,
+        collections=sharding.constrain(collections, mesh, split=True),
         ids=(first_new - n_elite + jnp.arange(n_elite + n_child)).astype(jnp.int32),
         failed=jnp.zeros(n_elite + n_child, bool))
     # Elites overwrite their rows in place: concatenating them in front of the
@@ -453,7 +458,8 @@ def _fitness(population, data, fitness: FitnessFn):
         fit = jnp.asarray(fitness(metrics), jnp.float32)
         fit = jnp.where(population.failed | ~jnp.isfinite(fit), jnp.nan, fit)
     else:
-        fit = fitness_from_metrics(metrics, fitness, population.failed)
+        fit = fitness_from_metrics(metrics, fitness, population.failed,
+                                   population.learner.maximize(fitness))
     return fit, metrics
 
 

@@ -1,0 +1,185 @@
+"""The open engine: a user's own flax module, loss, metrics and optax optimizer."""
+import importlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import genetic_dl as gdl
+from genetic_dl.weight_ga import ga_step
+
+train_mod = importlib.import_module("genetic_dl.train")
+
+
+class Block(nn.Module):
+    """A residual block: conv -> BatchNorm -> relu, added to its input."""
+    features: int
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        y = nn.Conv(self.features, (3, 3), use_bias=False)(x)  # BatchNorm centres
+        y = nn.BatchNorm(use_running_average=not train)(y)
+        return x + nn.relu(y)
+
+
+class Net(nn.Module):
+    """A small CNN with BatchNorm, a residual block and dropout."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(8, (3, 3), use_bias=False)(x[..., None])
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = Block(8)(x, train)
+        x = nn.Dropout(0.1, deterministic=not train)(x.mean(axis=(1, 2)))
+        return nn.Dense(10)(x)
+
+
+def smoothed_xent(logits, batch):
+    labels = optax.smooth_labels(jax.nn.one_hot(batch["y"], 10), 0.1)
+    return optax.softmax_cross_entropy(logits, labels).mean()
+
+
+def top2(logits, batch):
+    top = jnp.argsort(logits, -1)[:, -2:]
+    return jnp.mean(jnp.any(top == batch["y"][:, None], -1))
+
+
+SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 1.0, 5, 200)
+
+
+def clipped_adamw(hp):
+    return optax.chain(optax.clip_by_global_norm(hp["clip"]),
+                       optax.adamw(lambda step: hp["peak_lr"] * SCHEDULE(step),
+                                   weight_decay=1e-4))
+
+
+LEARNER = gdl.Learner.from_linen(Net(), loss=smoothed_xent, metrics={"top2": top2},
+                                 train_kwargs={"train": True}, eval_kwargs={"train": False},
+                                 mutable=("batch_stats",))
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    return gdl.Dataset.from_arrays(x_train=digits.x_train[:256], y_train=digits.y_train[:256],
+                                   x_val=digits.x_val[:128], y_val=digits.y_val[:128],
+                                   x_test=digits.x_test[:64], y_test=digits.y_test[:64])
+
+
+def _pop(data, peak_lr, seed=0):
+    return gdl.init_population(jax.random.key(seed), LEARNER, data, len(peak_lr),
+                               optimizer=clipped_adamw,
+                               hparams={"peak_lr": np.asarray(peak_lr), "clip": 1.0})
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
+                                                    jax.tree_util.tree_leaves(b)))
+
+
+def test_user_model_trains_updates_batch_stats_and_reports_its_metrics(data):
+    pop = _pop(data, [3e-3, 1e-2])
+    assert set(pop.collections) == {"batch_stats"} and pop.spec is None
+    trained, hist = gdl.train(pop, data, 2, batch_size=32)
+    assert np.all(np.isfinite(np.asarray(hist["train_loss"])))
+    assert not _leaves_equal(pop.collections, trained.collections)  # running statistics moved
+    metrics = gdl.evaluate(trained, data, "val")
+    assert set(metrics) == {"loss", "top2"}
+    # val_score is the learner's score metric (top2), evaluated with running averages
+    np.testing.assert_allclose(np.asarray(hist["val_score"])[:, -1], metrics["top2"], atol=1e-6)
+    losses = np.asarray(hist["train_loss"])
+    assert np.all(losses[:, -1] < losses[:, 0])  # the clipped, scheduled AdamW learns
+
+
+def test_member_results_do_not_depend_on_the_population_or_a_diverging_neighbour(data):
+    diverging, _ = gdl.train(_pop(data, [3e-3, 1e-2, 1e9, 1e-3]), data, 1, batch_size=32)
+    calm, _ = gdl.train(_pop(data, [3e-3, 1e-2, 1e-3, 1e-3]), data, 1, batch_size=32)
+    two, _ = gdl.train(_pop(data, [3e-3, 1e-2]), data, 1, batch_size=32)
+    assert np.array_equal(diverging.failed, [False, False, True, False])
+    for field in ("params", "collections", "opt_state"):
+        first = jax.tree_util.tree_map(lambda x: x[:2], getattr(diverging, field))
+        # bit-identical beside a NaN member; to float tolerance in another population
+        # size (a vmapped conv's code depends on how many members a device holds)
+        assert _leaves_equal(first, jax.tree_util.tree_map(lambda x: x[:2],
+                                                           getattr(calm, field)))
+        for x, y in zip(jax.tree_util.tree_leaves(first),
+                        jax.tree_util.tree_leaves(getattr(two, field))):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_changing_traced_optimizer_hparams_never_recompiles(data):
+    gdl.train(_pop(data, [3e-3, 1e-2]), data, 1, batch_size=32)
+    size = train_mod._train._cache_size()  # pylint: disable=protected-access
+    pop = _pop(data, [5e-4, 2e-2]).replace(hparams={"peak_lr": jnp.array([5e-4, 2e-2]),
+                                                    "clip": jnp.array([0.5, 2.0])})
+    gdl.train(pop, data, 1, batch_size=32)
+    assert train_mod._train._cache_size() == size  # pylint: disable=protected-access
+
+
+def test_evolve_weights_on_a_user_metric_with_ga_and_pbt(data):
+    pop, _ = gdl.train(_pop(data, [1e-3, 3e-3, 1e-2, 3e-2]), data, 1, batch_size=32)
+    fit = gdl.fitness_from_metrics(gdl.evaluate(pop, data), "top2", pop.failed,
+                                   LEARNER.maximize("top2"))
+    new, parents = ga_step(jax.random.key(0), pop, fit, 0, gdl.WeightGAConfig())
+    rows = np.asarray(parents)[:, 0]
+    # children's BatchNorm statistics are their first parent's, never crossed or mutated
+    assert _leaves_equal(new.collections,
+                         jax.tree_util.tree_map(lambda x: x[rows], pop.collections))
+    for rule in ("ga", "pbt"):
+        config = gdl.WeightGAConfig(rule=rule, pbt_bounds=(("peak_lr", (1e-4, 1e-1)),))
+        res = gdl.evolve_weights(jax.random.key(1), pop, data, generations=2, epochs=1,
+                                 batch_size=32, config=config, fitness="top2")
+        best = max(h["best"] for h in res.history)
+        assert res.best_fitness == best and 0.0 < best <= 1.0  # maximised, not negated
+        lr = np.asarray(res.population.hparams["peak_lr"])
+        assert np.all((lr >= 1e-4) & (lr <= 1e-1))
+
+
+def test_metric_directions():
+    assert not gdl.metric(lambda o, b: 0.0, name="val_error").maximize
+    assert gdl.metric(top2).maximize
+    learner = gdl.Learner.from_linen(Net(), loss=smoothed_xent,
+                                     metrics={"ece": gdl.metric(top2, maximize=False)})
+    assert not learner.maximize("ece") and not learner.maximize("loss")
+    values = {"ece": jnp.array([0.1, 0.3])}
+    np.testing.assert_allclose(gdl.fitness_from_metrics(values, "ece",
+                                                        maximize=learner.maximize("ece")),
+                               [-0.1, -0.3])
+
+
+def test_bad_user_input_is_a_clear_value_error(data):
+    with pytest.raises(ValueError, match="'clip'"):
+        gdl.init_population(jax.random.key(0), LEARNER, data, 2, optimizer=clipped_adamw,
+                            hparams={"peak_lr": 1e-3})
+    per_example = gdl.Learner.from_linen(
+        Net(), loss=lambda out, batch: optax.softmax_cross_entropy_with_integer_labels(
+            out, batch["y"]), train_kwargs={"train": True}, eval_kwargs={"train": False},
+        mutable=("batch_stats",))
+    with pytest.raises(ValueError, match="scalar"):
+        gdl.init_population(jax.random.key(0), per_example, data, 2)
+    wrong_width = gdl.Learner.from_linen(nn.Dense(3), loss=smoothed_xent)
+    with pytest.raises(ValueError, match="do not fit"):
+        gdl.init_population(jax.random.key(0), wrong_width, data, 2)
+    with pytest.raises(ValueError, match="Learner.from_linen"):
+        gdl.init_population(jax.random.key(0), Net(), data, 2)
+
+
+def test_aligned_crossover_needs_a_unit_chain(data):
+    pop, _ = gdl.train(_pop(data, [1e-3, 3e-3, 1e-2]), data, 1, batch_size=32)
+    with pytest.raises(ValueError, match="Conv and Dense"):
+        gdl.evolve_weights(jax.random.key(1), pop, data, generations=2, epochs=1,
+                           batch_size=32, config=gdl.WeightGAConfig(crossover="aligned"))
+
+
+def test_dataset_from_arrays_keeps_labels_and_features_as_given():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    soft = rng.dirichlet(np.ones(4), size=20).astype(np.float32)
+    d = gdl.Dataset.from_arrays(x_train=x[:12], y_train=soft[:12], x_val=x[12:], y_val=soft[12:])
+    assert np.array_equal(d.x_train, x[:12]) and d.y_val.shape == (8, 4) and d.out_dim == 4
+    with pytest.raises(ValueError, match="no test split"):
+        d.split("test")
+    with pytest.raises(ValueError, match="one label per example"):
+        gdl.Dataset.from_arrays(x_train=x, y_train=soft[:5], x_val=x, y_val=soft)
