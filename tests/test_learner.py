@@ -183,3 +183,16 @@ def test_dataset_from_arrays_keeps_labels_and_features_as_given():
         d.split("test")
     with pytest.raises(ValueError, match="one label per example"):
         gdl.Dataset.from_arrays(x_train=x, y_train=soft[:5], x_val=x, y_val=soft)
+
+
+def test_custom_model_example_runs_and_learns():
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    from conftest import ROOT  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "custom_model.py")],
+                          capture_output=True, text=True, timeout=900, check=False,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best = float(proc.stdout.split("best validation accuracy ")[1].split()[0])
+    assert best > 0.8  # digits: a CNN from 8 members after 8 epochs
