@@ -196,3 +196,21 @@ def test_custom_model_example_runs_and_learns():
     assert proc.returncode == 0, proc.stderr[-2000:]
     best = float(proc.stdout.split("best validation accuracy ")[1].split()[0])
     assert best > 0.8  # digits: a CNN from 8 members after 8 epochs
+
+
+def test_resume_of_a_user_model_run_is_bit_identical(data, tmp_path):
+    from genetic_dl import checkpoint  # pylint: disable=import-outside-toplevel
+    pop = _pop(data, [1e-3, 3e-3, 1e-2, 3e-2])
+    kw = dict(generations=3, epochs=1, batch_size=32, fitness="top2")
+    full = gdl.evolve_weights(jax.random.key(1), pop, data, **kw)
+    saved = []
+
+    def save(state):
+        if state.generation == 1:
+            saved.append(checkpoint.save(str(tmp_path), state, {}))
+    gdl.evolve_weights(jax.random.key(1), pop, data, **dict(kw, generations=2), on_state=save)
+    state, _ = checkpoint.load(saved[0], pop)
+    resumed = gdl.evolve_weights(jax.random.key(1), pop, data, **kw, resume=state)
+    assert resumed.best_fitness == full.best_fitness
+    for field in ("params", "collections", "opt_state"):
+        assert _leaves_equal(getattr(resumed.population, field), getattr(full.population, field))
