@@ -15,6 +15,7 @@ the main thread's innermost frames from ``hang.txt`` say where.
 Writes ``benchmarks/results/soak.json`` (one row per run) and prints a table.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -45,8 +46,8 @@ def _where(hang_file: str) -> str:
     if not os.path.exists(hang_file):
         return ""
     blocks = open(hang_file, encoding="utf-8").read().split("\n\n")
-    main = [b for b in blocks if "most recent call first" in b and "watchdog" not in b]
-    frames = main[-1].splitlines()[1:4] if main else []
+    threads = [b for b in blocks if "most recent call first" in b and "watchdog" not in b]
+    frames = threads[-1].splitlines()[1:4] if threads else []
     return " <- ".join(f.strip() for f in frames)
 
 
@@ -62,6 +63,26 @@ def _run(cmd, env, timeout, out_dir):
     return {"status": status, "hang": hang, "seconds": round(time.time() - start, 1),
             "where": _where(os.path.join(out_dir, "hang.txt")) if hang else "",
             "error": err[0] if err and status != 0 else ""}
+
+
+def _write(args, rows):
+    """Writes the rows and their summary to ``args.out`` atomically; returns the summary."""
+    import jax  # pylint: disable=import-outside-toplevel
+    summary = {}
+    for row in rows:
+        c = summary.setdefault(row["kind"].split()[0], {"runs": 0, "hangs": 0, "errors": 0})
+        c["runs"] += 1
+        c["hangs"] += row["hang"]
+        c["errors"] += row["status"] not in (0, 3, "timeout")
+    record = {"command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "jax": jax.__version__, "neighbours": args.neighbours,
+              "summary": summary, "runs": rows}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(args.out + ".tmp", args.out)
+    return summary
 
 
 def main() -> int:
@@ -80,19 +101,21 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = _data(tmp)
-            jobs = []
+            searches, ga_runs = [], []
             for i in range(args.searches):
-                jobs.append(("search", i % 2 == 0, [
+                searches.append(("search", i % 2 == 0, [
                     "search", "--method", "random", "--dataset", data, "--budget",
                     f"{args.budget:g}", "--seed", str(i)]))
             for i in range(args.ga_runs):
                 model, hidden, cell = GA_MODELS[i % len(GA_MODELS)]
-                jobs.append((f"evolve-weights {model} {cell if model == 'rnn' else ''}".strip(),
+                ga_runs.append((f"evolve-weights {model} {cell if model == 'rnn' else ''}".strip(),
                              (i // len(GA_MODELS)) % 2 == 0, [
                                  "evolve-weights", "--dataset", data, "--model", model,
                                  "--hidden", hidden, "--cell", cell, "--population", "4",
                                  "--generations", "2", "--epochs", "1", "--batch-size", "32",
                                  "--seed", str(i)]))
+            # interleaved, so that a soak cut short has measured both kinds
+            jobs = [j for pair in itertools.zip_longest(searches, ga_runs) for j in pair if j]
             for n, (kind, host_devices, cmd) in enumerate(jobs):
                 out_dir = os.path.join(tmp, f"run{n}")
                 env = dict(os.environ, GENETIC_DL_HOST_DEVICES="" if host_devices else "0",
@@ -102,32 +125,17 @@ def main() -> int:
                 row = {"kind": kind, "host_devices": host_devices, "seed": cmd[cmd.index(
                     "--seed") + 1], **_run(full, env, args.timeout, out_dir)}
                 rows.append(row)
+                _write(args, rows)  # after every run: a cut-short soak keeps what it measured
                 print(f"{n:3d} {kind:<24} host devices {'on ' if host_devices else 'off'} "
                       f"status {row['status']!s:<7} {row['seconds']:6.1f} s "
                       f"{row['where'] or row['error']}", flush=True)
     finally:
         for b in burners:
             b.kill()
-    summary = {}
-    for row in rows:
-        key = row["kind"].split()[0]
-        s = summary.setdefault(key, {"runs": 0, "hangs": 0, "errors": 0})
-        s["runs"] += 1
-        s["hangs"] += row["hang"]
-        s["errors"] += row["status"] not in (0, 3, "timeout")
+    summary = _write(args, rows)
     print("\nkind            runs  hangs  errors")
-    for key, s in summary.items():
-        print(f"{key:<15} {s['runs']:>4} {s['hangs']:>6} {s['errors']:>7}")
-    import jax  # pylint: disable=import-outside-toplevel
-    record = {"command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "jax": jax.__version__, "neighbours": args.neighbours,
-              "summary": summary, "runs": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp_out = args.out + ".tmp"
-    with open(tmp_out, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp_out, args.out)
+    for key, c in summary.items():
+        print(f"{key:<15} {c['runs']:>4} {c['hangs']:>6} {c['errors']:>7}")
     print(f"wrote {args.out}")
     return 1 if any(r["hang"] for r in rows) else 0
 
