@@ -109,11 +109,11 @@ def main() -> int:
             for i in range(args.ga_runs):
                 model, hidden, cell = GA_MODELS[i % len(GA_MODELS)]
                 ga_runs.append((f"evolve-weights {model} {cell if model == 'rnn' else ''}".strip(),
-                             (i // len(GA_MODELS)) % 2 == 0, [
-                                 "evolve-weights", "--dataset", data, "--model", model,
-                                 "--hidden", hidden, "--cell", cell, "--population", "4",
-                                 "--generations", "2", "--epochs", "1", "--batch-size", "32",
-                                 "--seed", str(i)]))
+                                (i // len(GA_MODELS)) % 2 == 0, [
+                    "evolve-weights", "--dataset", data, "--model", model,
+                    "--hidden", hidden, "--cell", cell, "--population", "4",
+                    "--generations", "2", "--epochs", "1", "--batch-size", "32",
+                    "--seed", str(i)]))
             # interleaved, so that a soak cut short has measured both kinds
             jobs = [j for pair in itertools.zip_longest(searches, ga_runs) for j in pair if j]
             for n, (kind, host_devices, cmd) in enumerate(jobs):
