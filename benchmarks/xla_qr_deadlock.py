@@ -10,14 +10,16 @@ When every worker is blocked that way, nobody runs the tasks: the process sleeps
 forever with no CPU use. A batch of 1 runs inline and cannot wedge, which is why
 ``genetic_dl.init_population`` initialises members one at a time (``lax.map``).
 
-Measured on a 2-core machine (3 runs each, 30 s timeout; "hang" = killed):
-jaxlib 0.10.2 and 0.10.0 hang 3/3; 0.9.2 and older finish 3/3 (see
-benchmarks/RESULTS.md). Runs each case in a subprocess with a timeout:
+Runs each case in a subprocess with a timeout (other jax releases: PYTHONPATH to
+a folder they were installed in with ``pip install --target``; results in
+benchmarks/RESULTS.md):
 
     python benchmarks/xla_qr_deadlock.py            # prints a table; exit 1 if any case hung
+    python benchmarks/xla_qr_deadlock.py --json benchmarks/results/xla_qr_deadlock.json
     python benchmarks/xla_qr_deadlock.py --child 2 16  # one case in this process (may hang)
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +45,7 @@ def main() -> int:
     parser.add_argument("--child", nargs=2, type=int, metavar=("BATCH", "CHAINS"))
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=None, help="append this jax release's rows here")
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -51,6 +54,7 @@ def main() -> int:
     print(f"jax {jax.__version__}, {os.cpu_count()} cores")
     print(f"{'batch':>5} {'chains':>6}  results (finished in s, or hang)")
     hung = False
+    rows = []
     for batch, chains in CASES:
         results = []
         for _ in range(args.repeats):
@@ -63,6 +67,14 @@ def main() -> int:
                 results.append("hang")
                 hung = True
         print(f"{batch:>5} {chains:>6}  {' '.join(results)}")
+        rows.append({"jax": jax.__version__, "batch": batch, "chains": chains,
+                     "results": results, "timeout_s": args.timeout, "cores": os.cpu_count()})
+    if args.json:
+        old = json.load(open(args.json, encoding="utf-8")) if os.path.exists(args.json) else []
+        old = [r for r in old if r["jax"] != jax.__version__] + rows
+        with open(args.json + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(old, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
     return 1 if hung else 0
 
 
