@@ -8,6 +8,7 @@ from .sharding import initialize_hosts, population_mesh, use_host_devices
 from .data import DATASETS, Dataset, load_dataset, load_npz, make_dataset
 from .metrics import compute_metrics
 from .learner import Learner, Metric, metric
+from .stream import Stream
 from .models import (CNNSpec, MLPSpec, RNNSpec, build_model, count_params, spec_from_dict,
                      spec_to_dict)
 from .optimizers import OPTIMIZERS, make_optimizer
@@ -33,5 +34,5 @@ __all__ = [
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
-    "stopping", "initialize_hosts", "Learner", "Metric", "metric",
+    "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream",
 ]

@@ -11,11 +11,10 @@ others.
 from __future__ import annotations
 
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from . import sharding
 from .data import Dataset
@@ -23,6 +22,8 @@ from .learner import maximized
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
 from .optimizers import make_optimizer
 from .population import Population
+from .step import member_step
+from .stream import Stream, evaluate_stream, train_stream
 
 History = Dict[str, jax.Array]
 
@@ -32,23 +33,11 @@ def _member_train(population: Population, params, opt_state, collections, hp, ke
     """Trains one member (called under vmap)."""
     learner = population.learner
     tx = make_optimizer(population.optimizer, hp)
-    use_rng = bool(learner.rngs)
     n = x.shape[0]
     steps = n // batch_size
 
-    def batch_loss(p, c, batch, k):
-        out, c = learner.apply_train(p, c, batch, hp, k)
-        return learner.loss(out, batch), (out, c)
-
     def step(carry, idx):
-        p, s, c, k = carry
-        k, k_drop = jax.random.split(k) if use_rng else (k, k)
-        batch = {"x": x[idx], "y": y[idx]}
-        (loss, (out, c)), grads = jax.value_and_grad(batch_loss, has_aux=True)(p, c, batch,
-                                                                               k_drop)
-        updates, s = tx.update(grads, s, p)
-        p = optax.apply_updates(p, updates)
-        return (p, s, c, k), (loss, learner.score_of(out, batch))
+        return member_step(population, tx, hp, carry, {"x": x[idx], "y": y[idx]})
 
     def epoch(carry, _):
         p, s, c, k = carry
@@ -157,14 +146,15 @@ def _check_shape(population: Population, data: Dataset):
                          f"{data.feature_shape} and {data.out_dim}: build it from this dataset")
 
 
-def train(population: Population, data: Dataset, epochs: int, *, batch_size: int = 64,
-          mesh="auto") -> Tuple[Population, History]:
+def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *,
+          batch_size: int = 64, mesh="auto") -> Tuple[Population, History]:
     """Trains every member for ``epochs`` epochs on ``data``'s train split.
 
     Args:
       population: the members to train.
-      data: the dataset; training uses its train split, the per-epoch record
-        its validation split (never test).
+      data: a :class:`Dataset` (the whole epoch in one program) or a
+        :class:`~genetic_dl.stream.Stream` (one program per batch); training
+        uses its train split, the per-epoch record its validation split.
       epochs: whole epochs (static: a new value compiles a new program).
       batch_size: minibatch size (static); the last incomplete batch of each
         shuffled epoch is dropped.
@@ -179,6 +169,8 @@ def train(population: Population, data: Dataset, epochs: int, *, batch_size: int
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if isinstance(data, Stream):
+        return train_stream(_canonical(population), data, epochs, mesh=mesh)
     _check_shape(population, data)
     _check_batch(batch_size, len(data.y_train))
     fn = functools.partial(_train, epochs=epochs, batch_size=batch_size)
@@ -223,6 +215,8 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
       loss, accuracy, precision, recall, f1, auc (classification) or loss,
       mse, mae, r2 (regression); NaN for members whose outputs are not finite.
     """
+    if isinstance(data, Stream):
+        return evaluate_stream(_canonical(population), data, split)
     _check_shape(population, data)
     x, y = data.split(split)
     return _run_sharded(_evaluate, population, x, y, mesh=mesh)

@@ -1,0 +1,79 @@
+"""Interleaved A/B of population training throughput between two checkouts of genetic_dl.
+
+Each round runs one fresh process per checkout (A, then B, then the next round B first),
+each timing ``genetic_dl.train`` on digits MLPs (128, 128) after a warm-up call: so an
+engine change is measured against the code before it on the same machine, the same minute.
+
+    git worktree add /tmp/before <commit>
+    python benchmarks/ab_throughput.py --a /tmp/before --b . --rounds 5
+    # -> benchmarks/results/ab_throughput.json, a table of member-epochs/s and B/A ratios
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+CHILD = """
+import json, sys, time
+import jax
+import genetic_dl as gdl
+data = gdl.load_dataset("digits")
+out = {}
+for size in map(int, sys.argv[1].split(",")):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((128, 128)), data, size)
+    jax.block_until_ready(gdl.train(pop, data, 2)[0].params)  # compile
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < float(sys.argv[2]):
+        pop = jax.block_until_ready(gdl.train(pop, data, 2)[0])
+        calls += 1
+    out[size] = size * 2 * calls / (time.perf_counter() - start)
+print(json.dumps(out))
+"""
+
+
+def _measure(root: str, sizes, seconds: float):
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(map(str, sizes)), str(seconds)],
+                          env=env, capture_output=True, text=True, check=True, cwd="/")
+    return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a", required=True, help="checkout A (e.g. the commit before)")
+    parser.add_argument("--b", default=".", help="checkout B (default: this one)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "ab_throughput.json"))
+    args = parser.parse_args()
+    runs = {"a": [], "b": []}
+    for r in range(args.rounds):
+        for arm in ("a", "b") if r % 2 == 0 else ("b", "a"):
+            runs[arm].append(_measure(getattr(args, arm), args.sizes, args.seconds))
+    print(f"{'P':>5} {'A member-epochs/s':>18} {'B member-epochs/s':>18} {'B/A (median)':>13}")
+    table = []
+    for size in args.sizes:
+        a = statistics.median(x[size] for x in runs["a"])
+        b = statistics.median(x[size] for x in runs["b"])
+        ratios = [y[size] / x[size] for x, y in zip(runs["a"], runs["b"])]
+        table.append({"P": size, "a": a, "b": b, "ratio_median": statistics.median(ratios),
+                      "ratios": ratios})
+        print(f"{size:>5} {a:>18.1f} {b:>18.1f} {statistics.median(ratios):>13.3f}")
+    record = {"command": "python benchmarks/ab_throughput.py " + " ".join(sys.argv[1:]),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "a": args.a,
+              "b": args.b, "table": table, "runs": runs}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(args.out + ".tmp", args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""One member's minibatch step: the unit both training paths are built from.
+
+The array path scans it over an epoch's minibatches inside one program
+(:mod:`genetic_dl.train`); the stream path calls it once per streamed batch
+(:mod:`genetic_dl.stream`). Both vmap it over the members.
+"""
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def member_step(population, tx, hp, carry, batch):
+    """One minibatch step of one member: ``carry = (params, opt_state, collections, key)``.
+
+    Returns ``(carry, (loss, score))``; called under vmap, inside an epoch's scan
+    (arrays) or once per streamed batch (:mod:`genetic_dl.stream`).
+    """
+    learner = population.learner
+    p, s, c, k = carry
+    k, k_drop = jax.random.split(k) if learner.rngs else (k, k)
+
+    def batch_loss(p, c):
+        out, c = learner.apply_train(p, c, batch, hp, k_drop)
+        return learner.loss(out, batch), (out, c)
+    (loss, (out, c)), grads = jax.value_and_grad(batch_loss, has_aux=True)(p, c)
+    updates, s = tx.update(grads, s, p)
+    p = optax.apply_updates(p, updates)
+    return (p, s, c, k), (loss, learner.score_of(out, batch))

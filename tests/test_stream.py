@@ -1,0 +1,86 @@
+"""Streamed data: generators and memory-mapped files through train, evaluate and the GA."""
+import jax
+import numpy as np
+import pytest
+
+import genetic_dl as gdl
+from test_learner import LEARNER, clipped_adamw
+
+
+def _batches(x, y, batch, seed, calls=None):
+    if calls is not None:
+        calls.append(seed)
+    order = np.random.default_rng(seed).permutation(len(x))
+    for i in range(len(order) // batch):
+        idx = np.sort(order[i * batch:(i + 1) * batch])
+        yield {"x": x[idx], "y": y[idx]}
+
+
+@pytest.fixture(scope="module")
+def arrays(digits):
+    return digits.x_train[:256], digits.y_train[:256], digits.x_val[:128], digits.y_val[:128]
+
+
+def _pop(arrays, peak_lr):
+    x, y, xv, yv = arrays
+    data = gdl.Dataset.from_arrays(x_train=x, y_train=y, x_val=xv, y_val=yv)
+    return gdl.init_population(jax.random.key(0), LEARNER, data, len(peak_lr),
+                               optimizer=clipped_adamw,
+                               hparams={"peak_lr": np.asarray(peak_lr), "clip": 1.0}), data
+
+
+def test_generator_stream_trains_a_user_model_and_evaluates_like_arrays(arrays):
+    x, y, xv, yv = arrays
+    pop, data = _pop(arrays, [3e-3, 1e-2, 3e-2])
+    stream = gdl.Stream(lambda epoch, seed: _batches(x, y, 32, seed),
+                        val={"x": xv, "y": yv}, eval_batch=48)  # 128 = 2 x 48 + 32
+    trained, hist = gdl.train(pop, stream, 2)
+    losses = np.asarray(hist["train_loss"])
+    assert losses.shape == (3, 2) and np.all(losses[:, 1] < losses[:, 0])
+    streamed, whole = gdl.evaluate(trained, stream, "val"), gdl.evaluate(trained, data, "val")
+    for k in whole:
+        np.testing.assert_allclose(streamed[k], whole[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hist["val_score"][:, -1], whole["top2"], atol=1e-6)
+    for rule in ("ga", "pbt"):
+        res = gdl.evolve_weights(jax.random.key(1), pop, stream, generations=2, epochs=1,
+                                 config=gdl.WeightGAConfig(
+                                     rule=rule, pbt_bounds=(("peak_lr", (1e-4, 1e-1)),)),
+                                 fitness="top2")
+        assert 0 < res.best_fitness <= 1 and len(res.history) == 2
+
+
+def test_memory_mapped_stream_gives_members_their_own_batch_order(arrays, tmp_path):
+    x, y, xv, yv = arrays
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    xm, ym = np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r")
+    calls = []
+    stream = gdl.Stream(lambda epoch, seed: _batches(xm, ym, 64, seed, calls),
+                        val={"x": xv, "y": yv})
+    two, _ = gdl.train(_pop(arrays, [3e-3, 1e-2])[0], stream, 1)
+    assert len(calls) == 2 and calls[0] != calls[1]  # one iterator, one seed, per member
+    three, _ = gdl.train(_pop(arrays, [3e-3, 1e-2, 1e-3])[0], stream, 1)
+    assert calls[2:4] == calls[:2]  # member i's order depends on its own key only
+    for a, b in zip(jax.tree_util.tree_leaves(two.params), jax.tree_util.tree_leaves(three.params)):
+        np.testing.assert_allclose(a, b[:2], rtol=1e-4, atol=1e-5)
+    calls.clear()
+    shared = gdl.Stream(stream.make_iter, val=stream.val, shared=True)
+    gdl.train(_pop(arrays, [3e-3, 1e-2, 1e-3])[0], shared, 2)
+    assert len(calls) == 2  # one iterator per epoch for every member
+
+
+def test_bad_streams_are_clear_value_errors(arrays):
+    x, y, xv, yv = arrays
+    pop, _ = _pop(arrays, [1e-3, 1e-2])
+
+    def ragged(epoch, seed):
+        yield {"x": x[:32], "y": y[:32]}
+        yield {"x": x[:16], "y": y[:16]}
+    for make_iter, match in ((ragged, "one shape"), (lambda e, s: iter(()), "no batch"),
+                             (lambda e, s: iter([x[:32]]), "not a dict"),
+                             (lambda e, s: iter([{"x": x[:32], "y": y[:8]}]),
+                              "different batch sizes")):
+        with pytest.raises(ValueError, match=match):
+            gdl.train(pop, gdl.Stream(make_iter, val={"x": xv, "y": yv}), 1)
+    with pytest.raises(ValueError, match="no test split"):
+        gdl.evaluate(pop, gdl.Stream(ragged, val={"x": xv, "y": yv}), "test")
