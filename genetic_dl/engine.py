@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,14 @@ class TrainerObjective(Objective):
         before starts from the best weights trained for that structure, so a
         child inherits what its ancestors learned (the weight and structure
         searches combined); otherwise every config starts from a fresh init.
+      build: ``build(config) -> (learner, optimizer)``: search over your own
+        model family (a :class:`~genetic_dl.Learner` and a named optimizer or
+        an optimizer function). Configs with equal learners, optimizers and
+        batch sizes train as one population; every numeric gene of a config
+        is a traced per-member hyperparameter the optimizer function may read
+        (a named optimizer reads ``learning_rate`` and ``weight_decay``).
+        ``metric`` is then any of the learner's metrics, in its direction.
+        Without ``build`` the configs are the zoo's (:func:`config_to_spec`).
     """
     data: Dataset
     seed: int = 0
@@ -92,11 +100,18 @@ class TrainerObjective(Objective):
     archive: Dict[Any, Any] = dataclasses.field(default_factory=dict)
     _shapes: set = dataclasses.field(default_factory=set, repr=False)
     groups_trained: int = 0
+    build: Optional[Callable[[Config], Tuple[Any, Any]]] = None
 
     def __post_init__(self):
         valid = ("loss", "accuracy", "precision", "recall", "f1", "auc") \
             if self.data.is_classification else ("loss", "mse", "mae", "r2")
-        if self.metric not in valid:
+        if self.build is not None:
+            unsupported = [name for name in ("composite", "multi_objective", "pad_widths",
+                                             "lamarckian") if getattr(self, name)]
+            if unsupported:
+                raise ValueError(f"{', '.join(unsupported)} work with the zoo's configs only: "
+                                 f"leave them unset with build=")
+        elif self.metric not in valid:
             raise ValueError(f"unknown metric {self.metric!r} for {self.data.task}: choose one "
                              f"of {', '.join(valid)}")
         if self.multi_objective not in (None, "params"):
@@ -109,6 +124,9 @@ class TrainerObjective(Objective):
     def _group_key(self, config: Config):
         c = dict(DEFAULTS, **config)
         batch = int(min(c["batch_size"], len(self.data.y_train)))
+        if self.build is not None:
+            learner, optimizer = self.build(config)
+            return learner, optimizer, batch
         spec = config_to_spec(config)
         shape = pad_spec(spec, 1) if self.pad_widths else spec
         return shape, c["optimizer"], batch
@@ -136,6 +154,8 @@ class TrainerObjective(Objective):
     def _init_group(self, optimizer, configs, size):
         """The group's population of ``size`` >= len(configs) members (extras repeat the last)."""
         configs = list(configs) + [configs[-1]] * (size - len(configs))
+        if self.build is not None:
+            return self._init_built(optimizer, configs, size)
         specs = [config_to_spec(c) for c in configs]
         spec = specs[0]
         padded = self.pad_widths and bool(widths_of(spec))
@@ -155,6 +175,20 @@ class TrainerObjective(Objective):
         if self.lamarckian:
             pop = self._inherit(pop, specs, optimizer)
         return pop, specs
+
+    def _init_built(self, optimizer, configs, size):
+        """A group of ``build``'s learner: numeric genes become traced hyperparameters."""
+        learner = self.build(configs[0])[0]
+        if callable(optimizer):
+            names = sorted(k for k, v in configs[0].items() if _numeric(v)
+                           and k not in ("epochs", "batch_size"))
+            hp = {k: np.array([float(c[k]) for c in configs], np.float32) for k in names}
+        else:
+            hp = {k: np.array([float(dict(DEFAULTS, **c)[k]) for c in configs], np.float32)
+                  for k in ("learning_rate", "weight_decay")}
+        key = jax.random.fold_in(jax.random.key(self.seed), self.groups_trained)
+        self.groups_trained += 1
+        return init_population(key, learner, self.data, size, optimizer, hp), [None] * size
 
     def _inherit(self, pop, specs, optimizer):
         """Lamarckian start: a config whose structure was trained before starts from the
@@ -199,13 +233,18 @@ class TrainerObjective(Objective):
         """Each member's fitness (NaN: failed) after ``epochs`` epochs."""
         # The training program already scored the validation split after the epoch; reading
         # that saves compiling an evaluation program per shape (a second or more each).
-        score = "accuracy" if self.data.is_classification else "r2"
+        score = ("accuracy" if self.data.is_classification else "r2") if pop.spec is not None \
+            else pop.learner.score
         from_hist = {"loss": "val_loss", score: "val_score"}
         if self.metric in from_hist:
             value = np.asarray(hist[from_hist[self.metric]][:, -1], np.float64)
         else:
-            value = np.asarray(evaluate(pop, self.data, "val")[self.metric], np.float64)
-        value = -value if self.metric in ("loss", "mse", "mae") else value
+            metrics = evaluate(pop, self.data, "val")
+            if self.metric not in metrics:
+                raise ValueError(f"unknown metric {self.metric!r}: the learner reports "
+                                 f"{', '.join(metrics)}")
+            value = np.asarray(metrics[self.metric], np.float64)
+        value = value if pop.learner.maximize(self.metric) else -value
         value = np.where(np.asarray(pop.failed) | ~np.isfinite(value), np.nan, value)
         if self.composite is not None:
             alpha, beta, gamma = self.composite
@@ -235,6 +274,9 @@ class TrainerObjective(Objective):
                 continue
             j, pop = where
             params = jax.device_get(pop.member(j))
+            if self.build is not None:
+                params = {"params": params, "collections": jax.device_get(
+                    jax.tree_util.tree_map(lambda x, j=j: x[j], pop.collections))}
             if "widths" in pop.hparams:
                 spec, params = shrink(pop.spec, params, np.asarray(pop.hparams["widths"][j]))
             if better:
@@ -252,8 +294,8 @@ class TrainerObjective(Objective):
             archive.append({"spec": spec_to_dict(spec), "optimizer": optimizer,
                             "fitness": saved["fitness"]})
             arrays[f"archive_{i}"] = serialization.to_state_dict(saved["params"])
-        best = {k: (spec_to_dict(v) if k == "spec" else v) for k, v in self.best.items()
-                if k != "params"}
+        best = {k: (spec_to_dict(v) if k == "spec" and v is not None else v)
+                for k, v in self.best.items() if k != "params"}
         return {"best": best, "groups_trained": self.groups_trained, "archive": archive,
                 "arrays": arrays}
 
@@ -263,7 +305,8 @@ class TrainerObjective(Objective):
         self.groups_trained = int(state["groups_trained"])
         self.best = {}
         if state["best"]:
-            self.best = dict(state["best"], spec=spec_from_dict(state["best"]["spec"]),
+            spec = state["best"]["spec"]
+            self.best = dict(state["best"], spec=spec and spec_from_dict(spec),
                              params=_as_jax(arrays["best"]))
         self.archive = {(spec_from_dict(a["spec"]), a["optimizer"]): {
             "fitness": a["fitness"], "params": _as_jax(arrays[f"archive_{i}"])}
@@ -280,8 +323,22 @@ class TrainerObjective(Objective):
         """Test metrics of the best network trained so far (for the final report only)."""
         if not self.best:
             return {}
+        if self.build is not None:
+            learner, optimizer = self.build(self.best["config"])
+            hp = self._init_built(optimizer, [self.best["config"]], 1)[0].hparams
+            pop = init_population(jax.random.key(0), learner, self.data, 1, optimizer, hp)
+            saved = self.best["params"]
+            pop = pop.replace(
+                params=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], saved["params"]),
+                collections=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None],
+                                                   saved["collections"]))
+            return {k: float(v[0]) for k, v in evaluate(pop, self.data, "test").items()}
         model = build_model(self.best["spec"], self.data.feature_shape, self.data.out_dim)
         return split_metrics(model, self.best["params"], self.data, "test")
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _bucket(n: int) -> int:

@@ -214,3 +214,36 @@ def test_resume_of_a_user_model_run_is_bit_identical(data, tmp_path):
     assert resumed.best_fitness == full.best_fitness
     for field in ("params", "collections", "opt_state"):
         assert _leaves_equal(getattr(resumed.population, field), getattr(full.population, field))
+
+
+class Wide(nn.Module):
+    """An MLP whose width is a search gene."""
+    width: int
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(10)(nn.Dropout(0.1, deterministic=not train)(x))
+
+
+def _build(config):
+    return (gdl.Learner.from_linen(Wide(int(config["width"])), loss=smoothed_xent,
+                                   metrics={"top2": top2}, train_kwargs={"train": True},
+                                   eval_kwargs={"train": False}), clipped_adamw)
+
+
+def test_outer_search_over_a_user_model_family(data):
+    space = gdl.space({"peak_lr": gdl.Float(1e-3, 3e-2, log=True), "clip": gdl.Float(0.5, 2.0),
+                       "width": gdl.Choice((8, 32)), "epochs": gdl.Choice((1, 2)),
+                       "batch_size": gdl.Choice((32,))})
+    objective = gdl.TrainerObjective(data, metric="top2", build=_build)
+    result = gdl.run_search("random", space, objective, 12, 0)
+    assert 0 < result.best_fitness <= 1  # top2 maximised
+    assert objective.groups_trained <= 2 * len(result.history)  # one group per width and round
+    test = objective.test_metrics()
+    assert set(test) == {"loss", "top2"} and 0 <= test["top2"] <= 1
+    restored = gdl.TrainerObjective(data, metric="top2", build=_build)
+    restored.load_state_dict(objective.state_dict())
+    assert restored.test_metrics() == test
+    with pytest.raises(ValueError, match="zoo's configs only"):
+        gdl.TrainerObjective(data, build=_build, lamarckian=True)
