@@ -139,6 +139,29 @@ class Learner:
                    eval_kwargs=_pairs(eval_kwargs), mutable=tuple(mutable), rngs=tuple(rngs),
                    score=score or (named[0][0] if named else None))
 
+    @classmethod
+    def from_nnx(cls, make_module: Callable[[Any], Any], *,
+                 loss: Callable[[Any, Batch], jax.Array],
+                 metrics: Optional[Mapping[str, Any]] = None,
+                 train_kwargs: Optional[Mapping[str, Any]] = None,
+                 eval_kwargs: Optional[Mapping[str, Any]] = None,
+                 score: Optional[str] = None) -> "Learner":
+        """A learner of a ``flax.nnx`` module built by ``make_module(rngs)``.
+
+        ``make_module`` is called with each member's own ``nnx.Rngs`` (members get
+        different initialisations); the population stacks the module's
+        ``nnx.Param`` state as params and its ``nnx.BatchStat`` state as the
+        ``batch_stats`` collection. RNG state is not stacked: every training
+        step builds the module with fresh streams from the member's key (its
+        initial values are discarded, and XLA drops their computation).
+        Training calls run in ``module.train()`` mode, evaluation in ``eval()``.
+        Other arguments as :meth:`from_linen`.
+        """
+        base = cls.from_linen(nn.Dense(1), loss=loss, metrics=metrics, score=score)
+        return NnxLearner(module=make_module, loss=loss, metrics=base.metrics,
+                          train_kwargs=_pairs(train_kwargs), eval_kwargs=_pairs(eval_kwargs),
+                          score=base.score)
+
     def maximize(self, name: str) -> bool:
         """Whether metric ``name`` is maximised (``loss`` never is)."""
         found = dict(self.metrics).get(name)
@@ -207,6 +230,49 @@ class Learner:
                 raise ValueError(f"{name}(outputs, batch) returned shape {value.shape} for "
                                  f"outputs of shape {getattr(out, 'shape', '?')}: it must "
                                  f"return a scalar (take the mean over the batch)")
+
+
+@dataclasses.dataclass(frozen=True)
+class NnxLearner(Learner):
+    """A learner of a ``flax.nnx`` module; see :meth:`Learner.from_nnx`."""
+
+    def _build(self, key, params, collections, train: bool):
+        from flax import nnx  # pylint: disable=import-outside-toplevel
+        module = self.module(nnx.Rngs(key))
+        states = []
+        for kind, values in ((nnx.Param, params["params"]),
+                             (nnx.BatchStat, collections.get("batch_stats"))):
+            if values:
+                state = nnx.state(module, kind)
+                nnx.replace_by_pure_dict(state, values)
+                states.append(state)
+        nnx.update(module, *states)
+        if train:
+            module.train()
+        else:
+            module.eval()
+        return module
+
+    def init(self, key: jax.Array, x) -> Tuple[Any, Any]:
+        from flax import nnx  # pylint: disable=import-outside-toplevel
+        del x  # an nnx module is built with its sizes
+        module = self.module(nnx.Rngs(key))
+        stats = nnx.state(module, nnx.BatchStat).to_pure_dict()
+        return ({"params": nnx.state(module, nnx.Param).to_pure_dict()},
+                {"batch_stats": stats} if stats else {})
+
+    def apply_train(self, params, collections, batch: Batch, hp, key) -> Tuple[Any, Any]:
+        from flax import nnx  # pylint: disable=import-outside-toplevel
+        module = self._build(key, params, collections, True)
+        out = module(batch["x"], **dict(self.train_kwargs))
+        if "batch_stats" in collections:
+            collections = {**collections,
+                           "batch_stats": nnx.state(module, nnx.BatchStat).to_pure_dict()}
+        return out, collections
+
+    def apply_eval(self, params, collections, x, hp) -> Any:
+        module = self._build(jax.random.key(0), params, collections, False)
+        return module(x, **dict(self.eval_kwargs))
 
 
 # The zoo's loss and metrics: module-level functions, so that equal zoo learners

@@ -247,3 +247,46 @@ def test_outer_search_over_a_user_model_family(data):
     assert restored.test_metrics() == test
     with pytest.raises(ValueError, match="zoo's configs only"):
         gdl.TrainerObjective(data, build=_build, lamarckian=True)
+
+
+def _nnx_mlp(rngs):
+    from flax import nnx  # pylint: disable=import-outside-toplevel
+
+    class MLP(nnx.Module):  # pylint: disable=too-few-public-methods
+        def __init__(self, rngs):
+            self.dense = nnx.Linear(64, 32, rngs=rngs)
+            self.norm = nnx.BatchNorm(32, rngs=rngs)
+            self.drop = nnx.Dropout(0.1, rngs=rngs)
+            self.out = nnx.Linear(32, 10, rngs=rngs)
+
+        def __call__(self, x):
+            x = self.norm(self.dense(x.reshape((x.shape[0], -1))))
+            return self.out(self.drop(nnx.relu(x)))
+    return MLP(rngs)
+
+
+NNX_LEARNER = gdl.Learner.from_nnx(_nnx_mlp, loss=smoothed_xent, metrics={"top2": top2})
+
+
+def test_nnx_model_trains_evolves_and_streams(data):
+    pop = gdl.init_population(jax.random.key(0), NNX_LEARNER, data, 3, optimizer=clipped_adamw,
+                              hparams={"peak_lr": np.array([3e-3, 1e-2, 3e-2]), "clip": 1.0})
+    kernels = np.asarray(pop.params["params"]["dense"]["kernel"])
+    assert kernels.shape == (3, 64, 32) and not np.allclose(kernels[0], kernels[1])
+    assert set(pop.collections) == {"batch_stats"}
+    trained, hist = gdl.train(pop, data, 2, batch_size=32)
+    losses = np.asarray(hist["train_loss"])
+    assert np.all(losses[:, 1] < losses[:, 0])
+    assert not _leaves_equal(trained.collections, pop.collections)
+    # evaluation runs in eval mode: deterministic, with the running statistics
+    first, again = gdl.evaluate(trained, data), gdl.evaluate(trained, data)
+    np.testing.assert_array_equal(first["loss"], again["loss"])
+    res = gdl.evolve_weights(jax.random.key(1), pop, data, generations=2, epochs=1,
+                             batch_size=32, fitness="top2")
+    assert 0 < res.best_fitness <= 1
+    stream = gdl.Stream(lambda epoch, seed: iter([{"x": data.x_train[i:i + 32],
+                                                   "y": data.y_train[i:i + 32]}
+                                                  for i in range(0, 256, 32)]),
+                        val={"x": data.x_val, "y": data.y_val})
+    streamed, _ = gdl.train(pop, stream, 1)
+    assert np.all(np.isfinite(np.asarray(gdl.evaluate(streamed, stream)["loss"])))
