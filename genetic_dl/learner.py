@@ -246,7 +246,7 @@ class NnxLearner(Learner):
                 state = nnx.state(module, kind)
                 nnx.replace_by_pure_dict(state, values)
                 states.append(state)
-        nnx.update(module, *states)
+        nnx.update(module, states[0], *states[1:])
         if train:
             module.train()
         else:
