@@ -16,6 +16,9 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+
 CHILD = """
 import json, sys, time
 import jax
@@ -67,10 +70,7 @@ def main() -> int:
     record = {"command": "python benchmarks/ab_throughput.py " + " ".join(sys.argv[1:]),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "a": args.a,
               "b": args.b, "table": table, "runs": runs}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(args.out + ".tmp", args.out)
+    write_json(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

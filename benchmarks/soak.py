@@ -16,7 +16,6 @@ Writes ``benchmarks/results/soak.json`` (one row per run) and prints a table.
 """
 import argparse
 import itertools
-import json
 import os
 import platform
 import subprocess
@@ -28,6 +27,9 @@ import numpy as np
 from sklearn.datasets import make_classification
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+
 ROOT = os.path.dirname(HERE)  # the checkout under test, not an installed copy
 GA_MODELS = (("mlp", "32,32", "gru"), ("cnn", "8,16", "gru"), ("rnn", "64,2", "lstm"),
              ("rnn", "32,1", "gru"), ("rnn", "128,2", "lstm"))
@@ -78,10 +80,7 @@ def _write(args, rows):
               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "jax": jax.__version__, "neighbours": args.neighbours,
               "summary": summary, "runs": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(args.out + ".tmp", args.out)
+    write_json(args.out, record)
     return summary
 
 

@@ -10,7 +10,6 @@ and the median reported; compile time is excluded (one warm-up call each).
 Writes benchmarks/results/stream_throughput.json.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 BATCH = 64
 
@@ -79,10 +79,7 @@ def main() -> int:
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                          f"{jax.device_count()} {jax.default_backend()} device(s)",
               "table": table}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(args.out + ".tmp", args.out)
+    write_json(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

@@ -101,17 +101,8 @@ def _resolve_hparams(optimizer: OptimizerLike, size: int,
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}: "
                          f"valid are {', '.join(HPARAM_NAMES)}, widths")
     defaults = dict(DEFAULT_HPARAMS[optimizer], dropout=spec.dropout if spec else 0.0)
-    out = {}
-    for name in HPARAM_NAMES:
-        value = np.asarray(hparams.get(name, defaults[name]), np.float32)
-        if value.ndim == 0:
-            value = np.full((size,), value, np.float32)
-        if value.shape != (size,):
-            raise ValueError(f"hyperparameter {name!r} has shape {value.shape}: give a scalar "
-                             f"or one value per member, shape ({size},)")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"hyperparameter {name!r} has NaN/inf values: give finite ones")
-        out[name] = jnp.asarray(value)
+    out = {name: _per_member(name, hparams.get(name, defaults[name]), size)
+           for name in HPARAM_NAMES}
     if "widths" in hparams:
         out["widths"] = _resolve_widths(hparams["widths"], size, spec)
     if spec is None and np.any(np.asarray(out["dropout"]) > 0):
