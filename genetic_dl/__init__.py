@@ -21,6 +21,7 @@ from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objec
 from .engine import TrainerObjective
 from .rundir import load_model
 from .cache import enable_compile_cache
+from .checkpoint import load_population, save_population
 from . import crossover, matching, mutation, selection, stopping
 
 __version__ = "0.1.0"
@@ -34,5 +35,5 @@ __all__ = [
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
-    "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream",
+    "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population", "save_population",
 ]

@@ -162,3 +162,63 @@ def _check_shapes(population: Population, template: Population) -> None:
     for a, b in zip(jax.tree_util.tree_leaves(population), jax.tree_util.tree_leaves(template)):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"array of shape {np.shape(a)} where the run expects {np.shape(b)}")
+
+
+def save_population(path: str, population: Population) -> str:
+    """Writes every array of ``population`` to one msgpack file, atomically.
+
+    Params, mutable collections, optimizer states, hyperparameters, member keys,
+    ids and failure flags; :func:`load_population` reads it back for the same
+    learner (and optimizer).
+
+    Returns:
+      ``path``.
+    """
+    optimizer = population.optimizer if isinstance(population.optimizer, str) else None
+    meta = {"size": population.size, "feature_shape": list(population.feature_shape),
+            "out_dim": population.out_dim, "optimizer": optimizer}
+    tree = {"meta": json.dumps(meta),
+            "population": serialization.to_state_dict(jax.device_get(population))}
+    write_bytes(path, serialization.msgpack_serialize(tree))
+    return path
+
+
+def load_population(path: str, learner, optimizer=None) -> Population:
+    """Reads a :func:`save_population` file into a population of ``learner``.
+
+    Args:
+      path: the file.
+      learner: the :class:`~genetic_dl.Learner` (or zoo spec) the population
+        was built with.
+      optimizer: the optimizer it was built with; a named optimizer is read
+        from the file, an optimizer function must be passed again.
+
+    Raises:
+      ValueError: the file is corrupt, was written for another model or
+        optimizer, or needs ``optimizer=``.
+    """
+    from .population import init_population  # pylint: disable=import-outside-toplevel
+    try:
+        with open(path, "rb") as f:
+            tree = serialization.msgpack_restore(f.read())
+        meta = json.loads(tree["meta"])
+        saved = tree["population"]
+    except Exception as err:  # msgpack raises its own exception types for garbage
+        raise ValueError(f"population file {path!r} is unreadable ({type(err).__name__}): "
+                         f"write it again with save_population") from err
+    optimizer = optimizer or meta["optimizer"]
+    if optimizer is None:
+        raise ValueError(f"the population in {path!r} was trained with an optimizer function: "
+                         f"pass the same one, load_population(path, learner, optimizer=fn)")
+    try:
+        hp = {k: np.asarray(v) for k, v in saved["hparams"].items()}
+        template = init_population(jax.random.key(0), learner,
+                                   (tuple(meta["feature_shape"]), meta["out_dim"]),
+                                   meta["size"], optimizer, hp)
+        population = serialization.from_state_dict(template, saved)
+        _check_shapes(population, template)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"population file {path!r} does not fit this learner and optimizer "
+                         f"({type(err).__name__}: {str(err)[:200]}): load it with the ones it "
+                         f"was trained with") from err
+    return population

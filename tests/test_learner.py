@@ -290,3 +290,20 @@ def test_nnx_model_trains_evolves_and_streams(data):
                         val={"x": data.x_val, "y": data.y_val})
     streamed, _ = gdl.train(pop, stream, 1)
     assert np.all(np.isfinite(np.asarray(gdl.evaluate(streamed, stream)["loss"])))
+
+
+def test_save_and_load_a_user_population(data, tmp_path):
+    trained, _ = gdl.train(_pop(data, [3e-3, 1e-2]), data, 1, batch_size=32)
+    path = gdl.save_population(str(tmp_path / "pop.msgpack"), trained)
+    loaded = gdl.load_population(path, LEARNER, optimizer=clipped_adamw)
+    for field in ("params", "collections", "opt_state", "hparams", "keys", "ids"):
+        assert _leaves_equal(getattr(loaded, field), getattr(trained, field))
+    np.testing.assert_array_equal(gdl.evaluate(loaded, data)["top2"],
+                                  gdl.evaluate(trained, data)["top2"])
+    with pytest.raises(ValueError, match="optimizer=fn"):
+        gdl.load_population(path, LEARNER)
+    with pytest.raises(ValueError, match="does not fit"):
+        gdl.load_population(path, NNX_LEARNER, optimizer=clipped_adamw)
+    (tmp_path / "bad.msgpack").write_bytes(b"not a population")
+    with pytest.raises(ValueError, match="unreadable"):
+        gdl.load_population(str(tmp_path / "bad.msgpack"), LEARNER, optimizer=clipped_adamw)
