@@ -35,5 +35,6 @@ __all__ = [
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
-    "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population", "save_population",
+    "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
+    "save_population",
 ]
