@@ -199,6 +199,23 @@ class Learner:
         """Outputs of an evaluation call."""
         return self._call({**params, **collections}, x, hp, self.eval_kwargs)
 
+    def apply_eval_batched(self, params, collections, x, hp, batch: int) -> Any:
+        """:meth:`apply_eval` over ``x`` in batches of ``batch`` rows (``lax.map``).
+
+        Peak memory holds one batch's activations whatever the split's size;
+        a split of at most ``batch`` rows runs as one call. The last batch is
+        padded with zeros and its padded rows dropped.
+        """
+        n = x.shape[0]
+        if n <= batch:
+            return self.apply_eval(params, collections, x, hp)
+        count = -(-n // batch)
+        padded = jnp.concatenate([x, jnp.zeros((count * batch - n,) + x.shape[1:], x.dtype)])
+        out = jax.lax.map(lambda xb: self.apply_eval(params, collections, xb, hp),
+                          padded.reshape((count, batch) + x.shape[1:]))
+        return jax.tree_util.tree_map(lambda o: o.reshape((count * batch,) + o.shape[2:])[:n],
+                                      out)
+
     def evaluate(self, outputs, batch: Batch) -> Dict[str, jax.Array]:
         """``{"loss", *metrics}`` of outputs on one batch (the whole split)."""
         out = {"loss": self.loss(outputs, batch)}

@@ -26,6 +26,10 @@ from .step import member_step
 from .stream import Stream, evaluate_stream, train_stream
 
 History = Dict[str, jax.Array]
+# Validation, evaluation and prediction run the members over batches of this many
+# examples: memory holds P x EVAL_BATCH activations (a CNN's im2col patches
+# included), not P x the whole split. Smaller splits run whole.
+EVAL_BATCH = 1024
 
 
 def _member_train(population: Population, params, opt_state, collections, hp, key, x, y, xv,
@@ -45,7 +49,7 @@ def _member_train(population: Population, params, opt_state, collections, hp, ke
         order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
         (p, s, c, k), (losses, scores) = jax.lax.scan(step, (p, s, c, k), order)
         val = {"x": xv, "y": yv}
-        out = learner.apply_eval(p, c, xv, hp)
+        out = learner.apply_eval_batched(p, c, xv, hp, EVAL_BATCH)
         record = {"train_loss": losses.mean(), "train_score": scores.mean(),
                   "val_loss": learner.loss(out, val), "val_score": learner.score_of(out, val)}
         return (p, s, c, k), record
@@ -181,7 +185,7 @@ def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *
 @jax.jit
 def _predict(population: Population, x):
     learner = population.learner
-    return jax.vmap(lambda p, c, h: learner.apply_eval(p, c, x, h))(
+    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, EVAL_BATCH))(
         population.params, population.collections, population.hparams)
 
 
@@ -195,7 +199,8 @@ def _evaluate(population: Population, x, y):
     learner = population.learner
 
     def one(p, c, h):
-        return learner.evaluate(learner.apply_eval(p, c, x, h), {"x": x, "y": y})
+        out = learner.apply_eval_batched(p, c, x, h, EVAL_BATCH)
+        return learner.evaluate(out, {"x": x, "y": y})
     return jax.vmap(one)(population.params, population.collections, population.hparams)
 
 

@@ -307,3 +307,19 @@ def test_save_and_load_a_user_population(data, tmp_path):
     (tmp_path / "bad.msgpack").write_bytes(b"not a population")
     with pytest.raises(ValueError, match="unreadable"):
         gdl.load_population(str(tmp_path / "bad.msgpack"), LEARNER, optimizer=clipped_adamw)
+
+
+@pytest.mark.parametrize("spec", [gdl.CNNSpec((4, 8)), gdl.MLPSpec((32,))])
+def test_minibatched_evaluation_equals_whole_split(digits, spec, monkeypatch):
+    pop, hist = gdl.train(gdl.init_population(jax.random.key(0), spec, digits, 3), digits, 1)
+    whole = gdl.evaluate(pop, digits, "val")  # 360 rows: one batch
+    monkeypatch.setattr(train_mod, "EVAL_BATCH", 64)  # 6 batches, the last one padded
+    jax.clear_caches()
+    batched = gdl.evaluate(pop, digits, "val")
+    _, batched_hist = gdl.train(gdl.init_population(jax.random.key(0), spec, digits, 3),
+                                digits, 1)
+    jax.clear_caches()
+    for k in whole:
+        np.testing.assert_allclose(batched[k], whole[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batched_hist["val_loss"], hist["val_loss"], rtol=1e-5)
+    np.testing.assert_allclose(gdl.predict(pop, digits.x_val[:5]).shape, (3, 5, 10))
