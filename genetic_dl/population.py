@@ -178,8 +178,12 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
         raise ValueError(f"population size must be at least 1, got {size}")
     if isinstance(data, Dataset):
         feature_shape, out_dim = data.feature_shape, data.out_dim
-    else:
+    elif isinstance(data, tuple) and len(data) == 2:
         feature_shape, out_dim = tuple(data[0]), int(data[1])
+    else:
+        raise ValueError(f"data must be a Dataset or (feature_shape, out_dim), got "
+                         f"{type(data).__name__}: for a Stream pass the shape of one example "
+                         f"and the output width, e.g. ((28, 28), 10)")
     if isinstance(model, Learner):
         learner = model
     elif hasattr(model, "family"):
