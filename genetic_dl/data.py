@@ -115,10 +115,7 @@ class Dataset:
             _fail(f"feature shapes differ between splits "
                   f"{ {k: a[0].shape[1:] for k, a in arrays.items()} }: use one feature shape")
         y_tr = arrays["train"][1]
-        if task is None:
-            task = CLASSIFICATION if np.issubdtype(y_tr.dtype, np.integer) else REGRESSION
-        if task not in TASKS:
-            _fail(f"unknown task {task!r}: use 'classification' or 'regression'")
+        task = _resolve_task(task, y_tr)
         if task == CLASSIFICATION and y_tr.ndim == 1:
             width = int(max(a[1].max() for a in arrays.values())) + 1
         else:
@@ -135,6 +132,16 @@ class Dataset:
         return (f"Dataset({self.name!r}, task={self.task}, features={self.feature_shape}, "
                 f"classes={self.num_classes}, train={len(self.y_train)}, val={len(self.y_val)}, "
                 f"test={len(self.y_test)})")
+
+
+def _resolve_task(task: Optional[str], y_train) -> str:
+    """``task``, or its guess from the label dtype (integers: classification), checked."""
+    if task is None:
+        task = CLASSIFICATION if np.issubdtype(np.asarray(y_train).dtype, np.integer) \
+            else REGRESSION
+    if task not in TASKS:
+        _fail(f"unknown task {task!r}: use 'classification' or 'regression'")
+    return task
 
 
 def _fail(msg: str):
@@ -240,11 +247,7 @@ def make_dataset(name: str, x_train, y_train, x_test, y_test, *, x_val=None, y_v
       ValueError: with the problem and its fix, for NaN/inf features, length
         mismatches, labels out of range, a single class or empty arrays.
     """
-    if task is None:
-        task = CLASSIFICATION if np.issubdtype(np.asarray(y_train).dtype, np.integer) \
-            else REGRESSION
-    if task not in TASKS:
-        _fail(f"unknown task {task!r}: use 'classification' or 'regression'")
+    task = _resolve_task(task, y_train)
     if (x_val is None) != (y_val is None):
         _fail("give both x_val and y_val, or neither (validation is then carved from train)")
     splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
