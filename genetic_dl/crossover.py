@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import permutation
 from .matching import align, incoming_index, unit_chain
+from .permutation import PermutationSpec
 
 Params = Any
 
@@ -113,12 +115,17 @@ def _mix_units(a: Params, b: Params, masks: List[jax.Array]) -> Params:
     return {"params": out}
 
 
-def per_neuron(key, a: Params, b: Params) -> Params:
+def per_neuron(key, a: Params, b: Params, spec: Optional[PermutationSpec] = None) -> Params:
     """Each hidden unit or channel (incoming weights, bias, outgoing weights) from one parent.
 
     Keeping units whole follows Montana & Davis (1989), "Training feedforward
-    neural networks using genetic algorithms" (node crossover).
+    neural networks using genetic algorithms" (node crossover). Without
+    ``spec``, ``a`` and ``b`` are params of a chain of ``Conv_i``/``Dense_i``
+    layers; with one, any variables (norm statistics follow their units: see
+    :func:`genetic_dl.permutation.per_neuron`).
     """
+    if spec is not None:
+        return permutation.per_neuron(key, a, b, spec)
     chain = unit_chain(a)
     keys = jax.random.split(key, max(1, len(chain) - 1))
     masks = [jax.random.bernoulli(k, 0.5, (a["params"][n]["kernel"].shape[-1],))
@@ -127,12 +134,25 @@ def per_neuron(key, a: Params, b: Params) -> Params:
 
 
 def aligned(key, a: Params, b: Params, base: str = "uniform",
-            passes: Optional[int] = None, matcher: str = "greedy") -> Params:
-    """Align ``b``'s units to ``a`` (Git Re-Basin), then cross with ``base``."""
+            passes: Optional[int] = None, matcher: str = "greedy",
+            spec: Optional[PermutationSpec] = None) -> Params:
+    """Align ``b``'s units to ``a`` (Git Re-Basin), then cross with ``base``.
+
+    With ``spec``, ``a`` and ``b`` are any variables matched by
+    :func:`genetic_dl.permutation.align` (greedy assignments only).
+    """
     if base == "aligned" or base not in CROSSOVERS:
         raise ValueError(f"aligned crossover needs a base crossover among "
                          f"{', '.join(n for n in CROSSOVERS if n != 'aligned')}, got {base!r}")
-    return CROSSOVERS[base](key, a, align(a, b, passes, matcher))
+    if spec is None:
+        return CROSSOVERS[base](key, a, align(a, b, passes, matcher))
+    if matcher != "greedy":
+        raise ValueError("aligned crossover with a permutation spec matches with greedy "
+                         "assignments: use matcher='greedy'")
+    b = permutation.align(a, b, spec, passes)
+    if base == "per_neuron":
+        return permutation.per_neuron(key, a, b, spec)
+    return CROSSOVERS[base](key, a, b)
 
 
 CROSSOVERS: Dict[str, Callable] = {

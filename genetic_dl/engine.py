@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from .models import (CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model, count_pa
 from .padding import embed, member_widths, pad_spec, padded_width, rescale_init, shrink, widths_of
 from .population import init_population, take
 from .search import Config, Objective
+from .stream import Stream
 from .train import evaluate, predict, split_metrics, train
 
 DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.0,
@@ -87,7 +88,7 @@ class TrainerObjective(Objective):
         ``metric`` is then any of the learner's metrics, in its direction.
         Without ``build`` the configs are the zoo's (:func:`config_to_spec`).
     """
-    data: Dataset
+    data: Union[Dataset, Stream]
     seed: int = 0
     metric: str = "accuracy"
     composite: Optional[Tuple[float, float, float]] = None
@@ -103,19 +104,26 @@ class TrainerObjective(Objective):
     build: Optional[Callable[[Config], Tuple[Any, Any]]] = None
 
     def __post_init__(self):
-        valid = ("loss", "accuracy", "precision", "recall", "f1", "auc") \
-            if self.data.is_classification else ("loss", "mse", "mae", "r2")
+        if isinstance(self.data, Stream) and self.build is None:
+            raise ValueError("a Stream trains your own learner: pass build=config -> (learner, "
+                             "optimizer); the zoo's configs need an in-memory Dataset")
         if self.build is not None:
             unsupported = [name for name in ("composite", "multi_objective", "pad_widths",
                                              "lamarckian") if getattr(self, name)]
             if unsupported:
                 raise ValueError(f"{', '.join(unsupported)} work with the zoo's configs only: "
                                  f"leave them unset with build=")
-        elif self.metric not in valid:
+        elif self.metric not in self._zoo_metrics():
+            valid = self._zoo_metrics()
             raise ValueError(f"unknown metric {self.metric!r} for {self.data.task}: choose one "
                              f"of {', '.join(valid)}")
         if self.multi_objective not in (None, "params"):
             raise ValueError(f"unknown multi_objective {self.multi_objective!r}: use 'params'")
+
+    def _zoo_metrics(self) -> Tuple[str, ...]:
+        if self.data.is_classification:
+            return ("loss", "accuracy", "precision", "recall", "f1", "auc")
+        return ("loss", "mse", "mae", "r2")
 
     def cost(self, config: Config) -> float:
         """Network-epochs: the config's epochs."""
@@ -123,7 +131,9 @@ class TrainerObjective(Objective):
 
     def _group_key(self, config: Config):
         c = dict(DEFAULTS, **config)
-        batch = int(min(c["batch_size"], len(self.data.y_train)))
+        # a Stream's batches are its own: the batch_size gene does not split groups there
+        batch = int(min(c["batch_size"], len(self.data.y_train))) \
+            if isinstance(self.data, Dataset) else 0
         if self.build is not None:
             learner, optimizer = self.build(config)
             return learner, optimizer, batch
@@ -188,7 +198,18 @@ class TrainerObjective(Objective):
                   for k in ("learning_rate", "weight_decay")}
         key = jax.random.fold_in(jax.random.key(self.seed), self.groups_trained)
         self.groups_trained += 1
-        return init_population(key, learner, self.data, size, optimizer, hp), [None] * size
+        return init_population(key, learner, self._shapes_of_data(), size, optimizer,
+                               hp), [None] * size
+
+    def _shapes_of_data(self):
+        """What :func:`init_population` needs of the data: the Dataset, or a Stream's
+        ``(feature_shape, 0)`` read from its first validation batch."""
+        if isinstance(self.data, Dataset):
+            return self.data
+        first = next(iter(self.data.batches("val")), None)
+        if first is None:
+            raise ValueError("the Stream's val split yielded no batch: give it at least one")
+        return tuple(np.shape(first["x"])[1:]), 0
 
     def _inherit(self, pop, specs, optimizer):
         """Lamarckian start: a config whose structure was trained before starts from the
@@ -313,7 +334,7 @@ class TrainerObjective(Objective):
             for i, a in enumerate(state["archive"])}
 
     def _noisy_accuracy(self, pop) -> np.ndarray:
-        x = self.data.x_val
+        x = self.data.model_inputs(self.data.x_val)
         noise = np.random.default_rng(self.seed).normal(0.0, self.noise_sigma, x.shape)
         out = predict(pop, jnp.asarray(x + noise, jnp.float32))
         return np.asarray(jax.vmap(lambda o: compute_metrics(o, self.data.y_val, True)[
@@ -326,7 +347,8 @@ class TrainerObjective(Objective):
         if self.build is not None:
             learner, optimizer = self.build(self.best["config"])
             hp = self._init_built(optimizer, [self.best["config"]], 1)[0].hparams
-            pop = init_population(jax.random.key(0), learner, self.data, 1, optimizer, hp)
+            pop = init_population(jax.random.key(0), learner, self._shapes_of_data(), 1,
+                                  optimizer, hp)
             saved = self.best["params"]
             pop = pop.replace(
                 params=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], saved["params"]),

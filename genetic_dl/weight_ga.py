@@ -22,6 +22,7 @@ import numpy as np
 from . import crossover as crossover_mod
 from . import matching
 from . import mutation as mutation_mod
+from . import permutation
 from . import selection as selection_mod
 from . import sharding
 from .data import Dataset
@@ -214,8 +215,16 @@ def diversity(params) -> jax.Array:
     return jnp.mean(jnp.sqrt(sq / n))
 
 
+def _permute_states(like, perms, spec, *states):
+    """``states``' subtrees shaped like ``like`` permuted per member by ``perms``:
+    chain permutations (a tuple) without ``spec``, ``{group: perm}`` with one."""
+    if spec is None:
+        return matching.permute_states(like, perms, *states)
+    return permutation.permute_states(like, spec, perms, *states)
+
+
 def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None,
-                     perms_a=None, perms_b=None):
+                     perms_a=None, perms_b=None, spec=None):
     if rule == "reset":
         init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
         return init(params, hparams)
@@ -223,11 +232,11 @@ def _child_opt_state(population: Population, params, hparams, a, b, rule: str, m
     whole = sharding.constrain(population.opt_state, mesh, split=False)
     state = jax.tree_util.tree_map(lambda s: s[a], whole)
     if perms_a is not None:  # a's moments follow its units, permuted to the best's order
-        state, = matching.permute_states(params, perms_a, state)
+        state, = _permute_states(params, perms_a, spec, state)
     if rule == "average":
         state_b = jax.tree_util.tree_map(lambda s: s[b], whole)
         if perms_b is not None:  # b's moments follow its units, permuted like its weights
-            state_b, = matching.permute_states(params, perms_b, state_b)
+            state_b, = _permute_states(params, perms_b, spec, state_b)
         state = jax.tree_util.tree_map(
             lambda x, y: (x + y) / 2 if jnp.issubdtype(x.dtype, jnp.floating) else x,
             state, state_b)
@@ -240,8 +249,41 @@ def _rows(head, rest):
     return jnp.concatenate([jnp.broadcast_to(fill, (head,) + rest.shape[1:]), rest])
 
 
+def _take_rows(tree, rows, mesh):
+    """``tree``'s rows ``rows``, gathered from a replicated copy, split again over ``mesh``."""
+    whole = sharding.constrain(tree, mesh, split=False)
+    return sharding.constrain(jax.tree_util.tree_map(lambda x: x[rows], whole), mesh, split=True)
+
+
+def _cross(keys, parent_a, parent_b, config: WeightGAConfig, mesh, spec):
+    """Children's ``(params, collections, perms_b)`` from rows of ``(params, collections)``
+    of parents a and b (see :func:`_children`)."""
+    (pa, ca), (pb, cb) = parent_a, parent_b
+    name, kw = config.crossover, dict(config.crossover_kw)
+    perms_b = None
+    if name == "aligned":
+        name = kw.pop("base", "uniform")
+        for option in ("passes", "matcher", "match_to", "every"):
+            kw.pop(option, None)
+        if config.match_to == "parent" and spec is not None:
+            perms_b = jax.vmap(lambda x, y: permutation.match(spec, x, y, config.match_passes))(
+                {**pa, **ca}, {**pb, **cb})
+            moved = jax.vmap(lambda v, p: permutation.permute(v, spec, p))({**pb, **cb}, perms_b)
+            pb, cb = {"params": moved["params"]}, {k: moved[k] for k in cb}
+        elif config.match_to == "parent":  # else ga_step matched them to the best member
+            perms_b = matching.match_pairs(pa, pb, config.match_passes, mesh)
+            pb, = matching.permute_population(pb, perms_b)
+    if config.crossover_prob == 0:  # static: skip the work, not only its result
+        return pa, ca, perms_b
+    if spec is not None and name == "per_neuron":  # units move with their statistics
+        joint = jax.vmap(functools.partial(permutation.per_neuron, spec=spec))(
+            keys, {**pa, **ca}, {**pb, **cb})
+        return {"params": joint["params"]}, {k: joint[k] for k in ca}, perms_b
+    return jax.vmap(crossover_mod.get(name, **kw))(keys, pa, pb), ca, perms_b
+
+
 def _children(key, population: Population, a, b, generation, config: WeightGAConfig, n_elite,
-              mesh=None):
+              mesh=None, spec=None):
     """Crossover of parents ``a`` x ``b`` then mutation, in row space.
 
     ``a`` and ``b`` hold one row per member of the next generation, the elites
@@ -251,35 +293,29 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     placeholder rows reuse the first child's random keys, so every child is
     exactly what it would be if computed alone.
 
+    With a permutation ``spec`` (per-neuron and aligned crossover of a model
+    that is not a plain ``Conv_i``/``Dense_i`` chain), units carry their
+    collections (e.g. BatchNorm statistics) with them: a per-neuron child's
+    unit has the statistics of the parent it came from; children of other
+    base crossovers keep their first parent's statistics.
+
     Returns:
-      ``(params, hparams, b, perms_b)`` per row: ``b`` the parent each child
-      took genes from, ``perms_b`` how its units were permuted to match the
-      first parent's (greedy aligned crossover; else None).
+      ``(params, hparams, b, perms_b, collections)`` per row: ``b`` the parent
+      each child took genes from, ``perms_b`` how its units were permuted to
+      match the first parent's (greedy aligned crossover; else None).
     """
     n_child = a.shape[0] - n_elite
     k_cross, k_do, k_mut, k_sigma = jax.random.split(key, 4)
-    whole = sharding.constrain(population.params, mesh, split=False)
-    pa = sharding.constrain(jax.tree_util.tree_map(lambda x: x[a], whole), mesh, split=True)
-    pb = sharding.constrain(jax.tree_util.tree_map(lambda x: x[b], whole), mesh, split=True)
-    name, kw = config.crossover, dict(config.crossover_kw)
-    perms_b = None
-    if name == "aligned":
-        name = kw.pop("base", "uniform")
-        for option in ("passes", "matcher", "match_to", "every"):
-            kw.pop(option, None)
-        if config.match_to == "parent":  # else ga_step matched them to the best member
-            perms_b = matching.match_pairs(pa, pb, config.match_passes, mesh)
-            pb, = matching.permute_population(pb, perms_b)
-    cross = crossover_mod.get(name, **kw)
+    pa, pb = (_take_rows(population.params, rows, mesh) for rows in (a, b))
+    ca, cb = (_take_rows(population.collections, rows, mesh) for rows in (a, b))
     crossed = _rows(n_elite, jax.random.bernoulli(k_do, config.crossover_prob, (n_child,)))
-    if config.crossover_prob == 0:  # static: skip the work, not only its result
-        children = pa
-    else:
-        children = jax.vmap(cross)(_rows(n_elite, jax.random.split(k_cross, n_child)), pa, pb)
+    child_keys = _rows(n_elite, jax.random.split(k_cross, n_child))
+    children, collections, perms_b = _cross(child_keys, (pa, ca), (pb, cb), config, mesh, spec)
     if 0 < config.crossover_prob < 1:
-        children = jax.tree_util.tree_map(
-            lambda c, x: jnp.where(crossed.reshape((-1,) + (1,) * (c.ndim - 1)), c, x),
-            children, pa)
+        def keep(c, x):
+            return jnp.where(crossed.reshape((-1,) + (1,) * (c.ndim - 1)), c, x)
+        children = jax.tree_util.tree_map(keep, children, pa)
+        collections = jax.tree_util.tree_map(keep, collections, ca)
     hparams = {k: v[a] for k, v in population.hparams.items()}
     rate = mutation_mod.decayed_rate(config.mutation_rate, config.mutation_decay, generation)
     if config.self_adaptive:
@@ -299,9 +335,10 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         children = jax.vmap(mutate, in_axes=(0, 0, None, 0))(
             _rows(n_elite, jax.random.split(k_mut, n_child)), children, rate, scale)
     if perms_b is not None:  # a copy of parent a keeps a's units (and moments) as they are
-        perms_b = tuple(jnp.where(crossed[:, None], p, jnp.arange(p.shape[1], dtype=p.dtype))
-                        for p in perms_b)
-    return children, hparams, jnp.where(crossed, b, a), perms_b
+        perms_b = jax.tree_util.tree_map(
+            lambda p: jnp.where(crossed[:, None], p, jnp.arange(p.shape[1], dtype=p.dtype)),
+            perms_b)
+    return children, hparams, jnp.where(crossed, b, a), perms_b, collections
 
 
 def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig):
@@ -326,8 +363,14 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
       ``(P, 2)`` parent indices into the old population.
     """
     elite, a, b = _select(key, fitness, generation, config)
-    perms = None
-    if config.crossover == "aligned":
+    perms, spec = None, _unit_spec(population, config)
+    if config.crossover == "aligned" and spec is not None:
+        if config.match_to == "best" and int(generation) % config.match_every == 0:
+            best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
+            perms = permutation.match_to_member(
+                {**population.params, **population.collections}, best, spec,
+                config.match_passes)
+    elif config.crossover == "aligned":
         if "widths" in population.hparams:
             raise ValueError("aligned crossover cannot permute width-padded members (their unit "
                              "masks keep the first units): use per_neuron or uniform")
@@ -343,7 +386,34 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
                                                   passes=config.match_passes,
                                                   matcher="exact")
     return _ga_step(key, population, generation, config, perms, elite, a, b,
-                    sharding.mesh_of(population.params))
+                    sharding.mesh_of(population.params), spec)
+
+
+def _is_chain(population: Population) -> bool:
+    try:
+        matching.unit_chain(population.params)
+    except ValueError:
+        return False
+    return True
+
+
+def _unit_spec(population: Population, config: WeightGAConfig):
+    """The permutation spec per-neuron and aligned crossover use, or ``None`` for a plain
+    ``Conv_i``/``Dense_i`` chain without collections (the same operators, on
+    :mod:`genetic_dl.matching`'s chain functions)."""
+    if config.crossover not in ("per_neuron", "aligned"):
+        return None
+    learner = population.learner
+    if (learner.permutation_spec is None and not population.collections
+            and _is_chain(population)):
+        return None
+    if config.matcher != "greedy":
+        raise ValueError("exact weight matching needs a plain Conv/Dense chain; with a "
+                         "permutation spec use matcher='greedy'")
+    if "widths" in population.hparams:
+        raise ValueError("per-neuron and aligned crossover of width-padded members need a "
+                         "plain Conv/Dense chain")
+    return permutation.spec_of(population)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -373,32 +443,36 @@ def _split(population: Population, mesh) -> Population:
                               opt_state=sharding.constrain(population.opt_state, mesh, True))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "mesh"))
+@functools.partial(jax.jit, static_argnames=("config", "mesh", "spec"))
 def _ga_step(key, population: Population, generation, config: WeightGAConfig, perms, elite,
-             a, b, mesh=None):
+             a, b, mesh=None, spec=None):
     key = raw_key(key)
     n_elite, n_child = elite.shape[0], a.shape[0]
     _, k_child, k_keys = jax.random.split(key, 3)
     source = population  # with perms: params in the best member's unit order, elites too
-    if perms is not None:
+    if perms is not None and spec is not None:
+        moved = jax.vmap(lambda v, p: permutation.permute(v, spec, p))(
+            {**population.params, **population.collections}, perms)
+        source = population.replace(params={"params": moved["params"]},
+                                    collections={k: moved[k] for k in population.collections})
+    elif perms is not None:
         # optimizer states are permuted by rows, only those a child or an elite keeps
         source = population.replace(
             params=matching.permute_population(population.params, perms)[0])
     rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
-    params, hparams, rows_b, perms_b = _children(k_child, source, rows_a, rows_b, generation,
-                                                 config, n_elite, mesh)
+    params, hparams, rows_b, perms_b, collections = _children(
+        k_child, source, rows_a, rows_b, generation, config, n_elite, mesh, spec)
     perms_a = None
     if perms is not None:
-        perms_a, perms_b = (tuple(p[rows] for p in perms) for rows in (rows_a, rows_b))
+        perms_a, perms_b = (jax.tree_util.tree_map(lambda p, rows=rows: p[rows], perms)
+                            for rows in (rows_a, rows_b))
     opt_state = _child_opt_state(source, params, hparams, rows_a, rows_b, config.opt_state, mesh,
-                                 perms_a, perms_b)
+                                 perms_a, perms_b, spec)
     first_new = jnp.max(population.ids) + 1
     keys = _rows(n_elite, jax.vmap(functools.partial(jax.random.fold_in, k_keys))(
         jnp.arange(n_child)))
-    # A child's mutable collections (e.g. BatchNorm statistics) are its first
-    # parent's: they are estimates of its activations, not genes to cross or mutate.
-    collections = jax.tree_util.tree_map(
-        lambda c: c[rows_a], sharding.constrain(source.collections, mesh, split=False))
+    # Mutable collections (e.g. BatchNorm statistics) are estimates of a unit's
+    # activations, not genes: never mutated, and they follow units in crossover.
     new = population.replace(
         params=params, opt_state=opt_state, hparams=hparams, keys=keys,
         collections=sharding.constrain(collections, mesh, split=True),
@@ -408,8 +482,9 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     # children would shift every member across the devices' shard boundaries.
     elites = jax.tree_util.tree_map(lambda x: x[elite], source)
     if perms is not None:
-        elites = elites.replace(opt_state=matching.permute_states(
-            elites.params, tuple(p[elite] for p in perms), elites.opt_state)[0])
+        elites = elites.replace(opt_state=_permute_states(
+            elites.params, jax.tree_util.tree_map(lambda p: p[elite], perms), spec,
+            elites.opt_state)[0])
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
     return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1)
 

@@ -1,4 +1,5 @@
 """The open engine: a user's own flax module, loss, metrics and optax optimizer."""
+import dataclasses
 import importlib
 
 import flax.linen as nn
@@ -127,10 +128,12 @@ def test_evolve_weights_on_a_user_metric_with_ga_and_pbt(data):
     # children's BatchNorm statistics are their first parent's, never crossed or mutated
     assert _leaves_equal(new.collections,
                          jax.tree_util.tree_map(lambda x: x[rows], pop.collections))
-    for rule in ("ga", "pbt"):
-        config = gdl.WeightGAConfig(rule=rule, pbt_bounds=(("peak_lr", (1e-4, 1e-1)),))
-        res = gdl.evolve_weights(jax.random.key(1), pop, data, generations=2, epochs=1,
-                                 batch_size=32, config=config, fitness="top2")
+    for rule, crossover in (("ga", "uniform"), ("pbt", "uniform"), ("ga", "aligned")):
+        config = gdl.WeightGAConfig(rule=rule, crossover=crossover,
+                                    pbt_bounds=(("peak_lr", (1e-4, 1e-1)),))
+        res = gdl.evolve_weights(jax.random.key(1), pop.replace(learner=SPEC_LEARNER), data,
+                                 generations=2, epochs=1, batch_size=32, config=config,
+                                 fitness="top2")
         best = max(h["best"] for h in res.history)
         assert res.best_fitness == best and 0.0 < best <= 1.0  # maximised, not negated
         lr = np.asarray(res.population.hparams["peak_lr"])
@@ -166,11 +169,124 @@ def test_bad_user_input_is_a_clear_value_error(data):
         gdl.init_population(jax.random.key(0), Net(), data, 2)
 
 
-def test_aligned_crossover_needs_a_unit_chain(data):
-    pop, _ = gdl.train(_pop(data, [1e-3, 3e-3, 1e-2]), data, 1, batch_size=32)
-    with pytest.raises(ValueError, match="Conv and Dense"):
+def _residual_spec():
+    """The test Net's explicit spec: the skip connection ties the block's channels
+    to the first conv's, so every hidden axis is one group."""
+    conv, bn, block = "params/Conv_0", "params/BatchNorm_0", "params/Block_0"
+    spec = {f"{conv}/kernel": (None, None, None, "C"), f"{block}/Conv_0/kernel": (None, None, "C", "C"),
+            "params/Dense_0/kernel": ("C", None), "params/Dense_0/bias": (None,)}
+    for norm in (bn, f"{block}/BatchNorm_0"):
+        stats = norm.replace("params/", "batch_stats/")
+        spec.update({f"{norm}/scale": ("C",), f"{norm}/bias": ("C",),
+                     f"{stats}/mean": ("C",), f"{stats}/var": ("C",)})
+    return spec
+
+
+SPEC_LEARNER = dataclasses.replace(LEARNER, permutation_spec=gdl.PermutationSpec.of(
+    _residual_spec()))
+
+
+def _variables(pop, i):
+    return {**pop.member(i), **jax.tree_util.tree_map(lambda c: c[i], pop.collections)}
+
+
+def _eval(pop, variables, x):
+    return pop.learner.apply_eval({"params": variables["params"]},
+                                  {"batch_stats": variables["batch_stats"]}, x, {})
+
+
+def test_permutation_spec_preserves_a_residual_bn_network_and_a_derived_one_is_refused(data):
+    pop, _ = gdl.train(_pop(data, [1e-2, 1e-2]), data, 1, batch_size=32)  # real statistics
+    v = _variables(pop, 0)
+    perms = {"C": jax.random.permutation(jax.random.key(5), 8)}
+    moved = gdl.permutation.permute(v, SPEC_LEARNER.permutation_spec, perms)
+    x = jnp.asarray(data.x_val[:32])
+    assert not np.allclose(moved["params"]["Conv_0"]["kernel"], v["params"]["Conv_0"]["kernel"])
+    np.testing.assert_allclose(_eval(pop, moved, x), _eval(pop, v, x), rtol=1e-5, atol=1e-5)
+    # derived from the layer chain, the block's channels get their own group: wrong
+    with pytest.raises(ValueError, match="explicit spec.*permutation_spec="):
         gdl.evolve_weights(jax.random.key(1), pop, data, generations=2, epochs=1,
+                           batch_size=32, config=gdl.WeightGAConfig(crossover="per_neuron"))
+    # a wrong explicit spec is caught by the same permuted forward pass
+    bad = dict(_residual_spec(), **{"params/Block_0/Conv_0/kernel": (None, None, "C", None)})
+    bad_pop = pop.replace(learner=dataclasses.replace(
+        LEARNER, permutation_spec=gdl.PermutationSpec.of(bad)))
+    with pytest.raises(ValueError, match="does not preserve"):
+        gdl.evolve_weights(jax.random.key(1), bad_pop, data, generations=2, epochs=1,
                            batch_size=32, config=gdl.WeightGAConfig(crossover="aligned"))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"params/Conv_9/kernel": (None, None, None, "C")}, "does not have"),
+    ({"params/Conv_0/kernel": ("C",)}, "1 axes for a variable of shape"),
+    ({"params/Conv_0/kernel": (None, None, None, "C"), "params/Dense_0/bias": ("C",)},
+     "cannot hold group"),
+])
+def test_a_spec_that_does_not_match_the_params_is_a_clear_error(data, spec, message):
+    pop = _pop(data, [1e-3, 1e-3]).replace(learner=dataclasses.replace(
+        LEARNER, permutation_spec=gdl.PermutationSpec.of(spec)))
+    with pytest.raises(ValueError, match=message):
+        gdl.permutation.spec_of(pop)
+
+
+def test_per_neuron_children_take_each_unit_whole_with_its_statistics(data):
+    pop, _ = gdl.train(_pop(data, [1e-2, 3e-2]), data, 1, batch_size=32)
+    spec = SPEC_LEARNER.permutation_spec
+    a, b = _variables(pop, 0), _variables(pop, 1)
+    child = gdl.permutation.per_neuron(jax.random.key(3), a, b, spec)
+    flat_a, flat_b, flat_c = (gdl.permutation.flatten(t) for t in (a, b, child))
+    from_b = np.all(flat_c["params/Conv_0/kernel"] == flat_b["params/Conv_0/kernel"],
+                    axis=(0, 1, 2))
+    assert 0 < from_b.sum() < 8  # both parents contribute units
+    for path, axes in spec.axes:
+        last = max(i for i, g in enumerate(axes) if g is not None) if any(axes) else None
+        if last is None:
+            np.testing.assert_array_equal(flat_c[path], flat_a[path])
+            continue
+        want = np.where(np.expand_dims(from_b, tuple(range(1, flat_c[path].ndim))),
+                        np.moveaxis(flat_b[path], last, 0), np.moveaxis(flat_a[path], last, 0))
+        np.testing.assert_array_equal(np.moveaxis(flat_c[path], last, 0), want, err_msg=path)
+
+
+@pytest.mark.parametrize("crossover_kw", [(("base", "per_neuron"),),
+                                          (("base", "uniform"), ("match_to", "best"))])
+def test_aligned_crossover_of_permuted_twins_keeps_their_function(data, crossover_kw):
+    """Member 1 is member 0 with its channels shuffled: aligned crossover must undo
+    the shuffle, so every child (no mutation) computes member 0's function."""
+    pop, _ = gdl.train(_pop(data, [1e-2, 1e-2]), data, 1, batch_size=32)
+    pop = pop.replace(learner=SPEC_LEARNER)
+    v = _variables(pop, 0)
+    twin = jax.jit(gdl.permutation.permute, static_argnums=1)(
+        v, SPEC_LEARNER.permutation_spec, {"C": jax.random.permutation(jax.random.key(7), 8)})
+    stacked = jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y]), v, twin)
+    pop = pop.replace(params={"params": stacked["params"]},
+                      collections={"batch_stats": stacked["batch_stats"]})
+    x = jnp.asarray(data.x_val[:32])
+    want = _eval(pop, v, x)
+    np.testing.assert_allclose(_eval(pop, twin, x), want, rtol=1e-5, atol=1e-5)
+    config = gdl.WeightGAConfig(crossover="aligned", crossover_kw=crossover_kw,
+                                mutation_rate=0.0, elitism=0, distinct_parents=True)
+    new, parents = ga_step(jax.random.key(0), pop, jnp.asarray([0.9, 0.8]), 0, config)
+    assert set(np.asarray(parents).ravel().tolist()) == {0, 1}
+    for i in range(new.size):
+        np.testing.assert_allclose(_eval(new, _variables(new, i), x), want, rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_derived_spec_crosses_and_matches_the_zoo_like_its_chain_operators(digits):
+    """The zoo's chains run on matching's chain functions: a spec derived from the
+    same layers gives the same children and the same weight matching."""
+    for spec in (gdl.MLPSpec(hidden=(16, 12)), gdl.CNNSpec()):
+        pop = gdl.init_population(jax.random.key(0), spec, digits, 2)
+        derived = gdl.permutation.spec_of(pop)
+        a, b = pop.member(0), pop.member(1)
+        assert _leaves_equal(gdl.crossover.per_neuron(jax.random.key(3), a, b),
+                             gdl.crossover.per_neuron(jax.random.key(3), a, b, spec=derived))
+        chain = gdl.matching.match_greedy(a, b, 2)
+        got = gdl.permutation.match(derived, a, b, 2)
+        assert len(chain) == len(derived.groups)
+        for i, perm in enumerate(chain):
+            np.testing.assert_array_equal(perm, got[f"P{i}"])
 
 
 def test_dataset_from_arrays_keeps_labels_and_features_as_given():

@@ -1,5 +1,8 @@
 """Streamed data: generators and memory-mapped files through train, evaluate and the GA."""
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -84,3 +87,57 @@ def test_bad_streams_are_clear_value_errors(arrays):
             gdl.train(pop, gdl.Stream(make_iter, val={"x": xv, "y": yv}), 1)
     with pytest.raises(ValueError, match="no test split"):
         gdl.evaluate(pop, gdl.Stream(ragged, val={"x": xv, "y": yv}), "test")
+
+
+def _confusion_init():
+    return jnp.zeros((10, 10), jnp.float32)
+
+
+def _confusion_update(acc, logits, batch):
+    pred = jnp.argmax(logits, -1)
+    return acc.at[batch["y"], pred].add(1.0)
+
+
+def _macro_f1(acc):
+    tp = jnp.diag(acc)
+    f1 = 2 * tp / jnp.maximum(acc.sum(0) + acc.sum(1), 1.0)
+    present = (acc.sum(0) + acc.sum(1)) > 0
+    return jnp.sum(jnp.where(present, f1, 0.0)) / jnp.sum(present)
+
+
+def test_an_accumulator_metric_equals_sklearn_on_the_whole_split(arrays):
+    """Macro F1 does not average over batches: as an (init, update, finalize)
+    accumulator it must equal sklearn's on the whole split, streamed or not."""
+    from sklearn.metrics import f1_score  # pylint: disable=import-outside-toplevel
+    x, y, xv, yv = arrays
+    learner = dataclasses.replace(LEARNER, metrics=LEARNER.metrics + (
+        ("macro_f1", gdl.metric((_confusion_init, _confusion_update, _macro_f1))),))
+    pop, data = _pop(arrays, [1e-2, 3e-2])
+    pop, _ = gdl.train(pop.replace(learner=learner), data, 2, batch_size=32)
+    stream = gdl.Stream(lambda epoch, seed: _batches(x, y, 32, seed), val={"x": xv, "y": yv},
+                        eval_batch=48)
+    preds = np.argmax(np.asarray(gdl.predict(pop, xv)), -1)
+    want = [f1_score(yv, p, average="macro") for p in preds]
+    assert len(set(np.round(want, 6))) == 2 and min(want) < 0.99  # distinct, not trivial
+    for source in (data, stream):
+        np.testing.assert_allclose(gdl.evaluate(pop, source, "val")["macro_f1"], want,
+                                   rtol=1e-5)
+
+
+def test_outer_search_trains_a_user_model_family_on_a_stream(arrays):
+    """The search objective takes a Stream like a Dataset: the same configs reach the
+    same validation fitness (a shared stream yields the array path's batches)."""
+    from test_learner import _build  # pylint: disable=import-outside-toplevel
+    x, y, xv, yv = arrays
+    space = gdl.space({"peak_lr": gdl.Float(1e-3, 3e-2, log=True), "clip": gdl.Float(0.5, 2.0),
+                       "width": gdl.Choice((8, 32)), "epochs": gdl.Choice((1, 2))})
+    stream = gdl.Stream(lambda epoch, seed: _batches(x, y, 32, seed), val={"x": xv, "y": yv},
+                        test={"x": xv[:64], "y": yv[:64]})
+    objective = gdl.TrainerObjective(stream, metric="top2", build=_build)
+    result = gdl.run_search("random", space, objective, 6, 0)
+    fits = [e["fitness"] for e in result.evaluations]
+    assert all(0 < f <= 1 for f in fits) and result.best_fitness == max(fits)
+    assert objective.groups_trained <= 2 * len(result.history)
+    assert 0 <= objective.test_metrics()["top2"] <= 1
+    with pytest.raises(ValueError, match="build="):
+        gdl.TrainerObjective(stream)
