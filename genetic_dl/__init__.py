@@ -5,12 +5,13 @@ leading population axis; it trains as one vmapped, jitted program.
 """
 # First: importing sharding asks for one host device per core before JAX starts.
 from .sharding import initialize_hosts, population_mesh, use_host_devices
-from .data import DATASETS, Dataset, load_dataset, load_npz, make_dataset
+from .data import DATASETS, Dataset, load_dataset, load_npy_dir, load_npz, make_dataset
 from .metrics import compute_metrics
 from .learner import Learner, Metric, metric
+from .permutation import PermutationSpec
 from .stream import Stream
-from .models import (CNNSpec, MLPSpec, RNNSpec, build_model, count_params, spec_from_dict,
-                     spec_to_dict)
+from .models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, count_params,
+                     spec_from_dict, spec_to_dict)
 from .optimizers import OPTIMIZERS, make_optimizer
 from .population import Population, concat, init_population, take
 from .train import evaluate, fitness_from_metrics, predict, train
@@ -22,12 +23,13 @@ from .engine import TrainerObjective
 from .rundir import load_model
 from .cache import enable_compile_cache
 from .checkpoint import load_population, save_population
-from . import crossover, matching, mutation, selection, stopping
+from . import crossover, matching, mutation, permutation, selection, stopping, synthetic
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DATASETS", "Dataset", "load_dataset", "load_npz", "make_dataset", "compute_metrics", "CNNSpec",
+    "DATASETS", "Dataset", "load_dataset", "load_npz", "load_npy_dir", "make_dataset",
+    "compute_metrics", "CNNSpec", "FramesSpec",
     "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict", "spec_to_dict",
     "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population", "take",
     "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict", "train",
@@ -36,5 +38,5 @@ __all__ = [
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
     "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
-    "save_population",
+    "save_population", "PermutationSpec", "permutation", "synthetic",
 ]

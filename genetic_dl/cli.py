@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from . import data as data_mod
 from . import rundir
-from .models import CNNSpec, MLPSpec, RNNSpec, spec_to_dict
+from .models import CNNSpec, FramesSpec, MLPSpec, RNNSpec, spec_to_dict
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume"}
 # Options that do not change a run's numbers: a resumed run may differ in them.
@@ -69,11 +69,13 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     from .selection import SELECTIONS  # pylint: disable=import-outside-toplevel
     from .weight_ga import MATCH_TO, RULES  # pylint: disable=import-outside-toplevel
     _common(ev)
-    ev.add_argument("--model", choices=("mlp", "cnn", "rnn"), default="mlp")
-    ev.add_argument("--hidden", type=_ints, default=(128, 128),
-                    help="MLP widths / CNN filters / RNN [hidden, layers]")
+    ev.add_argument("--model", choices=("mlp", "cnn", "rnn", "frames"), default="mlp",
+                    help="frames: a CNN per frame then a recurrent layer, for image sequences")
+    ev.add_argument("--hidden", type=_ints, default=None,
+                    help="MLP widths (default 128,128) / CNN or frames filters (default 16,32) / "
+                    "RNN hidden,layers (default 64,1)")
     ev.add_argument("--cell", choices=("gru", "lstm", "simple"), default="gru",
-                    help="recurrent cell of --model rnn")
+                    help="recurrent cell of --model rnn and frames")
     ev.add_argument("--activation", default="relu")
     ev.add_argument("--population", type=int, default=16)
     ev.add_argument("--generations", type=int, default=5)
@@ -188,10 +190,12 @@ def _aligned_kw(args):
 
 def _spec(args):
     if args.model == "mlp":
-        return MLPSpec(args.hidden, args.activation)
-    if args.model == "cnn":
-        return CNNSpec(args.hidden or (32, 32), activation=args.activation)
-    hidden = args.hidden if args.hidden != (128, 128) else (64, 1)
+        return MLPSpec(args.hidden or (128, 128), args.activation)
+    if args.model == "cnn":  # small enough for minutes per generation on 60 k images
+        return CNNSpec(args.hidden or (16, 32), activation=args.activation)
+    if args.model == "frames":
+        return FramesSpec(args.hidden or (16, 32), cell=args.cell, activation=args.activation)
+    hidden = args.hidden or (64, 1)
     return RNNSpec(args.cell, hidden[0], hidden[1] if len(hidden) > 1 else 1)
 
 

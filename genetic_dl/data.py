@@ -27,9 +27,14 @@ class Dataset:
       name: a short name for reports.
       task: ``"classification"`` or ``"regression"``.
       x_train, y_train, x_val, y_val, x_test, y_test: numpy arrays. Features are
-        float32 with shape ``(n, *feature_shape)``; labels are int32 ``(n,)``
-        for classification and float32 ``(n, targets)`` for regression.
+        float32 with shape ``(n, *feature_shape)`` (uint8 images stay uint8:
+        see ``raw_inputs``); labels are int32 ``(n,)`` for classification and
+        float32 ``(n, targets)`` for regression.
       num_classes: number of classes (classification) or regression targets.
+      feature_mean, feature_std: the train split's standardisation, if any.
+      raw_inputs: the features are stored as given (uint8 images: a quarter of
+        float32's memory) and the jitted programs standardise each batch with
+        ``feature_mean``/``feature_std``; otherwise they are stored standardised.
     """
     name: str
     task: str
@@ -42,6 +47,18 @@ class Dataset:
     num_classes: int
     feature_mean: Optional[np.ndarray] = None
     feature_std: Optional[np.ndarray] = None
+    raw_inputs: bool = False
+
+    def model_inputs(self, x) -> np.ndarray:
+        """Features of this dataset as the model sees them (float32, standardised)."""
+        return self.standardize(x) if self.raw_inputs else np.asarray(x, np.float32)
+
+    def input_scaling(self) -> Tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` the jitted programs apply to each batch of raw inputs
+        (float32 scalars 0 and 1 when the features are stored standardised)."""
+        if not self.raw_inputs:
+            return np.zeros((), np.float32), np.ones((), np.float32)
+        return self.feature_mean, self.feature_std
 
     def standardize(self, x) -> np.ndarray:
         """Applies the train-split standardisation to raw features ``x``."""
@@ -123,10 +140,14 @@ class Dataset:
         x_tr, x_va = arrays["train"][0], arrays["val"][0]
         x_te, y_te = arrays.get("test", (x_va[:0], arrays["val"][1][:0]))
         mean = std = None
-        if standardize:
+        raw = x_tr.dtype == np.uint8
+        if raw:
+            mean, std = feature_stats(x_tr) if standardize else _unit_scaling(x_tr)
+        elif standardize:
             (x_tr, x_va, x_te), mean, std = _standardise(
                 *(np.asarray(a, np.float32) for a in (x_tr, x_va, x_te)))
-        return cls(name, task, x_tr, y_tr, x_va, arrays["val"][1], x_te, y_te, width, mean, std)
+        return cls(name, task, x_tr, y_tr, x_va, arrays["val"][1], x_te, y_te, width, mean, std,
+                   raw)
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, task={self.task}, features={self.feature_shape}, "
@@ -149,12 +170,21 @@ def _fail(msg: str):
 
 
 def _check_features(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x)
+    if not isinstance(x, np.ndarray):  # an ndarray (a memory map too) is used as it is
+        try:
+            x = np.asarray(x)
+        except ValueError:
+            x = np.asarray(x, dtype=object)
+    if x.dtype == object:
+        _fail(f"{name} holds examples of different shapes (or non-numbers): every example "
+              f"needs the same shape, e.g. resize all images to one size")
     if x.ndim < 2:
         _fail(f"{name} has shape {x.shape}: features need shape (examples, features...); "
               f"reshape a single feature column with x.reshape(-1, 1)")
     if x.shape[0] == 0:
         _fail(f"{name} is empty: provide at least one example")
+    if x.dtype == np.uint8:  # images: kept as they are, standardised inside the programs
+        return x
     if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         _fail(f"{name} has dtype {x.dtype}: features must be real numbers")
     x = x.astype(np.float32)
@@ -193,6 +223,27 @@ def _check_labels(y: np.ndarray, n: int, name: str, task: str, num_classes: Opti
     if not np.all(np.isfinite(y)):
         _fail(f"{name} contains NaN or inf targets: drop or impute those rows")
     return y.reshape(n, -1)
+
+
+def _unit_scaling(x_train) -> Tuple[np.ndarray, np.ndarray]:
+    shape = x_train.shape[1:]
+    return np.zeros(shape, np.float32), np.ones(shape, np.float32)
+
+
+def feature_stats(x_train, chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of ``x_train`` (float32), in float64 over chunks of rows,
+    so a uint8 image set is never copied whole as floats. Constant features get std 1."""
+    total = np.zeros(x_train.shape[1:], np.float64)
+    square = np.zeros(x_train.shape[1:], np.float64)
+    for start in range(0, len(x_train), chunk):
+        part = np.asarray(x_train[start:start + chunk], np.float64)
+        total += part.sum(0)
+        square += (part * part).sum(0)
+    n = len(x_train)
+    mean = total / n
+    std = np.sqrt(np.maximum(square / n - mean * mean, 0.0))
+    std = np.where(std < 1e-8, 1.0, std)
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def _standardise(x_train, *others):
@@ -270,9 +321,14 @@ def make_dataset(name: str, x_train, y_train, x_test, y_test, *, x_val=None, y_v
                                                    task == CLASSIFICATION)
     x_te, y_te = arrays["test"]
     mean = std = None
-    if standardize:
-        (x_tr, x_va, x_te), mean, std = _standardise(x_tr, x_va, x_te)
-    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, int(num_classes), mean, std)
+    raw = x_tr.dtype == np.uint8
+    if raw:  # uint8 stays uint8: the programs standardise each batch
+        mean, std = feature_stats(x_tr) if standardize else _unit_scaling(x_tr)
+    elif standardize:
+        (x_tr, x_va, x_te), mean, std = _standardise(*(np.asarray(a, np.float32)
+                                                       for a in (x_tr, x_va, x_te)))
+    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, int(num_classes), mean, std,
+                   raw)
 
 
 def _output_width(arrays, task: str, num_classes: Optional[int]) -> int:
@@ -341,6 +397,28 @@ def _load_binary(seed: int) -> Dataset:
     return make_dataset("binary", x_tr, y_tr, x_te, y_te, seed=seed)
 
 
+MOVING_DIGITS = {"count": 3000, "frames": 10, "size": 32, "digits": 2, "label": "sum"}
+
+
+def _load_moving_digits(seed: int, **options) -> Dataset:
+    from .synthetic import moving_digits  # pylint: disable=import-outside-toplevel
+    unknown = set(options) - set(MOVING_DIGITS)
+    if unknown:
+        _fail(f"unknown moving_digits option(s) {sorted(unknown)}: valid are "
+              f"{', '.join(MOVING_DIGITS)} (e.g. moving_digits:frames=20,size=64,count=10000)")
+    opts = dict(MOVING_DIGITS, **options)
+    try:
+        count, frames, size, digits = (int(opts[k]) for k in ("count", "frames", "size", "digits"))
+    except ValueError:
+        _fail(f"moving_digits options count, frames, size and digits are integers, got {opts}")
+    x, y = moving_digits(count, frames=frames, size=size, digits=digits, label=str(opts["label"]),
+                         seed=0)
+    test = max(1, count // 5)
+    classes = 9 * digits + 1 if opts["label"] == "sum" else 10 ** digits
+    return make_dataset("moving_digits", x[test:], y[test:], x[:test], y[:test],
+                        num_classes=classes, seed=seed)
+
+
 DATASETS: Dict[str, Tuple[Callable[[int], Dataset], str]] = {
     "digits": (_load_digits, "8x8 handwritten digits, 10 classes, 1797 examples (scikit-learn)"),
     "iris": (_load_iris, "iris flowers, 3 classes, 4 features, 150 examples (scikit-learn)"),
@@ -348,6 +426,10 @@ DATASETS: Dict[str, Tuple[Callable[[int], Dataset], str]] = {
                 "(generated locally by the mnist1d package)"),
     "friedman": (_load_friedman, "Friedman #1 regression, 10 features, 2000 examples"),
     "binary": (_load_binary, "seeded two-class make_classification, 20 features, 2000 examples"),
+    "moving_digits": (_load_moving_digits, "Moving-MNIST-style sequences of 2 bouncing digits "
+                      "(10 frames of 32x32 uint8, label: their sum, 19 classes), 3000 examples, "
+                      "generated from scikit-learn's digits; options after a colon: "
+                      "moving_digits:count=10000,frames=20,size=64,digits=2,label=sum|class"),
 }
 
 
@@ -355,13 +437,22 @@ def load_dataset(name: str, *, seed: int = 0, task: Optional[str] = None) -> Dat
     """Loads a bundled dataset by name, or a user ``.npz`` file by path.
 
     Args:
-      name: one of :data:`DATASETS` or a path ending in ``.npz``.
+      name: one of :data:`DATASETS`, a path ending in ``.npz``, or a folder of
+        ``.npy`` files (:func:`load_npy_dir`).
       seed: seed of the validation split.
       task: overrides the task guessed for an ``.npz`` file.
 
     Returns:
       The :class:`Dataset`.
     """
+    if os.path.isdir(name):
+        return load_npy_dir(name, seed=seed, task=task)
+    if name.startswith("moving_digits:"):
+        try:
+            options = dict(item.split("=", 1) for item in name.split(":", 1)[1].split(",") if item)
+        except ValueError:
+            _fail(f"cannot read the options of {name!r}: write moving_digits:key=value,...")
+        return _load_moving_digits(seed, **options)
     if name.endswith(".npz") or os.path.sep in name:
         return load_npz(name, seed=seed, task=task)
     if name not in DATASETS:
@@ -406,4 +497,43 @@ def load_npz(path: str, *, seed: int = 0, task: Optional[str] = None,
     name = os.path.splitext(os.path.basename(path))[0]
     return make_dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"],
                         arrays["y_test"], x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
+                        task=task, val_fraction=val_fraction, seed=seed)
+
+
+NPY_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def load_npy_dir(path: str, *, seed: int = 0, task: Optional[str] = None,
+                 val_fraction: float = 0.2) -> Dataset:
+    """Loads user data from a folder of ``.npy`` files, memory-mapped.
+
+    The folder holds ``x_train.npy, y_train.npy, x_test.npy, y_test.npy`` and
+    optionally ``x_val.npy, y_val.npy``, as :func:`load_npz` reads them from an
+    archive. Unlike an ``.npz`` (numpy cannot map an archive), each file is
+    opened with ``mmap_mode="r"``: uint8 images are read from the page cache,
+    not copied, until a program needs them.
+
+    Returns:
+      The validated :class:`Dataset`.
+    """
+    arrays = {}
+    for key in NPY_SPLITS:
+        file = os.path.join(path, key + ".npy")
+        if not os.path.exists(file):
+            continue
+        try:
+            arrays[key] = np.load(file, mmap_mode="r", allow_pickle=False)
+        except Exception as err:  # numpy raises several types for a corrupt file
+            raise ValueError(f"cannot read {file!r} as a .npy array ({err}); save it with "
+                             f"np.save(path, array)") from err
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        _fail(f"folder {path!r} lacks {', '.join(k + '.npy' for k in missing)}: it needs "
+              f"x_train.npy, y_train.npy, x_test.npy, y_test.npy (and optionally x_val.npy, "
+              f"y_val.npy)")
+    name = os.path.basename(os.path.normpath(path))
+    return make_dataset(name, arrays["x_train"], np.asarray(arrays["y_train"]),
+                        arrays["x_test"], np.asarray(arrays["y_test"]),
+                        x_val=arrays.get("x_val"),
+                        y_val=None if "y_val" not in arrays else np.asarray(arrays["y_val"]),
                         task=task, val_fraction=val_fraction, seed=seed)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from .metrics import accuracy, compute_metrics, loss_fn, r2_score
+from .permutation import PermutationSpec
 
 Batch = Dict[str, jax.Array]
 LOSS_LIKE = re.compile(r"^(loss|mse|mae|rmse|nll)$|_loss$|error$")
@@ -86,6 +87,9 @@ class Learner:
         hyperparameters passed to every call (the zoo's dropout and widths).
       score: the metric recorded per epoch as ``train_score``/``val_score``.
       spec: the zoo spec the learner was built from, else ``None``.
+      permutation_spec: which axes are the same hidden unit
+        (:class:`~genetic_dl.permutation.PermutationSpec`), for per-neuron and
+        aligned crossover; ``None`` derives it from a Dense/Conv/norm chain.
     """
     module: nn.Module
     loss: Callable[[Any, Batch], jax.Array]
@@ -97,6 +101,7 @@ class Learner:
     hparam_kwargs: Tuple[Tuple[str, str], ...] = ()
     score: Optional[str] = None
     spec: Any = None
+    permutation_spec: Optional[PermutationSpec] = None
 
     @classmethod
     def from_linen(cls, module: nn.Module, *, loss: Callable[[Any, Batch], jax.Array],
@@ -104,7 +109,8 @@ class Learner:
                    train_kwargs: Optional[Mapping[str, Any]] = None,
                    eval_kwargs: Optional[Mapping[str, Any]] = None,
                    mutable: Sequence[str] = (), rngs: Sequence[str] = ("dropout",),
-                   score: Optional[str] = None) -> "Learner":
+                   score: Optional[str] = None,
+                   permutation_spec: Optional[Mapping[Any, Any]] = None) -> "Learner":
         """A learner of any ``flax.linen.Module``.
 
         Args:
@@ -119,6 +125,11 @@ class Learner:
           mutable: collections carried per member (e.g. ``("batch_stats",)``).
           rngs: RNG streams of a training call.
           score: the metric recorded per epoch (default: the first one).
+          permutation_spec: ``{path: (group or None, ...)}`` per variable, for
+            per-neuron and aligned crossover (Git Re-Basin's permutation spec,
+            see :mod:`genetic_dl.permutation`); default: derived from a chain of
+            Dense/Conv(+BatchNorm/LayerNorm) layers. Either is checked with a
+            permuted forward pass before those crossovers use it.
 
         Returns:
           A :class:`Learner`.
@@ -137,7 +148,9 @@ class Learner:
                              f"{[k for k, _ in named]}")
         return cls(module=module, loss=loss, metrics=named, train_kwargs=_pairs(train_kwargs),
                    eval_kwargs=_pairs(eval_kwargs), mutable=tuple(mutable), rngs=tuple(rngs),
-                   score=score or (named[0][0] if named else None))
+                   score=score or (named[0][0] if named else None),
+                   permutation_spec=(None if permutation_spec is None
+                                     else PermutationSpec.of(permutation_spec)))
 
     @classmethod
     def from_nnx(cls, make_module: Callable[[Any], Any], *,
@@ -145,7 +158,8 @@ class Learner:
                  metrics: Optional[Mapping[str, Any]] = None,
                  train_kwargs: Optional[Mapping[str, Any]] = None,
                  eval_kwargs: Optional[Mapping[str, Any]] = None,
-                 score: Optional[str] = None) -> "Learner":
+                 score: Optional[str] = None,
+                 permutation_spec: Optional[Mapping[Any, Any]] = None) -> "Learner":
         """A learner of a ``flax.nnx`` module built by ``make_module(rngs)``.
 
         ``make_module`` is called with each member's own ``nnx.Rngs`` (members get
@@ -155,12 +169,15 @@ class Learner:
         step builds the module with fresh streams from the member's key (its
         initial values are discarded, and XLA drops their computation).
         Training calls run in ``module.train()`` mode, evaluation in ``eval()``.
-        Other arguments as :meth:`from_linen`.
+        Other arguments as :meth:`from_linen`; a derived permutation spec takes
+        the layers in the order of their attribute names (nnx sorts them), so
+        give one explicitly unless those names sort in call order.
         """
-        base = cls.from_linen(nn.Dense(1), loss=loss, metrics=metrics, score=score)
+        base = cls.from_linen(nn.Dense(1), loss=loss, metrics=metrics, score=score,
+                              permutation_spec=permutation_spec)
         return NnxLearner(module=make_module, loss=loss, metrics=base.metrics,
                           train_kwargs=_pairs(train_kwargs), eval_kwargs=_pairs(eval_kwargs),
-                          score=base.score)
+                          score=base.score, permutation_spec=base.permutation_spec)
 
     def maximize(self, name: str) -> bool:
         """Whether metric ``name`` is maximised (``loss`` never is)."""
@@ -199,19 +216,22 @@ class Learner:
         """Outputs of an evaluation call."""
         return self._call({**params, **collections}, x, hp, self.eval_kwargs)
 
-    def apply_eval_batched(self, params, collections, x, hp, batch: int) -> Any:
+    def apply_eval_batched(self, params, collections, x, hp, batch: int,
+                           prep: Optional[Callable[[Any], Any]] = None) -> Any:
         """:meth:`apply_eval` over ``x`` in batches of ``batch`` rows (``lax.map``).
 
         Peak memory holds one batch's activations whatever the split's size;
         a split of at most ``batch`` rows runs as one call. The last batch is
-        padded with zeros and its padded rows dropped.
+        padded with zeros and its padded rows dropped. ``prep`` maps each batch
+        of stored inputs to model inputs (standardising raw uint8 images).
         """
+        prep = prep or (lambda v: v)
         n = x.shape[0]
         if n <= batch:
-            return self.apply_eval(params, collections, x, hp)
+            return self.apply_eval(params, collections, prep(x), hp)
         count = -(-n // batch)
         padded = jnp.concatenate([x, jnp.zeros((count * batch - n,) + x.shape[1:], x.dtype)])
-        out = jax.lax.map(lambda xb: self.apply_eval(params, collections, xb, hp),
+        out = jax.lax.map(lambda xb: self.apply_eval(params, collections, prep(xb), hp),
                           padded.reshape((count, batch) + x.shape[1:]))
         return jax.tree_util.tree_map(lambda o: o.reshape((count * batch,) + o.shape[2:])[:n],
                                       out)

@@ -124,8 +124,47 @@ class RNNSpec:
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
 
-ModelSpec = Union[MLPSpec, CNNSpec, RNNSpec]
-SPECS = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec}
+@dataclasses.dataclass(frozen=True)
+class FramesSpec:
+    """A CNN applied to every frame of a sequence, then a recurrent layer over time.
+
+    Inputs are image sequences ``(T, H, W)`` or ``(T, H, W, C)`` (Moving-MNIST
+    style video); every frame goes through the same conv layers (shared
+    weights), its features through a dense embedding, and the sequence of
+    embeddings through the recurrent layer, whose last state feeds the head.
+
+    Attributes:
+      filters, kernel_size, pool, activation: the per-frame CNN (as :class:`CNNSpec`).
+      embed: width of each frame's embedding.
+      cell, hidden: the recurrent layer (as :class:`RNNSpec`).
+      dropout: default dropout rate before the output layer (0: none).
+    """
+    filters: Tuple[int, ...] = (16, 32)
+    kernel_size: int = 3
+    pool: str = "max"
+    embed: int = 64
+    cell: str = "gru"
+    hidden: int = 64
+    activation: str = "relu"
+    dropout: float = 0.0
+    family = "frames"
+
+    def __post_init__(self):
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        _check(len(self.filters) > 0 and all(f > 0 for f in self.filters),
+               f"frame CNN filters must be a non-empty list of positive ints, got {self.filters}")
+        _check(self.kernel_size > 0 and self.embed > 0 and self.hidden > 0,
+               "kernel_size, embed and hidden must be positive")
+        _check(self.pool in POOLS, f"unknown pool {self.pool!r}: choose one of {POOLS}")
+        _check(self.cell in RNN_CELLS,
+               f"unknown RNN cell {self.cell!r}: choose one of {', '.join(RNN_CELLS)}")
+        _check(self.activation in ACTIVATIONS,
+               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+ModelSpec = Union[MLPSpec, CNNSpec, RNNSpec, FramesSpec]
+SPECS = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec, "frames": FramesSpec}
 
 
 def spec_to_dict(spec: ModelSpec) -> Dict[str, Any]:
@@ -219,6 +258,18 @@ class MLP(nn.Module):
         return nn.Dense(self.out_dim)(x)
 
 
+def _conv_stack(module: nn.Module, spec, x, widths=None):
+    """``spec``'s conv layers (``Conv_i``), each followed by a 2-stride pool while the
+    spatial size allows; ``x`` is ``(B, *spatial, C)``."""
+    act = ACTIVATIONS[spec.activation]
+    for i, filters in enumerate(spec.filters):
+        x = act(PatchConv(filters, spec.kernel_size, name=f"Conv_{i}", parent=module)(x))
+        x = _mask_units(x, widths, i)
+        if spec.pool != "none" and min(x.shape[1:-1]) >= 2:
+            x = _pool2(x, spec.pool)
+    return x
+
+
 class CNN(nn.Module):
     """Flax CNN built from a :class:`CNNSpec`, 1-D or 2-D from the input's rank."""
     spec: CNNSpec
@@ -229,11 +280,7 @@ class CNN(nn.Module):
         act = ACTIVATIONS[self.spec.activation]
         if x.ndim in (2, 3):  # (B, L) signal or (B, H, W) grey image: add a channel axis
             x = x[..., None]
-        for i, filters in enumerate(self.spec.filters):
-            x = act(PatchConv(filters, self.spec.kernel_size, name=f"Conv_{i}")(x))
-            x = _mask_units(x, widths, i)
-            if self.spec.pool != "none" and min(x.shape[1:-1]) >= 2:
-                x = _pool2(x, self.spec.pool)
+        x = _conv_stack(self, self.spec, x, widths)
         x = x.reshape(x.shape[0], -1)
         for width in self.spec.dense:
             x = act(nn.Dense(width)(x))
@@ -260,7 +307,28 @@ class RNN(nn.Module):
         return nn.Dense(self.out_dim)(x)
 
 
-_MODULES = {"mlp": MLP, "cnn": CNN, "rnn": RNN}
+class Frames(nn.Module):
+    """Flax frames model built from a :class:`FramesSpec`: CNN per frame, RNN over time."""
+    spec: FramesSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+        del widths  # never padded
+        if x.ndim == 4:  # (B, T, H, W) grey frames: add a channel axis
+            x = x[..., None]
+        batch, steps = x.shape[:2]
+        frames = _conv_stack(self, self.spec, x.reshape((batch * steps,) + x.shape[2:]))
+        act = ACTIVATIONS[self.spec.activation]
+        z = act(nn.Dense(self.spec.embed)(frames.reshape(batch * steps, -1)))
+        z = nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(
+            z.reshape(batch, steps, -1))[:, -1]
+        if self.spec.dropout > 0:
+            z = _dropout(z, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(z)
+
+
+_MODULES = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "frames": Frames}
 
 
 def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]):
@@ -274,6 +342,10 @@ def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]):
     elif spec.family == "rnn":
         _check(1 <= rank <= 2, f"an RNN takes sequences (L,) or (T, F); features of shape "
                f"{feature_shape} do not fit: reshape them to (steps, features) or use an MLP")
+    elif spec.family == "frames":
+        _check(rank in (3, 4), f"the frames model takes image sequences (T, H, W) or "
+               f"(T, H, W, C); features of shape {feature_shape} are not a sequence of images: "
+               f"use --model cnn for single images or rnn for (steps, features)")
 
 
 def build_model(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -> nn.Module:

@@ -197,7 +197,8 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
     key = raw_key(key)
     keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(size))
     if isinstance(data, Dataset) and learner.spec is None:
-        sample = {"x": jnp.asarray(data.x_train[:2]), "y": jnp.asarray(data.y_train[:2])}
+        sample = {"x": jnp.asarray(data.model_inputs(data.x_train[:2])),
+                  "y": jnp.asarray(data.y_train[:2])}
         first = jax.tree_util.tree_map(lambda v: v[0], hp)
         params, collections = jax.eval_shape(learner.init, keys[0],
                                              jnp.zeros((1,) + tuple(feature_shape)))

@@ -32,16 +32,25 @@ History = Dict[str, jax.Array]
 EVAL_BATCH = 1024
 
 
-def _member_train(population: Population, params, opt_state, collections, hp, key, x, y, xv,
-                  yv, *, epochs: int, batch_size: int):
-    """Trains one member (called under vmap)."""
+def _scaler(mean, std, scaled: bool):
+    """Raw inputs (uint8 images) to the model's standardised float32, inside the program."""
+    if not scaled:
+        return None
+    return lambda v: (v.astype(jnp.float32) - mean) / std
+
+
+def _member_train(population: Population, params, opt_state, collections, hp, key, data, *,
+                  epochs: int, batch_size: int, scaled: bool = False):
+    """Trains one member (called under vmap); ``data = (x, y, xv, yv, mean, std)``."""
+    x, y, xv, yv, mean, std = data
     learner = population.learner
+    prep = _scaler(mean, std, scaled) or (lambda v: v)
     tx = make_optimizer(population.optimizer, hp)
     n = x.shape[0]
     steps = n // batch_size
 
     def step(carry, idx):
-        return member_step(population, tx, hp, carry, {"x": x[idx], "y": y[idx]})
+        return member_step(population, tx, hp, carry, {"x": prep(x[idx]), "y": y[idx]})
 
     def epoch(carry, _):
         p, s, c, k = carry
@@ -49,7 +58,7 @@ def _member_train(population: Population, params, opt_state, collections, hp, ke
         order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
         (p, s, c, k), (losses, scores) = jax.lax.scan(step, (p, s, c, k), order)
         val = {"x": xv, "y": yv}
-        out = learner.apply_eval_batched(p, c, xv, hp, EVAL_BATCH)
+        out = learner.apply_eval_batched(p, c, xv, hp, EVAL_BATCH, _scaler(mean, std, scaled))
         record = {"train_loss": losses.mean(), "train_score": scores.mean(),
                   "val_loss": learner.loss(out, val), "val_score": learner.score_of(out, val)}
         return (p, s, c, k), record
@@ -80,29 +89,32 @@ def chunk_members(population: Population, local: int) -> int:
     return sharding.chunk_size(local, fit)
 
 
-def _train_local(population: Population, x, y, xv, yv, epochs, batch_size):
+def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, scaled):
     """The members of one device, trained chunk after chunk."""
-    fn = functools.partial(_member_train, population, epochs=epochs, batch_size=batch_size)
-    members = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None, None, None))
+    fn = functools.partial(_member_train, population, epochs=epochs, batch_size=batch_size,
+                           scaled=scaled)
+    members = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None))
     args = (population.params, population.opt_state, population.collections,
             population.hparams, population.keys)
     local = population.keys.shape[0]
     chunk = chunk_members(population, local)
+    data = (x, y, xv, yv, mean, std)
     if chunk >= local:
-        return members(*args, x, y, xv, yv)
-    return sharding.map_chunks(lambda a: members(*a, x, y, xv, yv), args, chunk)
+        return members(*args, data)
+    return sharding.map_chunks(lambda a: members(*a, data), args, chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh"))
-def _train(population: Population, x, y, xv, yv, epochs, batch_size, mesh=None):
-    fn = functools.partial(_train_local, epochs=epochs, batch_size=batch_size)
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh", "scaled"))
+def _train(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, mesh=None,
+           scaled=False):
+    fn = functools.partial(_train_local, epochs=epochs, batch_size=batch_size, scaled=scaled)
     if mesh is not None:  # every device chunks its own members
         split, whole = jax.sharding.PartitionSpec(sharding.AXIS), jax.sharding.PartitionSpec()
         # check_vma off: flax's RNN scan starts from a carry that is not marked
         # as varying over "pop"; nothing here differentiates through the map.
-        fn = jax.shard_map(fn, mesh=mesh, in_specs=(split, whole, whole, whole, whole),
+        fn = jax.shard_map(fn, mesh=mesh, in_specs=(split,) + (whole,) * 6,
                            out_specs=split, check_vma=False)
-    params, opt_state, collections, keys, hist = fn(population, x, y, xv, yv)
+    params, opt_state, collections, keys, hist = fn(population, x, y, xv, yv, mean, std)
     diverged = ~jnp.all(jnp.isfinite(hist["train_loss"]) & jnp.isfinite(hist["val_loss"]), axis=1)
     population = population.replace(params=params, opt_state=opt_state, keys=keys,
                                     collections=collections,
@@ -177,9 +189,10 @@ def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *
         return train_stream(_canonical(population), data, epochs, mesh=mesh)
     _check_shape(population, data)
     _check_batch(batch_size, len(data.y_train))
-    fn = functools.partial(_train, epochs=epochs, batch_size=batch_size)
+    fn = functools.partial(_train, epochs=epochs, batch_size=batch_size,
+                           scaled=data.raw_inputs)
     return _run_sharded(fn, population, data.x_train, data.y_train, data.x_val, data.y_val,
-                        mesh=mesh, pass_mesh=True)
+                        *data.input_scaling(), mesh=mesh, pass_mesh=True)
 
 
 @jax.jit
@@ -194,12 +207,12 @@ def predict(population: Population, x, *, mesh="auto") -> jax.Array:
     return _run_sharded(_predict, population, jnp.asarray(x, jnp.float32), mesh=mesh)
 
 
-@jax.jit
-def _evaluate(population: Population, x, y):
+@functools.partial(jax.jit, static_argnames=("scaled",))
+def _evaluate(population: Population, x, y, mean, std, scaled=False):
     learner = population.learner
 
     def one(p, c, h):
-        out = learner.apply_eval_batched(p, c, x, h, EVAL_BATCH)
+        out = learner.apply_eval_batched(p, c, x, h, EVAL_BATCH, _scaler(mean, std, scaled))
         return learner.evaluate(out, {"x": x, "y": y})
     return jax.vmap(one)(population.params, population.collections, population.hparams)
 
@@ -224,7 +237,8 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
         return evaluate_stream(_canonical(population), data, split)
     _check_shape(population, data)
     x, y = data.split(split)
-    return _run_sharded(_evaluate, population, x, y, mesh=mesh)
+    return _run_sharded(functools.partial(_evaluate, scaled=data.raw_inputs), population, x, y,
+                        *data.input_scaling(), mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "classification"))
@@ -236,7 +250,7 @@ def _split_metrics(model, params, x, y, classification):
 def split_metrics(model, params, data: Dataset, split: str) -> Dict[str, float]:
     """Every metric of one network (``model`` with ``params``) on one split, as floats."""
     x, y = data.split(split)
-    m = _split_metrics(model, params, jnp.asarray(x, jnp.float32), jnp.asarray(y),
+    m = _split_metrics(model, params, jnp.asarray(data.model_inputs(x)), jnp.asarray(y),
                        data.is_classification)
     names = CLASSIFICATION_METRICS if data.is_classification else REGRESSION_METRICS
     return {k: float(m[k]) for k in names}  # jit returns dicts sorted by key

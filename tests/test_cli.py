@@ -76,7 +76,7 @@ def test_datasets_lists_the_bundled_ones():
     proc = _cli("datasets")
     assert proc.returncode == 0
     assert [line.split()[0] for line in proc.stdout.splitlines()] == [
-        "digits", "iris", "mnist1d", "friedman", "binary"]
+        "digits", "iris", "mnist1d", "friedman", "binary", "moving_digits"]
 
 
 # a narrow space: few shapes, so few training programs to compile (CI time)

@@ -113,3 +113,60 @@ def test_other_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="classes are"):
         data_mod.make_dataset("x", a["x_train"], a["y_train"], a["x_test"], a["y_test"],
                               num_classes=2)
+
+
+def _digits_arrays():
+    from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+    raw = load_digits()
+    x = (raw.images * 15).astype(np.uint8)  # 0..240, like 8-bit images
+    return x[:1200], raw.target[:1200], x[1200:], raw.target[1200:]
+
+
+def test_uint8_images_stay_uint8_and_train_like_their_float_copy():
+    """uint8 features stay uint8 (a quarter of the memory) and are standardised inside
+    the programs with the train split's statistics: same results as float32 input."""
+    import jax  # pylint: disable=import-outside-toplevel
+    x_tr, y_tr, x_te, y_te = _digits_arrays()
+    raw = gdl.make_dataset("u8", x_tr, y_tr, x_te, y_te)
+    flt = gdl.make_dataset("f32", x_tr.astype(np.float32), y_tr, x_te.astype(np.float32), y_te)
+    assert raw.raw_inputs and raw.x_train.dtype == np.uint8 and raw.x_val.dtype == np.uint8
+    assert not flt.raw_inputs and flt.x_train.dtype == np.float32
+    np.testing.assert_allclose(raw.feature_mean, flt.feature_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(raw.feature_std, flt.feature_std, rtol=1e-5)
+    np.testing.assert_allclose(raw.model_inputs(raw.x_val), flt.x_val, rtol=1e-4, atol=1e-4)
+    for spec in (gdl.MLPSpec(hidden=(32,)), gdl.CNNSpec(filters=(8,), dense=(16,))):
+        pops = [gdl.init_population(jax.random.key(0), spec, d, 2) for d in (raw, flt)]
+        (a, hist_a), (b, hist_b) = (gdl.train(p, d, 2, batch_size=64)
+                                    for p, d in zip(pops, (raw, flt)))
+        np.testing.assert_allclose(hist_a["val_loss"], hist_b["val_loss"], rtol=1e-3)
+        for split in ("val", "test"):
+            ma, mb = gdl.evaluate(a, raw, split), gdl.evaluate(b, flt, split)
+            np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-3)
+            assert np.all(np.abs(np.asarray(ma["accuracy"]) - np.asarray(mb["accuracy"])) <= 0.01)
+        assert float(np.min(hist_a["val_score"][:, -1])) > 0.3  # it learns (chance: 0.1)
+
+
+def test_images_of_mixed_sizes_are_a_clear_error():
+    ragged = [np.zeros((28, 28), np.uint8)] * 5 + [np.zeros((32, 32), np.uint8)] * 5
+    with pytest.raises(ValueError, match="different shapes.*resize"):
+        gdl.make_dataset("mixed", ragged, np.arange(10) % 2, np.zeros((4, 28, 28), np.uint8),
+                         np.arange(4) % 2)
+
+
+def test_a_folder_of_npy_files_is_memory_mapped_and_reads_like_an_npz(tmp_path):
+    x_tr, y_tr, x_te, y_te = _digits_arrays()
+    arrays = {"x_train": x_tr[:1000], "y_train": y_tr[:1000], "x_val": x_tr[1000:],
+              "y_val": y_tr[1000:], "x_test": x_te, "y_test": y_te}
+    np.savez(tmp_path / "d.npz", **arrays)
+    (tmp_path / "d").mkdir()
+    for k, v in arrays.items():
+        np.save(tmp_path / "d" / f"{k}.npy", v)
+    folder = gdl.load_dataset(str(tmp_path / "d"))
+    packed = gdl.load_dataset(str(tmp_path / "d.npz"))
+    assert isinstance(folder.x_train, np.memmap) and folder.x_train.dtype == np.uint8
+    for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(folder, k), getattr(packed, k))
+    np.testing.assert_array_equal(folder.feature_std, packed.feature_std)
+    (tmp_path / "d" / "y_test.npy").unlink()
+    with pytest.raises(ValueError, match="lacks y_test.npy"):
+        gdl.load_dataset(str(tmp_path / "d"))
