@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple, Union
 import jax
 import jax.numpy as jnp
 
-from . import sharding
+from . import memory, sharding
 from .data import Dataset
 from .learner import maximized
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
@@ -26,10 +26,16 @@ from .step import member_step
 from .stream import Stream, evaluate_stream, train_stream
 
 History = Dict[str, jax.Array]
-# Validation, evaluation and prediction run the members over batches of this many
-# examples: memory holds P x EVAL_BATCH activations (a CNN's im2col patches
-# included), not P x the whole split. Smaller splits run whole.
+# Validation, evaluation and prediction run the members over batches of at most this
+# many examples (fewer for big models: memory.eval_rows): memory holds P x batch
+# activations (a CNN's im2col patches included), not P x the whole split. Smaller
+# splits run whole.
 EVAL_BATCH = 1024
+
+
+def _eval_batch(population: Population) -> int:
+    return memory.eval_rows(population.learner, population.feature_shape, population.size,
+                            memory.hparam_shapes(population), EVAL_BATCH)
 
 
 def _scaler(mean, std, scaled: bool):
@@ -40,7 +46,7 @@ def _scaler(mean, std, scaled: bool):
 
 
 def _member_train(population: Population, params, opt_state, collections, hp, key, data, *,
-                  epochs: int, batch_size: int, scaled: bool = False):
+                  epochs: int, batch_size: int, scaled: bool = False, eval_batch: int = 1024):
     """Trains one member (called under vmap); ``data = (x, y, xv, yv, mean, std)``."""
     x, y, xv, yv, mean, std = data
     learner = population.learner
@@ -58,7 +64,7 @@ def _member_train(population: Population, params, opt_state, collections, hp, ke
         order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
         (p, s, c, k), (losses, scores) = jax.lax.scan(step, (p, s, c, k), order)
         val = {"x": xv, "y": yv}
-        out = learner.apply_eval_batched(p, c, xv, hp, EVAL_BATCH, _scaler(mean, std, scaled))
+        out = learner.apply_eval_batched(p, c, xv, hp, eval_batch, _scaler(mean, std, scaled))
         record = {"train_loss": losses.mean(), "train_score": scores.mean(),
                   "val_loss": learner.loss(out, val), "val_score": learner.score_of(out, val)}
         return (p, s, c, k), record
@@ -68,31 +74,19 @@ def _member_train(population: Population, params, opt_state, collections, hp, ke
     return params, opt_state, collections, key, hist
 
 
-# A chunk of members whose weights and optimizer state fit in about one core's L2
-# cache trains its whole epoch before the next chunk starts (CPU only).
-CHUNK_BYTES = 1 << 20
-
-
 def chunk_members(population: Population, local: int) -> int:
-    """Members per chunk: the largest divisor of ``local`` whose chunk fits CHUNK_BYTES.
-
-    On CPU a vmapped step over many members streams all their weights and
-    optimizer states through memory at every minibatch; a chunk small enough to
-    stay in cache across an epoch's steps trains 1.3-2x faster at P >= 128
-    (benchmarks/RESULTS.md). Accelerators keep the whole shard in one step.
-    """
-    if jax.default_backend() != "cpu":
-        return local
+    """Members per chunk: the largest divisor of ``local`` whose chunk fits
+    :data:`~genetic_dl.sharding.CHUNK_BYTES` (see :func:`~genetic_dl.sharding.member_chunk`)."""
     leaves = jax.tree_util.tree_leaves((population.params, population.opt_state))
     per_member = sum(x[0].size * x.dtype.itemsize for x in leaves if x.ndim)
-    fit = max(1, CHUNK_BYTES // max(per_member, 1))
-    return sharding.chunk_size(local, fit)
+    return sharding.member_chunk(local, per_member)
 
 
-def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, scaled):
+def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, scaled,
+                 eval_batch):
     """The members of one device, trained chunk after chunk."""
     fn = functools.partial(_member_train, population, epochs=epochs, batch_size=batch_size,
-                           scaled=scaled)
+                           scaled=scaled, eval_batch=eval_batch)
     members = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None))
     args = (population.params, population.opt_state, population.collections,
             population.hparams, population.keys)
@@ -104,10 +98,12 @@ def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_
     return sharding.map_chunks(lambda a: members(*a, data), args, chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh", "scaled"))
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh", "scaled",
+                                             "eval_batch"))
 def _train(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, mesh=None,
-           scaled=False):
-    fn = functools.partial(_train_local, epochs=epochs, batch_size=batch_size, scaled=scaled)
+           scaled=False, eval_batch=1024):
+    fn = functools.partial(_train_local, epochs=epochs, batch_size=batch_size, scaled=scaled,
+                           eval_batch=eval_batch)
     if mesh is not None:  # every device chunks its own members
         split, whole = jax.sharding.PartitionSpec(sharding.AXIS), jax.sharding.PartitionSpec()
         # check_vma off: flax's RNN scan starts from a carry that is not marked
@@ -182,6 +178,11 @@ def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *
       members whose loss went NaN/inf) and ``(P, epochs)`` arrays
       ``train_loss, train_score, val_loss, val_score`` where score is accuracy
       (classification) or R² (regression).
+
+    Raises:
+      MemoryLimitError: before compiling, when the memory model
+        (:mod:`genetic_dl.memory`) says training will not fit; it names the
+        largest population that would.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -189,30 +190,34 @@ def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *
         return train_stream(_canonical(population), data, epochs, mesh=mesh)
     _check_shape(population, data)
     _check_batch(batch_size, len(data.y_train))
+    resolved = sharding.population_mesh(size=population.size) if isinstance(mesh, str) else mesh
+    memory.check_fits(population, data, batch_size,
+                      devices=1 if resolved is None else int(resolved.devices.size))
     fn = functools.partial(_train, epochs=epochs, batch_size=batch_size,
-                           scaled=data.raw_inputs)
+                           scaled=data.raw_inputs, eval_batch=_eval_batch(population))
     return _run_sharded(fn, population, data.x_train, data.y_train, data.x_val, data.y_val,
                         *data.input_scaling(), mesh=mesh, pass_mesh=True)
 
 
-@jax.jit
-def _predict(population: Population, x):
+@functools.partial(jax.jit, static_argnames=("eval_batch",))
+def _predict(population: Population, x, eval_batch=1024):
     learner = population.learner
-    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, EVAL_BATCH))(
+    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, eval_batch))(
         population.params, population.collections, population.hparams)
 
 
 def predict(population: Population, x, *, mesh="auto") -> jax.Array:
     """Outputs of every member on ``x``: logits or predictions, shape ``(P, n, out)``."""
-    return _run_sharded(_predict, population, jnp.asarray(x, jnp.float32), mesh=mesh)
+    return _run_sharded(functools.partial(_predict, eval_batch=_eval_batch(population)),
+                        population, jnp.asarray(x, jnp.float32), mesh=mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("scaled",))
-def _evaluate(population: Population, x, y, mean, std, scaled=False):
+@functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
+def _evaluate(population: Population, x, y, mean, std, scaled=False, eval_batch=1024):
     learner = population.learner
 
     def one(p, c, h):
-        out = learner.apply_eval_batched(p, c, x, h, EVAL_BATCH, _scaler(mean, std, scaled))
+        out = learner.apply_eval_batched(p, c, x, h, eval_batch, _scaler(mean, std, scaled))
         return learner.evaluate(out, {"x": x, "y": y})
     return jax.vmap(one)(population.params, population.collections, population.hparams)
 
@@ -237,21 +242,32 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
         return evaluate_stream(_canonical(population), data, split)
     _check_shape(population, data)
     x, y = data.split(split)
-    return _run_sharded(functools.partial(_evaluate, scaled=data.raw_inputs), population, x, y,
-                        *data.input_scaling(), mesh=mesh)
+    return _run_sharded(functools.partial(_evaluate, scaled=data.raw_inputs,
+                                          eval_batch=_eval_batch(population)),
+                        population, x, y, *data.input_scaling(), mesh=mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "classification"))
-def _split_metrics(model, params, x, y, classification):
+@functools.partial(jax.jit, static_argnames=("model", "classification", "rows"))
+def _split_metrics(model, params, x, y, classification, rows):
     # One program: op by op, the metrics' few dozen ops would each compile on first use.
-    return compute_metrics(model.apply(params, x), y, classification)
+    n = x.shape[0]
+    if n <= rows:
+        return compute_metrics(model.apply(params, x), y, classification)
+    count = -(-n // rows)  # batches of rows, the last padded: memory flat in the split's size
+    padded = jnp.concatenate([x, jnp.zeros((count * rows - n,) + x.shape[1:], x.dtype)])
+    out = jax.lax.map(lambda xb: model.apply(params, xb),
+                      padded.reshape((count, rows) + x.shape[1:]))
+    return compute_metrics(out.reshape((count * rows,) + out.shape[2:])[:n], y, classification)
 
 
 def split_metrics(model, params, data: Dataset, split: str) -> Dict[str, float]:
     """Every metric of one network (``model`` with ``params``) on one split, as floats."""
+    from .learner import zoo_learner  # pylint: disable=import-outside-toplevel
     x, y = data.split(split)
+    rows = memory.eval_rows(zoo_learner(model.spec, data.feature_shape, data.out_dim),
+                            data.feature_shape, 1, at_most=EVAL_BATCH)
     m = _split_metrics(model, params, jnp.asarray(data.model_inputs(x)), jnp.asarray(y),
-                       data.is_classification)
+                       data.is_classification, rows)
     names = CLASSIFICATION_METRICS if data.is_classification else REGRESSION_METRICS
     return {k: float(m[k]) for k in names}  # jit returns dicts sorted by key
 

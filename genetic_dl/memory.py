@@ -1,0 +1,285 @@
+"""How much memory training a population takes, estimated from shapes before compiling.
+
+Peak resident memory of :func:`genetic_dl.train` on a :class:`~genetic_dl.Dataset`
+is modelled as
+
+    runtime + devices x data + P x (params + optimizer state + collections)
+    + max(members trained at once x one training step's activations,
+          members evaluated at once x one evaluation batch's activations)
+
+where the activations of one member are the sum of every value its traced
+program computes (the jaxpr of one gradient step, or of one evaluation batch,
+im2col patches included): no compile, no allocation. XLA fuses and frees
+some of them; the sum errs on the safe side.
+The split sizes enter only through ``data``; evaluation runs in fixed-size
+batches. ``benchmarks/real_size.py`` compares the model with the peak RSS
+measured per arm in its own process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import types
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+GB = 1 << 30
+# A JAX process before any population: Python, jaxlib, XLA's compiled code.
+RUNTIME_BYTES = 600 << 20
+# Overrides the memory budget (GB), e.g. below a machine shared with other jobs.
+ENV_LIMIT = "GENETIC_DL_MEMORY_GB"
+
+
+# Activations of all members' evaluation batches together stay under this many bytes.
+EVAL_BUDGET = 256 << 20
+
+
+class MemoryLimitError(ValueError):
+    """A population that will not fit in memory (raised before compiling)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak memory (bytes) of training a population; see the module docstring.
+
+    Attributes:
+      runtime: the process before any population.
+      data: the dataset's arrays, once per device holding them.
+      state: params, optimizer states and collections of all members.
+      train_activations: members trained at once x one step's activations.
+      eval_activations: members evaluated at once x one evaluation batch's.
+      size: the population size P.
+    """
+    runtime: int
+    data: int
+    state: int
+    train_activations: int
+    eval_activations: int
+    size: int
+
+    @property
+    def total(self) -> int:
+        """The estimated peak."""
+        return (self.runtime + self.data + self.state
+                + max(self.train_activations, self.eval_activations))
+
+
+def _bytes(avals) -> int:
+    return int(sum(np.prod(a.shape, dtype=np.int64) * a.dtype.itemsize for a in avals
+                   if hasattr(a, "shape") and hasattr(a, "dtype")))
+
+
+def _values(jaxpr) -> int:
+    """Bytes of every value a jaxpr computes (a scan's body counted once per step)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += _bytes(v.aval for v in eqn.outvars)
+        inner = 0
+        for param in eqn.params.values():
+            subs = param if isinstance(param, (tuple, list)) else (param,)
+            for sub in subs:
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    inner = max(inner, _values(sub))
+        total += inner * int(eqn.params.get("length", 1) or 1)
+    return total
+
+
+def _resident() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _cgroup_limit() -> Optional[int]:
+    """The container's memory limit (cgroup v2 or v1), if any."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < (1 << 60):
+            return int(text)
+    return None
+
+
+def available_bytes() -> Optional[int]:
+    """Memory this process may grow to: ``$GENETIC_DL_MEMORY_GB``, else the
+    accelerator's limit, else what the process holds now plus the host's
+    available memory (``MemAvailable``, capped by a container's limit); ``None``
+    when unknown."""
+    env = os.environ.get(ENV_LIMIT, "")
+    if env:
+        try:
+            return int(float(env) * GB)
+        except ValueError:
+            raise ValueError(f"{ENV_LIMIT}={env!r} is not a number of GB, e.g. 8") from None
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        return None if limit is None else int(limit)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    host = int(line.split()[1]) * 1024 + _resident()
+                    limit = _cgroup_limit()
+                    return host if limit is None else min(host, limit)
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@functools.lru_cache(maxsize=128)
+def _member_activations(learner, optimizer, x_spec, y_spec, hp_names, rows: int):
+    """(train step, evaluation batch) activation bytes of one member, from jaxprs."""
+    from .optimizers import make_optimizer  # pylint: disable=import-outside-toplevel
+    from .step import member_step  # pylint: disable=import-outside-toplevel
+    x = jax.ShapeDtypeStruct(x_spec[0], jnp.float32)
+    y = jax.ShapeDtypeStruct(y_spec[0], jnp.dtype(y_spec[1]))
+    hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
+    key = jax.random.key_data(jax.random.key(0))
+    params, collections = jax.eval_shape(learner.init, jax.random.key(0), x)
+
+    pop = types.SimpleNamespace(learner=learner)  # what member_step reads of a population
+
+    def step(p, c, h, xb, yb):
+        tx = make_optimizer(optimizer, h)
+        return member_step(pop, tx, h, (p, tx.init(p), c, key), {"x": xb, "y": yb})
+    train = _values(jax.make_jaxpr(step)(params, collections, hp, x, y).jaxpr)
+    xe = jax.ShapeDtypeStruct((rows,) + tuple(x_spec[0][1:]), jnp.float32)
+    evaluate = _values(jax.make_jaxpr(
+        lambda p, c, h, xb: learner.apply_eval(p, c, xb, h))(params, collections, hp, xe).jaxpr)
+    return train, evaluate
+
+
+@functools.lru_cache(maxsize=256)
+def _row_bytes(learner, feature_shape, hp_names) -> float:
+    params, collections = jax.eval_shape(learner.init, jax.random.key(0),
+                                         jax.ShapeDtypeStruct((1,) + feature_shape, jnp.float32))
+    hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
+    x = jax.ShapeDtypeStruct((8,) + feature_shape, jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda p, c, h, xb: learner.apply_eval(p, c, xb, h))(
+        params, collections, hp, x).jaxpr
+    return _values(jaxpr) / 8
+
+
+def hparam_shapes(population):
+    """``((name, shape), ...)`` of one member's hyperparameters (hashable)."""
+    return tuple((k, tuple(np.shape(v)[1:])) for k, v in sorted(population.hparams.items()))
+
+
+def eval_rows(learner, feature_shape, members: int, hp_names=(), at_most: int = 1024,
+              budget: int = EVAL_BUDGET) -> int:
+    """Rows per evaluation batch: as many as keep ``members`` members' activations
+    under ``budget`` bytes (a multiple of 32, between 32 and ``at_most``).
+
+    Small models get ``at_most`` rows (splits that small run whole); a CNN on
+    28x28 images gets fewer, so that validation memory stays flat in both the
+    split's size and the population's.
+
+    Args:
+      learner: the members' :class:`~genetic_dl.Learner`.
+      feature_shape: shape of one example.
+      members: members evaluated at once.
+      hp_names: ``((name, shape), ...)`` of one member's hyperparameters
+        (:func:`hparam_shapes`).
+      at_most, budget: the largest batch, and the activation budget in bytes.
+    """
+    per_row = _row_bytes(learner, tuple(feature_shape), tuple(hp_names))
+    rows = int(budget // max(members * per_row, 1.0))
+    return int(min(at_most, max(32, rows - rows % 32)))
+
+
+def _model(population, data, batch_size: int, devices: int, eval_batch: int):
+    """``size -> MemoryEstimate`` for populations shaped like ``population``."""
+    from .sharding import member_chunk  # pylint: disable=import-outside-toplevel
+    arrays = [data.x_train, data.y_train, data.x_val, data.y_val]
+    data_bytes = devices * int(sum(np.asarray(a).nbytes for a in arrays))
+    leaves = jax.tree_util.tree_leaves(
+        (population.params, population.opt_state, population.collections))
+    per_member = sum(x[0].size * x.dtype.itemsize for x in leaves if x.ndim)
+    hp_names = hparam_shapes(population)
+    x_spec = ((batch_size,) + tuple(data.feature_shape), "float32")
+    y_spec = ((batch_size,) + tuple(np.shape(data.y_train)[1:]), str(data.y_train.dtype))
+
+    def at(size: int) -> MemoryEstimate:
+        rows = int(min(len(data.y_val), eval_rows(population.learner, population.feature_shape,
+                                                  size, hp_names, eval_batch)))
+        train, evaluate = _member_activations(population.learner, population.optimizer, x_spec,
+                                              y_spec, hp_names, rows)
+        local = -(-size // devices)
+        chunk = member_chunk(local, per_member)
+        return MemoryEstimate(RUNTIME_BYTES, data_bytes, int(per_member * size),
+                              int(train * chunk * devices), int(evaluate * local * devices), size)
+    return at
+
+
+def estimate(population, data, batch_size: int, devices: int = 1,
+             eval_batch: int = 1024) -> MemoryEstimate:
+    """The memory model's estimate for training ``population`` on the Dataset ``data``.
+
+    Args:
+      population: the population (its shapes only are read).
+      data: a :class:`~genetic_dl.Dataset`.
+      batch_size: the training minibatch size.
+      devices: devices the members are spread over (each holds the data).
+      eval_batch: the largest evaluation batch.
+
+    Returns:
+      A :class:`MemoryEstimate`.
+    """
+    return _model(population, data, batch_size, devices, eval_batch)(population.size)
+
+
+def fitting(population, data, batch_size: int, budget: int, devices: int = 1,
+            eval_batch: int = 1024) -> int:
+    """The largest population of ``population``'s shape whose estimate fits in ``budget``
+    (0: none)."""
+    at = _model(population, data, batch_size, devices, eval_batch)
+    lo, hi = 0, population.size
+    while lo < hi:  # the estimate grows with the size
+        mid = (lo + hi + 1) // 2
+        if at(mid).total <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def check_fits(population, data, batch_size: int, devices: int = 1,
+               budget: Optional[int] = None) -> MemoryEstimate:
+    """Raises :class:`MemoryLimitError` when training will not fit in memory.
+
+    Args:
+      population, data, batch_size, devices: as :func:`estimate`.
+      budget: bytes available (default: :func:`available_bytes`; no check
+        when unknown).
+
+    Returns:
+      The estimate.
+    """
+    est = estimate(population, data, batch_size, devices)
+    budget = available_bytes() if budget is None else budget
+    if budget is not None and est.total > budget:
+        fits = fitting(population, data, batch_size, budget, devices)
+        raise MemoryLimitError(
+            f"a population of {est.size} needs about {est.total / GB:.1f} GB to train on "
+            f"{getattr(data, 'name', 'this data')} (data {est.data / GB:.2f} GB, weights and "
+            f"optimizer states {est.state / GB:.2f} GB, activations "
+            f"{max(est.train_activations, est.eval_activations) / GB:.2f} GB) but "
+            f"{budget / GB:.1f} GB is available: use a population of at most {fits}"
+            f"{'' if fits else ' (none fits: use a smaller model or batch size)'}, a smaller "
+            f"batch size or model, or a Stream for data larger than memory")
+    return est
