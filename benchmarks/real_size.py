@@ -300,8 +300,8 @@ def main():
     parser.add_argument("--train-n", type=int, default=4096)
     parser.add_argument("--eval-vals", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--arms", nargs="+", default=["population", "stream", "jax_serial",
-                                                       "torch_grouped", "torch_vmap",
-                                                       "torch_serial"])
+                                                      "torch_grouped", "torch_vmap",
+                                                      "torch_serial"])
     parser.add_argument("--out", default=os.path.join(HERE, "results", "real_size.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "img", "real_size.png"))
     args = parser.parse_args()
