@@ -6,6 +6,8 @@ Data is generated offline with the real sets' shapes (genetic_dl.synthetic): 60 
 (moving_digits, one digit, 10 classes). Each arm runs in its own process, so its
 peak RSS is its own; rounds interleave the arms. An arm trains one warm-up epoch
 (compiles) and one timed epoch on the first --train-n examples, batch 64, Adam.
+The JAX arms also validate --val images after the epoch (the GA needs it); the
+PyTorch arms do not.
 
   population   gdl.train: P members, one vmapped program (the array path)
   stream       gdl.train on a gdl.Stream over the same uint8 arrays (one program per batch)
@@ -93,10 +95,10 @@ def _step_flops(pop, data) -> float:
     return float(cost.get("flops", 0.0))
 
 
-def arm_jax(arm: str, model: str, size: int, train_n: int) -> dict:
+def arm_jax(arm: str, model: str, size: int, train_n: int, n_val: int) -> dict:
     import jax  # pylint: disable=import-outside-toplevel
     import genetic_dl as gdl  # pylint: disable=import-outside-toplevel
-    data = _subset(_data(model), train_n)
+    data = _subset(_data(model, n_val), train_n)
     spec = _spec(model)
     pop = gdl.init_population(jax.random.key(0), spec, data, 1 if arm == "jax_serial" else size)
     if arm == "stream":
@@ -267,7 +269,7 @@ def run_arm(args) -> dict:
     elif args.arm.startswith("torch"):
         out = arm_torch(args.arm, args.model, args.size, args.train_n)
     else:
-        out = arm_jax(args.arm, args.model, args.size, args.train_n)
+        out = arm_jax(args.arm, args.model, args.size, args.train_n, args.val)
     out["peak_rss_mb"] = _peak_mb()
     return out
 
@@ -293,7 +295,8 @@ def main():
     parser.add_argument("--arm")
     parser.add_argument("--model", default="cnn", choices=("cnn", "frames"))
     parser.add_argument("--size", type=int, default=8)
-    parser.add_argument("--val", type=int, default=2000)
+    parser.add_argument("--val", type=int, default=512,
+                        help="validation rows of the JAX arms (validated every epoch)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--frames-sizes", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--rounds", type=int, default=2)
@@ -316,7 +319,8 @@ def main():
     for r in range(args.rounds):
         ceiling.append(_spawn("ceiling", "cnn", 1, 64)["gflops"])
         for model, size, arm in (runs if r % 2 == 0 else runs[::-1]):
-            raw[f"{model}/{size}/{arm}"].append(_spawn(arm, model, size, args.train_n))
+            raw[f"{model}/{size}/{arm}"].append(_spawn(arm, model, size, args.train_n,
+                                                       val=args.val))
             print(model, size, arm, raw[f"{model}/{size}/{arm}"][-1], flush=True)
     evals = {str(n): _spawn("eval", "cnn", 8, 64, val=n) for n in args.eval_vals}
     table = {}

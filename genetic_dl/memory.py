@@ -142,8 +142,14 @@ def available_bytes() -> Optional[int]:
 
 
 @functools.lru_cache(maxsize=128)
-def _member_activations(learner, optimizer, x_spec, y_spec, hp_names, rows: int):
-    """(train step, evaluation batch) activation bytes of one member, from jaxprs."""
+def step_bytes(learner, optimizer, x_spec, y_spec, hp_names) -> int:
+    """Bytes of every value one member's training step computes (its jaxpr).
+
+    Args:
+      learner, optimizer: the population's.
+      x_spec, y_spec: ``(shape, dtype name)`` of one minibatch's inputs and labels.
+      hp_names: :func:`hparam_shapes`.
+    """
     from .optimizers import make_optimizer  # pylint: disable=import-outside-toplevel
     from .step import member_step  # pylint: disable=import-outside-toplevel
     x = jax.ShapeDtypeStruct(x_spec[0], jnp.float32)
@@ -151,17 +157,12 @@ def _member_activations(learner, optimizer, x_spec, y_spec, hp_names, rows: int)
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
     key = jax.random.key_data(jax.random.key(0))
     params, collections = jax.eval_shape(learner.init, jax.random.key(0), x)
-
     pop = types.SimpleNamespace(learner=learner)  # what member_step reads of a population
 
     def step(p, c, h, xb, yb):
         tx = make_optimizer(optimizer, h)
         return member_step(pop, tx, h, (p, tx.init(p), c, key), {"x": xb, "y": yb})
-    train = _values(jax.make_jaxpr(step)(params, collections, hp, x, y).jaxpr)
-    xe = jax.ShapeDtypeStruct((rows,) + tuple(x_spec[0][1:]), jnp.float32)
-    evaluate = _values(jax.make_jaxpr(
-        lambda p, c, h, xb: learner.apply_eval(p, c, xb, h))(params, collections, hp, xe).jaxpr)
-    return train, evaluate
+    return _values(jax.make_jaxpr(step)(params, collections, hp, x, y).jaxpr)
 
 
 @functools.lru_cache(maxsize=256)
@@ -217,10 +218,11 @@ def _model(population, data, batch_size: int, devices: int, eval_batch: int):
     def at(size: int) -> MemoryEstimate:
         rows = int(min(len(data.y_val), eval_rows(population.learner, population.feature_shape,
                                                   size, hp_names, eval_batch)))
-        train, evaluate = _member_activations(population.learner, population.optimizer, x_spec,
-                                              y_spec, hp_names, rows)
+        train = step_bytes(population.learner, population.optimizer, x_spec, y_spec, hp_names)
+        evaluate = rows * _row_bytes(population.learner, tuple(population.feature_shape),
+                                     hp_names)
         local = -(-size // devices)
-        chunk = member_chunk(local, per_member)
+        chunk = member_chunk(local, per_member, train)
         return MemoryEstimate(RUNTIME_BYTES, data_bytes, int(per_member * size),
                               int(train * chunk * devices), int(evaluate * local * devices), size)
     return at

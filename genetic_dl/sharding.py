@@ -101,20 +101,26 @@ def pad_members(tree: Any, multiple: int) -> Tuple[Any, int]:
 # A chunk of members whose weights and optimizer state fit in about one core's L2
 # cache trains its whole epoch before the next chunk starts (CPU only).
 CHUNK_BYTES = 1 << 20
+# ... and whose steps' activations (a CNN's im2col patches) stay this small.
+ACTIVATION_CHUNK_BYTES = 16 << 20
 
 
-def member_chunk(local: int, per_member_bytes: int) -> int:
+def member_chunk(local: int, per_member_bytes: int, step_bytes: int = 0) -> int:
     """Members trained at once on one device: all of them on accelerators; on CPU the
-    largest divisor of ``local`` whose weights and optimizer states fit CHUNK_BYTES.
+    largest divisor of ``local`` whose weights and optimizer states fit CHUNK_BYTES
+    and whose training steps' values fit ACTIVATION_CHUNK_BYTES.
 
     On CPU a vmapped step over many members streams all their weights and
     optimizer states through memory at every minibatch; a chunk small enough to
     stay in cache across an epoch's steps trains 1.3-2x faster at P >= 128
-    (benchmarks/RESULTS.md).
+    (benchmarks/RESULTS.md). A CNN's activations are far larger than its
+    weights: one member at a time trains 1.25x faster than two (P = 8, 28x28).
     """
     if jax.default_backend() != "cpu":
         return local
-    return chunk_size(local, max(1, CHUNK_BYTES // max(per_member_bytes, 1)))
+    at_most = min(CHUNK_BYTES // max(per_member_bytes, 1),
+                  ACTIVATION_CHUNK_BYTES // max(step_bytes, 1))
+    return chunk_size(local, max(1, at_most))
 
 
 def chunk_size(n: int, at_most: int) -> int:

@@ -74,12 +74,12 @@ def _member_train(population: Population, params, opt_state, collections, hp, ke
     return params, opt_state, collections, key, hist
 
 
-def chunk_members(population: Population, local: int) -> int:
-    """Members per chunk: the largest divisor of ``local`` whose chunk fits
-    :data:`~genetic_dl.sharding.CHUNK_BYTES` (see :func:`~genetic_dl.sharding.member_chunk`)."""
+def chunk_members(population: Population, local: int, step_bytes: int = 0) -> int:
+    """Members per chunk: see :func:`~genetic_dl.sharding.member_chunk`; ``step_bytes``
+    are one member's training-step values (:func:`~genetic_dl.memory.step_bytes`)."""
     leaves = jax.tree_util.tree_leaves((population.params, population.opt_state))
     per_member = sum(x[0].size * x.dtype.itemsize for x in leaves if x.ndim)
-    return sharding.member_chunk(local, per_member)
+    return sharding.member_chunk(local, per_member, step_bytes)
 
 
 def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, scaled,
@@ -91,7 +91,11 @@ def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_
     args = (population.params, population.opt_state, population.collections,
             population.hparams, population.keys)
     local = population.keys.shape[0]
-    chunk = chunk_members(population, local)
+    step = memory.step_bytes(population.learner, population.optimizer,
+                             ((batch_size,) + tuple(x.shape[1:]), "float32"),
+                             ((batch_size,) + tuple(y.shape[1:]), str(y.dtype)),
+                             memory.hparam_shapes(population))
+    chunk = chunk_members(population, local, step)
     data = (x, y, xv, yv, mean, std)
     if chunk >= local:
         return members(*args, data)
