@@ -164,8 +164,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--ga-only", action="store_true",
                         help="measure only the GA step; keep the other figures in the JSON")
+    parser.add_argument("--no-ga", action="store_true", help="skip the GA step's timing")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
+                                                      "scaling.json"))
+    parser.add_argument("--plot", default=os.path.join(ROOT, "img", "scaling.png"))
     args = parser.parse_args()
-    out = os.path.join(ROOT, "benchmarks", "results", "scaling.json")
+    out = args.out
     if args.ga_only:
         with open(out, encoding="utf-8") as f:
             result = json.load(f)
@@ -189,7 +193,7 @@ def main():
             rows.append(r)
             print(f"{size:>5} {devices:>7} {r['member_epochs_per_s']:>12.1f} {r['gflops']:>8.1f} "
                   f"{r['fraction_of_ceiling']:>10.2f} {r['peak_rss_mb']:>8.0f}", flush=True)
-    ga = _ga_step(max(args.devices))
+    ga = None if args.no_ga else _ga_step(max(args.devices))
     result = {"ceiling_gflops": ceiling, "rows": rows, "ga_step": ga,
               "command": " ".join(["python"] + sys.argv), "cores": os.cpu_count()}
     with open(out + ".tmp", "w", encoding="utf-8") as f:
@@ -218,8 +222,8 @@ def main():
     fig.suptitle(f"digits MLP 64-128-128-10, batch 64, adam; {os.cpu_count()} cores; "
                  f"matmul ceiling {ceiling:.0f} GFLOP/s", fontsize=9)
     fig.tight_layout()
-    fig.savefig(os.path.join(ROOT, "img", "scaling.png"), dpi=110)
-    print("wrote img/scaling.png")
+    fig.savefig(args.plot, dpi=110)
+    print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

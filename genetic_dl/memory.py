@@ -181,8 +181,18 @@ def hparam_shapes(population):
     return tuple((k, tuple(np.shape(v)[1:])) for k, v in sorted(population.hparams.items()))
 
 
+def eval_budget() -> int:
+    """The evaluation activation budget: EVAL_BUDGET on CPU; on an accelerator a
+    sixteenth of its memory (large batches keep it busy)."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return EVAL_BUDGET
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+    return EVAL_BUDGET if not limit else max(EVAL_BUDGET, int(limit) // 16)
+
+
 def eval_rows(learner, feature_shape, members: int, hp_names=(), at_most: int = 1024,
-              budget: int = EVAL_BUDGET) -> int:
+              budget: Optional[int] = None) -> int:
     """Rows per evaluation batch: as many as keep ``members`` members' activations
     under ``budget`` bytes (a multiple of 32, between 32 and ``at_most``).
 
@@ -196,9 +206,11 @@ def eval_rows(learner, feature_shape, members: int, hp_names=(), at_most: int = 
       members: members evaluated at once.
       hp_names: ``((name, shape), ...)`` of one member's hyperparameters
         (:func:`hparam_shapes`).
-      at_most, budget: the largest batch, and the activation budget in bytes.
+      at_most, budget: the largest batch, and the activation budget in bytes
+        (default :func:`eval_budget`).
     """
     per_row = _row_bytes(learner, tuple(feature_shape), tuple(hp_names))
+    budget = eval_budget() if budget is None else budget
     rows = int(budget // max(members * per_row, 1.0))
     return int(min(at_most, max(32, rows - rows % 32)))
 

@@ -1,6 +1,7 @@
 """The open engine: a user's own flax module, loss, metrics and optax optimizer."""
 import dataclasses
 import importlib
+import json
 
 import flax.linen as nn
 import jax
@@ -439,3 +440,34 @@ def test_minibatched_evaluation_equals_whole_split(digits, spec, monkeypatch):
         np.testing.assert_allclose(batched[k], whole[k], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(batched_hist["val_loss"], hist["val_loss"], rtol=1e-5)
     np.testing.assert_allclose(gdl.predict(pop, digits.x_val[:5]).shape, (3, 5, 10))
+
+
+USER_RUN = r"""
+import json, os, sys
+sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"].split(os.pathsep)[0], "tests"))
+import jax, numpy as np
+import genetic_dl as gdl
+from test_learner import SPEC_LEARNER, clipped_adamw
+raw = gdl.load_dataset("digits")
+data = gdl.Dataset.from_arrays(x_train=raw.x_train[:256], y_train=raw.y_train[:256],
+                               x_val=raw.x_val[:128], y_val=raw.y_val[:128])
+pop = gdl.init_population(jax.random.key(0), SPEC_LEARNER, data, 4, optimizer=clipped_adamw,
+                          hparams={"peak_lr": np.array([1e-3, 3e-3, 1e-2, 3e-2]), "clip": 1.0})
+config = gdl.WeightGAConfig(crossover="aligned", crossover_kw=(("base", "per_neuron"),))
+res = gdl.evolve_weights(jax.random.key(1), pop, data, generations=3, epochs=1, batch_size=32,
+                         config=config, fitness="top2")
+print(json.dumps({"devices": jax.device_count(), "best": res.best_fitness,
+                  "history": [h["best"] for h in res.history], "lineage": res.lineage,
+                  "stats": np.asarray(res.population.collections["batch_stats"]["BatchNorm_0"]
+                                      ["var"]).tolist()}))
+"""
+
+
+def test_a_user_model_evolves_alike_on_one_and_two_devices():
+    from conftest import run_python  # pylint: disable=import-outside-toplevel
+    one, two = (json.loads(run_python(USER_RUN, devices=d).strip().splitlines()[-1])
+                for d in (1, 2))
+    assert (one["devices"], two["devices"]) == (1, 2)
+    assert one["lineage"] == two["lineage"] and len(one["lineage"]) == 2 * 3
+    np.testing.assert_allclose(one["history"], two["history"], rtol=1e-5)
+    np.testing.assert_allclose(one["stats"], two["stats"], rtol=1e-4, atol=1e-6)
