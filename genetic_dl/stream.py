@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import sharding
+from . import memory, sharding
 from .optimizers import make_optimizer
 from .population import Population
 from .step import member_step
@@ -157,10 +157,10 @@ def train_stream(population: Population, stream: Stream, epochs: int, mesh="auto
     return population.replace(failed=population.failed | diverged), hist
 
 
-@jax.jit
-def _outputs(population: Population, x):
+@functools.partial(jax.jit, static_argnames=("rows",))
+def _outputs(population: Population, x, rows: int):
     learner = population.learner
-    return jax.vmap(lambda p, c, h: learner.apply_eval(p, c, x, h))(
+    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, rows))(
         population.params, population.collections, population.hparams)
 
 
@@ -183,10 +183,13 @@ def evaluate_stream(population: Population, stream: Stream, split: str = "val", 
     every key of the split's batches but ``"x"``.
     """
     del mesh  # evaluation runs on the population's own placement
+    # all members' activations within the memory model's evaluation budget
+    rows = memory.eval_rows(population.learner, population.feature_shape, population.size,
+                            memory.hparam_shapes(population), at_most=stream.eval_batch)
     outs, labels, first = [], [], None
     for b in stream.batches(split):
         first = _check_batch(b, first if callable(stream.split(split)) else None, split)
-        outs.append(jax.device_get(_outputs(population, jnp.asarray(b["x"]))))
+        outs.append(jax.device_get(_outputs(population, jnp.asarray(b["x"]), rows)))
         labels.append({k: v for k, v in b.items() if k != "x"})
     if not outs:
         raise ValueError(f"the {split} split yielded no batch")
