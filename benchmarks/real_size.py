@@ -305,12 +305,16 @@ def main():
     parser.add_argument("--arms", nargs="+", default=["population", "stream", "jax_serial",
                                                       "torch_grouped", "torch_vmap",
                                                       "torch_serial"])
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only the evaluation-memory arms (and the ceiling)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "real_size.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "img", "real_size.png"))
     args = parser.parse_args()
     if args.arm:
         print(json.dumps(run_arm(args)))
         return
+    if args.eval_only:
+        args.sizes, args.frames_sizes = [], []
     runs = [("cnn", s, a) for s in args.sizes for a in args.arms]
     runs += [("frames", s, a) for s in args.frames_sizes for a in args.arms
              if not a.startswith("torch")]
@@ -339,7 +343,8 @@ def main():
         json.dump(result, f, indent=1)
     os.replace(tmp, args.out)
     _print(result)
-    _plot(result, args.plot)
+    if raw:
+        _plot(result, args.plot)
 
 
 def _print(result):

@@ -221,20 +221,26 @@ class Learner:
         """:meth:`apply_eval` over ``x`` in batches of ``batch`` rows (``lax.map``).
 
         Peak memory holds one batch's activations whatever the split's size;
-        a split of at most ``batch`` rows runs as one call. The last batch is
-        padded with zeros and its padded rows dropped. ``prep`` maps each batch
-        of stored inputs to model inputs (standardising raw uint8 images).
+        a split of at most ``batch`` rows runs as one call. Batches are sliced
+        from ``x`` in place (no padded copy of the split); the rows left over
+        run as one smaller batch. ``prep`` maps each batch of stored inputs to
+        model inputs (standardising raw uint8 images).
         """
         prep = prep or (lambda v: v)
         n = x.shape[0]
         if n <= batch:
             return self.apply_eval(params, collections, prep(x), hp)
-        count = -(-n // batch)
-        padded = jnp.concatenate([x, jnp.zeros((count * batch - n,) + x.shape[1:], x.dtype)])
-        out = jax.lax.map(lambda xb: self.apply_eval(params, collections, prep(xb), hp),
-                          padded.reshape((count, batch) + x.shape[1:]))
-        return jax.tree_util.tree_map(lambda o: o.reshape((count * batch,) + o.shape[2:])[:n],
-                                      out)
+        full = n // batch
+
+        def one(i):
+            xb = jax.lax.dynamic_slice_in_dim(x, i * batch, batch)
+            return self.apply_eval(params, collections, prep(xb), hp)
+        out = jax.tree_util.tree_map(lambda o: o.reshape((full * batch,) + o.shape[2:]),
+                                     jax.lax.map(one, jnp.arange(full)))
+        if full * batch == n:
+            return out
+        rest = self.apply_eval(params, collections, prep(x[full * batch:]), hp)
+        return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
     def evaluate(self, outputs, batch: Batch) -> Dict[str, jax.Array]:
         """``{"loss", *metrics}`` of outputs on one batch (the whole split)."""
