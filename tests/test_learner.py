@@ -407,6 +407,14 @@ def test_nnx_model_trains_evolves_and_streams(data):
                         val={"x": data.x_val, "y": data.y_val})
     streamed, _ = gdl.train(pop, stream, 1)
     assert np.all(np.isfinite(np.asarray(gdl.evaluate(streamed, stream)["loss"])))
+    # the derived spec (Linear -> BatchNorm -> Linear) keeps the function: aligned crossover on a
+    # stream, the statistics moving with their units
+    spec = gdl.permutation.spec_of(pop)
+    assert spec.as_dict()["batch_stats/norm/var"] == ("P0",)
+    res = gdl.evolve_weights(jax.random.key(2), pop, stream, generations=2, epochs=1,
+                             fitness="top2", config=gdl.WeightGAConfig(
+                                 crossover="aligned", crossover_kw=(("base", "per_neuron"),)))
+    assert 0 < res.best_fitness <= 1 and len(res.lineage) == 2
 
 
 def test_save_and_load_a_user_population(data, tmp_path):
