@@ -197,15 +197,27 @@ def _match_device(ref_layers, layers, passes: Optional[int] = None):
         perms, changed = list(perms), jnp.asarray(False)
         for l in range(len(layers) - 1):
             s = _layer_similarity(ref_layers, layers, perms, l)
-            new = greedy_assignment(s)
-            gain = (jnp.sum(jnp.take_along_axis(s, new[:, None], 1))
-                    - jnp.sum(jnp.take_along_axis(s, perms[l][:, None], 1)))
-            better = gain > 0  # a different permutation, strictly better
-            perms[l] = jnp.where(better, new, perms[l])
+            perms[l], better = improve(s, perms[l])
             changed |= better
         return tuple(perms), changed
 
-    perms = tuple(jnp.arange(k.shape[-1], dtype=jnp.int32) for k, _ in layers[:-1])
+    return ascend(sweep, tuple(jnp.arange(k.shape[-1], dtype=jnp.int32) for k, _ in layers[:-1]),
+                  passes)
+
+
+def improve(s, perm) -> Tuple[jax.Array, jax.Array]:
+    """The greedy assignment of similarities ``s`` if it strictly beats ``perm``, else
+    ``perm``; and whether it did."""
+    new = greedy_assignment(s)
+    gain = (jnp.sum(jnp.take_along_axis(s, new[:, None], 1))
+            - jnp.sum(jnp.take_along_axis(s, perm[:, None], 1)))
+    better = gain > 0  # a different permutation, strictly better
+    return jnp.where(better, new, perm), better
+
+
+def ascend(sweep, perms, passes: Optional[int]):
+    """Weight matching's coordinate ascent: ``passes`` sweeps, or (None) until no
+    permutation changes, at most 30. ``sweep(perms) -> (perms, changed)``."""
     if passes is not None:
         for _ in range(passes):
             perms, _ = sweep(perms)

@@ -330,33 +330,18 @@ def match(spec: PermutationSpec, a: Variables, b: Variables,
     Returns:
       ``{group: (units,) int32}``, for :func:`permute` of ``b``.
     """
-    from .matching import greedy_assignment  # pylint: disable=import-outside-toplevel
+    from .matching import ascend, improve  # pylint: disable=import-outside-toplevel
     sizes = group_sizes(spec, a)
 
     def sweep(perms):
         perms, changed = dict(perms), jnp.asarray(False)
         for g in spec.groups:
-            s = similarity(spec, a, b, perms, g, sizes)
-            new = greedy_assignment(s)
-            gain = (jnp.sum(jnp.take_along_axis(s, new[:, None], 1))
-                    - jnp.sum(jnp.take_along_axis(s, perms[g][:, None], 1)))
-            better = gain > 0
-            perms[g] = jnp.where(better, new, perms[g])
+            perms[g], better = improve(similarity(spec, a, b, perms, g, sizes), perms[g])
             changed |= better
         return perms, changed
 
-    perms = {g: jnp.arange(sizes[g], dtype=jnp.int32) for g in spec.groups}
-    if passes is not None:
-        for _ in range(passes):
-            perms, _ = sweep(perms)
-        return perms
-
-    def body(state):
-        perms, _, i = state
-        perms, changed = sweep(perms)
-        return perms, changed, i + 1
-    return jax.lax.while_loop(lambda st: st[1] & (st[2] < 30), body,
-                              (perms, jnp.asarray(True), 0))[0]
+    return ascend(sweep, {g: jnp.arange(sizes[g], dtype=jnp.int32) for g in spec.groups},
+                  passes)
 
 
 def align(a: Variables, b: Variables, spec: PermutationSpec,
