@@ -23,6 +23,7 @@ CHILD = """
 import json, sys, time
 import jax
 import genetic_dl as gdl
+gdl.use_host_devices()
 data = gdl.load_dataset("digits")
 out = {}
 for size in map(int, sys.argv[1].split(",")):

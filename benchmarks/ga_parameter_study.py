@@ -28,6 +28,7 @@ from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-positi
 from genetic_dl.engine import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
 from search_comparison import bench_space  # noqa: E402  pylint: disable=wrong-import-position
 
+gdl.use_host_devices()  # one CPU device per core, before any JAX work
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 BASE = search.GA(population=8)
 ARMS = {

@@ -37,6 +37,7 @@ import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.train import split_metrics as train_split_metrics  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.weight_ga import WeightGAConfig, ga_step  # noqa: E402  pylint: disable=wrong-import-position
 
+gdl.use_host_devices()  # one CPU device per core, before any JAX work
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 ARMS = {
     "best_of_p": WeightGAConfig(rule="none"),

@@ -262,6 +262,8 @@ def arm_ceiling() -> dict:
 
 
 def run_arm(args) -> dict:
+    import genetic_dl as gdl  # pylint: disable=import-outside-toplevel
+    gdl.use_host_devices()  # one CPU device per core, before any JAX work
     if args.arm == "ceiling":
         out = arm_ceiling()
     elif args.arm == "eval":

@@ -32,6 +32,7 @@ from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-positi
 from genetic_dl.engine import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.space import Choice, Space, default_space  # noqa: E402  pylint: disable=wrong-import-position
 
+gdl.use_host_devices()  # one CPU device per core, before any JAX work
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 POP = 8
 METHODS = {"ga": lambda: search.GA(population=POP),

@@ -36,6 +36,7 @@ import optax
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
 
+gdl.use_host_devices()  # one CPU device per core, before any JAX work
 HIDDEN = (128, 128)
 BATCH = 64
 ROOT = os.path.join(os.path.dirname(__file__), "..")

@@ -7,6 +7,8 @@ import optax
 
 import genetic_dl as gdl
 
+gdl.use_host_devices()  # one CPU device per core: call it before any JAX work
+
 
 class Net(nn.Module):
     """Any flax.linen module: here a small CNN with BatchNorm and dropout."""

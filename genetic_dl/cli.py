@@ -11,7 +11,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from . import data as data_mod
-from . import rundir
+from . import rundir, sharding
 from .models import CNNSpec, FramesSpec, MLPSpec, RNNSpec, spec_to_dict
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume"}
@@ -477,6 +477,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse(argv)
+        if not sharding.backends_started():  # a caller that already ran JAX keeps its devices
+            sharding.use_host_devices()
         from .cache import enable_compile_cache  # pylint: disable=import-outside-toplevel
         enable_compile_cache()
         if args.command == "datasets":

@@ -3,14 +3,14 @@
 With more than one JAX device the population's leading axis is sharded over a
 1-D mesh whose axis is named ``"pop"``; datasets are replicated. XLA inserts
 whatever communication the GA step needs. On a CPU host, run
-``genetic_dl.use_host_devices()`` (or set
-``XLA_FLAGS=--xla_force_host_platform_device_count=N``) before JAX starts to
-get one device per core.
+``genetic_dl.use_host_devices()`` right after the imports (before any JAX
+computation) to get one device per core; importing genetic_dl changes nothing.
 """
 from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Any, Optional, Tuple
 
 import jax
@@ -21,10 +21,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "pop"
 
 
-ENV_OPT_OUT = "GENETIC_DL_HOST_DEVICES"
+ENV_COUNT = "GENETIC_DL_HOST_DEVICES"
 
 
-def _backends_started() -> bool:
+def backends_started() -> bool:
+    """Whether JAX has run its first computation (devices are fixed from then on)."""
     try:
         from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
         return bool(xla_bridge.backends_are_initialized())
@@ -32,39 +33,57 @@ def _backends_started() -> bool:
         return True
 
 
+def host_device_count() -> int:
+    """The host devices ``use_host_devices()`` asks for: ``$GENETIC_DL_HOST_DEVICES``
+    when it is a number (``0`` or ``1``: one device), else one per core."""
+    env = os.environ.get(ENV_COUNT, "").strip()
+    if env.isdigit():
+        return max(1, int(env))
+    return os.cpu_count() or 1
+
+
 def use_host_devices(count: Optional[int] = None) -> bool:
-    """Asks XLA for ``count`` CPU devices (default: one per core).
+    """Asks JAX for ``count`` CPU devices (default: one per core).
 
     One XLA CPU device runs the population's many small matmuls on one core;
     one device per core lets the sharded population use them all (2.4x on a
-    2-core machine, see benchmarks/RESULTS.md). ``import genetic_dl`` calls
-    this unless ``GENETIC_DL_HOST_DEVICES=0``; a user's own
-    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` always wins.
-    It only works before JAX's first computation.
+    2-core machine, see benchmarks/RESULTS.md). Call it right after
+    ``import genetic_dl``, before any JAX computation; the CLI calls it itself.
+    A device count the user chose (``--xla_force_host_platform_device_count``
+    in ``XLA_FLAGS`` or ``jax_num_cpu_devices``) always wins. Nothing outside
+    this process changes: the count goes to ``jax.config``, not to the
+    environment.
 
     Args:
-      count: number of host devices; ``$GENETIC_DL_HOST_DEVICES`` or
-        ``os.cpu_count()`` when ``None``.
+      count: number of host devices; ``host_device_count()`` when ``None``.
 
     Returns:
-      Whether the flag was set.
+      Whether the count was set.
     """
-    env = os.environ.get(ENV_OPT_OUT, "")
-    if count is None:
-        count = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or _backends_started() or count <= 1:
+    count = host_device_count() if count is None else count
+    if backends_started():
+        warnings.warn("genetic_dl.use_host_devices() was called after JAX's first computation "
+                      "and cannot change the device count now: call it right after the "
+                      "imports, before any JAX work", stacklevel=2)
         return False
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    chosen = ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+              or jax.config.jax_num_cpu_devices > 0)
+    if chosen or count <= 1:
+        return False
+    jax.config.update("jax_num_cpu_devices", count)
     return True
 
 
-def _default_host_devices():
-    if os.environ.get(ENV_OPT_OUT, "").strip().lower() not in ("0", "false", "no", "off"):
-        use_host_devices()
-
-
-_default_host_devices()  # at import, before JAX's first computation
+def warn_if_one_core_used() -> None:
+    """Warns (once per process) when a CPU run has one device but more cores:
+    the population then trains on one core."""
+    cores = os.cpu_count() or 1
+    if (jax.default_backend() == "cpu" and jax.device_count() == 1 and cores > 1
+            and jax.process_count() == 1 and not os.environ.get(ENV_COUNT, "").strip().isdigit()):
+        warnings.warn(f"genetic_dl trains on 1 CPU device although this machine has {cores} "
+                      "cores: call genetic_dl.use_host_devices() right after the imports to "
+                      "use them all (or set GENETIC_DL_HOST_DEVICES=1 to silence this)",
+                      stacklevel=1)
 
 
 def population_mesh(devices=None, size: Optional[int] = None) -> Optional[Mesh]:

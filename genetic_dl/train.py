@@ -190,6 +190,8 @@ def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if isinstance(mesh, str) and population.size > 1:
+        sharding.warn_if_one_core_used()
     if isinstance(data, Stream):
         return train_stream(_canonical(population), data, epochs, mesh=mesh)
     _check_shape(population, data)

@@ -1,6 +1,7 @@
 """Weight matching: permutations that keep a network's function, greedy and exact
 assignments, and a population aligned to one member."""
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import pytest
 import genetic_dl as gdl
 from genetic_dl import matching, sharding
 from genetic_dl.weight_ga import WeightGAConfig
+from conftest import run_python
 
 CNN = gdl.CNNSpec((4, 5), 3, "max", (6,))
 
@@ -169,9 +171,9 @@ def test_greedy_weight_matching_on_the_device():
         matching.align(pop.member(0), pop.member(1), matcher="hungarian")
 
 
-@pytest.mark.parametrize("size", [7, 12])
-def test_matching_in_chunks_on_each_device_equals_one_vmap(size):
-    """7 rows: chunks of 1 on one device; 12 rows on 2 devices: 2 chunks of 3 on each."""
+def check_chunks_equal_one_vmap(size):
+    """Matching ``size`` rows in chunks (and on 2 devices when there are 2 and the
+    rows split evenly) equals one vmap over all pairs."""
     pop = gdl.init_population(jax.random.key(5), gdl.MLPSpec((12, 10)), ((5,), 3), size)
     other = jax.tree_util.tree_map(lambda x: jnp.roll(x, 1, axis=0), pop.params)
     ref = pop.member(2)
@@ -189,3 +191,18 @@ def test_matching_in_chunks_on_each_device_equals_one_vmap(size):
             np.testing.assert_array_equal(g, w)
             np.testing.assert_array_equal(g_ref, w_ref)
     assert any(not np.array_equal(p, np.arange(p.size)) for p in np.asarray(want[0]))
+    return len(meshes)
+
+
+def test_matching_in_chunks_equals_one_vmap():
+    """7 rows: chunks of 1 on one device."""
+    check_chunks_equal_one_vmap(7)
+
+
+def test_matching_in_chunks_on_each_device_equals_one_vmap():
+    """12 rows on 2 devices: 2 chunks of 3 on each (in a process with 2 devices)."""
+    out = run_python("import sys; sys.path.insert(0, sys.argv[1])\n"
+                     "from test_matching import check_chunks_equal_one_vmap\n"
+                     "print(check_chunks_equal_one_vmap(12))", devices=2,
+                     args=(os.path.dirname(os.path.abspath(__file__)),))
+    assert out.split()[-1] == "2"
