@@ -98,7 +98,8 @@ def structural_mutation(key, genomes, space: Space, rate: float = 0.1):
     if "layers" in names:
         i_layers = space.index("layers")
         gene = space.gene("layers")
-        bins = len(gene.options) if isinstance(gene, Choice) else gene.hi - gene.lo + 1
+        bins = (len(gene.options) if isinstance(gene, Choice)
+                else (gene.hi - gene.lo) // gene.step + 1)
 
         def add_or_remove_layer(k, g):
             step = jnp.where(jax.random.bernoulli(k), 1.0, -1.0) / bins

@@ -22,26 +22,38 @@ def _check(cond: bool, msg: str):
 
 @dataclasses.dataclass(frozen=True)
 class Float:
-    """A real gene in ``[lo, hi]``, log-uniform when ``log``."""
+    """A real gene in ``[lo, hi]``, log-uniform when ``log``; on the grid
+    ``lo, lo + step, ...`` (at most ``hi``) when ``step`` is set."""
     lo: float
     hi: float
     log: bool = False
+    step: Optional[float] = None
 
     def __post_init__(self):
         _check(math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi,
                f"Float needs finite lo < hi, got lo={self.lo}, hi={self.hi}")
         _check(not self.log or self.lo > 0,
                f"a log-scale gene needs lo > 0, got lo={self.lo}: use log=False or a positive lo")
+        _check(self.step is None or (self.step > 0 and not self.log),
+               f"a Float step must be positive and needs log=False, got step={self.step}")
+
+    def _values(self) -> int:
+        return int(math.floor((self.hi - self.lo) / self.step + 1e-9)) + 1
 
     def decode(self, u: float) -> float:
-        """Value of unit coordinate ``u``."""
+        """Value of unit coordinate ``u`` (with ``step``: equal bins, one per grid value)."""
         u = min(max(float(u), 0.0), 1.0)
+        if self.step is not None:
+            n = self._values()
+            return float(self.lo + min(n - 1, math.floor(u * n)) * self.step)
         if self.log:
             return float(math.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo))))
         return float(self.lo + u * (self.hi - self.lo))
 
     def encode(self, value: float) -> float:
-        """Unit coordinate of ``value`` (inverse of :meth:`decode`)."""
+        """Unit coordinate of ``value`` (inverse of :meth:`decode`; with ``step``, a bin's centre)."""
+        if self.step is not None:
+            return (round((value - self.lo) / self.step) + 0.5) / self._values()
         if self.log:
             return (math.log(value) - math.log(self.lo)) / (math.log(self.hi) - math.log(self.lo))
         return (value - self.lo) / (self.hi - self.lo)
@@ -53,16 +65,20 @@ class Float:
 
 @dataclasses.dataclass(frozen=True)
 class Int:
-    """An integer gene in ``[lo, hi]`` (inclusive), log-spaced when ``log``."""
+    """An integer gene in ``[lo, hi]`` (inclusive), log-spaced when ``log``; with
+    ``step`` only ``lo, lo + step, ...`` (at most ``hi``)."""
     lo: int
     hi: int
     log: bool = False
+    step: int = 1
 
     def __post_init__(self):
         _check(int(self.lo) == self.lo and int(self.hi) == self.hi and int(self.lo) < int(self.hi),
                f"Int needs integers lo < hi, got lo={self.lo}, hi={self.hi}")
         _check(not self.log or self.lo > 0,
                f"a log-scale gene needs lo > 0, got lo={self.lo}: use log=False or a positive lo")
+        _check(1 <= self.step == int(self.step) and (self.step == 1 or not self.log),
+               f"an Int step must be a positive integer and needs log=False, got {self.step}")
 
     def decode(self, u: float) -> int:
         """Value of unit coordinate ``u``: bins of equal width (in log space for log)."""
@@ -70,14 +86,15 @@ class Int:
         if self.log:
             lo, hi = math.log(self.lo), math.log(self.hi + 1)
             return int(min(self.hi, math.floor(math.exp(lo + u * (hi - lo)))))
-        return int(min(self.hi, self.lo + math.floor(u * (self.hi - self.lo + 1))))
+        n = (self.hi - self.lo) // self.step + 1
+        return int(self.lo + min(n - 1, math.floor(u * n)) * self.step)
 
     def encode(self, value: int) -> float:
         """The centre of ``value``'s bin."""
         if self.log:
             lo, hi = math.log(self.lo), math.log(self.hi + 1)
             return ((math.log(value) + math.log(value + 1)) / 2 - lo) / (hi - lo)
-        return (value - self.lo + 0.5) / (self.hi - self.lo + 1)
+        return ((value - self.lo) // self.step + 0.5) / ((self.hi - self.lo) // self.step + 1)
 
     def grid(self, n: int) -> list:
         """At most ``n`` distinct values' unit coordinates."""
@@ -233,7 +250,7 @@ def _narrowed(name: str, gene: Gene, vals: Sequence[Any]) -> Gene:
     _check(not gene.log or lo > 0, f"gene {name!r} is log-scale: it needs positive values")
     if lo == hi:
         return Choice((lo,))
-    return type(gene)(lo, hi, gene.log)
+    return dataclasses.replace(gene, lo=lo, hi=hi)
 
 
 def space(genes: Mapping[str, Gene],

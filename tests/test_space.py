@@ -12,6 +12,9 @@ from genetic_dl.space import Choice, Float, Int, default_space, space
     (lambda: Int(3, 2), "lo < hi"), (lambda: Int(-1, 5, log=True), "lo > 0"),
     (lambda: Choice([]), "at least one"), (lambda: Float(0, float("inf")), "finite"),
     (lambda: space({}), "at least one gene"),
+    (lambda: Float(0, 1, step=0.0), "step must be positive"),
+    (lambda: Float(1e-3, 1, log=True, step=0.1), "needs log=False"),
+    (lambda: Int(1, 9, step=0), "positive integer"), (lambda: Int(1, 9, log=True, step=2), "log"),
     (lambda: space({"a": Int(1, 2)}, {"b": lambda c: True}), "unknown genes"),
 ])
 def test_bad_genes_raise_clear_errors(bad, message):
@@ -29,6 +32,19 @@ def test_decode_stays_in_range_and_encode_inverts(u):
     for gene in (Int(1, 7), Int(8, 256, log=True), Choice(("a", "b", "c"))):
         v = gene.decode(u)
         assert gene.decode(gene.encode(v)) == v
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(0, 1))
+def test_stepped_genes_decode_onto_their_grid_and_round_trip(u):
+    for gene, grid in ((Float(-1.0, 1.0, step=0.25), np.arange(-1.0, 1.01, 0.25)),
+                       (Float(0.0, 1.0, step=0.3), np.array([0.0, 0.3, 0.6, 0.9])),
+                       (Int(2, 12, step=3), np.array([2, 5, 8, 11]))):
+        v = gene.decode(u)
+        assert np.isclose(grid, v).sum() == 1, (gene, v)
+        assert gene.decode(gene.encode(v)) == v
+    counts = np.bincount([Int(2, 12, step=3).decode(x) for x in np.linspace(0, 1, 4001)])
+    assert sorted(counts[counts > 0]) == [1000, 1000, 1000, 1001]  # equal bins
 
 
 def test_int_and_choice_bins_are_equal():
