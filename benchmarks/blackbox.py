@@ -74,8 +74,8 @@ class Problem:
                           "optimizer": int(rng.integers(0, 3))}
             self.optimum = 0.0
         self.reference = float(np.median([self.value(self.random_config(rng))
-                                           for rng in [np.random.default_rng([seed, 11])]
-                                           for _ in range(1000)]))
+                                          for rng in [np.random.default_rng([seed, 11])]
+                                          for _ in range(1000)]))
 
     def random_config(self, rng):
         out = {}
