@@ -1,6 +1,11 @@
 """Black-box search: genetic_dl's GA (through run_search and as an Optuna sampler)
 against Optuna's TPE, CMA-ES, NSGA-II and random sampling, under one trial budget.
 
+Arms: ga_run_search (gdl.run_search with gdl.GA(population=16), the defaults), ga_optuna
+(GASampler(population=16)), ga_optuna_p8 (population 8), ga_screen (run_search, GA(screen=3):
+each child the best of 3 bred versions by TPE's density ratio), and Optuna's TPESampler,
+CmaEsSampler, NSGAIISampler and RandomSampler with their defaults.
+
 Functions (all minimised, every arm sees the same instance per seed):
   bbob_f<N>   IOHprofiler's BBOB function N in 5-D (instance = seed + 1), mixed-integer
               as in COCO's bbob-mixint: x0, x1 real in [-5, 5]; x2, x3 integer on the
@@ -37,7 +42,8 @@ sys.path.insert(0, ROOT)
 from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 READ_AT = (25, 50, 100, 200, 500)
-ARMS = ("ga_run_search", "ga_optuna", "tpe", "cmaes", "nsga2", "random")
+ARMS = ("ga_run_search", "ga_optuna", "ga_optuna_p8", "ga_screen", "tpe", "cmaes", "nsga2",
+        "random")
 BBOB = (1, 6, 10, 15, 21)
 FUNCTIONS = tuple(f"bbob_f{i}" for i in BBOB) + ("hpo_smooth", "hpo_rugged")
 POP = 16  # the GA's default population, both paths
@@ -136,9 +142,10 @@ def run_one(job):
     jax.config.update("jax_platforms", "cpu")
     problem = Problem(name, seed)
     start = time.perf_counter()
-    if arm == "ga_run_search":
+    if arm in ("ga_run_search", "ga_screen"):
         import genetic_dl as gdl  # pylint: disable=import-outside-toplevel
-        res = gdl.run_search(gdl.GA(population=POP), _space(problem.params),
+        ga = gdl.GA(population=POP, screen=3 if arm == "ga_screen" else 0)
+        res = gdl.run_search(ga, _space(problem.params),
                              gdl.BlackBox(lambda c: -problem.value(c)), trials, seed)
         values = [-e["fitness"] for e in res.evaluations][:trials]
     else:
@@ -146,6 +153,7 @@ def run_one(job):
         from genetic_dl.integrations.optuna import GASampler  # pylint: disable=import-outside-toplevel
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         sampler = {"ga_optuna": lambda: GASampler(population=POP, seed=seed),
+                   "ga_optuna_p8": lambda: GASampler(population=8, seed=seed),
                    "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
                    "cmaes": lambda: optuna.samplers.CmaEsSampler(
                        seed=seed, warn_independent_sampling=False),

@@ -22,8 +22,8 @@ class RandomSearch:
         return {"space": space}
 
     def ask(self, key, state):
-        """``batch`` random genomes."""
-        return np.asarray(jax.random.uniform(key, (self.batch, state["space"].dim)))
+        """``batch`` random genomes (and no info)."""
+        return np.asarray(jax.random.uniform(key, (self.batch, state["space"].dim))), {}
 
     def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
         """Random search learns nothing."""
@@ -53,7 +53,7 @@ class GridSearch:
                 "offset": int(rng.integers(0, size)), "next": 0}
 
     def ask(self, key, state):  # pylint: disable=unused-argument
-        """The next ``batch`` grid points (none when the grid is exhausted)."""
+        """The next ``batch`` grid points (none when the grid is exhausted), and no info."""
         out = []
         for i in range(state["next"], min(state["next"] + self.batch, state["size"])):
             j = (state["mult"] * i + state["offset"]) % state["size"]
@@ -62,12 +62,11 @@ class GridSearch:
                 j, r = divmod(j, len(axis))
                 point.append(axis[r])
             out.append(point)
-        state["next"] += len(out)
-        return np.asarray(out, np.float64).reshape(len(out), len(state["axes"]))
+        return np.asarray(out, np.float64).reshape(len(out), len(state["axes"])), {}
 
     def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
-        """Grid search learns nothing."""
-        return state
+        """Grid search learns nothing; it moves on past the points it was told."""
+        return {**state, "next": state["next"] + len(genomes)}
 
 
 @dataclasses.dataclass
@@ -85,11 +84,11 @@ class DifferentialEvolution:
             key, self.population, space.dim)), "fitness": None, "trials": None}
 
     def ask(self, key, state):
-        """The first population, then one trial per target."""
+        """The first population, then one trial per target (and no info)."""
         if state["fitness"] is None:
-            return state["genomes"]
+            return state["genomes"], {}
         trials = _de(key, jnp.asarray(state["genomes"]), self.f, self.cr)["g"]
-        return np.asarray(genome_ops.reflect(trials))
+        return np.asarray(genome_ops.reflect(trials)), {}
 
     def tell(self, state, genomes, fitness):
         """Each trial replaces its target unless it is worse."""
@@ -126,19 +125,20 @@ class TPE:
         seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1])
         study = optuna.create_study(direction="maximize",
                                     sampler=optuna.samplers.TPESampler(seed=seed))
-        return {"space": space, "study": study, "trials": []}
+        return {"space": space, "study": study}
 
     def ask(self, key, state):  # pylint: disable=unused-argument
-        """``batch`` trials from the sampler."""
+        """``batch`` trials from the sampler (running in the study until told), no info."""
         trials = [state["study"].ask() for _ in range(self.batch)]
-        state["trials"] = trials
         return np.array([[t.suggest_float(n, 0.0, 1.0) for n in state["space"].names]
-                         for t in trials])
+                         for t in trials]), {}
 
     def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
         """Reports each trial's fitness (a failure as a failed trial)."""
         import optuna  # pylint: disable=import-outside-toplevel,import-error
-        for trial, f in zip(state["trials"], fitness):
+        running = state["study"].get_trials(deepcopy=False,
+                                            states=(optuna.trial.TrialState.RUNNING,))
+        for trial, f in zip([t.number for t in running[-len(genomes):]], fitness):
             if np.isfinite(f):
                 state["study"].tell(trial, float(f))
             else:

@@ -306,6 +306,10 @@ class TrainerObjective(Objective):
             if archive:
                 self.archive[(spec, optimizer)] = {"fitness": float(v), "params": params}
 
+    def trained(self) -> Dict[str, Any]:
+        """The best model trained so far: ``{"fitness", "config", "spec", "params"}``."""
+        return dict(self.best)
+
     def state_dict(self) -> Dict[str, Any]:
         """Everything a resumed search needs from the trainer, as JSON plus ``arrays``."""
         arrays, archive = {}, []

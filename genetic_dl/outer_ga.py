@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, NamedTuple, Tuple
+from typing import Any, Dict, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +92,53 @@ def _renew_duplicates(key, genomes, first_child, space: Space, seen, lo, hi, sig
     return genomes
 
 
+def density_ratio(candidates, genomes, fitness, gamma: float = 0.15) -> np.ndarray:
+    """How much likelier each candidate is under the good evaluations than the rest.
+
+    ``log l(x) - log g(x)`` with gaussian kernel densities in the unit hypercube over
+    the best ``ceil(gamma n)`` evaluations (``l``) and the others (``g``): TPE's
+    criterion (Bergstra et al., 2011). Failed evaluations count as bad.
+
+    Args:
+      candidates: ``(m, D)`` unit genomes to rate.
+      genomes, fitness: ``(n, D)`` evaluated genomes and their (maximised) fitness.
+      gamma: fraction of evaluations that are good.
+
+    Returns:
+      ``(m,)`` scores (higher: more promising); zeros with fewer than 4 evaluations.
+    """
+    x, f = np.asarray(genomes, np.float64), np.asarray(fitness, np.float64)
+    c = np.asarray(candidates, np.float64)
+    n = len(f)
+    if n < 4:
+        return np.zeros(len(c))
+    order = np.argsort(-np.nan_to_num(f, nan=-np.inf), kind="stable")
+    n_good = max(1, int(math.ceil(gamma * n)))
+    width = 0.5 * n ** (-1.0 / (x.shape[1] + 4))  # Scott's rule on the unit scale
+
+    def log_density(points):
+        d2 = ((c[:, None, :] - points[None, :, :]) ** 2).sum(-1) / (2 * width ** 2)
+        return -d2.min(1) + np.log(np.exp(-(d2 - d2.min(1, keepdims=True))).mean(1))
+    return log_density(x[order[:n_good]]) - log_density(x[order[n_good:]])
+
+
+def _screened(breed, key, genomes, picks, n_elite: int, versions: int, archive):
+    """Each child slot keeps the best-rated of ``versions`` bred versions (version 0
+    is the unscreened child), with its parents."""
+    kids = [np.asarray(genomes)[n_elite:]]
+    pairs = [np.asarray(picks).reshape(-1, 2)]
+    for v in range(1, versions):
+        g, _, p = breed(jax.random.fold_in(key, 1000 + v))
+        kids.append(np.asarray(g)[n_elite:])
+        pairs.append(np.asarray(p).reshape(-1, 2))
+    kids, pairs = np.stack(kids), np.stack(pairs)  # (versions, children, ...)
+    scores = density_ratio(kids.reshape(-1, kids.shape[-1]), *archive).reshape(kids.shape[:2])
+    best = np.argmax(scores, axis=0)
+    slots = np.arange(kids.shape[1])
+    return (np.concatenate([np.asarray(genomes)[:n_elite], kids[best, slots]]),
+            pairs[best, slots].reshape(-1))
+
+
 RENEW = ("stalled", "always", "never")
 
 
@@ -123,6 +170,11 @@ class GA:
         round evaluate ``population - elitism`` new configs, which found worse
         optima per evaluation than the default on the test functions (fewer
         rounds of selection per evaluation).
+      screen: surrogate-assisted breeding (single objective): each child is bred
+        ``screen`` times (other parents, cuts and mutations) and the version a
+        density-ratio model of every evaluation so far rates best is kept
+        (:func:`density_ratio`, the criterion of TPE, Bergstra et al., 2011).
+        ``0`` or ``1``: off (the GA as it was).
     """
     population: int = 16
     init: str = "lhs"
@@ -141,6 +193,7 @@ class GA:
     refine_min_width: float = 0.1
     objectives: int = 1
     renew: str = "stalled"
+    screen: int = 0
 
     def __post_init__(self):
         if self.population < 2:
@@ -154,6 +207,8 @@ class GA:
             raise ValueError(f"unknown renew {self.renew!r}: choose one of {', '.join(RENEW)}")
         if not 0 <= self.mutation_rate <= 1:
             raise ValueError("mutation_rate must be in [0, 1]")
+        if self.screen < 0:
+            raise ValueError(f"screen must be >= 0 (0: off), got {self.screen}")
 
     def init_state(self, key, space: Space):
         """The first generation (not yet evaluated)."""
@@ -168,28 +223,35 @@ class GA:
             return genome_ops.nsga2_rank(f.reshape(len(f), self.objectives))
         return f.reshape(len(f))
 
-    def ask(self, key, state) -> np.ndarray:
-        """Genomes to evaluate next."""
+    def ask(self, key, state) -> Tuple[np.ndarray, Dict[str, Any]]:
+        """Genomes to evaluate next, and ``{"parents": [(i, j), ...]}``: for each
+        genome the rows of the evaluated population it came from (elites: ``(i, i)``;
+        empty for the first generation)."""
         if state["fitness"] is None:
-            return state["genomes"]
+            return state["genomes"], {}
         gen = state["generation"]
         fit = jnp.asarray(self._scalar(state["fitness"]), jnp.float32)
         n_elite = min(self.elitism, self.population) if self.objectives == 1 else 0
         rate = self.mutation_rate * math.exp(-self.mutation_decay * gen)
-        genomes, elite_idx, picks = _breed(
-            key, fit, jnp.asarray(state["genomes"]), jnp.asarray(state["lo"]),
-            jnp.asarray(state["hi"]), jnp.float32(rate), jnp.int32(gen),
-            _Breeding(state["space"], self.selection, tuple(self.selection_kw),
-                      self.boltzmann_growth, self.crossover, self.mutation_sigma,
-                      self.structural_rate, n_elite, self.population - n_elite))
-        # lineage: rows of the evaluated population each new genome came from
-        state["parents"] = [(int(i), int(i)) for i in np.asarray(elite_idx)] + \
-            [(int(x), int(y)) for x, y in np.asarray(picks).reshape(-1, 2)]
+        how = _Breeding(state["space"], self.selection, tuple(self.selection_kw),
+                        self.boltzmann_growth, self.crossover, self.mutation_sigma,
+                        self.structural_rate, n_elite, self.population - n_elite)
+
+        def breed(k):
+            return _breed(k, fit, jnp.asarray(state["genomes"]), jnp.asarray(state["lo"]),
+                          jnp.asarray(state["hi"]), jnp.float32(rate), jnp.int32(gen), how)
+        genomes, elite_idx, picks = breed(key)
+        archive = state.get("archive")
+        if self.screen > 1 and self.objectives == 1 and archive is not None:
+            genomes, picks = _screened(breed, key, genomes, picks, n_elite, self.screen,
+                                       archive)
+        info = {"parents": [(int(i), int(i)) for i in np.asarray(elite_idx)]
+                + [(int(x), int(y)) for x, y in np.asarray(picks).reshape(-1, 2)]}
         if self.renew == "never":
-            return np.asarray(genomes)
+            return np.asarray(genomes), info
         return _renew_duplicates(jax.random.fold_in(key, 1), genomes, n_elite, state["space"],
                                  state["seen"], state["lo"], state["hi"], self.mutation_sigma,
-                                 self.renew)
+                                 self.renew), info
 
     def tell(self, state, genomes, fitness):
         """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection."""
@@ -201,6 +263,11 @@ class GA:
             fitness = list(state["fitness"]) + fitness
             keep = np.argsort(-self._scalar(fitness), kind="stable")[:self.population]
             genomes, fitness = genomes[keep], [fitness[i] for i in keep]
+        if self.screen > 1 and self.objectives == 1:  # every evaluation, for the surrogate
+            new = [i for i, g in enumerate(genomes) if state["space"].key(g) not in state["seen"]]
+            old = state.get("archive") or (np.zeros((0, state["space"].dim)), np.zeros(0))
+            state["archive"] = (np.concatenate([old[0], genomes[new]]),
+                                np.concatenate([old[1], self._scalar(fitness)[new]]))
         state.update(genomes=genomes, fitness=fitness,
                      generation=state["generation"] + (state["fitness"] is not None),
                      seen=state["seen"] | {state["space"].key(g) for g in genomes})

@@ -1,7 +1,10 @@
 """Hyperparameter and structure search: the outer GA and its baselines under one budget.
 
 Every method is an ask/tell strategy over unit genomes (see :mod:`genetic_dl.space`):
-``ga``, ``random``, ``grid``, ``de`` and, with optuna installed, ``tpe``. :func:`run_search`
+``ga``, ``random``, ``grid``, ``de`` and, with optuna installed, ``tpe``. A strategy has
+``init_state(key, space) -> state``, ``ask(key, state) -> (genomes, info)`` (``info``
+may hold ``"parents"``; a bare genome array is accepted too) and
+``tell(state, genomes, fitness) -> state``; ``ask`` never changes the state it is given. :func:`run_search`
 drives any of them against an :class:`Objective` under a budget counted in the
 objective's cost units (network-epochs for the bundled trainer, calls for a black
 box). An identical config is never evaluated twice (the cache costs nothing). The
@@ -42,6 +45,11 @@ class Objective:
     def evaluate(self, configs: List[Config]) -> List[Any]:
         """Fitness of each config."""
         raise NotImplementedError
+
+    def trained(self) -> Dict[str, Any]:
+        """The best model it trained so far, ``{"params", "spec", ...}``, when it keeps
+        one (:class:`~genetic_dl.engine.TrainerObjective`); ``{}`` otherwise."""
+        return {}
 
 
 @dataclasses.dataclass
@@ -173,14 +181,16 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
     stalled, rnd, start = 0, 0, time.perf_counter()
     while book.used < budget and stalled < max_stalled_rounds:
         key, k_ask = jax.random.split(key)
-        genomes = np.asarray(method.ask(k_ask, state), np.float64)
+        asked = method.ask(k_ask, state)
+        genomes, info = asked if isinstance(asked, tuple) else (asked, {})
+        genomes = np.asarray(genomes, np.float64)
         if genomes.size == 0:
             break  # e.g. the grid is exhausted
         configs = [space.decode(u) for u in genomes]
         keys = [space.key(u) for u in genomes]
         todo = _plan(keys, configs, book.cache, objective, budget - book.used)
         fits = book.record(objective, rnd, genomes, configs, keys, todo,
-                           _parents(state, todo, book.ids, book.prev_keys))
+                           _parents(info.get("parents"), todo, book.ids, book.prev_keys))
         state = method.tell(state, genomes,
                             [book.cache.get(k, _nan_like(objectives)) for k in keys])
         book.prev_keys = [space.key(u) for u in state["genomes"]] if "genomes" in state \
@@ -197,7 +207,7 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
         rnd += 1
     evaluations, used = book.evaluations, book.used
     result = _result(evaluations, history, used, objectives)
-    trained = getattr(objective, "best", None) or {}
+    trained = objective.trained() if isinstance(objective, Objective) else {}
     result.best_params, result.best_spec = trained.get("params"), trained.get("spec")
     return result
 
@@ -239,9 +249,9 @@ class _Book:
                 "best_config": configs[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]}
 
 
-def _parents(state, todo, ids, prev_keys) -> Dict[int, List[int]]:
-    """Evaluation ids of the parents of each new genome, when the method reports them (GA)."""
-    pairs = state.pop("parents", None) if isinstance(state, dict) else None
+def _parents(pairs, todo, ids, prev_keys) -> Dict[int, List[int]]:
+    """Evaluation ids of the parents of each new genome, when the method reports them
+    (the GA's ``info["parents"]``: rows of the population it bred from)."""
     if not pairs:
         return {}
     out = {}

@@ -78,7 +78,7 @@ def test_children_are_the_outer_GAs_own():
              "hi": np.ones(space.dim),
              "seen": frozenset(space.key(space.encode(t.params)) for t in gen0)}
     ga = GA(population=6, crossover="two_point", mutation_rate=0.2, renew="always")
-    want = ga.ask(jax.random.fold_in(jax.random.fold_in(jax.random.key(5), 1), 0), state)[1:]
+    want = ga.ask(jax.random.fold_in(jax.random.fold_in(jax.random.key(5), 1), 0), state)[0][1:]
     assert [t.system_attrs[CHILD_KEY] for t in gen1] == list(range(len(gen1)))
     for t, genome in zip(gen1, want):
         assert t.params == space.decode(genome)
@@ -196,3 +196,11 @@ def test_bad_options_are_clear_errors():
         GASampler(mutation_rat=0.1)
     with pytest.raises(ValueError, match="at least 2"):
         GASampler(population=1)
+
+
+def test_ga_options_pass_through_to_the_breeding():
+    plain = _study(GASampler(population=5, seed=6), n_trials=20)
+    screened = _study(GASampler(population=5, seed=6, screen=4), n_trials=20)
+    _assert_inside(screened.trials)
+    params = [[t.params for t in s.trials] for s in (plain, screened)]
+    assert params[0][:4] == params[1][:4] and params[0] != params[1]  # same first generation

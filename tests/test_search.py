@@ -86,7 +86,8 @@ def test_renewal_breeds_new_configs_from_a_converged_population(renew):
     first = [sphere(SPACE.decode(u)) for u in state["genomes"]]
     state = ga.tell(state, state["genomes"], first)
     state = ga.tell(state, same, [sphere(SPACE.decode(same[0]))] * 8)
-    kids = ga.ask(jax.random.key(1), state)
+    kids, info = ga.ask(jax.random.key(1), state)
+    assert "parents" not in state and info["parents"][0][0] == info["parents"][0][1]  # elite
     new = [SPACE.key(u) not in state["seen"] for u in kids]
     assert not new[0]  # the elite is kept as it is
     if renew == "always":
@@ -129,11 +130,11 @@ def test_refinement_in_the_ga_keeps_children_in_bounds():
     ga = search.GA(population=10, refine_after=1, refine_top=3, mutation_rate=0.5)
     state = ga.init_state(jax.random.key(0), SPACE)
     for r in range(3):
-        genomes = ga.ask(jax.random.key(r + 1), state)
+        genomes, _ = ga.ask(jax.random.key(r + 1), state)
         state = ga.tell(state, genomes, [sphere(SPACE.decode(u)) for u in genomes])
     lo, hi = state["lo"], state["hi"]
     assert np.all(hi - lo >= 0.1 - 1e-9) and (hi - lo)[:3].sum() < 3  # narrowed numeric genes
-    kids = ga.ask(jax.random.key(9), state)
+    kids, _ = ga.ask(jax.random.key(9), state)
     assert np.all(kids >= lo - 1e-6) and np.all(kids <= hi + 1e-6)
 
 
@@ -251,3 +252,20 @@ def test_a_second_ga_run_compiles_nothing(caplog):
     assert len(res.history) >= 5
     compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
     assert not compiled, compiled[:3]
+
+
+def test_density_ratio_prefers_the_good_region_and_screening_is_opt_in():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(60, 2))
+    f = -np.sum((x - 0.2) ** 2, axis=1)  # best near (0.2, 0.2)
+    score = outer_ga.density_ratio(np.array([[0.2, 0.2], [0.9, 0.9]]), x, f)
+    assert score[0] > score[1] + 1.0
+    assert np.all(outer_ga.density_ratio(np.zeros((3, 2)), x[:3], f[:3]) == 0)  # too few
+    runs = {s: search.run_search(search.GA(population=8, screen=s), SPACE,
+                                 search.BlackBox(sphere), 48, 0) for s in (0, 1, 4)}
+    configs = {s: [e["config"] for e in r.evaluations] for s, r in runs.items()}
+    assert configs[0] == configs[1] and configs[4][:8] == configs[0][:8]  # same start
+    assert configs[4] != configs[0]  # later generations are screened
+    assert all(len(e["parents"] or ()) in (0, 2) for e in runs[4].evaluations)
+    with pytest.raises(ValueError, match="screen"):
+        search.GA(screen=-1)

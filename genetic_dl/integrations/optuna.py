@@ -32,7 +32,7 @@ try:
     from optuna.samplers import BaseGASampler
     from optuna.search_space import IntersectionSearchSpace
     from optuna.study import Study, StudyDirection
-    from optuna.trial import FrozenTrial
+    from optuna.trial import FrozenTrial, TrialState
 except ImportError as err:  # optuna is an optional extra
     raise ImportError("genetic_dl.integrations.optuna needs optuna >= 4.2: "
                       "pip install 'genetic-dl[optuna]'") from err
@@ -184,6 +184,11 @@ class GASampler(BaseGASampler):
                   for v, d in zip(trial.values, study.directions)]
         return tuple(signed) if len(signed) > 1 else signed[0]
 
+    @staticmethod
+    def _genomes(space: Space, trials: List[FrozenTrial]) -> np.ndarray:
+        rows = [space.encode({n: t.params[n] for n in space.names}) for t in trials]
+        return np.clip(np.reshape(rows, (len(rows), space.dim)), 0.0, 1.0)
+
     def _children(self, study: Study, generation: int, space: Space,
                   parents: List[FrozenTrial], batches: int) -> List[np.ndarray]:
         """The first ``batches`` batches of the generation's children, bred by ``GA.ask``."""
@@ -196,17 +201,20 @@ class GASampler(BaseGASampler):
         gen_key = self._get_generation_key()
         seen = frozenset(filter(None, (_config_key(t.params, space.names) for t in trials
                                        if t.system_attrs.get(gen_key, generation) < generation)))
+        done = [t for t in trials if t.state == TrialState.COMPLETE
+                and _config_key(t.params, space.names) is not None]
         state = {"space": space, "fitness": [self._fitness(study, t) for t in parents],
-                 "genomes": np.clip([space.encode({n: t.params[n] for n in space.names})
-                                     for t in parents], 0.0, 1.0),
+                 "genomes": self._genomes(space, parents),
                  "generation": generation - 1, "lo": np.zeros(space.dim),
-                 "hi": np.ones(space.dim), "seen": seen}
+                 "hi": np.ones(space.dim), "seen": seen,
+                 "archive": (self._genomes(space, done),
+                             np.array([self._fitness(study, t) for t in done], np.float64))}
         ga = self._ga
         if ga.renew != "never":
             ga = dataclasses.replace(ga, renew="always")
         key = jax.random.fold_in(jax.random.key(self._seed), generation)
         while len(bred) < batches:
-            genomes = ga.ask(jax.random.fold_in(key, len(bred)), dict(state))
+            genomes, _ = ga.ask(jax.random.fold_in(key, len(bred)), state)
             bred.append(np.asarray(genomes, np.float64)[self._elites:])
         return [g for batch in bred[:batches] for g in batch]
 
