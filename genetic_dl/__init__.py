@@ -23,7 +23,8 @@ from .engine import TrainerObjective
 from .rundir import load_model
 from .cache import enable_compile_cache
 from .checkpoint import load_population, save_population
-from . import crossover, matching, mutation, permutation, selection, stopping, synthetic
+from . import (crossover, matching, mutation, permutation, selection, stopping, synthetic,
+               tracking)
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,5 @@ __all__ = [
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
     "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
-    "save_population", "PermutationSpec", "permutation", "synthetic",
+    "save_population", "PermutationSpec", "permutation", "synthetic", "tracking",
 ]

@@ -42,6 +42,9 @@ def _common(p):
     p.add_argument("--out", default=None, help="run directory (result.json, csv, plots...)")
     p.add_argument("--config", default=None, help="TOML file of options (flags win)")
     p.add_argument("--quiet", action="store_true", help="no per-generation lines")
+    p.add_argument("--log", default="", help="trackers writing under --out, comma-separated: "
+                   "tensorboard (DIR/tensorboard), mlflow (DIR/mlruns/mlflow.db), wandb "
+                   "(DIR/wandb, offline); pip install 'genetic-dl[tracking]'")
     p.add_argument("--watchdog-seconds", type=float, default=600,
                    help="end the run (status 3, stacks in DIR/hang.txt) when the process has "
                    "used no CPU time for this long: a stuck computation; 0: off")
@@ -228,6 +231,21 @@ def _finish(args, argv, data, spec, params, best_config, history, evaluations, e
     return 0
 
 
+def _trackers(args) -> list:
+    """The ``--log`` trackers, writing under the run directory."""
+    names = [n.strip() for n in (args.log or "").split(",") if n.strip()]
+    if not names:
+        return []
+    from . import tracking  # pylint: disable=import-outside-toplevel
+    unknown = [n for n in names if n not in tracking.TRACKERS]
+    if unknown:
+        raise UserError(f"--log: unknown tracker(s) {', '.join(unknown)}: choose from "
+                        f"{', '.join(tracking.TRACKERS)}")
+    if not args.out:
+        raise UserError("--log writes under the run directory: add --out DIR")
+    return [tracking.make(n, args.out) for n in dict.fromkeys(names)]
+
+
 def _write_config(args) -> None:
     """Writes the resolved options first, so that even a killed run can be repeated."""
     if args.out:
@@ -331,9 +349,10 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     def save(state):
         if args.out and state.generation % args.checkpoint_every == 0:
             checkpoint.save(os.path.join(args.out, "checkpoints"), state, options)
+    trackers = _trackers(args)
     res = evolve_weights(k_ga, pop, data, generations=args.generations, epochs=args.epochs,
                          batch_size=args.batch_size, config=config, fitness=args.fitness,
-                         callbacks=[report], resume=resume, on_state=save)
+                         callbacks=[report, *trackers], resume=resume, on_state=save)
     _close(progress_bar)
     if res.best_params is None:
         raise UserError("every member diverged (NaN/inf loss): lower the learning rate (--lr)")
@@ -348,6 +367,9 @@ def evolve_weights_command(args, argv: List[str]) -> int:
                for h in res.history]
     best_config = {"model": spec_to_dict(spec), "optimizer": args.optimizer,
                    "member_id": res.best_id, "generation": res.best_generation}
+    for tracker in trackers:
+        tracker.finish({**best_config, "learning_rate": args.lr, "fitness": res.best_fitness,
+                        "metrics": res.best_metrics})
     return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
                    {"lineage": [list(x) for x in res.lineage],
                     "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
@@ -415,12 +437,15 @@ def search_command(args, argv: List[str]) -> int:
                 {e["round"] for e in replay}):
             checkpoint.save_search(os.path.join(args.out, "checkpoints"), rounds,
                                    res.evaluations, objective.state_dict(), options)
+    trackers = _trackers(args)
     res = search_mod.run_search(method, space, objective,
                                 args.budget, jax.random.key(args.seed), objectives=n_obj,
-                                callbacks=[report], replay=replay, on_round=save)
+                                callbacks=[report, *trackers], replay=replay, on_round=save)
     _close(progress_bar)
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")
+    for tracker in trackers:
+        tracker.finish({**objective.best["config"], "fitness": objective.best["fitness"]})
     history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],
                 "diversity": h["diversity"], "best_so_far": h["best_so_far"],
                 "budget_used": h["budget_used"],

@@ -51,7 +51,7 @@ class Float:
         return float(self.lo + u * (self.hi - self.lo))
 
     def encode(self, value: float) -> float:
-        """Unit coordinate of ``value`` (inverse of :meth:`decode`; with ``step``, a bin's centre)."""
+        """Unit coordinate of ``value`` (inverse of :meth:`decode`; a bin centre with step)."""
         if self.step is not None:
             return (round((value - self.lo) / self.step) + 0.5) / self._values()
         if self.log:
