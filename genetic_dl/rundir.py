@@ -20,6 +20,7 @@ from flax import serialization
 
 from .data import Dataset
 from .models import build_model, spec_from_dict, spec_to_dict
+from .records import to_pandas
 
 try:
     import tomllib  # Python >= 3.11
@@ -168,10 +169,4 @@ def load_model(run_dir: str) -> LoadedModel:
     return LoadedModel(meta, params)
 
 
-def records_to_pandas(rows):
-    """A list of dicts as a ``pandas.DataFrame`` (pandas is optional)."""
-    try:
-        import pandas  # pylint: disable=import-outside-toplevel
-    except ImportError as err:
-        raise ImportError("to_pandas() needs pandas: pip install pandas") from err
-    return pandas.DataFrame(list(rows))
+records_to_pandas = to_pandas  # the import path it had

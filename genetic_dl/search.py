@@ -23,7 +23,7 @@ import numpy as np
 from . import genome_ops
 from .baselines import TPE, DifferentialEvolution, GridSearch, RandomSearch
 from .outer_ga import GA
-from .rundir import records_to_pandas
+from .records import to_pandas as records_to_pandas
 from .space import Space
 
 Config = Dict[str, Any]

@@ -27,7 +27,7 @@ from . import selection as selection_mod
 from . import sharding
 from .data import Dataset
 from .optimizers import make_optimizer
-from .rundir import records_to_pandas
+from .records import to_pandas as records_to_pandas
 from .population import Population, raw_key
 from .train import evaluate, fitness_from_metrics, train
 
