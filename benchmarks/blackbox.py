@@ -220,8 +220,11 @@ def plot(table, read_at, path):
         ax.fill_between(xs, m - h, m + h, alpha=0.15)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.minorticks_off()
     ax.set_xticks(list(read_at))
     ax.set_xticklabels([str(n) for n in read_at])
+    ax.set_yticks([0.02, 0.05, 0.1, 0.2])
+    ax.set_yticklabels(["0.02", "0.05", "0.1", "0.2"])
     ax.set_xlabel("trials")
     ax.set_ylabel("normalised regret (mean over seeds, 95 % CI)")
     ax.set_title("Black-box search: bbob-mixint-style + HPO-shaped functions")
@@ -240,7 +243,14 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "blackbox.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "img", "blackbox.png"))
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the plot from the JSON at --out")
     args = parser.parse_args()
+    if args.replot:
+        with open(args.out, encoding="utf-8") as f:
+            saved = json.load(f)
+        plot(saved["table"], tuple(saved["read_at"]), args.plot)
+        return
     seeds = list(range(args.seeds))
     read_at = tuple(n for n in READ_AT if n <= args.trials)
     # seeds outermost, arms innermost: arms of one seed run side by side in time
