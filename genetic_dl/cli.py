@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from . import data as data_mod
 from . import rundir, sharding
+from .records import first_objective
 from .models import CNNSpec, FramesSpec, MLPSpec, RNNSpec, spec_to_dict
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume"}
@@ -382,14 +383,15 @@ def search_command(args, argv: List[str]) -> int:
     from . import checkpoint  # pylint: disable=import-outside-toplevel
     from . import search as search_mod  # pylint: disable=import-outside-toplevel
     from .engine import TrainerObjective  # pylint: disable=import-outside-toplevel
-    from .space import default_space  # pylint: disable=import-outside-toplevel
+    from .space import SEARCH_FAMILIES, default_space  # pylint: disable=import-outside-toplevel
     _check_positive(args, ("population", "budget", "checkpoint_every"))
     if not args.epochs or min(args.epochs) < 1:
         raise UserError(f"--epochs needs positive epoch counts, got {list(args.epochs)}")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
-    bad = sorted(set(families) - {"mlp", "cnn", "rnn"})
+    bad = sorted(set(families) - set(SEARCH_FAMILIES))
     if bad or not families:
-        raise UserError(f"unknown model famil(ies) {bad or families}: use mlp, cnn, rnn")
+        raise UserError(f"unknown model famil(ies) {bad or families}: use "
+                        f"{', '.join(SEARCH_FAMILIES)}")
     try:
         space = default_space(families, args.epochs, narrow=_narrowing(args.space))
     except ValueError as err:
@@ -451,7 +453,7 @@ def search_command(args, argv: List[str]) -> int:
                 "budget_used": h["budget_used"],
                 "elapsed": h["elapsed"], "best_config": h["best_config"]} for h in res.history]
     evaluations = [{"round": e["round"], "budget_used": e["budget_used"],
-                    "fitness": _first(e["fitness"]), "cost": e["cost"], "id": e["id"],
+                    "fitness": first_objective(e["fitness"]), "cost": e["cost"], "id": e["id"],
                     "parent_a": (e["parents"] or (None, None))[0],
                     "parent_b": (e["parents"] or (None, None))[1],
                     **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
@@ -491,10 +493,6 @@ def _watchdog(args):
                               "--resume to continue")
     return watchdog.watch(args.watchdog_seconds, None,
                           "rerun it (with --out DIR to keep checkpoints and --resume them)")
-
-
-def _first(fitness):
-    return fitness[0] if isinstance(fitness, (tuple, list)) else fitness
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from flax import serialization
 
 from .data import Dataset
-from .metrics import compute_metrics
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
 from .models import (CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model, count_params,
                      spec_from_dict, spec_to_dict)
 from .padding import embed, member_widths, pad_spec, padded_width, rescale_init, shrink, widths_of
@@ -122,8 +122,8 @@ class TrainerObjective(Objective):
 
     def _zoo_metrics(self) -> Tuple[str, ...]:
         if self.data.is_classification:
-            return ("loss", "accuracy", "precision", "recall", "f1", "auc")
-        return ("loss", "mse", "mae", "r2")
+            return CLASSIFICATION_METRICS
+        return REGRESSION_METRICS
 
     def cost(self, config: Config) -> float:
         """Network-epochs: the config's epochs."""

@@ -23,6 +23,8 @@ import numpy as np
 from . import genome_ops
 from .baselines import TPE, DifferentialEvolution, GridSearch, RandomSearch
 from .outer_ga import GA
+from .records import first_objective as _first
+from .records import fitness_summary
 from .records import to_pandas as records_to_pandas
 from .space import Space
 
@@ -107,19 +109,6 @@ class SearchResult:
             {**{k: v for k, v in e.items() if k != "config"}, **e["config"]}
             for e in self.evaluations]}[what]
         return records_to_pandas(rows)
-
-
-def _first(f) -> float:
-    value = f[0] if isinstance(f, (tuple, list, np.ndarray)) else f
-    return float(value) if value is not None and np.isfinite(value) else float("nan")
-
-
-def _round_stats(fits) -> Dict[str, float]:
-    vals = np.array([_first(f) for f in fits], np.float64)
-    ok = vals[np.isfinite(vals)]
-    if not ok.size:
-        return {"best": float("nan"), "mean": float("nan"), "std": float("nan")}
-    return {"best": float(ok.max()), "mean": float(ok.mean()), "std": float(ok.std())}
 
 
 def _plan(keys, configs, cache, objective: Objective, left: float) -> List[int]:
@@ -243,7 +232,7 @@ class _Book:
         firsts = [_first(f) for f in fits]
         self.best_so_far = max(self.best_so_far, max((f for f in firsts if np.isfinite(f)),
                                                      default=-math.inf))
-        return {"round": rnd, **_round_stats(fits),
+        return {"round": rnd, **fitness_summary(_first(f) for f in fits),
                 "diversity": float(np.mean(np.std(genomes, axis=0))),
                 "best_so_far": self.best_so_far, "budget_used": self.used, "elapsed": elapsed,
                 "best_config": configs[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]}

@@ -284,7 +284,10 @@ def _family(name: str) -> Callable[[Dict[str, Any]], bool]:
     return active
 
 
-def default_space(families: Sequence[str] = ("mlp", "cnn", "rnn"),
+SEARCH_FAMILIES = ("mlp", "cnn", "rnn")  # the model families default_space searches
+
+
+def default_space(families: Sequence[str] = SEARCH_FAMILIES,
                   epochs: Sequence[int] = (5, 10, 20, 40),
                   narrow: Optional[Mapping[str, Sequence[Any]]] = None) -> Space:
     """The space the seed documents name: training hyperparameters and structure.

@@ -27,6 +27,7 @@ from . import selection as selection_mod
 from . import sharding
 from .data import Dataset
 from .optimizers import make_optimizer
+from .records import fitness_summary
 from .records import to_pandas as records_to_pandas
 from .population import Population, raw_key
 from .train import evaluate, fitness_from_metrics, train
@@ -550,15 +551,6 @@ def _greedy_replace(trial, target):
     return population, jnp.where(keep, trial[1], target[1]), metrics
 
 
-def _summary(fit: np.ndarray) -> Dict[str, float]:
-    ok = np.isfinite(fit)
-    if not ok.any():
-        return {"best": float("nan"), "mean": float("nan"), "std": float("nan"),
-                "failed": int(len(fit))}
-    return {"best": float(fit[ok].max()), "mean": float(fit[ok].mean()),
-            "std": float(fit[ok].std()), "failed": int((~ok).sum())}
-
-
 @dataclasses.dataclass
 class LoopState:
     """Everything :func:`evolve_weights` needs to continue a run exactly (a checkpoint).
@@ -670,7 +662,7 @@ def _update_hall(state: LoopState, population, fit: np.ndarray, gen: int, size: 
 
 def _record(gen, population, fit_np, metrics, state: LoopState, elapsed) -> Dict[str, Any]:
     """The generation's history record; updates ``state.best``."""
-    record = {"generation": gen, **_summary(fit_np),
+    record = {"generation": gen, **fitness_summary(fit_np),
               "diversity": float(diversity(population.params)),
               "network_epochs": state.spent, "elapsed": elapsed,
               "member_ids": np.asarray(population.ids).tolist(),
