@@ -14,6 +14,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from .errors import fail as _fail
+
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
@@ -163,10 +165,6 @@ def _resolve_task(task: Optional[str], y_train) -> str:
     if task not in TASKS:
         _fail(f"unknown task {task!r}: use 'classification' or 'regression'")
     return task
-
-
-def _fail(msg: str):
-    raise ValueError(msg)
 
 
 def _check_features(x: np.ndarray, name: str) -> np.ndarray:

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .errors import check as _check
+
 ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "gelu": nn.gelu,
@@ -33,11 +35,6 @@ ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
 
 RNN_CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell, "simple": nn.SimpleCell}
 POOLS = ("max", "avg", "none")
-
-
-def _check(cond: bool, msg: str):
-    if not cond:
-        raise ValueError(msg)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,10 +14,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 
 import numpy as np
 
-
-def _check(cond: bool, msg: str):
-    if not cond:
-        raise ValueError(msg)
+from .errors import check as _check
 
 
 @dataclasses.dataclass(frozen=True)
