@@ -15,6 +15,7 @@ from .models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, count_p
 from .optimizers import OPTIMIZERS, make_optimizer
 from .population import Population, concat, init_population, take
 from .train import evaluate, fitness_from_metrics, predict, train
+from .alignment import Alignment
 from .weight_ga import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
 from .space import Choice, Float, Int, Space, default_space, space
 from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
@@ -34,7 +35,8 @@ __all__ = [
     "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict", "spec_to_dict",
     "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population", "take",
     "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict", "train",
-    "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover", "matching",
+    "Alignment", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover",
+    "matching",
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",

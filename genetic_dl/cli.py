@@ -180,16 +180,12 @@ def _resolved(args) -> Dict[str, Any]:
     return out
 
 
-def _aligned_kw(args):
-    """``crossover_kw`` of aligned crossover from the CLI's matching flags."""
-    kw = [("matcher", args.matcher)]
-    if args.match_to is not None:
-        kw.append(("match_to", args.match_to))
-    if args.match_every != 1:
-        kw.append(("every", args.match_every))
-    if args.match_passes is not None:
-        kw.append(("passes", args.match_passes or None))
-    return tuple(kw)
+def _alignment(args):
+    """Aligned crossover's options from the CLI's matching flags."""
+    from .alignment import Alignment  # pylint: disable=import-outside-toplevel
+    passes = "auto" if args.match_passes is None else (args.match_passes or None)
+    return Alignment(matcher=args.matcher, match_to=args.match_to, every=args.match_every,
+                     passes=passes)
 
 
 def _spec(args):
@@ -245,6 +241,11 @@ def _trackers(args) -> list:
     if not args.out:
         raise UserError("--log writes under the run directory: add --out DIR")
     return [tracking.make(n, args.out) for n in dict.fromkeys(names)]
+
+
+def _finish_trackers(trackers, best) -> None:
+    for tracker in trackers:
+        tracker.finish(best)
 
 
 def _write_config(args) -> None:
@@ -325,7 +326,7 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     spec = _spec(args)
     config = WeightGAConfig(rule=args.rule, crossover=args.crossover, selection=args.selection,
-                            crossover_kw=_aligned_kw(args) if args.crossover == "aligned" else (),
+                            alignment=_alignment(args) if args.crossover == "aligned" else None,
                             mutation_rate=args.mutation_rate,
                             mutation_scale=args.mutation_scale,
                             elitism=min(args.elitism, args.population))
@@ -368,23 +369,17 @@ def evolve_weights_command(args, argv: List[str]) -> int:
                for h in res.history]
     best_config = {"model": spec_to_dict(spec), "optimizer": args.optimizer,
                    "member_id": res.best_id, "generation": res.best_generation}
-    for tracker in trackers:
-        tracker.finish({**best_config, "learning_rate": args.lr, "fitness": res.best_fitness,
-                        "metrics": res.best_metrics})
+    _finish_trackers(trackers, {**best_config, "learning_rate": args.lr,
+                                "fitness": res.best_fitness, "metrics": res.best_metrics})
     return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
                    {"lineage": [list(x) for x in res.lineage],
                     "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
                                      for h in res.hall_of_fame]})
 
 
-def search_command(args, argv: List[str]) -> int:
-    """Runs ``genetic-dl search``; returns the exit status."""
-    import jax  # pylint: disable=import-outside-toplevel
-    from . import checkpoint  # pylint: disable=import-outside-toplevel
-    from . import search as search_mod  # pylint: disable=import-outside-toplevel
-    from .engine import TrainerObjective  # pylint: disable=import-outside-toplevel
+def _search_space(args):
+    """The searched families and the space, from ``--families``, ``--epochs``, ``--space``."""
     from .space import SEARCH_FAMILIES, default_space  # pylint: disable=import-outside-toplevel
-    _check_positive(args, ("population", "budget", "checkpoint_every"))
     if not args.epochs or min(args.epochs) < 1:
         raise UserError(f"--epochs needs positive epoch counts, got {list(args.epochs)}")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
@@ -393,9 +388,19 @@ def search_command(args, argv: List[str]) -> int:
         raise UserError(f"unknown model famil(ies) {bad or families}: use "
                         f"{', '.join(SEARCH_FAMILIES)}")
     try:
-        space = default_space(families, args.epochs, narrow=_narrowing(args.space))
+        return families, default_space(families, args.epochs, narrow=_narrowing(args.space))
     except ValueError as err:
         raise UserError(f"--space: {err}") from err
+
+
+def search_command(args, argv: List[str]) -> int:
+    """Runs ``genetic-dl search``; returns the exit status."""
+    import jax  # pylint: disable=import-outside-toplevel
+    from . import checkpoint  # pylint: disable=import-outside-toplevel
+    from . import search as search_mod  # pylint: disable=import-outside-toplevel
+    from .engine import TrainerObjective  # pylint: disable=import-outside-toplevel
+    _check_positive(args, ("population", "budget", "checkpoint_every"))
+    families, space = _search_space(args)
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     if args.metric is None:
         args.metric = "accuracy" if data.is_classification else "r2"
@@ -446,8 +451,7 @@ def search_command(args, argv: List[str]) -> int:
     _close(progress_bar)
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")
-    for tracker in trackers:
-        tracker.finish({**objective.best["config"], "fitness": objective.best["fitness"]})
+    _finish_trackers(trackers, {**objective.best["config"], "fitness": objective.best["fitness"]})
     history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],
                 "diversity": h["diversity"], "best_so_far": h["best_so_far"],
                 "budget_used": h["budget_used"],

@@ -4,8 +4,8 @@ Every method is an ask/tell strategy over unit genomes (see :mod:`genetic_dl.spa
 ``ga``, ``random``, ``grid``, ``de`` and, with optuna installed, ``tpe``. A strategy has
 ``init_state(key, space) -> state``, ``ask(key, state) -> (genomes, info)`` (``info``
 may hold ``"parents"``; a bare genome array is accepted too) and
-``tell(state, genomes, fitness) -> state``; ``ask`` never changes the state it is given. :func:`run_search`
-drives any of them against an :class:`Objective` under a budget counted in the
+``tell(state, genomes, fitness) -> state``; ``ask`` never changes the state it is given.
+:func:`run_search` drives any of them against an :class:`Objective` under a budget counted in the
 objective's cost units (network-epochs for the bundled trainer, calls for a black
 box). An identical config is never evaluated twice (the cache costs nothing). The
 GA lives in :mod:`genetic_dl.outer_ga`, the others in :mod:`genetic_dl.baselines`.

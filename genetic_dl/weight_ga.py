@@ -25,6 +25,8 @@ from . import mutation as mutation_mod
 from . import permutation
 from . import selection as selection_mod
 from . import sharding
+from .alignment import FIELDS as ALIGNMENT_FIELDS
+from .alignment import MATCH_TO, Alignment  # noqa: F401  pylint: disable=unused-import
 from .data import Dataset
 from .optimizers import make_optimizer
 from .records import fitness_summary
@@ -34,7 +36,6 @@ from .train import evaluate, fitness_from_metrics, train
 
 RULES = ("ga", "pbt", "de", "none")
 OPT_STATE_RULES = ("reset", "inherit", "average")
-MATCH_TO = ("parent", "best")
 FitnessFn = Union[str, Callable[[Dict[str, jax.Array]], jax.Array]]
 
 
@@ -47,24 +48,11 @@ class WeightGAConfig:
       selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name
         and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
       crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
-        and its options. ``"aligned"`` permutes hidden units before crossing
-        with ``base`` (default uniform). ``match_to="parent"`` (the default)
-        matches each child's second parent to its first on the device
-        (:func:`~genetic_dl.matching.match_pairs`: Git Re-Basin's pairwise
-        weight matching with greedy assignments, each device its own
-        members). ``match_to="best"`` matches
-        the parents and elites to the fittest member, so that the whole
-        population shares its unit order; children of such parents inherit it
-        (training from a shared ancestor does not reorder units: Frankle et
-        al., 2020, "Linear mode connectivity and the lottery ticket
-        hypothesis"), which lets ``every=k`` re-match only every k-th
-        generation and cross the inherited order in between, at the cost of
-        a plain crossover. ``matcher`` is ``"greedy"`` (on the device) or
-        ``"exact"`` (linear assignments on the host, 2-5x slower; needs
-        ``match_to="best"``, its default there). ``passes`` caps the
-        weight-matching sweeps: 2 by default with greedy matching (98.6-100 %
-        of the similarity gain of converging on trained digits MLPs, at 35-70 %
-        of its cost), until converged with exact matching or ``None``.
+        and its options.
+      alignment: with ``crossover="aligned"``, how units are matched before
+        crossing (:class:`~genetic_dl.alignment.Alignment`: base crossover,
+        matcher, match_to, passes, every); default ``Alignment()``. Its options
+        given in ``crossover_kw`` instead move here.
       crossover_prob: probability that a child is a crossover (else a copy of
         its first parent).
       distinct_parents: draw the second parent among the other members, so
@@ -91,6 +79,7 @@ class WeightGAConfig:
     selection_kw: Tuple[Tuple[str, Any], ...] = ()
     crossover: str = "uniform"
     crossover_kw: Tuple[Tuple[str, Any], ...] = ()
+    alignment: Optional[Alignment] = None
     crossover_prob: float = 1.0
     distinct_parents: bool = False
     elitism: int = 1
@@ -121,55 +110,47 @@ class WeightGAConfig:
                                      (self.crossover, crossover_mod.CROSSOVERS, "crossover")):
             if value not in options:
                 raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
-        base = dict(self.crossover_kw).get("base", "uniform")
-        if self.crossover == "aligned" and (base == "aligned" or
-                                            base not in crossover_mod.CROSSOVERS):
-            raise ValueError(f"aligned crossover needs a base crossover among "
-                             f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
-                             f", got {base!r}")
-        if self.matcher not in matching.MATCHERS:
-            raise ValueError(f"aligned crossover's matcher must be one of "
-                             f"{', '.join(matching.MATCHERS)}, got {self.matcher!r}")
-        if self.match_to not in MATCH_TO:
-            raise ValueError(f"aligned crossover's match_to must be one of {', '.join(MATCH_TO)}, "
-                             f"got {self.match_to!r}")
-        if self.matcher == "exact" and self.match_to == "parent":
-            raise ValueError("exact weight matching runs on the host, one member at a time: use "
-                             "it with match_to='best', or matcher='greedy' for match_to='parent'")
-        every = self.match_every
-        if not isinstance(every, int) or every < 1 or (every > 1 and self.match_to != "best"):
-            raise ValueError(f"aligned crossover's every must be a positive int, and above 1 only "
-                             f"with match_to='best' (parents matched pairwise do not share one "
-                             f"unit order to inherit), got every={every!r}")
-        passes = self.match_passes
-        if passes is not None and (not isinstance(passes, int) or passes < 1):
-            raise ValueError(f"aligned crossover's passes must be a positive int (or None: until "
-                             f"weight matching converges), got {passes!r}")
+        self._resolve_alignment()
         if not 0 <= self.mutation_rate <= 1 or not 0 <= self.crossover_prob <= 1:
             raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")
         if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
             raise ValueError("elitism, mutation_scale and mutation_decay must be >= 0")
 
+    def _resolve_alignment(self):
+        kw = dict(self.crossover_kw)
+        moved = {k: kw.pop(k) for k in ALIGNMENT_FIELDS if k in kw}
+        if self.crossover != "aligned":  # e.g. dataclasses.replace(aligned, crossover=...)
+            object.__setattr__(self, "alignment", None)
+            return
+        if moved and self.alignment is not None:
+            raise ValueError(f"aligned crossover's options {sorted(moved)} are given both in "
+                             "crossover_kw and in alignment=: give them in alignment= only")
+        object.__setattr__(self, "alignment", self.alignment or Alignment(**moved))
+        object.__setattr__(self, "crossover_kw", tuple(kw.items()))
+
+    @property
+    def _aligned(self) -> Alignment:
+        return self.alignment if self.alignment is not None else Alignment()
+
     @property
     def matcher(self) -> str:
-        """Weight matching of aligned crossover (``crossover_kw``'s ``matcher``)."""
-        return dict(self.crossover_kw).get("matcher", matching.MATCHERS[0])
+        """Weight matching of aligned crossover (``alignment.matcher``)."""
+        return self._aligned.matcher
 
     @property
     def match_to(self) -> str:
-        """What aligned crossover matches units to (``crossover_kw``'s ``match_to``)."""
-        return dict(self.crossover_kw).get("match_to",
-                                           "best" if self.matcher == "exact" else MATCH_TO[0])
+        """What aligned crossover matches units to (``alignment.match_to``)."""
+        return self._aligned.match_to
 
     @property
     def match_passes(self) -> Optional[int]:
         """Weight-matching sweeps of aligned crossover (None: until converged)."""
-        return dict(self.crossover_kw).get("passes", 2 if self.matcher == "greedy" else None)
+        return self._aligned.passes
 
     @property
     def match_every(self) -> int:
         """Aligned crossover with ``match_to="best"`` re-matches every this many generations."""
-        return dict(self.crossover_kw).get("every", 1)
+        return self._aligned.every
 
 
 @dataclasses.dataclass
@@ -263,9 +244,7 @@ def _cross(keys, parent_a, parent_b, config: WeightGAConfig, mesh, spec):
     name, kw = config.crossover, dict(config.crossover_kw)
     perms_b = None
     if name == "aligned":
-        name = kw.pop("base", "uniform")
-        for option in ("passes", "matcher", "match_to", "every"):
-            kw.pop(option, None)
+        name = config.alignment.base
         if config.match_to == "parent" and spec is not None:
             perms_b = jax.vmap(lambda x, y: permutation.match(spec, x, y, config.match_passes))(
                 {**pa, **ca}, {**pb, **cb})

@@ -145,8 +145,8 @@ def test_matching_flags_set_the_aligned_options():
                         (["--match-passes", "0", "--matcher", "exact"], ("best", 1, None)),
                         (["--match-passes", "3"], ("parent", 1, 3))):
         args = cli.parse(["evolve-weights", "--crossover", "aligned"] + flags)
-        kw = cli._aligned_kw(args)  # pylint: disable=protected-access
-        cfg = WeightGAConfig(crossover="aligned", crossover_kw=kw)
+        cfg = WeightGAConfig(crossover="aligned",
+                             alignment=cli._alignment(args))  # pylint: disable=protected-access
         assert (cfg.match_to, cfg.match_every, cfg.match_passes) == want, flags
 
 

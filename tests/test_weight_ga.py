@@ -202,3 +202,25 @@ def test_aligned_child_state_follows_the_permuted_units(trained, kw, prob, eliti
                             jax.tree_util.tree_leaves(child.params)):
                 np.testing.assert_allclose(m, p, rtol=1e-6, atol=1e-7)
     assert not np.allclose(outputs[0], outputs[1])  # the alignment changed the children
+
+
+def test_aligned_crossover_options_live_in_their_own_config_value():
+    old = WeightGAConfig(crossover="aligned", crossover_kw=(("match_to", "best"), ("every", 3),
+                                                            ("base", "arithmetic")))
+    new = WeightGAConfig(crossover="aligned",
+                         alignment=gdl.Alignment(base="arithmetic", match_to="best", every=3))
+    assert old == new and hash(old) == hash(new) and new.crossover_kw == ()
+    assert (new.match_to, new.match_every, new.match_passes, new.matcher) == ("best", 3, 2,
+                                                                               "greedy")
+    exact = gdl.Alignment(matcher="exact")
+    assert exact.match_to == "best" and exact.passes is None  # the exact matcher's defaults
+    assert WeightGAConfig().alignment is None
+    assert dataclasses.replace(new, crossover="uniform") == WeightGAConfig()  # not aligned: none
+    for bad, message in ((lambda: WeightGAConfig(crossover="aligned",
+                                                 crossover_kw=(("every", 2),),
+                                                 alignment=gdl.Alignment()), "both"),
+                         (lambda: gdl.Alignment(matcher="exact", match_to="parent"), "host"),
+                         (lambda: gdl.Alignment(base="aligned"), "base crossover"),
+                         (lambda: gdl.Alignment(every=2), "every")):
+        with pytest.raises(ValueError, match=message):
+            bad()
