@@ -211,7 +211,7 @@ def test_aligned_crossover_options_live_in_their_own_config_value():
                          alignment=gdl.Alignment(base="arithmetic", match_to="best", every=3))
     assert old == new and hash(old) == hash(new) and new.crossover_kw == ()
     assert (new.match_to, new.match_every, new.match_passes, new.matcher) == ("best", 3, 2,
-                                                                               "greedy")
+                                                                              "greedy")
     exact = gdl.Alignment(matcher="exact")
     assert exact.match_to == "best" and exact.passes is None  # the exact matcher's defaults
     assert WeightGAConfig().alignment is None
