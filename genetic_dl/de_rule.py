@@ -2,6 +2,7 @@
 (Storn & Price, 1997)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -40,3 +41,28 @@ def greedy_replace(trial, target):
     population = jax.tree_util.tree_map(pick, trial[0], target[0])
     metrics = {k: jnp.where(keep, v, target[2][k]) for k, v in trial[2].items()}
     return population, jnp.where(keep, trial[1], target[1]), metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class DERule:
+    """DE as a strategy. Its state is the last generation's targets
+    ``(population, fitness, metrics)``: the trials bred from them compete with them
+    once evaluated (greedy replacement), and ``None`` before the first step."""
+    config: WeightGAConfig
+
+    def init(self, key, population: Population):  # pylint: disable=unused-argument
+        """No targets yet."""
+        return None
+
+    def evaluated(self, state, population: Population, fitness, metrics):
+        """Each evaluated trial replaces its target unless it is worse."""
+        if state is None:
+            return population, fitness, metrics
+        return greedy_replace((population, fitness, metrics), state)
+
+    def step(self, key, state, population: Population, fitness, metrics, generation):
+        """``(trials, their targets as the new state, {"parents": each trial's target})``."""
+        del state, generation
+        trials = de_trials(key, population, self.config)
+        return trials, (population, fitness, metrics), {
+            "parents": jnp.stack([jnp.arange(population.size)] * 2, 1)}

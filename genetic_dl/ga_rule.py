@@ -2,6 +2,8 @@
 mutation, as one jitted, sharded program over the population."""
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 
 import jax
@@ -289,3 +291,25 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
             elites.opt_state)[0])
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
     return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class GARule:
+    """The weight GA as a strategy: no state of its own; each step selects,
+    crosses and mutates (:func:`ga_step`)."""
+    config: WeightGAConfig
+
+    def init(self, key, population: Population):  # pylint: disable=unused-argument
+        """No rule state."""
+        return None
+
+    def evaluated(self, state, population: Population, fitness, metrics):
+        """The generation as evaluated (the GA replaces nothing)."""
+        del state
+        return population, fitness, metrics
+
+    def step(self, key, state, population: Population, fitness, metrics, generation):
+        """``(next population, state, {"parents": (P, 2) rows})``."""
+        del metrics
+        population, parents = ga_step(key, population, fitness, generation, self.config)
+        return population, state, {"parents": parents}

@@ -1,6 +1,7 @@
 """Population-based training's exploit/explore step (Jaderberg et al., 2017)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -32,3 +33,24 @@ def pbt_step(key, population: Population, fitness, config: WeightGAConfig):
     new = new.replace(hparams=hparams, ids=ids, failed=jnp.where(copied, False, new.failed),
                       keys=jnp.where(copied[:, None], fresh_keys, population.keys))
     return new, jnp.stack([source, source], 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PBTRule:
+    """PBT as a strategy: no state of its own; each step exploits and explores."""
+    config: WeightGAConfig
+
+    def init(self, key, population: Population):  # pylint: disable=unused-argument
+        """No rule state."""
+        return None
+
+    def evaluated(self, state, population: Population, fitness, metrics):
+        """The generation as evaluated (PBT replaces nothing)."""
+        del state
+        return population, fitness, metrics
+
+    def step(self, key, state, population: Population, fitness, metrics, generation):
+        """``(next population, state, {"parents": (P, 2) rows})``."""
+        del metrics, generation
+        population, parents = pbt_step(key, population, fitness, self.config)
+        return population, state, {"parents": parents}

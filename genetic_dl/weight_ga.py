@@ -28,9 +28,10 @@ from .alignment import MATCH_TO, Alignment
 from .data import Dataset
 from .population import Population, raw_key
 from .train import evaluate, fitness_from_metrics, train
-from .de_rule import de_trials, greedy_replace
-from .ga_rule import ga_step
-from .pbt import pbt_step
+from .best_of_p import BestOfP
+from .de_rule import DERule, de_trials
+from .ga_rule import GARule, ga_step
+from .pbt import PBTRule, pbt_step
 from .weight_config import OPT_STATE_RULES, RULES, FitnessFn, WeightGAConfig
 from .weight_records import LoopState, WeightGAResult, diversity, generation_record, update_hall
 
@@ -82,14 +83,15 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
         hp = dict(population.hparams,
                   mutation_scale=jnp.full((population.size,), config.mutation_scale))
         population = population.replace(hparams=hp)
-    state = resume or LoopState(generation=0, population=population, key=raw_key(key))
+    rule = rule_of(config)
+    state = resume or LoopState(generation=0, population=population, key=raw_key(key),
+                                prev=rule.init(key, population))
     start = time.perf_counter()
     for gen in range(state.generation, generations):
         population, _ = train(state.population, data, epochs, batch_size=batch_size, mesh=mesh)
         state.spent += population.size * epochs
         fit, metrics = _fitness(population, data, fitness)
-        if config.rule == "de" and state.prev is not None:
-            population, fit, metrics = greedy_replace((population, fit, metrics), state.prev)
+        population, fit, metrics = rule.evaluated(state.prev, population, fit, metrics)
         record = generation_record(gen, population, np.asarray(fit), metrics, state,
                                    time.perf_counter() - start)
         update_hall(state, population, np.asarray(fit), gen, config.hall_of_fame)
@@ -98,7 +100,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
         state.population = population
         if stop or gen == generations - 1:
             break
-        _advance(state, fit, metrics, gen, config)
+        _advance(state, rule, fit, metrics, gen)
         if on_state is not None:
             on_state(state)
     best = state.best
@@ -109,22 +111,25 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
                           hall_of_fame=list(state.hall))
 
 
-def _advance(state: LoopState, fit, metrics, gen: int, config: WeightGAConfig) -> None:
+RULE_CLASSES = {"ga": GARule, "pbt": PBTRule, "de": DERule, "none": BestOfP}
+
+
+def rule_of(config: WeightGAConfig):
+    """The strategy of ``config.rule``: ``init(key, population) -> state``,
+    ``evaluated(state, population, fitness, metrics)`` (the generation that survives
+    evaluation) and ``step(key, state, population, fitness, metrics, generation) ->
+    (population, state, info)``."""
+    return RULE_CLASSES[config.rule](config)
+
+
+def _advance(state: LoopState, rule, fit, metrics, gen: int) -> None:
     """Applies the generation rule: ``state`` then holds generation ``gen + 1``."""
     population = state.population
     key, k_step = jax.random.split(state.key)
     old_ids = np.asarray(population.ids)
-    parents = None
-    if config.rule == "ga":
-        population, parents = ga_step(k_step, population, fit, gen, config)
-    elif config.rule == "pbt":
-        population, parents = pbt_step(k_step, population, fit, config)
-    elif config.rule == "de":
-        state.prev = (population, fit, metrics)
-        population = de_trials(k_step, population, config)
-        parents = jnp.stack([jnp.arange(population.size)] * 2, 1)
-    if parents is not None:
-        new_ids, parents = np.asarray(population.ids), np.asarray(parents)
+    population, state.prev, info = rule.step(k_step, state.prev, population, fit, metrics, gen)
+    if info.get("parents") is not None:
+        new_ids, parents = np.asarray(population.ids), np.asarray(info["parents"])
         state.lineage.extend((gen + 1, int(c), int(old_ids[pa]), int(old_ids[pb]))
                              for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
     state.population, state.key, state.generation = population, key, gen + 1
@@ -133,4 +138,4 @@ def _advance(state: LoopState, fit, metrics, gen: int, config: WeightGAConfig) -
 # Names that moved to their own modules keep this import path.
 __all__ = ["ALIGNMENT_FIELDS", "Alignment", "FitnessFn", "LoopState", "MATCH_TO", "OPT_STATE_RULES",
            "RULES", "WeightGAConfig", "WeightGAResult", "de_trials", "diversity", "evolve_weights",
-           "ga_step", "pbt_step"]
+           "ga_step", "pbt_step", "rule_of", "GARule", "PBTRule", "DERule", "BestOfP"]

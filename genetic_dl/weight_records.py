@@ -69,7 +69,9 @@ class LoopState:
       spent: network-epochs spent so far.
       history, lineage: as in :class:`WeightGAResult`.
       best: ``{fitness, params, id, generation, metrics}`` of the best so far.
-      prev: DE only: ``(targets, fitness, metrics)`` the trials compete with.
+      prev: the generation rule's own state (``rule_of(config).init``): DE's
+        ``(targets, fitness, metrics)`` that the trials compete with; ``None`` for
+        the other rules.
       hall: the hall of fame so far (see :class:`WeightGAResult`).
     """
     generation: int

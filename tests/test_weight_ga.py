@@ -2,6 +2,7 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -224,3 +225,26 @@ def test_aligned_crossover_options_live_in_their_own_config_value():
                          (lambda: gdl.Alignment(every=2), "every")):
         with pytest.raises(ValueError, match=message):
             bad()
+
+
+def test_generation_rules_are_strategies_with_their_own_state(iris):
+    from genetic_dl.weight_ga import rule_of  # pylint: disable=import-outside-toplevel
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((4,)), iris, 4)
+    fit = jnp.asarray([0.1, 0.4, 0.2, 0.3])
+    metrics = {"loss": -fit}
+    control = rule_of(WeightGAConfig(rule="none"))
+    same, state, info = control.step(jax.random.key(1), None, pop, fit, metrics, 0)
+    assert same is pop and state is None and info == {}
+    de = rule_of(WeightGAConfig(rule="de"))
+    assert de.init(jax.random.key(0), pop) is None
+    trials, targets, info = de.step(jax.random.key(1), None, pop, fit, metrics, 0)
+    assert targets[0] is pop and np.array_equal(info["parents"][:, 0], np.arange(4))
+    assert not np.array_equal(trials.ids, pop.ids)  # new members
+    trial_fit = jnp.asarray([0.5, 0.0, 0.2, jnp.nan])  # better, worse, tie, failed
+    kept, kept_fit, kept_metrics = de.evaluated(targets, trials, trial_fit, {"loss": -trial_fit})
+    np.testing.assert_array_equal(kept.ids, [trials.ids[0], pop.ids[1], trials.ids[2], pop.ids[3]])
+    np.testing.assert_allclose(kept_fit, [0.5, 0.4, 0.2, 0.3])
+    np.testing.assert_allclose(kept_metrics["loss"], [-0.5, -0.4, -0.2, -0.3])
+    ga = rule_of(WeightGAConfig(elitism=1))
+    child, state, info = ga.step(jax.random.key(2), None, pop, fit, metrics, 0)
+    assert state is None and info["parents"].shape == (4, 2) and child.ids[0] == pop.ids[1]
