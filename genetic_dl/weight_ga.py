@@ -16,6 +16,7 @@ records in :mod:`genetic_dl.weight_records`.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -89,18 +90,20 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
     start = time.perf_counter()
     for gen in range(state.generation, generations):
         population, _ = train(state.population, data, epochs, batch_size=batch_size, mesh=mesh)
-        state.spent += population.size * epochs
+        spent = state.spent + population.size * epochs
         fit, metrics = _fitness(population, data, fitness)
         population, fit, metrics = rule.evaluated(state.prev, population, fit, metrics)
-        record = generation_record(gen, population, np.asarray(fit), metrics, state,
-                                   time.perf_counter() - start)
-        update_hall(state, population, np.asarray(fit), gen, config.hall_of_fame)
-        state.history.append(record)
+        fit_np = np.asarray(fit)
+        record, best = generation_record(gen, population, fit_np, metrics, spent, state.best,
+                                         time.perf_counter() - start)
+        state = dataclasses.replace(
+            state, population=population, spent=spent, best=best,
+            hall=update_hall(state.hall, population, fit_np, gen, config.hall_of_fame),
+            history=state.history + [record])
         stop = any(bool(cb(gen, population, record)) for cb in callbacks)
-        state.population = population
         if stop or gen == generations - 1:
             break
-        _advance(state, rule, fit, metrics, gen)
+        state = _advance(state, rule, fit, metrics, gen)
         if on_state is not None:
             on_state(state)
     best = state.best
@@ -122,17 +125,19 @@ def rule_of(config: WeightGAConfig):
     return RULE_CLASSES[config.rule](config)
 
 
-def _advance(state: LoopState, rule, fit, metrics, gen: int) -> None:
-    """Applies the generation rule: ``state`` then holds generation ``gen + 1``."""
+def _advance(state: LoopState, rule, fit, metrics, gen: int) -> LoopState:
+    """The loop state of generation ``gen + 1``: the rule's step applied."""
     population = state.population
     key, k_step = jax.random.split(state.key)
     old_ids = np.asarray(population.ids)
-    population, state.prev, info = rule.step(k_step, state.prev, population, fit, metrics, gen)
+    population, rule_state, info = rule.step(k_step, state.prev, population, fit, metrics, gen)
+    lineage = list(state.lineage)
     if info.get("parents") is not None:
         new_ids, parents = np.asarray(population.ids), np.asarray(info["parents"])
-        state.lineage.extend((gen + 1, int(c), int(old_ids[pa]), int(old_ids[pb]))
-                             for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
-    state.population, state.key, state.generation = population, key, gen + 1
+        lineage.extend((gen + 1, int(c), int(old_ids[pa]), int(old_ids[pb]))
+                       for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
+    return dataclasses.replace(state, population=population, key=key, generation=gen + 1,
+                               prev=rule_state, lineage=lineage)
 
 
 # Names that moved to their own modules keep this import path.

@@ -58,9 +58,10 @@ def diversity(params) -> jax.Array:
     return jnp.mean(jnp.sqrt(sq / n))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class LoopState:
-    """Everything :func:`evolve_weights` needs to continue a run exactly (a checkpoint).
+    """Everything :func:`evolve_weights` needs to continue a run exactly (a checkpoint);
+    an immutable value, replaced each generation.
 
     Attributes:
       generation: the next generation to train.
@@ -86,12 +87,13 @@ class LoopState:
     hall: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def update_hall(state: LoopState, population, fit: np.ndarray, gen: int, size: int) -> None:
-    """Merges this generation's best members into the hall of fame (one entry per id)."""
+def update_hall(hall_of_fame: List[Dict[str, Any]], population, fit: np.ndarray, gen: int,
+                size: int) -> List[Dict[str, Any]]:
+    """The hall of fame with this generation's best members merged in (one entry per id)."""
     ids = np.asarray(population.ids)
     order = [int(i) for i in np.argsort(-np.nan_to_num(fit, nan=-np.inf), kind="stable")
              if np.isfinite(fit[i])][:size]
-    hall = {h["id"]: h for h in state.hall}
+    hall = {h["id"]: h for h in hall_of_fame}
     fresh = {}
     for i in order:
         member = int(ids[i])
@@ -103,23 +105,23 @@ def update_hall(state: LoopState, population, fit: np.ndarray, gen: int, size: i
     for h in ranked:
         if h["id"] in fresh:  # copy params only of members that made it in
             h["params"] = jax.device_get(population.member(fresh[h["id"]]))
-    state.hall = ranked
+    return ranked
 
 
-def generation_record(gen, population, fit_np, metrics, state: LoopState,
-                      elapsed) -> Dict[str, Any]:
-    """The generation's history record; updates ``state.best``."""
+def generation_record(gen, population, fit_np, metrics, spent: int, best: Dict[str, Any],
+                      elapsed) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The generation's history record, and the best member so far (``best`` or one of
+    this generation)."""
     record = {"generation": gen, **fitness_summary(fit_np),
               "diversity": float(diversity(population.params)),
-              "network_epochs": state.spent, "elapsed": elapsed,
+              "network_epochs": spent, "elapsed": elapsed,
               "member_ids": np.asarray(population.ids).tolist(),
               "member_fitness": fit_np.tolist()}
     if np.isfinite(fit_np).any():
         i = int(np.nanargmax(fit_np))
         record["best_metrics"] = {k: float(v[i]) for k, v in metrics.items()}
-        if fit_np[i] > state.best["fitness"]:
-            state.best = {"fitness": float(fit_np[i]),
-                          "params": jax.device_get(population.member(i)),
-                          "id": int(population.ids[i]), "generation": gen,
-                          "metrics": record["best_metrics"]}
-    return record
+        if fit_np[i] > best["fitness"]:
+            best = {"fitness": float(fit_np[i]), "params": jax.device_get(population.member(i)),
+                    "id": int(population.ids[i]), "generation": gen,
+                    "metrics": record["best_metrics"]}
+    return record, best

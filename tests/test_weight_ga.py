@@ -248,3 +248,20 @@ def test_generation_rules_are_strategies_with_their_own_state(iris):
     ga = rule_of(WeightGAConfig(elitism=1))
     child, state, info = ga.step(jax.random.key(2), None, pop, fit, metrics, 0)
     assert state is None and info["parents"].shape == (4, 2) and child.ids[0] == pop.ids[1]
+
+
+def test_loop_states_are_values_and_resuming_from_one_leaves_it_as_it_was(iris):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((4,)), iris, 4)
+    kw = dict(generations=4, epochs=1, batch_size=16, config=WeightGAConfig(rule="de"))
+    states = []
+    full = evolve_weights(jax.random.key(1), pop, iris, on_state=states.append, **kw)
+    assert [s.generation for s in states] == [1, 2, 3]
+    assert [len(s.history) for s in states] == [1, 2, 3]  # earlier states were not changed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        states[0].generation = 5
+    mid = states[1]
+    before = (len(mid.history), len(mid.lineage), mid.generation)
+    resumed = evolve_weights(jax.random.key(99), pop, iris, resume=mid, **kw)
+    assert (len(mid.history), len(mid.lineage), mid.generation) == before
+    assert [h["best"] for h in resumed.history] == [h["best"] for h in full.history]
+    assert resumed.lineage == full.lineage
