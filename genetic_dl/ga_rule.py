@@ -18,6 +18,7 @@ from . import selection as selection_mod
 from . import sharding
 from .optimizers import make_optimizer
 from .population import Population, raw_key
+from .rule import StatelessRule
 from .weight_config import WeightGAConfig
 
 
@@ -294,19 +295,9 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
 
 
 @dataclasses.dataclass(frozen=True)
-class GARule:
+class GARule(StatelessRule):
     """The weight GA as a strategy: no state of its own; each step selects,
     crosses and mutates (:func:`ga_step`)."""
-    config: WeightGAConfig
-
-    def init(self, key, population: Population):  # pylint: disable=unused-argument
-        """No rule state."""
-        return None
-
-    def evaluated(self, state, population: Population, fitness, metrics):
-        """The generation as evaluated (the GA replaces nothing)."""
-        del state
-        return population, fitness, metrics
 
     def step(self, key, state, population: Population, fitness, metrics, generation):
         """``(next population, state, {"parents": (P, 2) rows})``."""

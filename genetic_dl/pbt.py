@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from . import mutation as mutation_mod
 from .population import Population, raw_key
+from .rule import StatelessRule
 from .weight_config import WeightGAConfig
 
 
@@ -36,18 +37,8 @@ def pbt_step(key, population: Population, fitness, config: WeightGAConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class PBTRule:
+class PBTRule(StatelessRule):
     """PBT as a strategy: no state of its own; each step exploits and explores."""
-    config: WeightGAConfig
-
-    def init(self, key, population: Population):  # pylint: disable=unused-argument
-        """No rule state."""
-        return None
-
-    def evaluated(self, state, population: Population, fitness, metrics):
-        """The generation as evaluated (PBT replaces nothing)."""
-        del state
-        return population, fitness, metrics
 
     def step(self, key, state, population: Population, fitness, metrics, generation):
         """``(next population, state, {"parents": (P, 2) rows})``."""
