@@ -126,6 +126,11 @@ class Choice:
 Gene = Union[Float, Int, Choice]
 
 
+def config_key(config: Mapping[str, Any]) -> Tuple:
+    """Hashable identity of a config (its values by ``repr``, names sorted)."""
+    return tuple(sorted((k, repr(v)) for k, v in config.items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class Space:
     """An ordered set of named genes with optional activity conditions.
@@ -172,7 +177,7 @@ class Space:
 
     def key(self, u: Sequence[float]) -> Tuple:
         """Hashable identity of the decoded config (the evaluation cache's key)."""
-        return tuple(sorted((k, repr(v)) for k, v in self.decode(u).items()))
+        return config_key(self.decode(u))
 
     def index(self, name: str) -> int:
         """Position of gene ``name`` in the genome."""

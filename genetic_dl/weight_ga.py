@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .alignment import FIELDS as ALIGNMENT_FIELDS
-from .alignment import MATCH_TO, Alignment
+from .alignment import MATCH_TO
 from .data import Dataset
 from .population import Population, raw_key
 from .train import evaluate, fitness_from_metrics, train
@@ -141,6 +140,6 @@ def _advance(state: LoopState, rule, fit, metrics, gen: int) -> LoopState:
 
 
 # Names that moved to their own modules keep this import path.
-__all__ = ["ALIGNMENT_FIELDS", "Alignment", "FitnessFn", "LoopState", "MATCH_TO", "OPT_STATE_RULES",
+__all__ = ["FitnessFn", "LoopState", "MATCH_TO", "OPT_STATE_RULES",
            "RULES", "WeightGAConfig", "WeightGAResult", "de_trials", "diversity", "evolve_weights",
            "ga_step", "pbt_step", "rule_of", "GARule", "PBTRule", "DERule", "BestOfP"]

@@ -38,7 +38,7 @@ except ImportError as err:  # optuna is an optional extra
                       "pip install 'genetic-dl[optuna]'") from err
 
 from ..outer_ga import GA
-from ..space import Choice, Float, Gene, Int, Space
+from ..space import Choice, Float, Gene, Int, Space, config_key
 
 CHILD_KEY = "GASampler:child"
 # Extra batches of children bred for one generation before giving up on new configs.
@@ -66,7 +66,7 @@ def _config_key(params: Dict[str, Any], names: Sequence[str]) -> Optional[Tuple]
     """The identity :meth:`Space.key` gives a decoded config, or ``None`` when a name is missing."""
     if any(n not in params for n in names):
         return None
-    return tuple(sorted((n, repr(params[n])) for n in names))
+    return config_key({n: params[n] for n in names})
 
 
 def _rng(*words: int) -> np.random.Generator:
@@ -189,6 +189,24 @@ class GASampler(BaseGASampler):
         rows = [space.encode({n: t.params[n] for n in space.names}) for t in trials]
         return np.clip(np.reshape(rows, (len(rows), space.dim)), 0.0, 1.0)
 
+    def _breeding_state(self, study: Study, generation: int, space: Space,
+                        parents: List[FrozenTrial]) -> Dict[str, Any]:
+        """``GA.ask``'s state: the parents, the configs of earlier generations (not to
+        repeat) and, for screening, every completed trial."""
+        trials = study.get_trials(deepcopy=False)
+        gen_key = self._get_generation_key()
+        seen = frozenset(filter(None, (_config_key(t.params, space.names) for t in trials
+                                       if t.system_attrs.get(gen_key, generation) < generation)))
+        state = {"space": space, "fitness": [self._fitness(study, t) for t in parents],
+                 "genomes": self._genomes(space, parents), "generation": generation - 1,
+                 "lo": np.zeros(space.dim), "hi": np.ones(space.dim), "seen": seen}
+        if self._ga.screen > 1:
+            done = [t for t in trials if t.state == TrialState.COMPLETE
+                    and _config_key(t.params, space.names) is not None]
+            state["archive"] = (self._genomes(space, done),
+                                np.array([self._fitness(study, t) for t in done], np.float64))
+        return state
+
     def _children(self, study: Study, generation: int, space: Space,
                   parents: List[FrozenTrial], batches: int) -> List[np.ndarray]:
         """The first ``batches`` batches of the generation's children, bred by ``GA.ask``."""
@@ -197,25 +215,14 @@ class GASampler(BaseGASampler):
         bred = self._bred.setdefault(cache_key, [])
         if not bred:
             self._bred = {k: v for k, v in self._bred.items() if k == cache_key}  # older: done
-        trials = study.get_trials(deepcopy=False)
-        gen_key = self._get_generation_key()
-        seen = frozenset(filter(None, (_config_key(t.params, space.names) for t in trials
-                                       if t.system_attrs.get(gen_key, generation) < generation)))
-        done = [t for t in trials if t.state == TrialState.COMPLETE
-                and _config_key(t.params, space.names) is not None]
-        state = {"space": space, "fitness": [self._fitness(study, t) for t in parents],
-                 "genomes": self._genomes(space, parents),
-                 "generation": generation - 1, "lo": np.zeros(space.dim),
-                 "hi": np.ones(space.dim), "seen": seen,
-                 "archive": (self._genomes(space, done),
-                             np.array([self._fitness(study, t) for t in done], np.float64))}
-        ga = self._ga
-        if ga.renew != "never":
-            ga = dataclasses.replace(ga, renew="always")
-        key = jax.random.fold_in(jax.random.key(self._seed), generation)
-        while len(bred) < batches:
-            genomes, _ = ga.ask(jax.random.fold_in(key, len(bred)), state)
-            bred.append(np.asarray(genomes, np.float64)[self._elites:])
+        if len(bred) < batches:
+            state = self._breeding_state(study, generation, space, parents)
+            ga = self._ga if self._ga.renew == "never" else dataclasses.replace(
+                self._ga, renew="always")
+            key = jax.random.fold_in(jax.random.key(self._seed), generation)
+            while len(bred) < batches:
+                genomes, _ = ga.ask(jax.random.fold_in(key, len(bred)), state)
+                bred.append(np.asarray(genomes, np.float64)[self._elites:])
         return [g for batch in bred[:batches] for g in batch]
 
     def _claim(self, study: Study, trial: FrozenTrial, generation: int, space: Space,
