@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.engine import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
 from search_comparison import bench_space  # noqa: E402  pylint: disable=wrong-import-position
 
 gdl.use_host_devices()  # one CPU device per core, before any JAX work

@@ -20,7 +20,7 @@ from .weight_ga import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
 from .space import Choice, Float, Int, Space, default_space, space
 from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
                      RandomSearch, SearchResult, run_search)
-from .engine import TrainerObjective
+from .trainer_objective import TrainerObjective
 from .rundir import load_model
 from .cache import enable_compile_cache
 from .checkpoint import load_population, save_population

@@ -398,7 +398,7 @@ def search_command(args, argv: List[str]) -> int:
     import jax  # pylint: disable=import-outside-toplevel
     from . import checkpoint  # pylint: disable=import-outside-toplevel
     from . import search as search_mod  # pylint: disable=import-outside-toplevel
-    from .engine import TrainerObjective  # pylint: disable=import-outside-toplevel
+    from .trainer_objective import TrainerObjective  # pylint: disable=import-outside-toplevel
     _check_positive(args, ("population", "budget", "checkpoint_every"))
     families, space = _search_space(args)
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)

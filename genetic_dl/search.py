@@ -50,7 +50,7 @@ class Objective:
 
     def trained(self) -> Dict[str, Any]:
         """The best model it trained so far, ``{"params", "spec", ...}``, when it keeps
-        one (:class:`~genetic_dl.engine.TrainerObjective`); ``{}`` otherwise."""
+        one (:class:`~genetic_dl.trainer_objective.TrainerObjective`); ``{}`` otherwise."""
         return {}
 
 

@@ -7,7 +7,8 @@ import pytest
 
 import genetic_dl as gdl
 from genetic_dl import padding
-from genetic_dl.engine import TrainerObjective, config_to_spec
+from genetic_dl.config_groups import config_to_spec
+from genetic_dl.trainer_objective import TrainerObjective
 from genetic_dl.models import PatchConv, _pool2
 
 
