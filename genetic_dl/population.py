@@ -143,7 +143,7 @@ def _resolve_widths(widths, size: int, spec: Optional[ModelSpec]) -> jax.Array:
 
 
 def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
-                    data: Union[Dataset, Tuple[Tuple[int, ...], int]], size: int,
+                    data: Union[Dataset, "Stream", Tuple[Tuple[int, ...], int]], size: int,
                     optimizer: OptimizerLike = "adam",
                     hparams: Optional[Mapping[str, Any]] = None) -> Population:
     """Creates a population by mapping the model's init over split keys.
@@ -153,7 +153,9 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
         ``fold_in(key, i)`` alone, so member i is the same whatever ``size``.
       model: a zoo spec (``MLPSpec``...) or a :class:`~genetic_dl.Learner`
         (``Learner.from_linen(module, loss=...)``), shared by all members.
-      data: a :class:`Dataset`, or ``(feature_shape, out_dim)``.
+      data: a :class:`Dataset`, a :class:`~genetic_dl.Stream` (a Learner's
+        input shape is read from its first validation batch), or
+        ``(feature_shape, out_dim)``.
       size: number of members P.
       optimizer: a key of :data:`~genetic_dl.optimizers.OPTIMIZERS`, or a
         function ``hparams -> optax.GradientTransformation`` of one member's
@@ -176,14 +178,22 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
                          f"optax.GradientTransformation")
     if size < 1:
         raise ValueError(f"population size must be at least 1, got {size}")
+    sample = None
     if isinstance(data, Dataset):
         feature_shape, out_dim = data.feature_shape, data.out_dim
+        sample = {"x": data.model_inputs(data.x_train[:2]), "y": data.y_train[:2]}
     elif isinstance(data, tuple) and len(data) == 2:
         feature_shape, out_dim = tuple(data[0]), int(data[1])
+    elif callable(getattr(data, "first_batch", None)):  # a Stream (its module imports this one)
+        if not isinstance(model, Learner):
+            raise ValueError("a zoo spec on a Stream needs its output width: pass data as "
+                             "(feature_shape, out_dim), e.g. ((28, 28), 10)")
+        first = data.first_batch("val")
+        sample = {k: np.asarray(v)[:2] for k, v in first.items()}
+        feature_shape, out_dim = tuple(np.shape(first["x"])[1:]), 0
     else:
-        raise ValueError(f"data must be a Dataset or (feature_shape, out_dim), got "
-                         f"{type(data).__name__}: for a Stream pass the shape of one example "
-                         f"and the output width, e.g. ((28, 28), 10)")
+        raise ValueError(f"data must be a Dataset, a Stream or (feature_shape, out_dim), got "
+                         f"{type(data).__name__}")
     if isinstance(model, Learner):
         learner = model
     elif hasattr(model, "family"):
@@ -196,9 +206,8 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
     hp = _resolve_hparams(optimizer, size, hparams, learner.spec)
     key = raw_key(key)
     keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(size))
-    if isinstance(data, Dataset) and learner.spec is None:
-        sample = {"x": jnp.asarray(data.model_inputs(data.x_train[:2])),
-                  "y": jnp.asarray(data.y_train[:2])}
+    if sample is not None and learner.spec is None:
+        sample = jax.tree_util.tree_map(jnp.asarray, sample)
         first = jax.tree_util.tree_map(lambda v: v[0], hp)
         params, collections = jax.eval_shape(learner.init, keys[0],
                                              jnp.zeros((1,) + tuple(feature_shape)))

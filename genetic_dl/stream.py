@@ -63,6 +63,13 @@ class Stream:
             raise ValueError(f"stream {self.name!r} has no {which} split: pass {which}= to Stream")
         return found
 
+    def first_batch(self, which: str = "val") -> Batch:
+        """The first batch of split ``which`` (shapes and a sample for checks)."""
+        first = next(iter(self.batches(which)), None)
+        if first is None:
+            raise ValueError(f"the Stream's {which} split yielded no batch: give it at least one")
+        return first
+
     def batches(self, which: str) -> Iterator[Batch]:
         """The batches of split ``which``."""
         found = self.split(which)

@@ -5,9 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 import genetic_dl as gdl
-from test_learner import LEARNER, clipped_adamw
+from test_learner import LEARNER, clipped_adamw, smoothed_xent
 
 
 def _batches(x, y, batch, seed, calls=None):
@@ -141,3 +142,20 @@ def test_outer_search_trains_a_user_model_family_on_a_stream(arrays):
     assert 0 <= objective.test_metrics()["top2"] <= 1
     with pytest.raises(ValueError, match="build="):
         gdl.TrainerObjective(stream)
+
+
+def test_a_population_initialises_from_a_stream_like_from_its_arrays(arrays):
+    x, y, xv, yv = arrays
+    stream = gdl.Stream(lambda e, s: _batches(x, y, 32, s), val={"x": xv, "y": yv})
+    from_arrays, _ = _pop(arrays, [1e-3, 1e-2])
+    from_stream = gdl.init_population(jax.random.key(0), LEARNER, stream, 2,
+                                      optimizer=clipped_adamw,
+                                      hparams={"peak_lr": np.asarray([1e-3, 1e-2]), "clip": 1.0})
+    for a, b in zip(jax.tree_util.tree_leaves(from_arrays.params),
+                    jax.tree_util.tree_leaves(from_stream.params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="output width"):
+        gdl.init_population(jax.random.key(0), gdl.MLPSpec((8,)), stream, 2)
+    three_classes = gdl.Learner.from_linen(nn.Dense(3), loss=smoothed_xent)
+    with pytest.raises(ValueError, match="do not fit"):  # checked on the stream's first batch
+        gdl.init_population(jax.random.key(0), three_classes, stream, 2)
