@@ -89,7 +89,9 @@ def save(folder: str, state: LoopState, run_options: Dict[str, Any]) -> str:
             "best_params": serialization.to_state_dict(best_params) if best_params else {},
             "hall_params": {str(i): serialization.to_state_dict(h["params"])
                             for i, h in enumerate(state.hall)}}
-    if state.prev is not None:
+    if isinstance(state.prev, dict):  # a rule's arrays (the GA's self-adaptive scales)
+        tree["rule_state"] = {k: np.asarray(v) for k, v in state.prev.items()}
+    elif state.prev is not None:  # DE's evaluated parents
         pop, fit, metrics = state.prev
         tree["prev"] = {"population": serialization.to_state_dict(jax.device_get(pop)),
                         "fitness": np.asarray(fit),
@@ -136,7 +138,9 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
         best["params"] = serialization.from_state_dict(member, tree["best_params"]) \
             if tree["best_params"] else None
         prev = None
-        if "prev" in tree:
+        if "rule_state" in tree:
+            prev = {k: np.asarray(v) for k, v in tree["rule_state"].items()}
+        elif "prev" in tree:
             prev = (serialization.from_state_dict(template, tree["prev"]["population"]),
                     np.asarray(tree["prev"]["fitness"]),
                     {k: np.asarray(v) for k, v in tree["prev"]["metrics"].items()})

@@ -87,8 +87,20 @@ def _cross(keys, parent_a, parent_b, config: WeightGAConfig, mesh, spec):
     return jax.vmap(crossover_mod.get(name, **kw))(keys, pa, pb), ca, perms_b
 
 
+def _child_scales(key, scales, a, n_elite):
+    """Self-adaptive mutation scales per row: a child's is its first parent's times
+    exp(tau N(0, 1)); an elite's row keeps its own."""
+    # No slice of a row-space array: under the sharding constraints XLA
+    # (jax 0.10.2) returned a wrong row for one (tests/test_train.py
+    # compares with one device).
+    factor = mutation_mod.self_adaptive_scale(key, jnp.ones(a.shape[0] - n_elite))
+    inherited = scales[a]
+    return jnp.where(jnp.arange(a.shape[0]) < n_elite, inherited,
+                     inherited * _rows(n_elite, factor))
+
+
 def _children(key, population: Population, a, b, generation, config: WeightGAConfig, n_elite,
-              mesh=None, spec=None):
+              mesh=None, spec=None, scales=None):
     """Crossover of parents ``a`` x ``b`` then mutation, in row space.
 
     ``a`` and ``b`` hold one row per member of the next generation, the elites
@@ -104,10 +116,15 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     unit has the statistics of the parent it came from; children of other
     base crossovers keep their first parent's statistics.
 
+    With ``config.self_adaptive``, ``scales`` are the members' own mutation
+    scales: a child inherits its first parent's, perturbed log-normally, and
+    mutates with it.
+
     Returns:
-      ``(params, hparams, b, perms_b, collections)`` per row: ``b`` the parent
-      each child took genes from, ``perms_b`` how its units were permuted to
-      match the first parent's (greedy aligned crossover; else None).
+      ``(params, hparams, b, perms_b, collections, scales)`` per row: ``b`` the
+      parent each child took genes from, ``perms_b`` how its units were permuted
+      to match the first parent's (greedy aligned crossover; else None),
+      ``scales`` the children's mutation scales (``None`` unless self-adaptive).
     """
     n_child = a.shape[0] - n_elite
     k_cross, k_do, k_mut, k_sigma = jax.random.split(key, 4)
@@ -123,15 +140,8 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         collections = jax.tree_util.tree_map(keep, collections, ca)
     hparams = {k: v[a] for k, v in population.hparams.items()}
     rate = mutation_mod.decayed_rate(config.mutation_rate, config.mutation_decay, generation)
-    if config.self_adaptive:
-        # No slice of a row-space array: under the sharding constraints XLA
-        # (jax 0.10.2) returned a wrong row for one (tests/test_train.py
-        # compares with one device). The factor is exp(tau N(0, 1)).
-        factor = mutation_mod.self_adaptive_scale(k_sigma, jnp.ones(n_child))
-        hparams["mutation_scale"] = hparams["mutation_scale"] * _rows(n_elite, factor)
-        scale = hparams["mutation_scale"]
-    else:
-        scale = jnp.full(a.shape, config.mutation_scale)
+    scales = _child_scales(k_sigma, scales, a, n_elite) if config.self_adaptive else None
+    scale = jnp.full(a.shape, config.mutation_scale) if scales is None else scales
     # A static bound on the (decaying) rate lets mutation draw positions, not coins.
     max_rate = config.mutation_rate if 0 < config.mutation_rate <= 0.25 else None
     mutate = functools.partial(mutation_mod.gaussian, max_rate=max_rate,
@@ -143,10 +153,11 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         perms_b = jax.tree_util.tree_map(
             lambda p: jnp.where(crossed[:, None], p, jnp.arange(p.shape[1], dtype=p.dtype)),
             perms_b)
-    return children, hparams, jnp.where(crossed, b, a), perms_b, collections
+    return children, hparams, jnp.where(crossed, b, a), perms_b, collections, scales
 
 
-def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig):
+def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig,
+            scales=None):
     """One select -> cross -> mutate step (rule ``"ga"``), two jitted programs.
 
     The parents are selected first. Aligned crossover with ``match_to="best"``
@@ -162,11 +173,25 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
       generation: generation index (drives decay, beta schedules and when
         aligned crossover re-matches).
       config: static options.
+      scales: with ``config.self_adaptive``, the members' own ``(P,)``
+        mutation scales (default: ``config.mutation_scale`` each). The
+        children's scales are :class:`GARule`'s state; this returns the
+        population only.
 
     Returns:
       ``(population, parents)``: the next generation (elites first) and
       ``(P, 2)`` parent indices into the old population.
     """
+    return _generation(key, population, fitness, generation, config, scales)[:2]
+
+
+def _generation(key, population: Population, fitness, generation, config: WeightGAConfig,
+                scales=None):
+    """:func:`ga_step`, also returning the children's mutation scales."""
+    if config.self_adaptive and scales is None:
+        scales = jnp.full((population.size,), config.mutation_scale, jnp.float32)
+    if not config.self_adaptive:
+        scales = None
     elite, a, b = _select(key, fitness, generation, config)
     perms, spec = None, _unit_spec(population, config)
     if config.crossover == "aligned" and spec is not None:
@@ -191,7 +216,7 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
                                                   passes=config.match_passes,
                                                   matcher="exact")
     return _ga_step(key, population, generation, config, perms, elite, a, b,
-                    sharding.mesh_of(population.params), spec)
+                    sharding.mesh_of(population.params), spec, scales)
 
 
 def _is_chain(population: Population) -> bool:
@@ -250,7 +275,7 @@ def _split(population: Population, mesh) -> Population:
 
 @functools.partial(jax.jit, static_argnames=("config", "mesh", "spec"))
 def _ga_step(key, population: Population, generation, config: WeightGAConfig, perms, elite,
-             a, b, mesh=None, spec=None):
+             a, b, mesh=None, spec=None, scales=None):
     key = raw_key(key)
     n_elite, n_child = elite.shape[0], a.shape[0]
     _, k_child, k_keys = jax.random.split(key, 3)
@@ -265,8 +290,8 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
         source = population.replace(
             params=matching.permute_population(population.params, perms)[0])
     rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
-    params, hparams, rows_b, perms_b, collections = _children(
-        k_child, source, rows_a, rows_b, generation, config, n_elite, mesh, spec)
+    params, hparams, rows_b, perms_b, collections, scales = _children(
+        k_child, source, rows_a, rows_b, generation, config, n_elite, mesh, spec, scales)
     perms_a = None
     if perms is not None:
         perms_a, perms_b = (jax.tree_util.tree_map(lambda p, rows=rows: p[rows], perms)
@@ -291,16 +316,28 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
             elites.params, jax.tree_util.tree_map(lambda p: p[elite], perms), spec,
             elites.opt_state)[0])
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
-    return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1)
+    return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1), scales
 
 
 @dataclasses.dataclass(frozen=True)
 class GARule(StatelessRule):
-    """The weight GA as a strategy: no state of its own; each step selects,
-    crosses and mutates (:func:`ga_step`)."""
+    """The weight GA as a strategy: each step selects, crosses and mutates
+    (:func:`ga_step`). Its state is ``None``, or with ``self_adaptive`` each
+    member's own mutation scale, ``{"mutation_scale": (P,)}``."""
+
+    def init(self, key, population: Population):
+        """The members' mutation scales when self-adaptive (all ``mutation_scale``)."""
+        del key
+        if not self.config.self_adaptive:
+            return None
+        return {"mutation_scale": jnp.full((population.size,), self.config.mutation_scale,
+                                           jnp.float32)}
 
     def step(self, key, state, population: Population, fitness, metrics, generation):
         """``(next population, state, {"parents": (P, 2) rows})``."""
         del metrics
-        population, parents = ga_step(key, population, fitness, generation, self.config)
-        return population, state, {"parents": parents}
+        scales = None if state is None else state["mutation_scale"]
+        population, parents, scales = _generation(key, population, fitness, generation,
+                                                  self.config, scales)
+        return population, (None if scales is None else {"mutation_scale": scales}), \
+            {"parents": parents}

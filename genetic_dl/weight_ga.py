@@ -79,10 +79,6 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
     config = config or WeightGAConfig()
     if generations < 1:
         raise ValueError(f"generations must be at least 1, got {generations}")
-    if config.self_adaptive and "mutation_scale" not in population.hparams:
-        hp = dict(population.hparams,
-                  mutation_scale=jnp.full((population.size,), config.mutation_scale))
-        population = population.replace(hparams=hp)
     rule = rule_of(config)
     state = resume or LoopState(generation=0, population=population, key=raw_key(key),
                                 prev=rule.init(key, population))

@@ -179,16 +179,17 @@ for size in (6,):  # 6 divides 2 devices, not 4 or 8: padded, then trimmed
 fit = gdl.fitness_from_metrics(gdl.evaluate(b, d, mesh=None))
 pop8 = gdl.take(b, np.arange(6).tolist() + [0, 1])
 fit8 = np.concatenate([np.asarray(fit), np.asarray(fit)[:2]])
-pop8 = pop8.replace(hparams=dict(pop8.hparams, mutation_scale=np.geomspace(0.05, 0.2, 8)))
+scales8 = np.geomspace(0.05, 0.2, 8).astype(np.float32)
 best = WeightGAConfig(crossover="aligned", crossover_kw=(("match_to", "best"),))
 for cfg, counts in ((cfg, (8,)), (best, (4,)),  # one count each: CI time
                     (WeightGAConfig(crossover="per_neuron", opt_state="inherit", noise_table=True,
                                     self_adaptive=True, crossover_prob=0.5,
                                     distinct_parents=True), (2,))):
-    one = ga_step(jax.random.key(1), jax.device_put(pop8, jax.devices()[0]), fit8, 0, cfg)
+    one = ga_step(jax.random.key(1), jax.device_put(pop8, jax.devices()[0]), fit8, 0, cfg,
+                  scales8)
     for n in counts:
         many = ga_step(jax.random.key(1), sharding.shard_members(
-            pop8, gdl.population_mesh(jax.devices()[:n])), fit8, 0, cfg)
+            pop8, gdl.population_mesh(jax.devices()[:n])), fit8, 0, cfg, scales8)
         assert len(jax.tree_util.tree_leaves(many[0].params)[0].sharding.device_set) == n
         for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many)):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import genetic_dl as gdl
-from genetic_dl.weight_ga import WeightGAConfig, evolve_weights, ga_step
+from genetic_dl.weight_ga import GARule, WeightGAConfig, evolve_weights, ga_step
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +112,25 @@ def test_child_optimizer_state(trained, rule):
             np.testing.assert_allclose(n, (o[a] + o[b]) / 2, rtol=1e-6)
 
 
-def test_self_adaptive_scales_are_inherited_and_perturbed(trained):
+def test_self_adaptive_scales_are_the_rule_state_inherited_and_perturbed(trained):
     pop, fit = trained
-    pop = pop.replace(hparams=dict(pop.hparams, mutation_scale=jax.numpy.full(8, 0.1)))
-    new, _ = ga_step(jax.random.key(5), pop, fit, 0,
-                     WeightGAConfig(elitism=1, self_adaptive=True))
-    scales = np.asarray(new.hparams["mutation_scale"])
-    assert scales[0] == np.float32(0.1)  # the elite keeps its own
-    assert np.all(scales > 0) and np.all(scales[1:] != np.float32(0.1))
+    rule = GARule(WeightGAConfig(elitism=1, self_adaptive=True, mutation_scale=0.1))
+    state = rule.init(jax.random.key(0), pop)
+    np.testing.assert_array_equal(state["mutation_scale"], np.full(8, 0.1, np.float32))
+    mine = np.geomspace(0.05, 0.2, 8).astype(np.float32)
+    new, state2, info = rule.step(jax.random.key(5), {"mutation_scale": mine}, pop, fit, None, 0)
+    scales, parents = np.asarray(state2["mutation_scale"]), np.asarray(info["parents"])
+    assert "mutation_scale" not in new.hparams  # the optimizer's hparams stay the optimizer's
+    best = int(np.nanargmax(np.asarray(fit)))
+    assert scales[0] == mine[best]  # the elite keeps its own
+    ratio = scales[1:] / mine[parents[1:, 0]]  # a child's: its first parent's, perturbed
+    assert np.all(ratio > 0) and np.all(ratio != 1.0)
+    # the scale is what each child mutates with: the same step with other scales differs
+    other = rule.step(jax.random.key(5), {"mutation_scale": mine * 3}, pop, fit, None, 0)[0]
+    moved = [np.abs(np.asarray(x) - np.asarray(y))[1:].max()
+             for x, y in zip(jax.tree_util.tree_leaves(new.params),
+                             jax.tree_util.tree_leaves(other.params))]
+    assert max(moved) > 0
 
 
 def test_hall_of_fame_holds_the_best_distinct_members(iris):
@@ -265,3 +276,23 @@ def test_loop_states_are_values_and_resuming_from_one_leaves_it_as_it_was(iris):
     assert (len(mid.history), len(mid.lineage), mid.generation) == before
     assert [h["best"] for h in resumed.history] == [h["best"] for h in full.history]
     assert resumed.lineage == full.lineage
+
+
+def test_self_adaptive_scales_resume_bit_identically_from_a_checkpoint_file(iris, tmp_path):
+    from genetic_dl import checkpoint  # pylint: disable=import-outside-toplevel
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((4,)), iris, 4)
+    kw = dict(generations=4, epochs=1, batch_size=16,
+              config=WeightGAConfig(self_adaptive=True, elitism=1, mutation_rate=0.2))
+    states = []
+    full = evolve_weights(jax.random.key(1), pop, iris, on_state=states.append, **kw)
+    scales = np.asarray(states[1].prev["mutation_scale"])
+    assert scales.shape == (4,) and len(set(scales.tolist())) > 1  # each member its own
+    assert "mutation_scale" not in states[1].population.hparams
+    path = checkpoint.save(str(tmp_path), states[1], {"seed": 1})
+    loaded, _ = checkpoint.load(path, pop)
+    np.testing.assert_array_equal(loaded.prev["mutation_scale"], scales)
+    resumed = evolve_weights(jax.random.key(99), pop, iris, resume=loaded, **kw)
+    assert [h["best"] for h in resumed.history] == [h["best"] for h in full.history]
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.best_params),
+                    jax.tree_util.tree_leaves(full.best_params)):
+        np.testing.assert_array_equal(a, b)
