@@ -108,6 +108,10 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--elitism", type=int, default=1)
     ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
                     "(loss and mse are negated)")
+    ev.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                    help="read training batches from the data's files instead of holding the "
+                    "data in device memory: auto streams when the data does not fit next to "
+                    "the population (about half the speed on small models)")
     ev.add_argument("--resume", action="store_true",
                     help="continue the run in --out from its last checkpoint")
     ev.add_argument("--checkpoint-every", type=int, default=1,
@@ -347,12 +351,13 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     resume = _resume_state(args, lambda path: checkpoint.load(path, pop)[0])
     _write_config(args)
     options = _resolved(args)
+    train_data = _training_data(args, data, pop)
 
     def save(state):
         if args.out and state.generation % args.checkpoint_every == 0:
             checkpoint.save(os.path.join(args.out, "checkpoints"), state, options)
     trackers = _trackers(args)
-    res = evolve_weights(k_ga, pop, data, generations=args.generations, epochs=args.epochs,
+    res = evolve_weights(k_ga, pop, train_data, generations=args.generations, epochs=args.epochs,
                          batch_size=args.batch_size, config=config, fitness=args.fitness,
                          callbacks=[report, *trackers], resume=resume, on_state=save)
     _close(progress_bar)
@@ -375,6 +380,28 @@ def evolve_weights_command(args, argv: List[str]) -> int:
                    {"lineage": [list(x) for x in res.lineage],
                     "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
                                      for h in res.hall_of_fame]})
+
+
+def _training_data(args, data, pop):
+    """What ``evolve-weights`` trains on: ``data``, or a Stream over its stored arrays
+    with ``--stream on``, or with ``auto`` when the data does not fit in memory next
+    to the population but the population alone does."""
+    from . import memory, sharding  # pylint: disable=import-outside-toplevel
+    from .stream import Stream  # pylint: disable=import-outside-toplevel
+    if args.stream == "off":
+        return data
+    if args.stream == "auto":
+        budget = memory.available_bytes()
+        mesh = sharding.population_mesh(size=pop.size)
+        devices = 1 if mesh is None else int(mesh.devices.size)
+        est = memory.estimate(pop, data, min(args.batch_size, len(data.y_train)), devices)
+        if budget is None or est.total <= budget or est.total - est.data > budget:
+            return data  # it fits, or streaming would not make it fit (train says what would)
+        if not args.quiet:
+            print(f"note: the data ({est.data / memory.GB:.2f} GB on {devices} device(s)) does "
+                  f"not fit next to the population in {budget / memory.GB:.1f} GB: streaming "
+                  f"batches from its arrays (--stream off refuses instead)", file=sys.stderr)
+    return Stream.from_dataset(data, args.batch_size)
 
 
 def _search_space(args):

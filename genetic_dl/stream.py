@@ -63,6 +63,43 @@ class Stream:
             raise ValueError(f"stream {self.name!r} has no {which} split: pass {which}= to Stream")
         return found
 
+    @classmethod
+    def from_dataset(cls, data, batch_size: int, *, shared: bool = False,
+                     eval_batch: int = 512) -> "Stream":
+        """A :class:`~genetic_dl.Dataset`'s splits as a Stream, read batch by batch.
+
+        For data larger than memory (a folder of memory-mapped ``.npy`` files):
+        nothing is copied up front; each batch is gathered from the stored
+        arrays (indices sorted, for the page cache) and standardised on the
+        host as the array path does on the device. Each member draws its own
+        order of ``len(y_train) // batch_size`` full batches per epoch (the
+        array path's count).
+
+        Args:
+          data: the dataset.
+          batch_size: training minibatch size.
+          shared: one order for all members (see the module docstring).
+          eval_batch: rows per validation and test batch.
+
+        Returns:
+          The Stream, named after the dataset.
+        """
+        n = len(data.y_train)
+        batch_size = int(min(batch_size, n))
+
+        def make_iter(epoch, seed):
+            del epoch  # the seed already differs per epoch and member
+            order = np.random.default_rng(seed).permutation(n)
+            for i in range(n // batch_size):
+                rows = np.sort(order[i * batch_size:(i + 1) * batch_size])
+                yield {"x": data.model_inputs(data.x_train[rows]),
+                       "y": np.asarray(data.y_train[rows])}
+
+        def split(x, y):
+            return {"x": _ModelInputs(data, x), "y": np.asarray(y)}
+        test = split(data.x_test, data.y_test) if len(data.y_test) else None
+        return cls(make_iter, split(data.x_val, data.y_val), test, shared, eval_batch, data.name)
+
     def first_batch(self, which: str = "val") -> Batch:
         """The first batch of split ``which`` (shapes and a sample for checks)."""
         first = next(iter(self.batches(which)), None)
@@ -79,6 +116,19 @@ class Stream:
         n = len(found["x"])
         for start in range(0, n, self.eval_batch):
             yield {k: v[start:start + self.eval_batch] for k, v in found.items()}
+
+
+class _ModelInputs:
+    """Rows of stored (e.g. memory-mapped uint8) features, as model inputs when sliced."""
+
+    def __init__(self, data, x):
+        self._data, self._x = data, x
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self._data.model_inputs(self._x[index])
 
 
 def _check_batch(batch: Any, first: Optional[Dict[str, Tuple]], where: str) -> Dict[str, Tuple]:

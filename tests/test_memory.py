@@ -1,5 +1,6 @@
 """The memory model: flat in the split's size, and a clear refusal before compiling."""
 import importlib
+import json
 
 import jax
 import numpy as np
@@ -62,3 +63,29 @@ def test_the_cli_refuses_with_one_line_and_exit_2(capsys, monkeypatch, tmp_path)
                                "--generations", "1", "--epochs", "1")
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: a population of 64 needs") and "at most" in err
+
+
+def test_the_cli_streams_data_that_does_not_fit_next_to_the_population(capsys, monkeypatch,
+                                                                       tmp_path):
+    x, y = gdl.synthetic.digit_images(1400, seed=2)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, arr in (("x_train", x[:1000]), ("y_train", y[:1000]), ("x_val", x[1000:1200]),
+                      ("y_val", y[1000:1200]), ("x_test", x[1200:]), ("y_test", y[1200:])):
+        np.save(folder / f"{name}.npy", arr)
+    data = gdl.load_dataset(str(folder))
+    assert isinstance(data.x_train, np.memmap)  # nothing copied on load
+    pop = gdl.init_population(jax.random.key(0), gdl.CNNSpec((16, 32)), data, 4)
+    est = memory.estimate(pop, data, 64)
+    # the population alone fits, with the data it does not
+    monkeypatch.setenv(memory.ENV_LIMIT, str((est.total - est.data // 2) / memory.GB))
+    args = ("evolve-weights", "--dataset", str(folder), "--model", "cnn", "--population", "4",
+            "--generations", "2", "--epochs", "1", "--seed", "0")
+    code, _, err = _in_process(capsys, monkeypatch, *args, "--stream", "off", "--quiet")
+    assert code == 2 and err.startswith("error: a population of 4 needs")
+    out = tmp_path / "run"
+    code, _, err = _in_process(capsys, monkeypatch, *args, "--out", str(out))
+    assert code == 0, err
+    assert "streaming batches" in err
+    result = json.loads((out / "result.json").read_text())
+    assert result["best"]["test"]["accuracy"] > 0.5  # 10 classes: it learned from the stream

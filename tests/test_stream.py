@@ -159,3 +159,26 @@ def test_a_population_initialises_from_a_stream_like_from_its_arrays(arrays):
     three_classes = gdl.Learner.from_linen(nn.Dense(3), loss=smoothed_xent)
     with pytest.raises(ValueError, match="do not fit"):  # checked on the stream's first batch
         gdl.init_population(jax.random.key(0), three_classes, stream, 2)
+
+
+def test_a_dataset_as_a_stream_evaluates_and_trains_like_the_dataset():
+    x, y = gdl.synthetic.digit_images(700, size=12, seed=3)
+    data = gdl.make_dataset("small", x[:400], y[:400], x[600:], y[600:], x_val=x[400:600],
+                            y_val=y[400:600])
+    assert data.raw_inputs  # uint8 kept; the stream standardises on the host
+    stream = gdl.Stream.from_dataset(data, 32, eval_batch=64)
+    pop = gdl.init_population(jax.random.key(0), gdl.CNNSpec((4,)), data, 3)
+    for split in ("val", "test"):
+        want, got = gdl.evaluate(pop, data, split, mesh=None), gdl.evaluate(pop, stream, split)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
+    first = next(stream.make_iter(0, 7))
+    assert first["x"].dtype == np.float32 and first["x"].shape == (32,) + data.feature_shape
+    rows = [int(np.flatnonzero((data.x_train == raw).all(axis=(1, 2)))[0])
+            for raw in np.round(first["x"] * data.feature_std + data.feature_mean)
+            .astype(np.uint8).reshape((32,) + data.x_train.shape[1:])]
+    np.testing.assert_array_equal(first["y"], data.y_train[rows])  # labels follow their images
+    assert len(list(stream.make_iter(0, 7))) == 400 // 32
+    trained, _ = gdl.train(pop, stream, 2)
+    after = gdl.evaluate(trained, stream, "val")
+    assert np.all(np.asarray(after["loss"]) < np.asarray(gdl.evaluate(pop, stream, "val")["loss"]))
