@@ -13,9 +13,10 @@ PyTorch arms do not.
   stream       gdl.train on a gdl.Stream over the same uint8 arrays (one program per batch)
   jax_serial   the members one after another: P populations of one (JAX scan)
   torch_grouped  a hand-batched PyTorch population: members stacked as conv groups,
-               per-member dense weights with bmm; each member its own batch order
+               per-member dense weights with bmm; each member its own batch order (CNN only)
   torch_vmap   the same population with torch.func.functional_call under torch.func.vmap
-  torch_serial the members one after another in PyTorch (torch.nn, Adam)
+               (the frames model's GRU written in tensor ops, which vmap batches)
+  torch_serial the members one after another in PyTorch (torch.nn, nn.GRU, Adam)
   eval         memory only: gdl.evaluate of P = 8 on a validation split of --val rows
 
 GFLOP/s counts XLA's cost analysis of one member's training step (forward and
@@ -24,11 +25,13 @@ backward) times steps and members, against the machine's float32 matmul ceiling
 
 Usage:
   python benchmarks/real_size.py [--sizes 4 8 16 32] [--rounds 2] [--train-n 4096]
+      [--frames-sizes 4 8] [--frames-train-n 512]
   python benchmarks/real_size.py --arm population --model cnn --size 8   (one arm, JSON)
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -101,19 +104,7 @@ def arm_jax(arm: str, model: str, size: int, train_n: int, n_val: int) -> dict:
     data = _subset(_data(model, n_val), train_n)
     spec = _spec(model)
     pop = gdl.init_population(jax.random.key(0), spec, data, 1 if arm == "jax_serial" else size)
-    if arm == "stream":
-        scale = data.input_scaling()
-
-        def batches(epoch, seed):
-            del epoch
-            order = np.random.default_rng(seed).permutation(train_n)
-            for i in range(train_n // BATCH):
-                idx = np.sort(order[i * BATCH:(i + 1) * BATCH])
-                yield {"x": ((data.x_train[idx] - scale[0]) / scale[1]).astype(np.float32),
-                       "y": data.y_train[idx]}
-        source = gdl.Stream(batches, val={"x": data.model_inputs(data.x_val), "y": data.y_val})
-    else:
-        source = data
+    source = gdl.Stream.from_dataset(data, BATCH) if arm == "stream" else data
     members = [pop] * (size if arm == "jax_serial" else 1)
     out = {}
     if arm == "population":
@@ -142,18 +133,76 @@ def _torch_cnn(torch, in_shape, classes):
         torch.nn.Linear(FILTERS[1] * side * side, 64), torch.nn.ReLU(), torch.nn.Linear(64, classes))
 
 
+@functools.lru_cache(maxsize=1)
+def _torch_frames_class(torch):
+    """The frames model's PyTorch class (one class per process: torch.func stacks
+    modules of one class)."""
+
+    class OpsGRU(torch.nn.Module):
+        """A GRU layer (PyTorch's gate equations) in plain tensor ops."""
+
+        def __init__(self, size, hidden):
+            super().__init__()
+            self.inp = torch.nn.Linear(size, 3 * hidden)
+            self.rec = torch.nn.Linear(hidden, 3 * hidden)
+            self.hidden = hidden
+
+        def forward(self, z):
+            h = z.new_zeros(z.shape[0], self.hidden)
+            gates_in = self.inp(z)
+            for t in range(z.shape[1]):
+                xr, xz, xn = gates_in[:, t].chunk(3, -1)
+                hr, hz, hn = self.rec(h).chunk(3, -1)
+                r, u = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                h = (1 - u) * torch.tanh(xn + r * hn) + u * h
+            return h
+
+    class Frames(torch.nn.Module):
+        """CNN per frame, dense embedding, GRU over time, head on the last state."""
+
+        def __init__(self, side, classes, cell):
+            super().__init__()
+            self.cnn = torch.nn.Sequential(
+                torch.nn.Conv2d(1, FILTERS[0], 3, padding=1), torch.nn.ReLU(),
+                torch.nn.MaxPool2d(2), torch.nn.Conv2d(FILTERS[0], FILTERS[1], 3, padding=1),
+                torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                torch.nn.Linear(FILTERS[1] * side * side, 64), torch.nn.ReLU())
+            self.cell = cell
+            self.gru = torch.nn.GRU(64, 64, batch_first=True) if cell == "nn" else OpsGRU(64, 64)
+            self.head = torch.nn.Linear(64, classes)
+
+        def forward(self, x):  # (B, T, 1, H, W)
+            z = self.cnn(x.reshape(-1, *x.shape[2:])).reshape(x.shape[0], x.shape[1], -1)
+            last = self.gru(z)[0][:, -1] if self.cell == "nn" else self.gru(z)
+            return self.head(last)
+    return Frames
+
+
+def _torch_frames(torch, frame_shape, classes, cell="nn"):
+    """The frames model in PyTorch: the GRU is ``nn.GRU``, or written in tensor ops
+    with ``cell="ops"`` so that ``torch.func.vmap`` batches it."""
+    return _torch_frames_class(torch)(frame_shape[0] // 4, classes, cell)
+
+
 def arm_torch(arm: str, model: str, size: int, train_n: int) -> dict:
     import torch  # pylint: disable=import-outside-toplevel
-    if model != "cnn":
-        raise SystemExit("torch arms cover the CNN only")
+    if model == "frames" and arm == "torch_grouped":
+        raise SystemExit("the frames model's batched PyTorch arm is torch_vmap")
     torch.manual_seed(0)
     data = _subset(_data(model), train_n)
-    x_all = torch.tensor(data.model_inputs(data.x_train))[:, None]  # (n, 1, 28, 28)
+    inputs = data.model_inputs(data.x_train)
+    x_all = torch.tensor(inputs[:, None] if model == "cnn" else inputs[:, :, None])
     y_all = torch.tensor(data.y_train, dtype=torch.long)
     steps = train_n // BATCH
     loss_fn = torch.nn.functional.cross_entropy
+    frame = data.feature_shape[1:] if model == "frames" else data.feature_shape
+
+    def make_net(cell="nn"):
+        if model == "cnn":
+            return _torch_cnn(torch, frame, 10)
+        return _torch_frames(torch, frame, 10, cell)
     if arm == "torch_serial":
-        nets = [_torch_cnn(torch, data.feature_shape, 10) for _ in range(size)]
+        nets = [make_net() for _ in range(size)]
         opts = [torch.optim.Adam(n.parameters(), lr=1e-3) for n in nets]
 
         def epoch():
@@ -165,9 +214,9 @@ def arm_torch(arm: str, model: str, size: int, train_n: int) -> dict:
                     opt.step()
     elif arm == "torch_vmap":
         from torch.func import functional_call, grad_and_value, stack_module_state, vmap  # pylint: disable=import-outside-toplevel
-        nets = [_torch_cnn(torch, data.feature_shape, 10) for _ in range(size)]
+        nets = [make_net("ops") for _ in range(size)]
         params, buffers = stack_module_state(nets)
-        base = _torch_cnn(torch, data.feature_shape, 10).to("meta")
+        base = make_net("ops").to("meta")
         leaves = list(params.values())
         opt = torch.optim.Adam(leaves, lr=1e-3, foreach=True)
 
@@ -220,17 +269,17 @@ def arm_torch(arm: str, model: str, size: int, train_n: int) -> dict:
         start = time.perf_counter()
         epoch()
         times.append(time.perf_counter() - start)
-    flops = _torch_flops(data) * steps * size
+    flops = _torch_flops(data, model) * steps * size
     return {"seconds": times[1], "member_epochs_per_s": size / times[1],
             "gflops": flops / times[1] / 1e9, "warm_seconds": times[0],
             "threads": torch.get_num_threads()}
 
 
-def _torch_flops(data) -> float:
+def _torch_flops(data, model: str) -> float:
     """One member's training-step flops, counted by XLA on the JAX population (same net)."""
     import jax  # pylint: disable=import-outside-toplevel
     import genetic_dl as gdl  # pylint: disable=import-outside-toplevel
-    pop = gdl.init_population(jax.random.key(0), _spec("cnn"), data, 1)
+    pop = gdl.init_population(jax.random.key(0), _spec(model), data, 1)
     return _step_flops(pop, data)
 
 
@@ -303,6 +352,8 @@ def main():
     parser.add_argument("--frames-sizes", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train-n", type=int, default=4096)
+    parser.add_argument("--frames-train-n", type=int, default=512,
+                        help="sequences per timed epoch of the frames model")
     parser.add_argument("--eval-vals", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--arms", nargs="+", default=["population", "stream", "jax_serial",
                                                       "torch_grouped", "torch_vmap",
@@ -319,13 +370,14 @@ def main():
         args.sizes, args.frames_sizes = [], []
     runs = [("cnn", s, a) for s in args.sizes for a in args.arms]
     runs += [("frames", s, a) for s in args.frames_sizes for a in args.arms
-             if not a.startswith("torch")]
+             if a != "torch_grouped"]  # its batched PyTorch arm is torch_vmap
     raw = {f"{m}/{s}/{a}": [] for m, s, a in runs}
     ceiling = []
     for r in range(args.rounds):
         ceiling.append(_spawn("ceiling", "cnn", 1, 64)["gflops"])
         for model, size, arm in (runs if r % 2 == 0 else runs[::-1]):
-            raw[f"{model}/{size}/{arm}"].append(_spawn(arm, model, size, args.train_n,
+            train_n = args.train_n if model == "cnn" else args.frames_train_n
+            raw[f"{model}/{size}/{arm}"].append(_spawn(arm, model, size, train_n,
                                                        val=args.val))
             print(model, size, arm, raw[f"{model}/{size}/{arm}"][-1], flush=True)
     evals = {str(n): _spawn("eval", "cnn", 8, 64, val=n) for n in args.eval_vals}
@@ -336,7 +388,8 @@ def main():
                       ("member_epochs_per_s", "gflops", "peak_rss_mb", "estimate_mb")}
         table[key]["errors"] = [v["error"] for v in values if "error" in v]
     result = {"command": "python " + " ".join(sys.argv), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "train_n": args.train_n, "batch": BATCH,
+              "cpus": os.cpu_count(), "train_n": args.train_n,
+              "frames_train_n": args.frames_train_n, "batch": BATCH,
               "ceiling_gflops": _median(ceiling), "runs": raw, "table": table,
               "eval_memory": evals}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
