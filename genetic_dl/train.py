@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import memory, sharding
 from .data import Dataset
@@ -214,8 +215,13 @@ def _predict(population: Population, x, eval_batch=1024):
 
 def predict(population: Population, x, *, mesh="auto") -> jax.Array:
     """Outputs of every member on ``x``: logits or predictions, shape ``(P, n, out)``."""
-    return _run_sharded(functools.partial(_predict, eval_batch=_eval_batch(population)),
-                        population, jnp.asarray(x, jnp.float32), mesh=mesh)
+    fn = functools.partial(_predict, eval_batch=_eval_batch(population))
+    if len(x) <= HOST_CHUNK:
+        return _run_sharded(fn, population, jnp.asarray(x, jnp.float32), mesh=mesh)
+    # chunk by chunk from the host: one chunk of inputs on the devices at a time
+    return jnp.asarray(np.concatenate(
+        [np.asarray(_run_sharded(fn, population, jnp.asarray(x[i:i + HOST_CHUNK], jnp.float32),
+                                 mesh=mesh)) for i in range(0, len(x), HOST_CHUNK)], 1))
 
 
 @functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
@@ -226,6 +232,39 @@ def _evaluate(population: Population, x, y, mean, std, scaled=False, eval_batch=
         out = learner.apply_eval_batched(p, c, x, h, eval_batch, _scaler(mean, std, scaled))
         return learner.evaluate(out, {"x": x, "y": y})
     return jax.vmap(one)(population.params, population.collections, population.hparams)
+
+
+@functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
+def _outputs(population: Population, x, mean, std, scaled=False, eval_batch=1024):
+    learner = population.learner
+    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(
+        p, c, x, h, eval_batch, _scaler(mean, std, scaled)))(
+        population.params, population.collections, population.hparams)
+
+
+@functools.partial(jax.jit, static_argnames=("learner",))
+def _scores(learner, outputs, y):
+    # one member at a time: whole-split metrics (AUC sorts per class) of P members at once
+    # would hold P copies of their temporaries
+    return jax.lax.map(lambda o: learner.evaluate(o, {"y": y}), outputs)
+
+
+def _evaluate_in_chunks(population: Population, data: Dataset, split: str, mesh,
+                        eval_batch: int) -> Dict[str, jax.Array]:
+    """:func:`evaluate` of a split larger than :data:`HOST_CHUNK` rows: the members'
+    outputs chunk by chunk (only one chunk of the split on the devices), then the
+    metrics of the collected outputs, member by member."""
+    x, y = data.split(split)
+    rows = max(eval_batch, HOST_CHUNK - HOST_CHUNK % eval_batch)  # whole evaluation batches
+    fn = functools.partial(_outputs, scaled=data.raw_inputs, eval_batch=eval_batch)
+    outs = [np.asarray(_run_sharded(fn, population, x[i:i + rows], *data.input_scaling(),
+                                    mesh=mesh)) for i in range(0, len(y), rows)]
+    return _scores(population.learner, jnp.asarray(np.concatenate(outs, 1)), jnp.asarray(y))
+
+
+# Splits longer than this many rows are evaluated chunk by chunk from the host, so
+# memory holds one chunk of inputs (not a copy of the split per device).
+HOST_CHUNK = 8192
 
 
 def evaluate(population: Population, data: Dataset, split: str = "val", *,
@@ -248,6 +287,8 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
         return evaluate_stream(_canonical(population), data, split)
     _check_shape(population, data)
     x, y = data.split(split)
+    if len(y) > HOST_CHUNK:
+        return _evaluate_in_chunks(population, data, split, mesh, _eval_batch(population))
     return _run_sharded(functools.partial(_evaluate, scaled=data.raw_inputs,
                                           eval_batch=_eval_batch(population)),
                         population, x, y, *data.input_scaling(), mesh=mesh)
