@@ -417,6 +417,19 @@ def test_nnx_model_trains_evolves_and_streams(data):
     assert 0 < res.best_fitness <= 1 and len(res.lineage) == 2
 
 
+def test_outer_search_over_an_nnx_model_keeps_its_best_with_statistics(data):
+    space = gdl.space({"peak_lr": gdl.Float(1e-3, 3e-2, log=True), "clip": gdl.Float(0.5, 2.0),
+                       "epochs": gdl.Choice((1, 2)), "batch_size": gdl.Choice((32,))})
+    objective = gdl.TrainerObjective(data, metric="top2",
+                                     build=lambda config: (NNX_LEARNER, clipped_adamw))
+    result = gdl.run_search("random", space, objective, 6, 1)
+    assert objective.groups_trained <= len(result.history)  # one learner: one group per round
+    best = objective.trained()
+    assert best["fitness"] == result.best_fitness and 0 < best["fitness"] <= 1
+    assert set(best["params"]["collections"]) == {"batch_stats"}  # statistics kept with it
+    assert 0 <= objective.test_metrics()["top2"] <= 1
+
+
 def test_save_and_load_a_user_population(data, tmp_path):
     trained, _ = gdl.train(_pop(data, [3e-3, 1e-2]), data, 1, batch_size=32)
     path = gdl.save_population(str(tmp_path / "pop.msgpack"), trained)
@@ -438,6 +451,7 @@ def test_save_and_load_a_user_population(data, tmp_path):
 def test_minibatched_evaluation_equals_whole_split(digits, spec, monkeypatch):
     pop, hist = gdl.train(gdl.init_population(jax.random.key(0), spec, digits, 3), digits, 1)
     whole = gdl.evaluate(pop, digits, "val")  # 360 rows: one batch
+    whole_out = gdl.predict(pop, digits.x_val)
     monkeypatch.setattr(train_mod, "EVAL_BATCH", 64)  # 6 batches, the last one padded
     jax.clear_caches()
     batched = gdl.evaluate(pop, digits, "val")
@@ -448,6 +462,12 @@ def test_minibatched_evaluation_equals_whole_split(digits, spec, monkeypatch):
         np.testing.assert_allclose(batched[k], whole[k], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(batched_hist["val_loss"], hist["val_loss"], rtol=1e-5)
     np.testing.assert_allclose(gdl.predict(pop, digits.x_val[:5]).shape, (3, 5, 10))
+    # splits longer than HOST_CHUNK rows go to the devices one chunk at a time
+    monkeypatch.setattr(train_mod, "HOST_CHUNK", 100)  # 4 chunks, the last one short
+    chunked = gdl.evaluate(pop, digits, "val")
+    for k in whole:
+        np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gdl.predict(pop, digits.x_val), whole_out, rtol=1e-5, atol=1e-5)
 
 
 USER_RUN = r"""
