@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 from .population import Population
-from .rule import StatelessRule
+from .rule import RuleBase
 
 
 @dataclasses.dataclass(frozen=True)
-class BestOfP(StatelessRule):
+class BestOfP(RuleBase):
     """Rule ``"none"`` as a strategy: no state, and a step that changes nothing."""
 
     def step(self, key, state, population: Population, fitness, metrics, generation):

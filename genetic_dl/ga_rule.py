@@ -18,7 +18,7 @@ from . import selection as selection_mod
 from . import sharding
 from .optimizers import make_optimizer
 from .population import Population, raw_key
-from .rule import StatelessRule
+from .rule import RuleBase
 from .weight_config import WeightGAConfig
 
 
@@ -320,7 +320,7 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
 
 
 @dataclasses.dataclass(frozen=True)
-class GARule(StatelessRule):
+class GARule(RuleBase):
     """The weight GA as a strategy: each step selects, crosses and mutates
     (:func:`ga_step`). Its state is ``None``, or with ``self_adaptive`` each
     member's own mutation scale, ``{"mutation_scale": (P,)}``."""

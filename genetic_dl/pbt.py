@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from . import mutation as mutation_mod
 from .population import Population, raw_key
-from .rule import StatelessRule
+from .rule import RuleBase
 from .weight_config import WeightGAConfig
 
 
@@ -37,7 +37,7 @@ def pbt_step(key, population: Population, fitness, config: WeightGAConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class PBTRule(StatelessRule):
+class PBTRule(RuleBase):
     """PBT as a strategy: no state of its own; each step exploits and explores."""
 
     def step(self, key, state, population: Population, fitness, metrics, generation):

@@ -1,4 +1,4 @@
-"""The weight GA's generation-rule protocol, and a base for rules without state.
+"""The weight GA's generation-rule protocol, and a base holding a rule's defaults.
 
 A rule is a strategy over the population: ``init(key, population) -> state``;
 ``evaluated(state, population, fitness, metrics)`` (the generation that survives
@@ -15,8 +15,9 @@ from .weight_config import WeightGAConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class StatelessRule:
-    """A rule with no state of its own and nothing replaced after evaluation."""
+class RuleBase:
+    """A rule's defaults: no state of its own (``init`` gives ``None``) and
+    nothing replaced after evaluation; rules override what they need."""
     config: WeightGAConfig
 
     def init(self, key, population: Population):  # pylint: disable=unused-argument
