@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -111,26 +112,47 @@ def _de(key, genomes, f, cr):
 
 @dataclasses.dataclass
 class TPE:
-    """Optuna's tree-structured Parzen estimator over the unit genome (extra ``bench``)."""
+    """Optuna's tree-structured Parzen estimator (Bergstra et al., 2011; extra ``optuna``).
+
+    Attributes:
+      batch: trials asked at a time (they run as one batch; with
+        ``constant_liar`` the sampler knows they are running).
+      native: suggest each gene in its own distribution (log floats, ints,
+        categorical choices), and only the genes a config uses, as an Optuna
+        user writes an objective (define-by-run); ``False``: every gene as a
+        float in [0, 1] of the unit genome.
+      sampler_options: keyword arguments of ``optuna.samplers.TPESampler``
+        (e.g. ``(("multivariate", True), ("group", True),
+        ("n_startup_trials", 5), ("constant_liar", True))``); the seed comes
+        from the search's key. Empty: optuna's defaults.
+    """
     batch: int = 8
+    native: bool = False
+    sampler_options: Tuple[Tuple[str, Any], ...] = ()
 
     def init_state(self, key, space):
         """An optuna study seeded from ``key``."""
         try:
             import optuna  # pylint: disable=import-outside-toplevel
         except ImportError as err:
-            raise ValueError("method 'tpe' needs optuna: pip install 'genetic-dl[bench]'") \
+            raise ValueError("method 'tpe' needs optuna: pip install 'genetic-dl[optuna]'") \
                 from err
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1])
-        study = optuna.create_study(direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=seed))
+        try:
+            sampler = optuna.samplers.TPESampler(seed=seed, **dict(self.sampler_options))
+        except TypeError as err:
+            raise ValueError(f"TPE sampler_options: {err}") from err
+        study = optuna.create_study(direction="maximize", sampler=sampler)
         return {"space": space, "study": study}
 
     def ask(self, key, state):  # pylint: disable=unused-argument
         """``batch`` trials from the sampler (running in the study until told), no info."""
         trials = [state["study"].ask() for _ in range(self.batch)]
-        return np.array([[t.suggest_float(n, 0.0, 1.0) for n in state["space"].names]
+        space = state["space"]
+        if self.native:
+            return np.array([space.encode(_suggest(t, space)) for t in trials]), {}
+        return np.array([[t.suggest_float(n, 0.0, 1.0) for n in space.names]
                          for t in trials]), {}
 
     def tell(self, state, genomes, fitness):  # pylint: disable=unused-argument
@@ -144,3 +166,27 @@ class TPE:
             else:
                 state["study"].tell(trial, state=optuna.trial.TrialState.FAIL)
         return state
+
+
+def _suggest(trial, space) -> Dict[str, Any]:
+    """The config ``trial`` suggests, gene by gene in the space's order, skipping a
+    gene whose condition is false for the genes suggested before it."""
+    from .space import Choice, Float  # pylint: disable=import-outside-toplevel
+    conditions = dict(space.conditions)
+    config: Dict[str, Any] = {}
+    for name, gene in space.genes:
+        active = conditions.get(name)
+        try:
+            if active is not None and not active(config):
+                continue
+        except KeyError:  # it reads a gene that comes later: suggest it
+            pass
+        if isinstance(gene, Choice):
+            config[name] = trial.suggest_categorical(name, list(gene.options))
+        elif isinstance(gene, Float):
+            config[name] = trial.suggest_float(name, gene.lo, gene.hi, log=gene.log,
+                                               step=gene.step)
+        else:
+            config[name] = trial.suggest_int(name, gene.lo, gene.hi, log=gene.log,
+                                             step=1 if gene.log else gene.step)
+    return config

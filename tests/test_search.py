@@ -1,6 +1,7 @@
 """The outer GA and its baselines on cheap objectives with known optima."""
 import dataclasses
 import logging
+import math
 
 import jax
 import numpy as np
@@ -175,7 +176,7 @@ def test_composite_and_multi_objective_fitness(iris):
     assert comp < plain  # the time penalty lowers fitness
     multi = engine.TrainerObjective(iris, multi_objective="params").evaluate([cfg])[0]
     n_params = gdl.count_params(gdl.build_model(gdl.MLPSpec((8,)), (4,), 3).init(
-        __import__("jax").random.key(0), np.zeros((1, 4), np.float32)))
+        jax.random.key(0), np.zeros((1, 4), np.float32)))
     assert multi[1] == -n_params
 
 
@@ -269,3 +270,29 @@ def test_density_ratio_prefers_the_good_region_and_screening_is_opt_in():
     assert all(len(e["parents"] or ()) in (0, 2) for e in runs[4].evaluations)
     with pytest.raises(ValueError, match="screen"):
         search.GA(screen=-1)
+
+
+def test_native_tpe_suggests_genes_in_their_own_distributions_and_only_active_ones():
+    optuna = pytest.importorskip("optuna")
+    space = gdl.default_space(("mlp", "rnn"), (1, 2))
+    tpe = search.TPE(batch=6, native=True, sampler_options=(
+        ("multivariate", True), ("group", True), ("n_startup_trials", 4),
+        ("constant_liar", True)))
+    res = search.run_search(tpe, space, search.BlackBox(
+        lambda c: -abs(math.log10(c["learning_rate"]) + 2.5)), 36, 0)
+    assert res.budget_used <= 36
+    study = tpe.init_state(jax.random.key(0), space)["study"]
+    genomes, _ = tpe.ask(None, {"space": space, "study": study})
+    for trial, genome in zip(study.trials, genomes):
+        config = space.decode(genome)
+        assert trial.params == pytest.approx(config)  # the config evaluated is the suggested
+        dists = trial.distributions
+        assert isinstance(dists["optimizer"], optuna.distributions.CategoricalDistribution)
+        assert dists["learning_rate"].log
+        if config["family"] == "rnn":  # widths and layers belong to MLP/CNN configs only
+            assert "width_0" not in dists and "layers" not in dists
+        else:
+            assert all(f"width_{i}" in dists for i in range(config["layers"]))
+    with pytest.raises(ValueError, match="sampler_options"):
+        search.TPE(sampler_options=(("no_such_option", 1),)).init_state(
+            jax.random.key(0), space)
