@@ -3,7 +3,12 @@
 Arms (same MLP, optimizer and epochs per lineage; P members; G generations of n epochs):
   dnn          one network trained G*n epochs (member 0 of the independent population);
   best_of_p    P independent networks, the best by validation loss (equal-compute control);
-  pbt          PBT exploit/explore, no crossover (rule "pbt");
+  pbt          PBT exploit/explore, no crossover (rule "pbt"; copies the optimizer state);
+  gdnn_no_crossover  the weight GA with crossover_prob=0: the same selection, mutation,
+               elitism and optimizer-state policy (reset) as gdnn_uniform, so the paired
+               difference gdnn_uniform - gdnn_no_crossover is what crossover does;
+  gdnn_inherit the weight GA (uniform) whose children keep their first parent's optimizer
+               state, as PBT's copies do;
   gdnn_uniform, gdnn_neuron, gdnn_aligned, gdnn_aligned_exact, gdnn_aligned_best1,
   gdnn_aligned_best5, gdnn_aligned_best_once
                the weight GA with uniform, per-neuron and aligned (Git Re-Basin) crossover,
@@ -12,13 +17,18 @@ Arms (same MLP, optimizer and epochs per lineage; P members; G generations of n 
                matching to the best member every generation, every 5th or in the first one
                only (children inherit the shared unit order in between).
 Selection only sees the validation split; test metrics of each arm's chosen network are
-reported at the end. Also measures offspring quality right after crossover, before any
+reported at the end. Arms share each seed's initial population, so differences are
+reported paired per seed (mean, 95 % bootstrap interval, Wilcoxon and sign tests; see
+paired.py), test accuracy first; the validation loss is the selection criterion itself.
+--append adds seeds to an existing JSON of the same settings, one seed at a time if wanted.
+Also measures offspring quality right after crossover, before any
 retraining: child validation loss against the mean of its two parents', at generation 0 and
 in the final population of the aligned arms (plain uniform crossover as it stands against
 pairwise aligned: equal when the members share one unit order).
 
-Usage: python benchmarks/gdnn_vs_dnn.py [--seeds 5] [--datasets digits mnist1d]
+Usage: python benchmarks/gdnn_vs_dnn.py [--seeds 10] [--datasets digits mnist1d]
        [--arms best_of_p gdnn_uniform ...]  (best_of_p, the control, always runs)
+       [--append]  (run only the seeds the JSON lacks, up to --seeds)
 Writes benchmarks/results/gdnn_vs_dnn.json and img/loss.png.
 """
 from __future__ import annotations
@@ -33,6 +43,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paired import paired  # noqa: E402  pylint: disable=wrong-import-position
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.train import split_metrics as train_split_metrics  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.weight_ga import WeightGAConfig, ga_step  # noqa: E402  pylint: disable=wrong-import-position
@@ -43,6 +55,8 @@ ARMS = {
     "best_of_p": WeightGAConfig(rule="none"),
     "pbt": WeightGAConfig(rule="pbt", pbt_bounds=(("learning_rate", (1e-4, 1e-2)),)),
     "gdnn_uniform": WeightGAConfig(crossover="uniform"),
+    "gdnn_no_crossover": WeightGAConfig(crossover="uniform", crossover_prob=0.0),
+    "gdnn_inherit": WeightGAConfig(crossover="uniform", opt_state="inherit"),
     "gdnn_neuron": WeightGAConfig(crossover="per_neuron"),
     "gdnn_aligned": WeightGAConfig(crossover="aligned"),
     "gdnn_aligned_exact": WeightGAConfig(crossover="aligned",
@@ -139,6 +153,30 @@ def offspring_quality(data, spec, seed, args):
             for cross, (name, kw) in CROSSES.items()}
 
 
+# (control, arm): what each paired difference isolates
+COMPARISONS = (("best_of_p", "pbt"), ("best_of_p", "gdnn_uniform"),
+               ("best_of_p", "gdnn_no_crossover"), ("best_of_p", "gdnn_inherit"),
+               ("gdnn_no_crossover", "gdnn_uniform"), ("gdnn_uniform", "gdnn_inherit"),
+               ("gdnn_inherit", "pbt"), ("gdnn_uniform", "gdnn_aligned"),
+               ("best_of_p", "dnn"))
+
+
+def paired_table(results, datasets, arms):
+    """Paired per-seed differences (arm - control) of test accuracy and test loss."""
+    table = {}
+    for name in datasets:
+        seeds = results[name]["seeds"]
+        table[name] = {}
+        for control, arm in COMPARISONS:
+            if control not in ["dnn"] + arms or arm not in ["dnn"] + arms:
+                continue
+            table[name][f"{arm} - {control}"] = {
+                metric: paired([s[control]["test"][metric] for s in seeds],
+                               [s[arm]["test"][metric] for s in seeds])
+                for metric in ("accuracy", "loss")}
+    return table
+
+
 def summarise(results, datasets, arms):
     """Mean and std over seeds of each arm's final figures."""
     table = {}
@@ -192,9 +230,22 @@ def plot(results, datasets, args, path):
     print(f"wrote {path}")
 
 
+def _previous(args):
+    """The per-seed results of an earlier run with the same settings (for --append)."""
+    if not os.path.exists(args.out):
+        return {}
+    with open(args.out, encoding="utf-8") as f:
+        old = json.load(f)
+    same = ("population", "generations", "epochs", "hidden")
+    if "seeds_raw" not in old or any(old["args"].get(k) != getattr(args, k) for k in same) \
+            or not set(args.arms) <= set(old["args"]["arms"]):
+        raise SystemExit(f"{args.out} holds other settings or arms: run without --append")
+    return {n: r for n, r in old["seeds_raw"].items() if n in args.datasets}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--generations", type=int, default=8)
@@ -204,29 +255,42 @@ def main():
                                                       "gdnn_vs_dnn.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "img", "loss.png"))
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--append", action="store_true",
+                        help="keep the seeds already in --out (same settings) and run the rest")
     args = parser.parse_args()
     args.arms = ["best_of_p"] + [a for a in args.arms if a != "best_of_p"]
     spec = gdl.MLPSpec(tuple(int(h) for h in args.hidden.split(",")))
-    results = {}
+    results = _previous(args) if args.append else {}
     start = time.perf_counter()
     for name in args.datasets:
         data = gdl.load_dataset(name)
-        seeds = []
-        for seed in range(args.seeds):
-            seeds.append(run_arms(data, spec, seed, args))
-            print(f"{name} seed {seed}: " + ", ".join(
-                f"{a} {r['val']['loss']:.3f}" for a, r in seeds[-1].items()), flush=True)
-        quality = [offspring_quality(data, spec, seed, args) for seed in range(args.seeds)]
-        results[name] = {"seeds": seeds, "offspring": quality}
+        done = results.setdefault(name, {"seeds": [], "offspring": []})
+        for seed in range(len(done["seeds"]), args.seeds):
+            done["seeds"].append(run_arms(data, spec, seed, args))
+            done["offspring"].append(offspring_quality(data, spec, seed, args))
+            print(f"{name} seed {seed}: test accuracy " + ", ".join(
+                f"{a} {r['test']['accuracy']:.4f}" for a, r in done["seeds"][-1].items()),
+                flush=True)
     table = summarise(results, args.datasets, args.arms)
+    pairs = paired_table(results, args.datasets, args.arms)
     probed = [a for a in SHARED_ORDER_PROBE if a in args.arms]
-    print(f"\n{'dataset':<8} {'arm':<22} {'compute':>7} {'val loss':>15} {'val acc':>15} "
-          f"{'test loss':>15} {'test acc':>15}  origin of the best member")
+    print(f"\n{'dataset':<8} {'arm':<22} {'compute':>7} {'test acc':>15} {'test loss':>15} "
+          f"{'val loss (selection)':>21}  origin of the best member")
     for name, arms in table.items():
         for arm, row in arms.items():
             cells = " ".join(f"{row[k][0]:>7.4f}±{row[k][1]:.4f}" for k in
-                             ("val_loss", "val_accuracy", "test_loss", "test_accuracy"))
-            print(f"{name:<8} {arm:<22} {row['compute']:>7} {cells}  best: {row['best_origin']}")
+                             ("test_accuracy", "test_loss"))
+            val = f"{row['val_loss'][0]:.4f}±{row['val_loss'][1]:.4f}"
+            print(f"{name:<8} {arm:<22} {row['compute']:>7} {cells} {val:>21}  "
+                  f"best: {row['best_origin']}")
+    print("\npaired per seed (arm - control), test accuracy in points: mean [95 % bootstrap "
+          "interval], wins/losses, Wilcoxon p")
+    for name, rows in pairs.items():
+        for what, row in rows.items():
+            acc = row["accuracy"]
+            print(f"  {name:<8} {what:<38} {100 * acc['mean']:+.2f} [{100 * acc['lo']:+.2f}, "
+                  f"{100 * acc['hi']:+.2f}]  {acc['wins']}/{acc['losses']}  "
+                  f"p={acc['wilcoxon_p']:.3f}  (n={acc['n']})")
     print("\noffspring right after crossover (mean over seeds; ratio = child / parents' mean "
           "validation loss):")
     for name in args.datasets:
@@ -248,10 +312,15 @@ def main():
                               for s in results[name]["seeds"]])
                 cells.append(f"{how} {r.mean():.2f}±{r.std():.2f}")
             print(f"  {name:<8} {arm:<22} " + "  ".join(cells))
-    summary = {"table": table, "args": vars(args), "machine": f"{os.cpu_count()} cores, jax "
+    summary = {"table": table, "paired": pairs, "args": vars(args),
+               "per_seed": {n: [{a: {k: r[a][k] for k in ("val", "test", "best_origin")
+                                     if k in r[a]} for a in r} for r in results[n]["seeds"]]
+                            for n in args.datasets},
+               "machine": f"{os.cpu_count()} cores, jax "
                f"{jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s)",
                "seconds": time.perf_counter() - start,
                "offspring": {n: results[n]["offspring"] for n in args.datasets},
+               "seeds_raw": results,
                "final_crossover": {n: {a: [r[a]["final_crossover"] for r in results[n]["seeds"]]
                                        for a in probed} for n in args.datasets},
                "curves": {n: {a: [r[a]["curve"] for r in results[n]["seeds"]]

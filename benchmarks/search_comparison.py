@@ -10,23 +10,38 @@ Population (GA, DE) and batch (random, grid) 8, TPE batch 4; the epochs gene tak
 so that a budget of a few hundred network-epochs covers several GA generations; RNNs have one
 layer of at most 64 units (see bench_space).
 
+Two TPE arms: "tpe" is optuna's TPESampler(seed) with its defaults over the unit genome
+(every gene a float in [0, 1]); "tpe_tuned" is TPE as an Optuna user would set it for this
+space: each gene in its own distribution (categorical genes as categories, log floats),
+only the genes a config uses (define-by-run), multivariate with group=True, 5 start-up
+trials and a constant liar. The optuna version and TPESampler's defaults are recorded.
+
+Methods run in a seeded random order per seed (recorded); each run records its wall time
+and, apart, the time XLA spent compiling (the persistent compile cache is on, so a method
+that meets shapes compiled by an earlier one compiles less). Differences to random search
+are reported paired per seed (paired.py).
+
 Usage: python benchmarks/search_comparison.py [--seeds 5] [--datasets mnist1d digits]
-       [--budget 240 160] [--methods ga random grid de tpe] [--epochs 5 10 20]
+       [--budget 240 160] [--methods ga random grid de tpe tpe_tuned] [--epochs 5 10 20]
        [--out JSON] [--plot PNG] [--append]
 Writes benchmarks/results/search_comparison.json and img/search_comparison.png.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
 import time
 
 import jax
+from jax import monitoring
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paired import paired  # noqa: E402  pylint: disable=wrong-import-position
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
@@ -35,11 +50,37 @@ from genetic_dl.space import Choice, Space, default_space  # noqa: E402  pylint:
 gdl.use_host_devices()  # one CPU device per core, before any JAX work
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 POP = 8
+TUNED_TPE = (("multivariate", True), ("group", True), ("n_startup_trials", 5),
+             ("constant_liar", True))
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_COMPILE_SECONDS = [0.0]
+
+
+def _count_compile(event: str, seconds: float, **_) -> None:
+    if event == COMPILE_EVENT:
+        _COMPILE_SECONDS[0] += seconds
+
+
+def optuna_record() -> dict:
+    """The optuna version and TPESampler's defaults (they change between releases)."""
+    try:
+        import optuna  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return {}
+    params = inspect.signature(optuna.samplers.TPESampler.__init__).parameters
+    return {"version": optuna.__version__,
+            "tpe_defaults": {n: p.default for n, p in params.items()
+                             if n != "self" and not callable(p.default)},
+            "tpe_tuned": dict(TUNED_TPE)}
+
+
 METHODS = {"ga": lambda: search.GA(population=POP),
            "random": lambda: search.RandomSearch(batch=POP),
            "grid": lambda: search.GridSearch(resolution=3, batch=POP),
            "de": lambda: search.DifferentialEvolution(population=POP),
-           "tpe": lambda: search.TPE(batch=POP // 2)}
+           "tpe": lambda: search.TPE(batch=POP // 2),
+           "tpe_tuned": lambda: search.TPE(batch=POP // 2, native=True,
+                                           sampler_options=TUNED_TPE)}
 
 
 def bench_space(epochs):
@@ -55,10 +96,12 @@ def bench_space(epochs):
 def one_run(data, method, seed, budget, epochs):
     """One search; returns its record (curve of best-so-far validation accuracy vs budget)."""
     objective = TrainerObjective(data, seed=seed)
+    compiled = _COMPILE_SECONDS[0]
     start = time.perf_counter()
     res = search.run_search(METHODS[method](), bench_space(epochs), objective, budget,
                             jax.random.key(seed))
     wall = time.perf_counter() - start
+    compile_s = _COMPILE_SECONDS[0] - compiled
     curve, best = [], -np.inf
     for e in res.evaluations:
         f = e["fitness"]
@@ -68,7 +111,8 @@ def one_run(data, method, seed, budget, epochs):
     return {"method": method, "seed": seed, "budget": budget, "budget_used": res.budget_used,
             "val_accuracy": float(res.best_fitness), "test_accuracy": test.get("accuracy"),
             "best_config": res.best_config, "evaluated": len(res.evaluations),
-            "groups_trained": objective.groups_trained, "wall_s": wall, "curve": curve}
+            "groups_trained": objective.groups_trained, "wall_s": wall,
+            "compile_s": compile_s, "curve": curve}
 
 
 def plot(runs, path):
@@ -120,6 +164,18 @@ def table(runs):
                          f"| {test.mean():.2f} ± {test.std():.2f} % "
                          f"| {np.mean([r['evaluated'] for r in mine]):.0f} "
                          f"| {np.mean([r['wall_s'] for r in mine]):.0f} |")
+    lines += ["", "| dataset | method - random | seeds | test acc, points: mean [95 % CI] | "
+              "wins/losses | Wilcoxon p |", "|---|---|---|---|---|---|"]
+    for name in sorted({r["dataset"] for r in runs}):
+        by = {(r["method"], r["seed"]): r["test_accuracy"] for r in runs if r["dataset"] == name}
+        for method in METHODS:
+            seeds = sorted(s for m, s in by if m == method and ("random", s) in by)
+            if method == "random" or len(seeds) < 2:
+                continue
+            p = paired([by["random", s] for s in seeds], [by[method, s] for s in seeds])
+            lines.append(f"| {name} | {method} | {p['n']} | {100 * p['mean']:+.2f} "
+                         f"[{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}] | {p['wins']}/"
+                         f"{p['losses']} | {p['wilcoxon_p']:.3f} |")
     return "\n".join(lines)
 
 
@@ -139,6 +195,7 @@ def main():
                         help="keep the runs already in --out and skip them")
     args = parser.parse_args()
     gdl.enable_compile_cache()
+    monitoring.register_event_duration_secs_listener(_count_compile)
     budgets = dict(zip(args.datasets, args.budget + args.budget[-1:] * len(args.datasets)))
     runs = []
     if args.append and os.path.exists(args.out):
@@ -150,18 +207,20 @@ def main():
     for name in args.datasets:
         for seed in range(args.seeds):
             data = gdl.load_dataset(name, seed=seed)
-            for method in args.methods:
+            order = [str(m) for m in np.random.default_rng(seed).permutation(args.methods)]
+            for method in order:
                 if (name, seed, method) in done:
                     continue
                 jax.clear_caches()  # thousands of live programs exhaust XLA's code memory
                 rec = one_run(data, method, seed, budgets[name], args.epochs)
-                rec["dataset"] = name
+                rec["dataset"], rec["order"] = name, order.index(method)
                 runs.append(rec)
                 print(f"{name:8s} seed {seed} {method:6s} val {rec['val_accuracy']:.4f} "
                       f"test {rec['test_accuracy']:.4f} evaluated {rec['evaluated']:3d} "
                       f"{rec['wall_s']:.0f}s  {rec['best_config']}", flush=True)
                 gdl.rundir.write_json(args.out, {"machine": machine, "command": " ".join(
-                    ["python benchmarks/search_comparison.py"] + sys.argv[1:]), "runs": runs})
+                    ["python benchmarks/search_comparison.py"] + sys.argv[1:]),
+                    "optuna": optuna_record(), "runs": runs})
     print(table(runs))
     plot(runs, args.plot)
 
