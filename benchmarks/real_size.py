@@ -348,13 +348,13 @@ def main():
     parser.add_argument("--size", type=int, default=8)
     parser.add_argument("--val", type=int, default=512,
                         help="validation rows of the JAX arms (validated every epoch)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16, 32])
-    parser.add_argument("--frames-sizes", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[4, 8, 16, 32])
+    parser.add_argument("--frames-sizes", type=int, nargs="*", default=[4, 8])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train-n", type=int, default=4096)
     parser.add_argument("--frames-train-n", type=int, default=512,
                         help="sequences per timed epoch of the frames model")
-    parser.add_argument("--eval-vals", type=int, nargs="+", default=[1000, 10000, 50000])
+    parser.add_argument("--eval-vals", type=int, nargs="*", default=[1000, 10000, 50000])
     parser.add_argument("--arms", nargs="+", default=["population", "stream", "jax_serial",
                                                       "torch_grouped", "torch_vmap",
                                                       "torch_serial"])

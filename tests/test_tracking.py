@@ -3,6 +3,7 @@ W&B offline run; the CLI's --log writes them under the run directory."""
 import glob
 import json
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -64,10 +65,18 @@ def _wandb_records(path):
     return out
 
 
-def _wandb(directory):
+def _wandb(directory, wait=30.0):
     (path,) = glob.glob(f"{directory}/wandb/offline-run-*/*.wandb")
+    # W&B's service process writes the file; under load its last records can land just
+    # after finish() returns, so read until the run's exit record is in it
+    deadline = time.monotonic() + wait
+    records = _wandb_records(path)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = _wandb_records(path)
     history, config = [], {}
-    for rec in _wandb_records(path):
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
@@ -104,7 +113,7 @@ def test_each_tracker_writes_what_its_tool_reads_back(name, tmp_path):
         history, config, images = _wandb(str(tmp_path))
         steps = [h for h in history if "best" in h]
         assert [(h["_step"], h["best"]) for h in steps] == [(s, pytest.approx(v))
-                                                            for s, v in want_best]
+                                                            for s, v in want_best], history
         assert config["best.learning_rate"] == 0.01 and config["best.optimizer"] == "adam"
         assert len(images) == 1
 
