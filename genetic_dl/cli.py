@@ -386,7 +386,7 @@ def _training_data(args, data, pop):
     """What ``evolve-weights`` trains on: ``data``, or a Stream over its stored arrays
     with ``--stream on``, or with ``auto`` when the data does not fit in memory next
     to the population but the population alone does."""
-    from . import memory, sharding  # pylint: disable=import-outside-toplevel
+    from . import memory  # pylint: disable=import-outside-toplevel
     from .stream import Stream  # pylint: disable=import-outside-toplevel
     if args.stream == "off":
         return data
