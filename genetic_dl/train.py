@@ -32,6 +32,9 @@ History = Dict[str, jax.Array]
 # activations (a CNN's im2col patches included), not P x the whole split. Smaller
 # splits run whole.
 EVAL_BATCH = 1024
+# Splits longer than this many rows are evaluated chunk by chunk from the host, so
+# memory holds one chunk of inputs (not a copy of the split per device).
+HOST_CHUNK = 8192
 
 
 def _eval_batch(population: Population) -> int:
@@ -206,22 +209,13 @@ def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *
                         *data.input_scaling(), mesh=mesh, pass_mesh=True)
 
 
-@functools.partial(jax.jit, static_argnames=("eval_batch",))
-def _predict(population: Population, x, eval_batch=1024):
-    learner = population.learner
-    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, eval_batch))(
-        population.params, population.collections, population.hparams)
-
-
 def predict(population: Population, x, *, mesh="auto") -> jax.Array:
     """Outputs of every member on ``x``: logits or predictions, shape ``(P, n, out)``."""
-    fn = functools.partial(_predict, eval_batch=_eval_batch(population))
-    if len(x) <= HOST_CHUNK:
-        return _run_sharded(fn, population, jnp.asarray(x, jnp.float32), mesh=mesh)
-    # chunk by chunk from the host: one chunk of inputs on the devices at a time
-    return jnp.asarray(np.concatenate(
-        [np.asarray(_run_sharded(fn, population, jnp.asarray(x[i:i + HOST_CHUNK], jnp.float32),
-                                 mesh=mesh)) for i in range(0, len(x), HOST_CHUNK)], 1))
+    eval_batch = _eval_batch(population)
+    if len(x) > HOST_CHUNK:
+        return jnp.asarray(_outputs_by_chunk(population, x, NO_SCALING, False, eval_batch, mesh))
+    return _run_sharded(functools.partial(_outputs, eval_batch=eval_batch), population,
+                        jnp.asarray(x, jnp.float32), *NO_SCALING, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
@@ -237,9 +231,24 @@ def _evaluate(population: Population, x, y, mean, std, scaled=False, eval_batch=
 @functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
 def _outputs(population: Population, x, mean, std, scaled=False, eval_batch=1024):
     learner = population.learner
-    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(
-        p, c, x, h, eval_batch, _scaler(mean, std, scaled)))(
+    prep = _scaler(mean, std, scaled) or (lambda v: v.astype(jnp.float32))
+    return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, eval_batch, prep))(
         population.params, population.collections, population.hparams)
+
+
+# The input scaling of features stored as the model sees them.
+NO_SCALING = (np.zeros((), np.float32), np.ones((), np.float32))
+
+
+def _outputs_by_chunk(population: Population, x, scaling, scaled: bool, eval_batch: int,
+                      mesh) -> np.ndarray:
+    """Every member's outputs on ``x``, sent to the devices about :data:`HOST_CHUNK`
+    rows (whole evaluation batches) at a time, collected on the host."""
+    rows = max(eval_batch, HOST_CHUNK - HOST_CHUNK % eval_batch)
+    fn = functools.partial(_outputs, scaled=scaled, eval_batch=eval_batch)
+    return np.concatenate([np.asarray(_run_sharded(fn, population, x[i:i + rows], *scaling,
+                                                   mesh=mesh))
+                           for i in range(0, len(x), rows)], 1)
 
 
 @functools.partial(jax.jit, static_argnames=("learner",))
@@ -255,16 +264,9 @@ def _evaluate_in_chunks(population: Population, data: Dataset, split: str, mesh,
     outputs chunk by chunk (only one chunk of the split on the devices), then the
     metrics of the collected outputs, member by member."""
     x, y = data.split(split)
-    rows = max(eval_batch, HOST_CHUNK - HOST_CHUNK % eval_batch)  # whole evaluation batches
-    fn = functools.partial(_outputs, scaled=data.raw_inputs, eval_batch=eval_batch)
-    outs = [np.asarray(_run_sharded(fn, population, x[i:i + rows], *data.input_scaling(),
-                                    mesh=mesh)) for i in range(0, len(y), rows)]
-    return _scores(population.learner, jnp.asarray(np.concatenate(outs, 1)), jnp.asarray(y))
-
-
-# Splits longer than this many rows are evaluated chunk by chunk from the host, so
-# memory holds one chunk of inputs (not a copy of the split per device).
-HOST_CHUNK = 8192
+    outputs = _outputs_by_chunk(population, x, data.input_scaling(), data.raw_inputs, eval_batch,
+                                mesh)
+    return _scores(population.learner, jnp.asarray(outputs), jnp.asarray(y))
 
 
 def evaluate(population: Population, data: Dataset, split: str = "val", *,
