@@ -21,6 +21,7 @@ from .space import Choice, Float, Int, Space, default_space, space
 from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
                      RandomSearch, SearchResult, run_search)
 from .trainer_objective import TrainerObjective
+from .pbt_search import PBTSearch, PBTSearchResult, pbt_search
 from .rundir import load_model
 from .cache import enable_compile_cache
 from .checkpoint import load_population, save_population
@@ -30,6 +31,7 @@ from . import (crossover, matching, mutation, permutation, selection, stopping, 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PBTSearch", "PBTSearchResult", "pbt_search",
     "DATASETS", "Dataset", "load_dataset", "load_npz", "load_npy_dir", "make_dataset",
     "compute_metrics", "CNNSpec", "FramesSpec",
     "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict", "spec_to_dict",

@@ -1,4 +1,6 @@
 """Properties of the weight-GA operators, parametrised over their registries."""
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -188,3 +190,85 @@ def test_ga_step_skips_disabled_operators_exactly(digits):
     for leaf_new, leaf_old in zip(jax.tree_util.tree_leaves(plain.params),
                                   jax.tree_util.tree_leaves(pop.params)):
         np.testing.assert_array_equal(leaf_new, np.asarray(leaf_old)[np.asarray(parents[:, 0])])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_tournament_follows_the_order_statistics_of_k_draws(k):
+    # entrants are uniform with replacement over the 6 members that did not fail, so the
+    # member of rank r (1 = worst of them) wins with probability (r^k - (r - 1)^k) / 6^k
+    f = np.asarray(FITNESS)
+    ok = np.isfinite(f)
+    ranks = np.zeros(8)
+    ranks[ok] = np.argsort(np.argsort(f[ok])) + 1
+    probs = np.where(ok, (ranks ** k - (ranks - 1) ** k) / ok.sum() ** k, 0.0)
+    _frequencies(probs, lambda key, x, n: selection.tournament(key, x, n, k=k))
+
+
+@pytest.mark.parametrize("n", [8, 13, 100])
+def test_sus_pointers_are_evenly_spaced(n):
+    # one spin of n pointers 1/n apart: whatever the spin, member i is picked floor(n p_i)
+    # or ceil(n p_i) times, in wheel order (independent draws spread far wider)
+    expected = n * np.asarray(selection.roulette_probabilities(FITNESS), np.float64)
+    spreads = []
+    for seed in range(25):
+        idx = np.asarray(selection.sus(jax.random.key(seed), FITNESS, n))
+        counts = np.bincount(idx, minlength=8)
+        assert np.all(counts >= np.floor(expected - 1e-4))
+        assert np.all(counts <= np.ceil(expected + 1e-4))
+        assert np.all(np.diff(idx) >= 0)
+        spreads.append(counts)
+    assert len({tuple(c) for c in spreads}) > 1  # the spin itself is random
+
+
+def test_per_layer_takes_each_layer_whole_from_one_parent():
+    a, b, _ = _pair(gdl.MLPSpec((6, 5, 4)))
+    b = jax.tree_util.tree_map(lambda x: x + 1.0, b)  # biases start at 0 in both parents
+    taken = []
+    for seed in range(16):
+        child = crossover.per_layer(jax.random.key(seed), a, b)
+        row = {}
+        for layer, leaves in child["params"].items():
+            src = {name: "a" if np.array_equal(v, a["params"][layer][name]) else
+                   "b" if np.array_equal(v, b["params"][layer][name]) else None
+                   for name, v in leaves.items()}
+            assert set(src) == {"kernel", "bias"}
+            assert None not in src.values()  # whole tensors, never a mix
+            assert len(set(src.values())) == 1  # a layer's kernel and bias from one parent
+            row[layer] = src["kernel"]
+        taken.append(row)
+    for layer in taken[0]:
+        assert {row[layer] for row in taken} == {"a", "b"}
+    assert len({tuple(sorted(row.items())) for row in taken}) > 2  # layers choose apart
+
+
+def test_de_trial_weights_are_the_target_or_a_plus_f_times_b_minus_c():
+    size, f, cr = 6, 0.7, 0.5
+    params = {"w": jax.random.normal(jax.random.key(0), (size, 40)),
+              "b": jax.random.normal(jax.random.key(1), (size, 3))}
+    trial = mutation.de_rand_1_bin(jax.random.key(2), params, f=f, cr=cr)
+    x = np.concatenate([np.asarray(params[k]).reshape(size, -1) for k in sorted(params)], 1)
+    t = np.concatenate([np.asarray(trial[k]).reshape(size, -1) for k in sorted(params)], 1)
+    crossed_share = []
+    for i in range(size):
+        crossed = t[i] != x[i]
+        assert crossed.any()  # at least one mutant weight
+        others = [j for j in range(size) if j != i]
+        mutants = [(a, b, c) for a, b, c in itertools.permutations(others, 3)
+                   if np.allclose(t[i][crossed], (x[a] + f * (x[b] - x[c]))[crossed],
+                                  rtol=1e-5, atol=1e-6)]
+        assert len(mutants) == 1  # one mutant of three distinct members other than i
+        crossed_share.append(crossed.mean())
+    assert abs(np.mean(crossed_share) - cr) < 0.15
+
+
+def test_gaussian_noise_scales_with_each_tensors_std():
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = {"big": 3.0 * jax.random.normal(keys[0], (300, 200)),
+              "small": 0.01 * jax.random.normal(keys[1], (400,)) + 5.0}
+    for scale in (0.1, 0.5):
+        out = mutation.gaussian(jax.random.key(1), params, 1.0, scale)
+        for name, x in params.items():
+            noise = np.asarray(out[name], np.float64) - np.asarray(x, np.float64)
+            ratio = noise.std() / (scale * float(np.std(np.asarray(x))))
+            assert abs(ratio - 1) < 0.1, (name, scale, ratio)
+            assert abs(noise.mean()) < 0.2 * noise.std()

@@ -206,3 +206,26 @@ print("ok")
 def test_devices_match_one_device():
     """1, 2, 4 and 8 devices (meshes over 8 forced host devices) give the same numbers."""
     assert run_python(MULTI_DEVICE, devices=8).strip().endswith("ok")
+
+
+def test_training_in_member_chunks_equals_training_all_at_once(digits, monkeypatch):
+    # On CPU members train in cache-sized chunks (lax.map over vmapped chunks) at
+    # benchmark sizes; small test populations fit one chunk. Force both paths.
+    from genetic_dl import sharding  # pylint: disable=import-outside-toplevel
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((64, 64)), digits, 8,
+                              hparams={"learning_rate": np.geomspace(1e-3, 1e-2, 8)})
+    per_member = sum(x[0].size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(
+        (pop.params, pop.opt_state)) if x.ndim)
+    results = {}
+    for chunk in (8, 2, 1):
+        jax.clear_caches()  # the chunk is fixed when the program is traced
+        monkeypatch.setattr(sharding, "CHUNK_BYTES", chunk * per_member + 1)
+        assert train_mod.chunk_members(pop, 8) == chunk
+        results[chunk] = gdl.train(pop, digits, 2, batch_size=32)
+    jax.clear_caches()
+    for chunk in (2, 1):
+        (trained, hist), (whole, whole_hist) = results[chunk], results[8]
+        for x, y in zip(jax.tree_util.tree_leaves((trained.params, trained.opt_state, hist)),
+                        jax.tree_util.tree_leaves((whole.params, whole.opt_state, whole_hist))):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=1e-6)
+    assert not _tree_equal(results[8][0].params, pop.params)  # it did train

@@ -296,3 +296,46 @@ def test_self_adaptive_scales_resume_bit_identically_from_a_checkpoint_file(iris
     for a, b in zip(jax.tree_util.tree_leaves(resumed.best_params),
                     jax.tree_util.tree_leaves(full.best_params)):
         np.testing.assert_array_equal(a, b)
+
+
+def _leaves(pop):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves((pop.params, pop.opt_state))]
+
+
+def test_pbt_in_the_loop_copies_weights_and_optimizer_state_within_bounds(iris):
+    bounds = (1e-3, 2e-2)
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((16,)), iris, 8, "adam",
+                              {"learning_rate": np.geomspace(1e-3, 2e-2, 8)})
+    cfg = WeightGAConfig(rule="pbt", pbt_quantile=0.25,
+                         pbt_bounds=(("learning_rate", bounds),))
+    evaluated, stepped = [], []
+    res = evolve_weights(jax.random.key(1), pop, iris, generations=4, epochs=2,
+                         batch_size=16, config=cfg, fitness="accuracy",
+                         callbacks=[lambda g, p, r: evaluated.append(p) and False],
+                         on_state=lambda s: stepped.append(s.population))
+    assert len(stepped) == 3
+    copies = 0
+    for before, after in zip(evaluated, stepped):
+        ids_before, ids_after = np.asarray(before.ids), np.asarray(after.ids)
+        parent_of = {c: pa for _, c, pa, _ in res.lineage}
+        for j, member in enumerate(ids_after):
+            new = member not in ids_before
+            src = int(np.flatnonzero(ids_before == (parent_of[int(member)] if new else member))[0])
+            copies += int(new)
+            # a copy takes its source's weights and its Adam moments and step count
+            for x, y in zip(_leaves(after), _leaves(before)):
+                np.testing.assert_array_equal(x[j], y[src])
+        lr = np.asarray(after.hparams["learning_rate"])
+        assert np.all(lr >= bounds[0] * (1 - 1e-6)) and np.all(lr <= bounds[1] * (1 + 1e-6))
+    assert copies == 3 * 2  # the bottom quarter of 8, each generation
+    assert any(np.any(x != 0) for x in jax.tree_util.tree_leaves(stepped[0].opt_state))
+
+
+def test_rule_none_is_plain_training_at_equal_compute(iris):
+    pop = gdl.init_population(jax.random.key(3), gdl.MLPSpec((16,)), iris, 4)
+    res = evolve_weights(jax.random.key(4), pop, iris, generations=3, epochs=2,
+                         batch_size=16, config=WeightGAConfig(rule="none"))
+    plain, _ = gdl.train(pop, iris, 6, batch_size=16)
+    for x, y in zip(_leaves(res.population), _leaves(plain)):
+        np.testing.assert_array_equal(x, y)
+    assert res.history[-1]["network_epochs"] == 4 * 6  # the same compute
