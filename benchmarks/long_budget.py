@@ -19,6 +19,7 @@ Arms:
   tpe_tuned      optuna's TPESampler as an Optuna user would set it for this space (genes in
                  their own distributions, define-by-run, multivariate, group, 5 start-up
                  trials, constant liar), batches of 4.
+  tpe            TPESampler(seed) with optuna's defaults over the unit genome, batches of 4.
   pbt            population-based training (Jaderberg et al., 2017) of 8 MLPs of the space's
                  largest shape (128, 128): hyperparameters drawn from the space, then every 5
                  epochs the bottom quarter copies the top quarter's weights and optimizer state
@@ -84,7 +85,8 @@ SEARCHES = {"ga_lamarckian": (lambda: search.GA(population=POP), True),
             "ga": (lambda: search.GA(population=POP), False),
             "random": (lambda: search.RandomSearch(batch=POP), False),
             "tpe_tuned": (lambda: search.TPE(batch=POP // 2, native=True,
-                                             sampler_options=TUNED_TPE), False)}
+                                             sampler_options=TUNED_TPE), False),
+            "tpe": (lambda: search.TPE(batch=POP // 2), False)}
 METHODS = ["sh_pbt"] + list(SEARCHES) + ["pbt"]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import types
 from typing import Optional
@@ -222,7 +223,7 @@ def _model(population, data, batch_size: int, devices: int, eval_batch: int):
     data_bytes = devices * int(sum(np.asarray(a).nbytes for a in arrays))
     leaves = jax.tree_util.tree_leaves(
         (population.params, population.opt_state, population.collections))
-    per_member = sum(x[0].size * x.dtype.itemsize for x in leaves if x.ndim)
+    per_member = sum(math.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves if x.ndim)
     hp_names = hparam_shapes(population)
     x_spec = ((batch_size,) + tuple(data.feature_shape), "float32")
     y_spec = ((batch_size,) + tuple(np.shape(data.y_train)[1:]), str(data.y_train.dtype))

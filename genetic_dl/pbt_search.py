@@ -157,7 +157,8 @@ class PBTSearch:
         fitness, params, member = best
         true_spec, true_params = shrink(spec, params, member["widths"])
         return PBTSearchResult(fitness, true_spec, true_params,
-                               {n: float(v) for n, v in member.items() if n != "widths"},
+                               {n: float(v) for n, v in member.items()
+                                if n in dict(self.bounds)},
                                history, spent)
 
     def _halve(self, pop: Population, data: Dataset):

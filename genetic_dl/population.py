@@ -67,7 +67,7 @@ class Population:
 
     def member(self, i: int) -> Any:
         """Params of member ``i`` (no leading axis)."""
-        return jax.tree_util.tree_map(lambda x: x[i], self.params)
+        return index_members(self.params, i)
 
 
 def raw_key(key) -> jax.Array:
@@ -248,10 +248,28 @@ def _init(keys, hp, optimizer, feature_shape, out_dim, learner) -> Population:
                       out_dim=int(out_dim), collections=collections)
 
 
+@jax.jit
+def _index_leaves(leaves, index):
+    return [x[index] for x in leaves]
+
+
+def index_members(tree: Any, index) -> Any:
+    """``x[index]`` of every leaf, as one program that has finished when it returns.
+
+    On members sharded over several CPU devices an index is a collective. Leaf by
+    leaf, many small collective programs would be in flight at once, and XLA's
+    CPU runtime can then hold every thread of its pool in one program's
+    rendezvous while the other programs' parts wait for a thread: the process
+    aborts after 40 s. One program, waited for, leaves nothing in flight.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    out = jax.block_until_ready(_index_leaves(leaves, jnp.asarray(index)))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def take(population: Population, index) -> Population:
     """Members ``index`` (int array) of ``population``, as a new population."""
-    index = jnp.asarray(index)
-    return jax.tree_util.tree_map(lambda x: x[index], population)
+    return index_members(population, index)
 
 
 def concat(*populations: Population) -> Population:

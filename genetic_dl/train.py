@@ -11,6 +11,7 @@ others.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Dict, Optional, Tuple, Union
 
 import jax
@@ -82,7 +83,7 @@ def chunk_members(population: Population, local: int, step_bytes: int = 0) -> in
     """Members per chunk: see :func:`~genetic_dl.sharding.member_chunk`; ``step_bytes``
     are one member's training-step values (:func:`~genetic_dl.memory.step_bytes`)."""
     leaves = jax.tree_util.tree_leaves((population.params, population.opt_state))
-    per_member = sum(x[0].size * x.dtype.itemsize for x in leaves if x.ndim)
+    per_member = sum(math.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves if x.ndim)
     return sharding.member_chunk(local, per_member, step_bytes)
 
 

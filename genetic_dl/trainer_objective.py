@@ -23,7 +23,7 @@ from .config_groups import (DEFAULTS, built_hparams, bucket, group_by, group_key
 from .data import Dataset
 from .models import build_model
 from .padding import rescale_init, shrink
-from .population import init_population, take
+from .population import index_members, init_population, take
 from .search import Config, Objective
 from .stream import Stream
 from .train import evaluate, split_metrics, train
@@ -200,7 +200,7 @@ class TrainerObjective(Objective):
             params = jax.device_get(pop.member(j))
             if self.build is not None:
                 params = {"params": params, "collections": jax.device_get(
-                    jax.tree_util.tree_map(lambda x, j=j: x[j], pop.collections))}
+                    index_members(pop.collections, j))}
             if "widths" in pop.hparams:
                 spec, params = shrink(pop.spec, params, np.asarray(pop.hparams["widths"][j]))
             self.kept = self.kept.add(v, configs[c], (spec, optimizer), params,

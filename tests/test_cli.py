@@ -1,4 +1,5 @@
 """The command line, driven in a subprocess as a user would."""
+import csv
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 
@@ -100,12 +102,14 @@ def test_search_report_load_model_and_config_round_trip(tmp_path):
     rows = (out / "evaluations.csv").read_text().splitlines()
     assert rows[0].startswith(
         "round,budget_used,fitness,cost,id,parent_a,parent_b") and len(rows) > 1
-    # the saved model predicts raw features as well as the run reported
-    import sklearn.datasets  # pylint: disable=import-outside-toplevel
+    # the saved model, given raw features, scores the test accuracy the run reported
     import genetic_dl  # pylint: disable=import-outside-toplevel
     model = genetic_dl.load_model(str(out))
-    x, y = sklearn.datasets.load_iris(return_X_y=True)
-    assert (model.predict(x) == y).mean() > 0.6
+    data = genetic_dl.load_dataset("iris", seed=1)
+    raw = data.x_test * data.feature_std + data.feature_mean
+    accuracy = float((model.predict(raw) == data.y_test).mean())
+    assert accuracy == pytest.approx(result["best"]["test"]["accuracy"], abs=1e-6)
+    assert result["best"]["test"]["accuracy"] > 0.6
     # repeating the run from its config.toml gives the same numbers
     again = tmp_path / "again"
     proc = _cli("search", "--config", str(out / "config.toml"), "--out", str(again), "--quiet")
@@ -230,9 +234,15 @@ def test_multi_objective_search_writes_a_pareto_front(tmp_path, capsys, monkeypa
                                str(out), "--quiet")
     assert code == 0, err
     result = json.loads((out / "result.json").read_text())
-    front = [(p["metric"], -p["params"]) for p in result["pareto"]]
-    assert front and all(not (b[0] >= a[0] and b[1] >= a[1] and b != a)
-                         for a in front for b in front)
+    front = {(p["metric"], -p["params"]) for p in result["pareto"]}
+    # the front is exactly the evaluated points that no other evaluated point dominates
+    with open(out / "evaluations.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    points = {(float(r["fitness"]), -float(r["params"])) for r in rows
+              if np.isfinite(float(r["fitness"]))}
+    assert len(points) > len(front) >= 1
+    assert front == {a for a in points if not any(
+        b[0] >= a[0] and b[1] >= a[1] and b != a for b in points)}
     assert (out / "pareto.png").exists()
     proc = _cli("report", str(out))
     assert "pareto.png" in (out / "report.md").read_text()

@@ -89,3 +89,15 @@ def test_the_cli_streams_data_that_does_not_fit_next_to_the_population(capsys, m
     assert "streaming batches" in err
     result = json.loads((out / "result.json").read_text())
     assert result["best"]["test"]["accuracy"] > 0.5  # 10 classes: it learned from the stream
+
+
+def test_the_estimate_and_the_chunk_size_read_shapes_only(iris):
+    # Run before every training call. On members sharded over several CPU devices,
+    # reading a member's values would dispatch a collective program per leaf, and
+    # many in flight at once can stall XLA's CPU runtime until it aborts the process.
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((16, 8)), iris, 4)
+    shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), pop)
+    assert memory.estimate(shapes, iris, 16, devices=2) == memory.estimate(pop, iris, 16,
+                                                                          devices=2)
+    train_mod = importlib.import_module("genetic_dl.train")
+    assert train_mod.chunk_members(shapes, 4) == train_mod.chunk_members(pop, 4)

@@ -180,10 +180,21 @@ def test_composite_and_multi_objective_fitness(iris):
     assert multi[1] == -n_params
 
 
-def test_tpe_adapter_beats_nothing_and_respects_budget():
+@pytest.mark.parametrize("native", [False, True])
+def test_tpe_uses_its_feedback_and_beats_random_search(native):
     pytest.importorskip("optuna")
-    res = search.run_search(search.TPE(batch=4), SPACE, search.BlackBox(sphere), 60, 0)
-    assert res.budget_used <= 60 and res.best_fitness > -3
+    tpe_best, random_best = [], []
+    for seed in range(3):
+        res = search.run_search(search.TPE(batch=4, native=native), SPACE,
+                                search.BlackBox(sphere), 80, seed)
+        assert res.budget_used <= 80
+        fit = np.array([e["fitness"] for e in res.evaluations])
+        # after its 10 random start-up trials TPE proposes near the good ones
+        assert np.median(fit[-30:]) > np.median(fit[:10]) + 0.5
+        tpe_best.append(res.best_fitness)
+        random_best.append(search.run_search(search.RandomSearch(), SPACE,
+                                             search.BlackBox(sphere), 80, seed).best_fitness)
+    assert np.mean(tpe_best) > np.mean(random_best)
 
 
 def test_unknown_method_and_bad_budget():
