@@ -50,7 +50,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from paired import paired  # noqa: E402  pylint: disable=wrong-import-position
-from search_comparison import COMPILE_EVENT, TUNED_TPE, optuna_record  # noqa: E402  pylint: disable=wrong-import-position
+from search_comparison import (  # noqa: E402  pylint: disable=wrong-import-position
+    COMPILE_SECONDS, TUNED_TPE, count_compile, on_grid, optuna_record)
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.space import default_space  # noqa: E402  pylint: disable=wrong-import-position
@@ -65,12 +66,6 @@ PBT_EPOCHS = 5  # PBT's ready interval: epochs between exploit/explore steps
 PBT_WIDTHS = (128, 128)
 BATCH = 64
 STRONGEST = "sh_pbt"
-_COMPILE_SECONDS = [0.0]
-
-
-def _count_compile(event: str, seconds: float, **_) -> None:
-    if event == COMPILE_EVENT:
-        _COMPILE_SECONDS[0] += seconds
 
 
 def small_mlp_space():
@@ -150,7 +145,7 @@ def run_sh_pbt_arm(data, seed, budget):
 
 def one_run(data, method, seed, budget):
     """One arm on one seed: its record."""
-    compiled, start = _COMPILE_SECONDS[0], time.perf_counter()
+    compiled, start = COMPILE_SECONDS[0], time.perf_counter()
     if method == "pbt":
         val, test, best, curve, evaluated = run_pbt_arm(data, seed, budget)
     elif method == "sh_pbt":
@@ -160,7 +155,7 @@ def one_run(data, method, seed, budget):
     return {"method": method, "seed": seed, "budget": budget, "val_accuracy": val,
             "test_accuracy": float(test), "best_config": best, "evaluated": evaluated,
             "wall_s": time.perf_counter() - start,
-            "compile_s": _COMPILE_SECONDS[0] - compiled, "curve": curve}
+            "compile_s": COMPILE_SECONDS[0] - compiled, "curve": curve}
 
 
 def table(runs):
@@ -210,12 +205,7 @@ def plot(runs, path):
             mine = [r for r in runs if r["dataset"] == name and r["method"] == method]
             if not mine:
                 continue
-            ys = []
-            for r in mine:
-                xs, vs = np.array(r["curve"]).T
-                idx = np.searchsorted(xs, grid, side="right") - 1
-                ys.append(np.where(idx >= 0, vs[np.maximum(idx, 0)], np.nan))
-            ys = np.array(ys)
+            ys = np.array([on_grid(r["curve"], grid) for r in mine])
             seen = np.isfinite(ys).all(axis=0)
             row[0].plot(grid[seen], 100 * ys[:, seen].mean(axis=0),
                         label=f"{method} (n={len(mine)})")
@@ -267,7 +257,7 @@ def main():
             runs = json.load(f)["runs"]
     if not args.replot:
         gdl.enable_compile_cache()
-        monitoring.register_event_duration_secs_listener(_count_compile)
+        monitoring.register_event_duration_secs_listener(count_compile)
         done = {(r["dataset"], r["seed"], r["method"]) for r in runs}
         machine = f"{os.cpu_count()} cores, jax {jax.__version__}, {jax.device_count()} " \
                   f"{jax.devices()[0].platform} device(s)"

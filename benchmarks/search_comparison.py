@@ -53,12 +53,21 @@ POP = 8
 TUNED_TPE = (("multivariate", True), ("group", True), ("n_startup_trials", 5),
              ("constant_liar", True))
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-_COMPILE_SECONDS = [0.0]
+COMPILE_SECONDS = [0.0]  # XLA compile time so far in this process (count_compile adds to it)
 
 
-def _count_compile(event: str, seconds: float, **_) -> None:
+def count_compile(event: str, seconds: float, **_) -> None:
+    """A ``jax.monitoring`` listener that adds XLA's compile durations to COMPILE_SECONDS."""
     if event == COMPILE_EVENT:
-        _COMPILE_SECONDS[0] += seconds
+        COMPILE_SECONDS[0] += seconds
+
+
+def on_grid(curve, grid) -> np.ndarray:
+    """A best-so-far curve ``[[spent, best], ...]`` read at ``grid`` (NaN before its start)."""
+    xs = np.array([c[0] for c in curve])
+    vs = np.array([c[1] for c in curve])
+    idx = np.searchsorted(xs, grid, side="right") - 1
+    return np.where(idx >= 0, vs[np.maximum(idx, 0)], np.nan)
 
 
 def optuna_record() -> dict:
@@ -96,12 +105,12 @@ def bench_space(epochs):
 def one_run(data, method, seed, budget, epochs):
     """One search; returns its record (curve of best-so-far validation accuracy vs budget)."""
     objective = TrainerObjective(data, seed=seed)
-    compiled = _COMPILE_SECONDS[0]
+    compiled = COMPILE_SECONDS[0]
     start = time.perf_counter()
     res = search.run_search(METHODS[method](), bench_space(epochs), objective, budget,
                             jax.random.key(seed))
     wall = time.perf_counter() - start
-    compile_s = _COMPILE_SECONDS[0] - compiled
+    compile_s = COMPILE_SECONDS[0] - compiled
     curve, best = [], -np.inf
     for e in res.evaluations:
         f = e["fitness"]
@@ -129,13 +138,7 @@ def plot(runs, path):
             mine = [r for r in runs if r["dataset"] == name and r["method"] == method]
             if not mine:
                 continue
-            ys = []
-            for r in mine:
-                xs = np.array([c[0] for c in r["curve"]])
-                vs = np.array([c[1] for c in r["curve"]])
-                idx = np.searchsorted(xs, grid, side="right") - 1
-                ys.append(np.where(idx >= 0, vs[np.maximum(idx, 0)], np.nan))
-            ys = np.array(ys)
+            ys = np.array([on_grid(r["curve"], grid) for r in mine])
             seen = np.isfinite(ys).all(axis=0)  # from the point every seed has a value
             ax.plot(grid[seen], ys[:, seen].mean(axis=0), label=f"{method} (n={len(mine)})")
             ax.fill_between(grid[seen], ys[:, seen].min(axis=0), ys[:, seen].max(axis=0),
@@ -195,7 +198,7 @@ def main():
                         help="keep the runs already in --out and skip them")
     args = parser.parse_args()
     gdl.enable_compile_cache()
-    monitoring.register_event_duration_secs_listener(_count_compile)
+    monitoring.register_event_duration_secs_listener(count_compile)
     budgets = dict(zip(args.datasets, args.budget + args.budget[-1:] * len(args.datasets)))
     runs = []
     if args.append and os.path.exists(args.out):
