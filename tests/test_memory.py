@@ -97,7 +97,7 @@ def test_the_estimate_and_the_chunk_size_read_shapes_only(iris):
     # many in flight at once can stall XLA's CPU runtime until it aborts the process.
     pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((16, 8)), iris, 4)
     shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), pop)
-    assert memory.estimate(shapes, iris, 16, devices=2) == memory.estimate(pop, iris, 16,
-                                                                          devices=2)
+    expected = memory.estimate(pop, iris, 16, devices=2)
+    assert memory.estimate(shapes, iris, 16, devices=2) == expected
     train_mod = importlib.import_module("genetic_dl.train")
     assert train_mod.chunk_members(shapes, 4) == train_mod.chunk_members(pop, 4)
