@@ -119,10 +119,11 @@ def run_pbt_arm(data, seed, budget):
     for h in res.history:
         best = max(best, h["best"]) if np.isfinite(h["best"]) else best
         curve.append([h["network_epochs"], best])
-    best = {"widths": list(PBT_WIDTHS), "generation": int(res.best_generation),
-            **{n: float(v[int(np.flatnonzero(np.asarray(res.population.ids) == res.best_id)[0])])
-               for n, v in res.population.hparams.items() if res.best_id in
-               np.asarray(res.population.ids)}}
+    best = {"widths": list(PBT_WIDTHS), "generation": int(res.best_generation)}
+    ids = np.asarray(res.population.ids)
+    if res.best_id in ids:  # the best member's hyperparameters, if it is still in the population
+        where = int(np.flatnonzero(ids == res.best_id)[0])
+        best.update((n, float(v[where])) for n, v in jax.device_get(res.population.hparams).items())
     return float(res.best_fitness), test, best, curve, POP * generations
 
 

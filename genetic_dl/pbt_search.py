@@ -23,8 +23,9 @@ from .models import MLPSpec, ModelSpec
 from .padding import rescale_init, shrink
 from .population import Population, init_population, take
 from .selection import rank_order
-from .train import fitness_from_metrics, evaluate, train
-from .weight_ga import WeightGAConfig, evolve_weights
+from .space import Float
+from .train import train
+from .weight_ga import WeightGAConfig, evolve_weights, member_fitness
 
 BOUNDS = (("learning_rate", (1e-4, 3e-2)), ("weight_decay", (1e-6, 1e-2)), ("dropout", (0.0, 0.5)))
 
@@ -58,15 +59,13 @@ def _draw(key, start: int, widths: Sequence[int], layers: int,
         jax.random.randint(k_w, (start, layers), 0, len(widths)))]}
     u = np.asarray(jax.random.uniform(k_h, (start, len(bounds))), np.float64)
     for i, (name, (lo, hi)) in enumerate(sorted(bounds.items())):
-        value = np.exp(np.log(lo) + u[:, i] * (np.log(hi) - np.log(lo))) if lo > 0 \
-            else lo + u[:, i] * (hi - lo)
-        hp[name] = value.astype(np.float32)
+        gene = Float(lo, hi, log=lo > 0)
+        hp[name] = np.array([gene.decode(x) for x in u[:, i]], np.float32)
     return hp
 
 
 def _fitness(population: Population, data: Dataset, metric: str) -> np.ndarray:
-    fit = fitness_from_metrics(evaluate(population, data, "val"), metric, population.failed)
-    return np.asarray(fit)
+    return np.asarray(member_fitness(population, data, metric)[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +138,8 @@ class PBTSearch:
 
         def note(_, members, record):
             # a member keeps its hyperparameters: PBT gives a perturbed copy a new id
-            hparams_of_id.update((int(i), _hparams(members, j))
+            host = jax.device_get(members.hparams)  # one transfer, not one per member
+            hparams_of_id.update((int(i), _hparams(host, j))
                                  for j, i in enumerate(np.asarray(members.ids)))
             history.append({"phase": "pbt", "members": members.size,
                             "network_epochs": spent + record["network_epochs"],
@@ -182,8 +182,9 @@ def pbt_search(key: jax.Array, data: Dataset, budget: float, **options) -> PBTSe
     return PBTSearch(**options).run(key, data, budget)
 
 
-def _hparams(pop: Population, j: int) -> Dict[str, np.ndarray]:
-    return {n: np.asarray(v[j]) for n, v in pop.hparams.items()}
+def _hparams(hparams: Mapping[str, np.ndarray], j: int) -> Dict[str, np.ndarray]:
+    """Member ``j``'s hyperparameters from host copies of a population's."""
+    return {n: np.asarray(v)[j] for n, v in hparams.items()}
 
 
 def _better(best, pop: Population, fit: np.ndarray):
@@ -194,4 +195,4 @@ def _better(best, pop: Population, fit: np.ndarray):
     i = int(np.argmax(np.where(ok, fit, -np.inf)))
     if fit[i] <= best[0]:
         return best
-    return float(fit[i]), jax.device_get(pop.member(i)), _hparams(pop, i)
+    return float(fit[i]), jax.device_get(pop.member(i)), _hparams(jax.device_get(pop.hparams), i)

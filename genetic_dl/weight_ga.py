@@ -36,7 +36,8 @@ from .weight_config import OPT_STATE_RULES, RULES, FitnessFn, WeightGAConfig
 from .weight_records import LoopState, WeightGAResult, diversity, generation_record, update_hall
 
 
-def _fitness(population, data, fitness: FitnessFn):
+def member_fitness(population, data, fitness: FitnessFn):
+    """``(fitness, metrics)`` of every member on the validation split (NaN: failed)."""
     metrics = evaluate(population, data, "val")
     if callable(fitness):
         fit = jnp.asarray(fitness(metrics), jnp.float32)
@@ -86,7 +87,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
     for gen in range(state.generation, generations):
         population, _ = train(state.population, data, epochs, batch_size=batch_size, mesh=mesh)
         spent = state.spent + population.size * epochs
-        fit, metrics = _fitness(population, data, fitness)
+        fit, metrics = member_fitness(population, data, fitness)
         population, fit, metrics = rule.evaluated(state.prev, population, fit, metrics)
         fit_np = np.asarray(fit)
         record, best = generation_record(gen, population, fit_np, metrics, spent, state.best,
