@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 CHILD = """
 import json, sys, time

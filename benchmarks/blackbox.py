@@ -39,7 +39,7 @@ import numpy as np
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
-from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 READ_AT = (25, 50, 100, 200, 500)
 ARMS = ("ga_run_search", "ga_optuna", "ga_optuna_p8", "ga_screen", "tpe", "cmaes", "nsga2",
@@ -115,7 +115,7 @@ class Problem:
 
 
 def _space(params):
-    from genetic_dl.space import Choice, Float, Int, Space  # pylint: disable=import-outside-toplevel
+    from genetic_dl.search.space import Choice, Float, Int, Space  # pylint: disable=import-outside-toplevel
     genes = []
     for name, kind, lo, hi, log in params:
         genes.append((name, Choice(tuple(lo)) if kind == "c" else

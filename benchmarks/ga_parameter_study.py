@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search import driver as search  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
 from search_comparison import bench_space  # noqa: E402  pylint: disable=wrong-import-position
 
 gdl.use_host_devices()  # one CPU device per core, before any JAX work
@@ -97,7 +97,7 @@ def main():
             print(f"seed {seed} {arm:15s} val {rec['val_accuracy']:.4f} test "
                   f"{rec['test_accuracy']:.4f} rounds {rec['generations']} "
                   f"{rec['wall_s']:.0f}s", flush=True)
-            gdl.rundir.write_json(args.out, {"command": " ".join(
+            gdl.app.rundir.write_json(args.out, {"command": " ".join(
                 ["python benchmarks/ga_parameter_study.py"] + sys.argv[1:]),
                 "machine": f"{os.cpu_count()} cores, jax {jax.__version__}, "
                 f"{jax.device_count()} {jax.devices()[0].platform} device(s)",

@@ -20,8 +20,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from genetic_dl import outer_ga, search  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.space import Choice, Float, Int, space  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search import ga as outer_ga  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search import driver as search  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search.space import Choice, Float, Int, space  # noqa: E402  pylint: disable=wrong-import-position
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

@@ -46,8 +46,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from paired import paired  # noqa: E402  pylint: disable=wrong-import-position
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.train import split_metrics as train_split_metrics  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.weight_ga import WeightGAConfig, ga_step  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.core.train import split_metrics as train_split_metrics  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.weights import WeightGAConfig  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.weights.rules.ga import ga_step  # noqa: E402  pylint: disable=wrong-import-position
 
 gdl.use_host_devices()  # one CPU device per core, before any JAX work
 ROOT = os.path.join(os.path.dirname(__file__), "..")

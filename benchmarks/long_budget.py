@@ -53,11 +53,11 @@ from paired import paired  # noqa: E402  pylint: disable=wrong-import-position
 from search_comparison import (  # noqa: E402  pylint: disable=wrong-import-position
     COMPILE_SECONDS, TUNED_TPE, count_compile, on_grid, optuna_record)
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.space import default_space  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.train import split_metrics  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.weight_ga import WeightGAConfig, evolve_weights  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search import driver as search  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search.space import default_space  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.core.train import split_metrics  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.weights import WeightGAConfig, evolve_weights  # noqa: E402  pylint: disable=wrong-import-position
 
 gdl.use_host_devices()  # one CPU device per core, before any JAX work
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -276,7 +276,7 @@ def main():
                     print(f"{name:8s} seed {seed} {method:13s} val {rec['val_accuracy']:.4f} "
                           f"test {rec['test_accuracy']:.4f} {rec['wall_s']:.0f}s "
                           f"(compile {rec['compile_s']:.0f}s)", flush=True)
-                    gdl.rundir.write_json(args.out, {
+                    gdl.app.rundir.write_json(args.out, {
                         "machine": machine, "command": " ".join(
                             ["python benchmarks/long_budget.py"] + sys.argv[1:]),
                         "optuna": optuna_record(), "space": repr(small_mlp_space()),

@@ -83,8 +83,8 @@ def _step_flops(pop, data) -> float:
     """XLA's flop count of one member's training step on one batch."""
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from genetic_dl.optimizers import make_optimizer  # pylint: disable=import-outside-toplevel
-    from genetic_dl.step import member_step  # pylint: disable=import-outside-toplevel
+    from genetic_dl.core.optimizers import make_optimizer  # pylint: disable=import-outside-toplevel
+    from genetic_dl.core.step import member_step  # pylint: disable=import-outside-toplevel
     one = jax.tree_util.tree_map(lambda v: v[0], (pop.params, pop.collections, pop.hparams,
                                                   pop.keys))
     x = jnp.zeros((BATCH,) + data.feature_shape, jnp.float32)
@@ -108,7 +108,7 @@ def arm_jax(arm: str, model: str, size: int, train_n: int, n_val: int) -> dict:
     members = [pop] * (size if arm == "jax_serial" else 1)
     out = {}
     if arm == "population":
-        from genetic_dl import memory  # pylint: disable=import-outside-toplevel
+        from genetic_dl.core import memory  # pylint: disable=import-outside-toplevel
         out["estimate_mb"] = memory.estimate(pop, data, BATCH,
                                              devices=len(jax.devices())).total / 2 ** 20
     for phase in ("warm", "timed"):
@@ -286,7 +286,7 @@ def _torch_flops(data, model: str) -> float:
 def arm_eval(model: str, size: int, n_val: int) -> dict:
     import jax  # pylint: disable=import-outside-toplevel
     import genetic_dl as gdl  # pylint: disable=import-outside-toplevel
-    from genetic_dl import memory  # pylint: disable=import-outside-toplevel
+    from genetic_dl.core import memory  # pylint: disable=import-outside-toplevel
     data = _data(model, n_val=n_val)
     pop = gdl.init_population(jax.random.key(0), _spec(model), data, size)
     before = _peak_mb()

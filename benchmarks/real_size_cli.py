@@ -29,7 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _write_npz(path: str) -> None:

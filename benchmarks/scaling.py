@@ -44,8 +44,10 @@ GA_STEP = r"""
 import json, time
 import jax, jax.numpy as jnp, numpy as np
 import genetic_dl as gdl
-from genetic_dl import matching, sharding
-from genetic_dl.weight_ga import WeightGAConfig, ga_step
+from genetic_dl.operators import matching  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.core import sharding  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.weights import WeightGAConfig  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.weights.rules.ga import ga_step  # noqa: E402  pylint: disable=wrong-import-position
 data = gdl.load_dataset("digits")
 pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((128, 128)), data, 128)
 pop, _ = gdl.train(pop, data, 5)

@@ -43,9 +43,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from paired import paired  # noqa: E402  pylint: disable=wrong-import-position
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl import search  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.space import Choice, Space, default_space  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search import driver as search  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search.trainer_objective import TrainerObjective  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.search.space import Choice, Space, default_space  # noqa: E402  pylint: disable=wrong-import-position
 
 gdl.use_host_devices()  # one CPU device per core, before any JAX work
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -221,7 +221,7 @@ def main():
                 print(f"{name:8s} seed {seed} {method:6s} val {rec['val_accuracy']:.4f} "
                       f"test {rec['test_accuracy']:.4f} evaluated {rec['evaluated']:3d} "
                       f"{rec['wall_s']:.0f}s  {rec['best_config']}", flush=True)
-                gdl.rundir.write_json(args.out, {"machine": machine, "command": " ".join(
+                gdl.app.rundir.write_json(args.out, {"machine": machine, "command": " ".join(
                     ["python benchmarks/search_comparison.py"] + sys.argv[1:]),
                     "optuna": optuna_record(), "runs": runs})
     print(table(runs))

@@ -28,7 +28,7 @@ from sklearn.datasets import make_classification
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 ROOT = os.path.dirname(HERE)  # the checkout under test, not an installed copy
 GA_MODELS = (("mlp", "32,32", "gru"), ("cnn", "8,16", "gru"), ("rnn", "64,2", "lstm"),

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 gdl.use_host_devices()  # one CPU device per core, before any JAX work
 BATCH = 64

@@ -3,30 +3,31 @@
 A population of identically shaped networks lives as one params pytree with a
 leading population axis; it trains as one vmapped, jitted program.
 """
-# First: importing sharding asks for one host device per core before JAX starts.
-from .sharding import initialize_hosts, population_mesh, use_host_devices
+from .core.sharding import initialize_hosts, population_mesh, use_host_devices
 from .data import DATASETS, Dataset, load_dataset, load_npy_dir, load_npz, make_dataset
-from .metrics import compute_metrics
-from .learner import Learner, Metric, metric
-from .permutation import PermutationSpec
-from .stream import Stream
-from .models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, count_params,
+from .core.metrics import compute_metrics
+from .core.learner import Learner, Metric, metric
+from .operators.permutation import PermutationSpec
+from .core.stream import Stream
+from .core.models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, count_params,
                      spec_from_dict, spec_to_dict)
-from .optimizers import OPTIMIZERS, make_optimizer
-from .population import Population, concat, init_population, take
-from .train import evaluate, fitness_from_metrics, predict, train
-from .alignment import Alignment
-from .weight_ga import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
-from .space import Choice, Float, Int, Space, default_space, space
-from .search import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
+from .core.optimizers import OPTIMIZERS, make_optimizer
+from .core.population import Population, concat, init_population, take
+from .core.train import evaluate, fitness_from_metrics, predict, train
+from .operators.alignment import Alignment
+from .weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
+from .search.space import Choice, Float, Int, Space, default_space, space
+from .search.driver import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
                      RandomSearch, SearchResult, run_search)
-from .trainer_objective import TrainerObjective
-from .pbt_search import PBTSearch, PBTSearchResult, pbt_search
-from .rundir import load_model
-from .cache import enable_compile_cache
-from .checkpoint import load_population, save_population
-from . import (crossover, matching, mutation, permutation, selection, stopping, synthetic,
-               tracking)
+from .search.trainer_objective import TrainerObjective
+from .search.pbt_search import PBTSearch, PBTSearchResult, pbt_search
+from .app.rundir import load_model
+from .app.cache import enable_compile_cache
+from .app.checkpoint import load_population, save_population
+from .operators import crossover, matching, mutation, permutation, selection
+from .core import stopping
+from .data import synthetic
+from .app import tracking
 
 __version__ = "0.1.0"
 

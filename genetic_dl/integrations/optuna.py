@@ -37,8 +37,8 @@ except ImportError as err:  # optuna is an optional extra
     raise ImportError("genetic_dl.integrations.optuna needs optuna >= 4.2: "
                       "pip install 'genetic-dl[optuna]'") from err
 
-from ..outer_ga import GA
-from ..space import Choice, Float, Gene, Int, Space, config_key
+from ..search.ga import GA
+from ..search.space import Choice, Float, Gene, Int, Space, config_key
 
 CHILD_KEY = "GASampler:child"
 # Extra batches of children bred for one generation before giving up on new configs.

@@ -1,0 +1,366 @@
+"""Network families built from plain, hashable structure specs.
+
+A spec (:class:`MLPSpec`, :class:`CNNSpec`, :class:`RNNSpec`) is a frozen
+dataclass of ints, strings and tuples: the outer GA mutates specs, the
+population engine uses them as static (compile-time) configuration, and the
+population itself only ever holds params pytrees, never module objects.
+
+Every model is called as ``model.apply(params, x, dropout_rate, train,
+widths, rngs={"dropout": key})``. The dropout rate is an argument, not a module
+attribute, so that it can be a traced per-member value under ``vmap``; so are
+``widths`` (MLP and CNN): units of hidden layer i at or beyond ``widths[i]``
+are masked to zero, so members of different widths share one padded shape
+(see :mod:`genetic_dl.padding`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..errors import check as _check
+
+ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+    "swish": nn.swish,
+    "elu": nn.elu,
+    "leaky_relu": nn.leaky_relu,
+    "sigmoid": nn.sigmoid,
+}
+
+RNN_CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell, "simple": nn.SimpleCell}
+POOLS = ("max", "avg", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSpec:
+    """A multilayer perceptron.
+
+    Attributes:
+      hidden: hidden-layer widths; its length is the layer count.
+      activation: a key of :data:`ACTIVATIONS`.
+      dropout: default dropout rate; a model with ``dropout == 0`` has no
+        dropout layers at all (no random numbers drawn per step).
+    """
+    hidden: Tuple[int, ...] = (128, 128)
+    activation: str = "relu"
+    dropout: float = 0.0
+    family = "mlp"
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check(all(h > 0 for h in self.hidden), f"MLP widths must be positive, got {self.hidden}")
+        _check(self.activation in ACTIVATIONS,
+               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNSpec:
+    """A convolutional network for 1-D signals ``(L,)`` or images ``(H, W[, C])``.
+
+    Attributes:
+      filters: output channels of each conv layer; its length is the layer count.
+      kernel_size: kernel width (square kernels for images).
+      pool: ``"max"``, ``"avg"`` or ``"none"``; a 2-stride pool follows each conv
+        layer while the spatial size is at least 2.
+      dense: widths of the dense head after flattening.
+      activation: a key of :data:`ACTIVATIONS`.
+      dropout: default dropout rate of the dense head (0: no dropout layers).
+    """
+    filters: Tuple[int, ...] = (32, 32)
+    kernel_size: int = 3
+    pool: str = "max"
+    dense: Tuple[int, ...] = (64,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    family = "cnn"
+
+    def __post_init__(self):
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
+        _check(len(self.filters) > 0 and all(f > 0 for f in self.filters),
+               f"CNN filters must be a non-empty list of positive ints, got {self.filters}")
+        _check(all(d > 0 for d in self.dense), f"dense widths must be positive, got {self.dense}")
+        _check(self.kernel_size > 0, f"kernel_size must be positive, got {self.kernel_size}")
+        _check(self.pool in POOLS, f"unknown pool {self.pool!r}: choose one of {POOLS}")
+        _check(self.activation in ACTIVATIONS,
+               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNSpec:
+    """A recurrent network over a sequence; the last step's state feeds the head.
+
+    1-D features ``(L,)`` are a length-L sequence of scalars; 2-D ``(T, F)`` are
+    T steps of F features (digits: 8 rows of 8 pixels).
+
+    Attributes:
+      cell: ``"gru"``, ``"lstm"`` or ``"simple"``.
+      hidden: state size of each recurrent layer.
+      layers: number of stacked recurrent layers.
+      dropout: default dropout rate before the output layer (0: none).
+    """
+    cell: str = "gru"
+    hidden: int = 64
+    layers: int = 1
+    dropout: float = 0.0
+    family = "rnn"
+
+    def __post_init__(self):
+        _check(self.cell in RNN_CELLS,
+               f"unknown RNN cell {self.cell!r}: choose one of {', '.join(RNN_CELLS)}")
+        _check(self.hidden > 0 and self.layers > 0,
+               f"RNN hidden size and layers must be positive, got {self.hidden}, {self.layers}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FramesSpec:
+    """A CNN applied to every frame of a sequence, then a recurrent layer over time.
+
+    Inputs are image sequences ``(T, H, W)`` or ``(T, H, W, C)`` (Moving-MNIST
+    style video); every frame goes through the same conv layers (shared
+    weights), its features through a dense embedding, and the sequence of
+    embeddings through the recurrent layer, whose last state feeds the head.
+
+    Attributes:
+      filters, kernel_size, pool, activation: the per-frame CNN (as :class:`CNNSpec`).
+      embed: width of each frame's embedding.
+      cell, hidden: the recurrent layer (as :class:`RNNSpec`).
+      dropout: default dropout rate before the output layer (0: none).
+    """
+    filters: Tuple[int, ...] = (16, 32)
+    kernel_size: int = 3
+    pool: str = "max"
+    embed: int = 64
+    cell: str = "gru"
+    hidden: int = 64
+    activation: str = "relu"
+    dropout: float = 0.0
+    family = "frames"
+
+    def __post_init__(self):
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        _check(len(self.filters) > 0 and all(f > 0 for f in self.filters),
+               f"frame CNN filters must be a non-empty list of positive ints, got {self.filters}")
+        _check(self.kernel_size > 0 and self.embed > 0 and self.hidden > 0,
+               "kernel_size, embed and hidden must be positive")
+        _check(self.pool in POOLS, f"unknown pool {self.pool!r}: choose one of {POOLS}")
+        _check(self.cell in RNN_CELLS,
+               f"unknown RNN cell {self.cell!r}: choose one of {', '.join(RNN_CELLS)}")
+        _check(self.activation in ACTIVATIONS,
+               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+ModelSpec = Union[MLPSpec, CNNSpec, RNNSpec, FramesSpec]
+SPECS = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec, "frames": FramesSpec}
+
+
+def spec_to_dict(spec: ModelSpec) -> Dict[str, Any]:
+    """Returns a JSON/TOML-friendly dict, inverse of :func:`spec_from_dict`."""
+    out = {"family": spec.family}
+    for k, v in dataclasses.asdict(spec).items():
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def spec_from_dict(d: Dict[str, Any]) -> ModelSpec:
+    """Builds a spec from :func:`spec_to_dict` output."""
+    d = dict(d)
+    family = d.pop("family", None)
+    _check(family in SPECS, f"unknown model family {family!r}: choose one of {', '.join(SPECS)}")
+    fields = {f.name for f in dataclasses.fields(SPECS[family])}
+    unknown = set(d) - fields
+    _check(not unknown, f"unknown {family} option(s) {sorted(unknown)}: valid are {sorted(fields)}")
+    return SPECS[family](**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class PatchConv(nn.Module):
+    """A stride-1 'SAME' convolution computed as patches times a matrix.
+
+    Same params (``kernel`` of shape ``(k, ..., C_in, C_out)``, ``bias``) and
+    outputs as ``flax.linen.Conv``. Under ``vmap`` over members, XLA CPU turns
+    ``lax.conv`` into a grouped convolution that ran 8x slower per member than
+    one member alone; patches + ``dot_general`` become one batched matmul.
+    """
+    features: int
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, x):
+        k, spatial, c_in = self.kernel_size, x.ndim - 2, x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k,) * spatial + (c_in, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        low = (k - 1) // 2
+        xp = jnp.pad(x, ((0, 0),) + ((low, k - 1 - low),) * spatial + ((0, 0),))
+        sizes = x.shape[1:-1]
+        if spatial == 1:
+            cols = [xp[:, i:i + sizes[0]] for i in range(k)]
+        else:
+            cols = [xp[:, i:i + sizes[0], j:j + sizes[1]] for i in range(k) for j in range(k)]
+        patches = jnp.concatenate(cols, axis=-1)
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+def _pool2(x, kind: str):
+    """2x2 (or 2) stride-2 'VALID' pooling as a reshape and a reduction.
+
+    Equals ``nn.max_pool``/``nn.avg_pool`` with window 2 and stride 2, but its
+    gradient is a cheap select rather than XLA CPU's slow select-and-scatter.
+    """
+    sizes = [s // 2 for s in x.shape[1:-1]]
+    x = x[(slice(None),) + tuple(slice(0, 2 * s) for s in sizes)]
+    shape = (x.shape[0],) + tuple(d for s in sizes for d in (s, 2)) + (x.shape[-1],)
+    axes = tuple(range(2, 2 * len(sizes) + 1, 2))
+    x = x.reshape(shape)
+    return x.max(axis=axes) if kind == "max" else x.mean(axis=axes)
+
+
+def _mask_units(x, widths, i: int):
+    if widths is None:
+        return x
+    return x * (jnp.arange(x.shape[-1]) < widths[i]).astype(x.dtype)
+
+
+def _dropout(x, rate, train: bool, module: nn.Module):
+    if not train:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.uniform(module.make_rng("dropout"), x.shape) < keep
+    return jnp.where(mask, x / keep, 0.0)
+
+
+class MLP(nn.Module):
+    """Flax MLP built from an :class:`MLPSpec`."""
+    spec: MLPSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+        act = ACTIVATIONS[self.spec.activation]
+        x = x.reshape(x.shape[0], -1)
+        for i, width in enumerate(self.spec.hidden):
+            x = _mask_units(act(nn.Dense(width)(x)), widths, i)
+            if self.spec.dropout > 0:
+                x = _dropout(x, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(x)
+
+
+def _conv_stack(module: nn.Module, spec, x, widths=None):
+    """``spec``'s conv layers (``Conv_i``), each followed by a 2-stride pool while the
+    spatial size allows; ``x`` is ``(B, *spatial, C)``."""
+    act = ACTIVATIONS[spec.activation]
+    for i, filters in enumerate(spec.filters):
+        x = act(PatchConv(filters, spec.kernel_size, name=f"Conv_{i}", parent=module)(x))
+        x = _mask_units(x, widths, i)
+        if spec.pool != "none" and min(x.shape[1:-1]) >= 2:
+            x = _pool2(x, spec.pool)
+    return x
+
+
+class CNN(nn.Module):
+    """Flax CNN built from a :class:`CNNSpec`, 1-D or 2-D from the input's rank."""
+    spec: CNNSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+        act = ACTIVATIONS[self.spec.activation]
+        if x.ndim in (2, 3):  # (B, L) signal or (B, H, W) grey image: add a channel axis
+            x = x[..., None]
+        x = _conv_stack(self, self.spec, x, widths)
+        x = x.reshape(x.shape[0], -1)
+        for width in self.spec.dense:
+            x = act(nn.Dense(width)(x))
+            if self.spec.dropout > 0:
+                x = _dropout(x, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(x)
+
+
+class RNN(nn.Module):
+    """Flax recurrent network built from an :class:`RNNSpec`."""
+    spec: RNNSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+        del widths  # recurrent layers are never padded
+        if x.ndim == 2:  # (B, L): a sequence of scalars
+            x = x[..., None]
+        for _ in range(self.spec.layers):
+            x = nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(x)
+        x = x[:, -1]
+        if self.spec.dropout > 0:
+            x = _dropout(x, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(x)
+
+
+class Frames(nn.Module):
+    """Flax frames model built from a :class:`FramesSpec`: CNN per frame, RNN over time."""
+    spec: FramesSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+        del widths  # never padded
+        if x.ndim == 4:  # (B, T, H, W) grey frames: add a channel axis
+            x = x[..., None]
+        batch, steps = x.shape[:2]
+        frames = _conv_stack(self, self.spec, x.reshape((batch * steps,) + x.shape[2:]))
+        act = ACTIVATIONS[self.spec.activation]
+        z = act(nn.Dense(self.spec.embed)(frames.reshape(batch * steps, -1)))
+        z = nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(
+            z.reshape(batch, steps, -1))[:, -1]
+        if self.spec.dropout > 0:
+            z = _dropout(z, dropout_rate, train, self)
+        return nn.Dense(self.out_dim)(z)
+
+
+_MODULES = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "frames": Frames}
+
+
+def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]):
+    """Raises ``ValueError`` when ``feature_shape`` does not suit the model family."""
+    rank = len(feature_shape)
+    if spec.family == "cnn":
+        _check(1 <= rank <= 3, f"a CNN takes 1-D signals (L,), images (H, W) or (H, W, C); "
+               f"features of shape {feature_shape} do not fit: reshape them or use an MLP")
+        _check(min(feature_shape[:2] if rank == 3 else feature_shape) >= 1,
+               f"features of shape {feature_shape} are empty")
+    elif spec.family == "rnn":
+        _check(1 <= rank <= 2, f"an RNN takes sequences (L,) or (T, F); features of shape "
+               f"{feature_shape} do not fit: reshape them to (steps, features) or use an MLP")
+    elif spec.family == "frames":
+        _check(rank in (3, 4), f"the frames model takes image sequences (T, H, W) or "
+               f"(T, H, W, C); features of shape {feature_shape} are not a sequence of images: "
+               f"use --model cnn for single images or rnn for (steps, features)")
+
+
+def build_model(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -> nn.Module:
+    """Builds the Flax module of ``spec`` for inputs of ``feature_shape``.
+
+    Args:
+      spec: a model spec.
+      feature_shape: shape of one example.
+      out_dim: number of classes or regression targets.
+
+    Returns:
+      A ``flax.linen.Module``.
+    """
+    _check(spec.family in _MODULES, f"unknown model family {spec.family!r}")
+    check_input(spec, tuple(feature_shape))
+    return _MODULES[spec.family](spec=spec, out_dim=int(out_dim))
+
+
+def count_params(params) -> int:
+    """Number of scalars in a params pytree (of one member)."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,277 @@
+"""The population: P identically shaped networks as one pytree with leading axis P."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from ..data import Dataset
+from .learner import Learner, zoo_learner
+from .models import ModelSpec, build_model
+from .optimizers import (DEFAULT_HPARAMS, HPARAM_NAMES, OPTIMIZERS, OptimizerLike,
+                         check_optimizer, make_optimizer)
+
+
+@struct.dataclass
+class Population:
+    """An immutable population of P networks of one shape.
+
+    Every array leaf has leading axis P. The static fields (learner,
+    optimizer, feature shape, output width) are compile-time configuration;
+    everything else is traced, so members can differ in hyperparameters
+    without recompiling.
+
+    Attributes:
+      params: stacked Flax params, ``{"params": ...}``.
+      opt_state: stacked optax states of ``optimizer``.
+      hparams: per-member traced hyperparameters, each ``(P,)``: the named
+        optimizers' ``learning_rate, weight_decay, momentum`` and the zoo's
+        ``dropout``, or whatever names a user's optimizer function reads.
+      keys: ``(P, 2)`` uint32 PRNG keys, one stream per member.
+      ids: ``(P,)`` int32 member ids (children get fresh ids).
+      failed: ``(P,)`` bool, set when a member's loss went NaN/inf.
+      learner, optimizer, feature_shape, out_dim: static configuration.
+      collections: stacked mutable collections (e.g. ``batch_stats``),
+        updated by training, used by evaluation, never mutated by the GA.
+    """
+    params: Any
+    opt_state: Any
+    hparams: Dict[str, jax.Array]
+    keys: jax.Array
+    ids: jax.Array
+    failed: jax.Array
+    learner: Learner = struct.field(pytree_node=False)
+    optimizer: OptimizerLike = struct.field(pytree_node=False)
+    feature_shape: Tuple[int, ...] = struct.field(pytree_node=False)
+    out_dim: int = struct.field(pytree_node=False)
+    collections: Any = struct.field(default_factory=dict)
+
+    @property
+    def spec(self) -> Optional[ModelSpec]:
+        """The zoo spec of the members, or ``None`` for a user's model."""
+        return self.learner.spec
+
+    @property
+    def size(self) -> int:
+        """Number of members P."""
+        return int(self.ids.shape[0])
+
+    @property
+    def model(self):
+        """The Flax module shared by all members."""
+        return self.learner.module
+
+    def member(self, i: int) -> Any:
+        """Params of member ``i`` (no leading axis)."""
+        return index_members(self.params, i)
+
+
+def raw_key(key) -> jax.Array:
+    """A ``uint32`` key array from a typed ``jax.random.key`` or a raw key."""
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key
+
+
+def _per_member(name: str, value, size: int) -> jax.Array:
+    value = np.asarray(value, np.float32)
+    if value.ndim == 0:
+        value = np.full((size,), value, np.float32)
+    if value.shape != (size,):
+        raise ValueError(f"hyperparameter {name!r} has shape {value.shape}: give a scalar "
+                         f"or one value per member, shape ({size},)")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"hyperparameter {name!r} has NaN/inf values: give finite ones")
+    return jnp.asarray(value)
+
+
+def _resolve_hparams(optimizer: OptimizerLike, size: int,
+                     hparams: Optional[Mapping[str, Union[float, np.ndarray]]],
+                     spec: Optional[ModelSpec]) -> Dict[str, jax.Array]:
+    hparams = dict(hparams or {})
+    if callable(optimizer):
+        return _resolve_user_hparams(size, hparams, spec)
+    unknown = set(hparams) - set(HPARAM_NAMES) - {"widths"}
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}: "
+                         f"valid are {', '.join(HPARAM_NAMES)}, widths")
+    defaults = dict(DEFAULT_HPARAMS[optimizer], dropout=spec.dropout if spec else 0.0)
+    out = {name: _per_member(name, hparams.get(name, defaults[name]), size)
+           for name in HPARAM_NAMES}
+    if "widths" in hparams:
+        out["widths"] = _resolve_widths(hparams["widths"], size, spec)
+    if spec is None and np.any(np.asarray(out["dropout"]) > 0):
+        raise ValueError("per-member dropout is a zoo feature: a user's module keeps its own "
+                         "dropout rate")
+    if spec is not None and np.any(np.asarray(out["dropout"]) > 0) and spec.dropout == 0:
+        raise ValueError("per-member dropout > 0 needs dropout layers: build the spec with "
+                         "dropout > 0 (e.g. MLPSpec(dropout=0.1))")
+    if np.any(np.asarray(out["dropout"]) >= 1) or np.any(np.asarray(out["dropout"]) < 0):
+        raise ValueError("dropout rates must be in [0, 1)")
+    if np.any(np.asarray(out["learning_rate"]) <= 0):
+        raise ValueError("learning rates must be positive")
+    return out
+
+
+def _resolve_user_hparams(size: int, hparams: Dict[str, Any],
+                          spec: Optional[ModelSpec]) -> Dict[str, jax.Array]:
+    """An optimizer function's hyperparameters: the user's names, as given."""
+    if spec is not None and "dropout" not in hparams:
+        hparams["dropout"] = spec.dropout
+    out = {k: _per_member(k, v, size) for k, v in sorted(hparams.items()) if k != "widths"}
+    if "widths" in hparams:
+        out["widths"] = _resolve_widths(hparams["widths"], size, spec)
+    return out
+
+
+def _resolve_widths(widths, size: int, spec: Optional[ModelSpec]) -> jax.Array:
+    padded = getattr(spec, "hidden", None) or getattr(spec, "filters", None)
+    if padded is None:
+        raise ValueError("per-member widths need an MLP or CNN spec (RNNs are not padded)")
+    widths = np.asarray(widths, np.float32)
+    if widths.shape != (size, len(padded)):
+        raise ValueError(f"widths has shape {widths.shape}: give one width per member and "
+                         f"layer, shape ({size}, {len(padded)})")
+    if np.any(widths < 1) or np.any(widths > np.asarray(padded)):
+        raise ValueError(f"widths must be in [1, {list(padded)}] (the padded spec's widths)")
+    return jnp.asarray(widths)
+
+
+def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
+                    data: Union[Dataset, "Stream", Tuple[Tuple[int, ...], int]], size: int,
+                    optimizer: OptimizerLike = "adam",
+                    hparams: Optional[Mapping[str, Any]] = None) -> Population:
+    """Creates a population by mapping the model's init over split keys.
+
+    Args:
+      key: a PRNG key; member i's init and training stream derive from
+        ``fold_in(key, i)`` alone, so member i is the same whatever ``size``.
+      model: a zoo spec (``MLPSpec``...) or a :class:`~genetic_dl.Learner`
+        (``Learner.from_linen(module, loss=...)``), shared by all members.
+      data: a :class:`Dataset`, a :class:`~genetic_dl.Stream` (a Learner's
+        input shape is read from its first validation batch), or
+        ``(feature_shape, out_dim)``.
+      size: number of members P.
+      optimizer: a key of :data:`~genetic_dl.optimizers.OPTIMIZERS`, or a
+        function ``hparams -> optax.GradientTransformation`` of one member's
+        traced hyperparameter scalars (names of your choosing).
+      hparams: per-member hyperparameters, each a scalar or a ``(P,)`` array;
+        missing ones take the named optimizer's defaults (dropout: the spec's).
+        Optional ``widths``, ``(P, layers)``: each member's true layer widths
+        inside the spec's padded ones (:mod:`genetic_dl.padding`).
+
+    Returns:
+      A :class:`Population` of ``size`` members.
+
+    Raises:
+      ValueError: an unknown optimizer, hyperparameters the optimizer needs
+        but were not given, or model outputs that do not fit the loss.
+    """
+    if not callable(optimizer) and optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: choose one of "
+                         f"{', '.join(OPTIMIZERS)}, or pass a function hparams -> "
+                         f"optax.GradientTransformation")
+    if size < 1:
+        raise ValueError(f"population size must be at least 1, got {size}")
+    sample = None
+    if isinstance(data, Dataset):
+        feature_shape, out_dim = data.feature_shape, data.out_dim
+        sample = {"x": data.model_inputs(data.x_train[:2]), "y": data.y_train[:2]}
+    elif isinstance(data, tuple) and len(data) == 2:
+        feature_shape, out_dim = tuple(data[0]), int(data[1])
+    elif callable(getattr(data, "first_batch", None)):  # a Stream (its module imports this one)
+        if not isinstance(model, Learner):
+            raise ValueError("a zoo spec on a Stream needs its output width: pass data as "
+                             "(feature_shape, out_dim), e.g. ((28, 28), 10)")
+        first = data.first_batch("val")
+        sample = {k: np.asarray(v)[:2] for k, v in first.items()}
+        feature_shape, out_dim = tuple(np.shape(first["x"])[1:]), 0
+    else:
+        raise ValueError(f"data must be a Dataset, a Stream or (feature_shape, out_dim), got "
+                         f"{type(data).__name__}")
+    if isinstance(model, Learner):
+        learner = model
+    elif hasattr(model, "family"):
+        build_model(model, feature_shape, out_dim)  # validates the spec against the features
+        learner = zoo_learner(model, feature_shape, out_dim)
+    else:
+        raise ValueError(f"model must be a zoo spec (MLPSpec, CNNSpec, RNNSpec) or a "
+                         f"genetic_dl.Learner, got {type(model).__name__}: wrap a flax module "
+                         f"with gdl.Learner.from_linen(module, loss=...)")
+    hp = _resolve_hparams(optimizer, size, hparams, learner.spec)
+    key = raw_key(key)
+    keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(size))
+    if sample is not None and learner.spec is None:
+        sample = jax.tree_util.tree_map(jnp.asarray, sample)
+        first = jax.tree_util.tree_map(lambda v: v[0], hp)
+        params, collections = jax.eval_shape(learner.init, keys[0],
+                                             jnp.zeros((1,) + tuple(feature_shape)))
+        learner.check(params, collections, sample, first)
+        check_optimizer(optimizer, first, params)
+    elif callable(optimizer):
+        params, _ = jax.eval_shape(learner.init, keys[0], jnp.zeros((1,) + tuple(feature_shape)))
+        check_optimizer(optimizer, jax.tree_util.tree_map(lambda v: v[0], hp), params)
+    return _init(keys, hp, optimizer, feature_shape, out_dim, learner)
+
+
+@functools.lru_cache(maxsize=256)
+def _init_fn(learner, optimizer, feature_shape, out_dim):
+    # Cached so that a second population of the same shape does not recompile its init.
+    del out_dim  # part of the cache key only
+    dummy = jnp.zeros((1,) + tuple(feature_shape), jnp.float32)
+
+    def one(key_h):
+        key, h = key_h
+        k_init, k_train = jax.random.split(key)
+        params, collections = learner.init(k_init, dummy)
+        return params, make_optimizer(optimizer, h).init(params), k_train, collections
+    # One member at a time, not vmap: a vmapped orthogonal init (LSTM/GRU
+    # recurrent kernels) becomes batched QR custom calls, and jaxlib's LAPACK
+    # kernels fan a batch out onto the intra-op thread pool they already run
+    # on and block on it; when every worker blocks so, the process deadlocks
+    # (benchmarks/xla_qr_deadlock.py). A batch of one runs inline.
+    return jax.jit(lambda keys, hp: jax.lax.map(one, (keys, hp)))
+
+
+def _init(keys, hp, optimizer, feature_shape, out_dim, learner) -> Population:
+    init = _init_fn(learner, optimizer, tuple(feature_shape), int(out_dim))
+    params, opt_state, train_keys, collections = init(keys, hp)
+    size = keys.shape[0]
+    return Population(params=params, opt_state=opt_state, hparams=hp, keys=train_keys,
+                      ids=jnp.arange(size, dtype=jnp.int32), failed=jnp.zeros(size, bool),
+                      learner=learner, optimizer=optimizer, feature_shape=tuple(feature_shape),
+                      out_dim=int(out_dim), collections=collections)
+
+
+@jax.jit
+def _index_leaves(leaves, index):
+    return [x[index] for x in leaves]
+
+
+def index_members(tree: Any, index) -> Any:
+    """``x[index]`` of every leaf, as one program that has finished when it returns.
+
+    On members sharded over several CPU devices an index is a collective. Leaf by
+    leaf, many small collective programs would be in flight at once, and XLA's
+    CPU runtime can then hold every thread of its pool in one program's
+    rendezvous while the other programs' parts wait for a thread: the process
+    aborts after 40 s. One program, waited for, leaves nothing in flight.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    out = jax.block_until_ready(_index_leaves(leaves, jnp.asarray(index)))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def take(population: Population, index) -> Population:
+    """Members ``index`` (int array) of ``population``, as a new population."""
+    return index_members(population, index)
+
+
+def concat(*populations: Population) -> Population:
+    """Stacks populations of the same static configuration along axis 0."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *populations)

@@ -1,0 +1,103 @@
+"""Search configs as model specs, and their grouping into populations that train as one.
+
+Configs that share a static shape (model family and layer count, activation,
+optimizer, batch size) train together as one vmapped population, with
+per-member learning rate, weight decay, dropout and layer widths as traced
+values (widths by padding and masking, :mod:`genetic_dl.padding`). Group sizes
+are rounded up to powers of two so that sizes repeat and hit the jit cache.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..data import Dataset
+from ..core.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
+from ..core.padding import member_widths, pad_spec, padded_width, widths_of
+
+Config = Dict[str, Any]
+
+DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.0,
+            "weight_decay": 0.0, "optimizer": "adam", "family": "mlp", "layers": 2,
+            "activation": "relu", "kernel_size": 3, "rnn_cell": "gru", "rnn_hidden": 64,
+            "rnn_layers": 1}
+
+
+def config_to_spec(config: Config) -> ModelSpec:
+    """The model spec of a search config (missing genes take :data:`DEFAULTS`)."""
+    c = dict(DEFAULTS, **config)
+    dropout = 0.1 if c["dropout"] > 0.005 else 0.0  # dropout layers present; rate is per member
+    layers = int(c["layers"])
+    widths = tuple(int(c.get(f"width_{i}", 64)) for i in range(layers))
+    if c["family"] == "mlp":
+        return MLPSpec(widths, c["activation"], dropout)
+    if c["family"] == "cnn":
+        return CNNSpec(tuple(min(w, 64) for w in widths), int(c["kernel_size"]), "max", (64,),
+                       c["activation"], dropout)
+    if c["family"] == "rnn":
+        return RNNSpec(c["rnn_cell"], int(c["rnn_hidden"]), int(c["rnn_layers"]), dropout)
+    raise ValueError(f"unknown model family {c['family']!r}: use mlp, cnn or rnn")
+
+
+def group_key(config: Config, data, *, pad_widths: bool = False,
+              build: Optional[Callable[[Config], Any]] = None):
+    """What must be equal for configs to train as one population:
+    ``(shape, optimizer, batch size)``; the shape is the zoo spec (padded to one
+    width with ``pad_widths``) or ``build(config)``'s learner. A Stream's
+    batches are its own, so its batch size is 0 for every config."""
+    c = dict(DEFAULTS, **config)
+    batch = int(min(c["batch_size"], len(data.y_train))) if isinstance(data, Dataset) else 0
+    if build is not None:
+        learner, optimizer = build(config)
+        return learner, optimizer, batch
+    spec = config_to_spec(config)
+    return (pad_spec(spec, 1) if pad_widths else spec), c["optimizer"], batch
+
+
+def group_by(configs: Sequence[Config], key: Callable[[Config], Any]) -> Dict[Any, List[int]]:
+    """Indices of ``configs`` grouped by ``key(config)``, groups in first-seen order."""
+    groups: Dict[Any, List[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(key(c), []).append(i)
+    return groups
+
+
+def bucket(n: int) -> int:
+    """The power of two >= n: group sizes repeat, so compiled programs are reused."""
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def zoo_members(configs: Sequence[Config], pad_widths: bool):
+    """The zoo group's shared spec, each member's spec and the per-member
+    hyperparameters (learning rate, weight decay; dropout and unit widths when
+    the spec has them)."""
+    specs = [config_to_spec(c) for c in configs]
+    spec = specs[0]
+    padded = pad_widths and bool(widths_of(spec))
+    if padded:
+        spec = pad_spec(spec, padded_width(specs))
+    hp = {k: np.array([float(dict(DEFAULTS, **c)[k]) for c in configs], np.float32)
+          for k in ("learning_rate", "weight_decay")}
+    if spec.dropout > 0:
+        hp["dropout"] = np.array([float(c.get("dropout", 0.0)) for c in configs], np.float32)
+    if padded:
+        hp["widths"] = member_widths(specs)
+    return spec, specs, hp
+
+
+def built_hparams(configs: Sequence[Config], optimizer) -> Dict[str, np.ndarray]:
+    """Per-member hyperparameters of a ``build`` group: every numeric gene but
+    epochs and batch size for an optimizer function; learning rate and weight
+    decay for a named optimizer."""
+    if callable(optimizer):
+        names = sorted(k for k, v in configs[0].items() if _numeric(v)
+                       and k not in ("epochs", "batch_size"))
+        return {k: np.array([float(c[k]) for c in configs], np.float32) for k in names}
+    return {k: np.array([float(dict(DEFAULTS, **c)[k]) for c in configs], np.float32)
+            for k in ("learning_rate", "weight_decay")}
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

@@ -1,0 +1,240 @@
+"""The bundled trainer as a search objective: configs of one shape train as one population.
+
+Configs are grouped by shape (:mod:`genetic_dl.config_groups`); a group trains
+one epoch per call, so one compiled program serves every epoch count, and
+members leave the group as they reach their own epochs. Each candidate is
+scored on the validation split (:mod:`genetic_dl.candidate_fitness`); the best
+network, and with Lamarckian inheritance the best per structure, are kept in a
+:class:`~genetic_dl.trained_archive.TrainedArchive`. Budget cost is
+network-epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import candidate_fitness
+from .config_groups import (DEFAULTS, built_hparams, bucket, group_by, group_key,
+                            zoo_members)
+from ..data import Dataset
+from ..core.models import build_model
+from ..core.padding import rescale_init, shrink
+from ..core.population import index_members, init_population, take
+from .driver import Config, Objective
+from ..core.stream import Stream
+from ..core.train import evaluate, split_metrics, train
+from .trained_archive import TrainedArchive
+
+
+# Shapes trained before the in-memory jit caches are dropped (the disk cache, if on, keeps them).
+MAX_CACHED_SHAPES = 128
+
+
+@dataclasses.dataclass
+class TrainerObjective(Objective):
+    """Trains each config on ``data`` and scores it on the validation split.
+
+    Attributes:
+      data: the dataset (test is never touched here).
+      seed: seed of the members' initialisation and shuffling.
+      metric: validation metric maximised (``loss``/``mse`` are negated).
+      composite: ``(alpha, beta, gamma)`` for fitness ``alpha A - beta T + gamma R``
+        where A is the metric, T the training cost in GFLOP (6 x params x
+        examples x epochs: deterministic, unlike wall time) and R the accuracy
+        under gaussian input noise of std ``noise_sigma``.
+      noise_sigma: input noise of the robustness term R.
+      multi_objective: ``"params"`` returns ``(metric, -parameter count)``.
+      max_group: most members trained at once (memory bound).
+      pad_widths: MLPs (CNNs) of one layer count train in one padded shape with
+        per-member unit masks (:mod:`genetic_dl.padding`): one compile serves
+        every width. Off: each distinct width compiles its own program.
+      lamarckian: a config whose structure (spec and optimizer) was trained
+        before starts from the best weights trained for that structure, so a
+        child inherits what its ancestors learned (the weight and structure
+        searches combined); otherwise every config starts from a fresh init.
+      build: ``build(config) -> (learner, optimizer)``: search over your own
+        model family (a :class:`~genetic_dl.Learner` and a named optimizer or
+        an optimizer function). Configs with equal learners, optimizers and
+        batch sizes train as one population; every numeric gene of a config
+        is a traced per-member hyperparameter the optimizer function may read
+        (a named optimizer reads ``learning_rate`` and ``weight_decay``).
+        ``metric`` is then any of the learner's metrics, in its direction.
+        Without ``build`` the configs are the zoo's (:func:`config_to_spec`).
+      kept: the networks kept so far (best, Lamarckian archive).
+      groups_trained: populations initialised so far (each gets its own key).
+    """
+    data: Union[Dataset, Stream]
+    seed: int = 0
+    metric: str = "accuracy"
+    composite: Optional[Tuple[float, float, float]] = None
+    noise_sigma: float = 0.1
+    multi_objective: Optional[str] = None
+    max_group: int = 64
+    pad_widths: bool = False
+    lamarckian: bool = False
+    kept: TrainedArchive = dataclasses.field(default_factory=TrainedArchive)
+    _shapes: set = dataclasses.field(default_factory=set, repr=False)
+    groups_trained: int = 0
+    build: Optional[Callable[[Config], Tuple[Any, Any]]] = None
+
+    def __post_init__(self):
+        if isinstance(self.data, Stream) and self.build is None:
+            raise ValueError("a Stream trains your own learner: pass build=config -> (learner, "
+                             "optimizer); the zoo's configs need an in-memory Dataset")
+        if self.build is not None:
+            unsupported = [name for name in ("composite", "multi_objective", "pad_widths",
+                                             "lamarckian") if getattr(self, name)]
+            if unsupported:
+                raise ValueError(f"{', '.join(unsupported)} work with the zoo's configs only: "
+                                 f"leave them unset with build=")
+        elif self.metric not in candidate_fitness.zoo_metrics(self.data):
+            valid = candidate_fitness.zoo_metrics(self.data)
+            raise ValueError(f"unknown metric {self.metric!r} for {self.data.task}: choose one "
+                             f"of {', '.join(valid)}")
+        if self.multi_objective not in (None, "params"):
+            raise ValueError(f"unknown multi_objective {self.multi_objective!r}: use 'params'")
+
+    @property
+    def best(self) -> Dict[str, Any]:
+        """The best network so far: ``{"fitness", "config", "spec", "params"}``."""
+        return dict(self.kept.best)
+
+    @property
+    def archive(self) -> Dict[Any, Any]:
+        """The Lamarckian archive: ``{(spec, optimizer): {"fitness", "params"}}``."""
+        return dict(self.kept.structures)
+
+    def cost(self, config: Config) -> float:
+        """Network-epochs: the config's epochs."""
+        return float(config.get("epochs", DEFAULTS["epochs"]))
+
+    def evaluate(self, configs: List[Config]) -> List[Any]:
+        """Trains the configs, grouped by shape; returns their fitness in order."""
+        out: List[Any] = [None] * len(configs)
+        groups = group_by(configs, lambda c: group_key(c, self.data, pad_widths=self.pad_widths,
+                                                       build=self.build))
+        self._shapes.update(groups)
+        if len(self._shapes) > MAX_CACHED_SHAPES:
+            # Every shape keeps compiled programs alive; thousands exhaust the memory maps
+            # XLA's CPU code lives in ("LLVM compilation error: Cannot allocate memory").
+            jax.clear_caches()
+            self._shapes = set(groups)
+        for (_, optimizer, batch), members in groups.items():
+            for start in range(0, len(members), self.max_group):
+                chunk = members[start:start + self.max_group]
+                for i, f in zip(chunk, self._train_group(optimizer, batch,
+                                                         [configs[i] for i in chunk])):
+                    out[i] = f
+        return out
+
+    def _next_key(self):
+        key = jax.random.fold_in(jax.random.key(self.seed), self.groups_trained)
+        self.groups_trained += 1
+        return key
+
+    def _init_group(self, optimizer, configs, size):
+        """The group's population of ``size`` >= len(configs) members (extras repeat the
+        last) and each member's zoo spec (``None`` with ``build``)."""
+        configs = list(configs) + [configs[-1]] * (size - len(configs))
+        if self.build is not None:
+            learner = self.build(configs[0])[0]
+            return init_population(self._next_key(), learner, self.data, size, optimizer,
+                                   built_hparams(configs, optimizer)), [None] * size
+        spec, specs, hp = zoo_members(configs, self.pad_widths)
+        pop = init_population(self._next_key(), spec, self.data, size, optimizer, hp)
+        if "widths" in hp:
+            pop = pop.replace(params=rescale_init(spec, pop.params, hp["widths"]))
+        if self.lamarckian:
+            pop = self.kept.inherit(pop, specs, optimizer)
+        return pop, specs
+
+    def _train_group(self, optimizer, batch, configs):
+        """Trains one group epoch by epoch: one compiled program serves every epoch count,
+        and the population shrinks (by powers of two) as members reach their epochs."""
+        epochs = np.array([int(dict(DEFAULTS, **c)["epochs"]) for c in configs])
+        pop, specs = self._init_group(optimizer, configs, bucket(len(configs)))
+        slots = np.arange(pop.size)  # slot j of pop holds config slots[j] (>= n: padding)
+        value = np.full(len(configs), np.nan)
+        trained: List[Any] = [None] * len(configs)
+        for epoch in range(1, int(epochs.max()) + 1):
+            pop, hist = train(pop, self.data, 1, batch_size=batch)
+            done = [j for j, c in enumerate(slots) if c < len(configs) and epochs[c] == epoch]
+            if done:
+                fit = self._fitness(pop, epoch, hist)
+                for j in done:
+                    value[slots[j]] = fit[j]
+                    trained[slots[j]] = j, pop
+            live = [j for j, c in enumerate(slots) if c < len(configs) and epochs[c] > epoch]
+            if live and bucket(len(live)) < pop.size:
+                keep = live + [live[-1]] * (bucket(len(live)) - len(live))
+                pop, slots = take(pop, np.asarray(keep)), slots[keep]
+        self._keep(configs, value, trained, specs, optimizer)
+        if self.multi_objective == "params":
+            return [(float(v), -float(candidate_fitness.param_count(s, self.data)))
+                    for v, s in zip(value, specs)]
+        return [float(v) for v in value]
+
+    def _fitness(self, pop, epochs, hist) -> np.ndarray:
+        """Each member's fitness (NaN: failed) after ``epochs`` epochs."""
+        value = candidate_fitness.validation_fitness(pop, self.data, self.metric, hist)
+        if self.composite is not None:
+            value = candidate_fitness.composite_fitness(value, pop, self.data, epochs,
+                                                        self.composite, self.noise_sigma,
+                                                        self.seed)
+        return value
+
+    def _keep(self, configs, value, trained, specs, optimizer):
+        """Offers each trained config to the archive; params leave the device only
+        when the archive takes them."""
+        for c, (v, where, spec) in enumerate(zip(value, trained, specs)):
+            if where is None or not np.isfinite(v):
+                continue
+            as_best, as_structure = self.kept.wants(v, (spec, optimizer), self.lamarckian)
+            if not as_best and not as_structure:
+                continue
+            j, pop = where
+            params = jax.device_get(pop.member(j))
+            if self.build is not None:
+                params = {"params": params, "collections": jax.device_get(
+                    index_members(pop.collections, j))}
+            if "widths" in pop.hparams:
+                spec, params = shrink(pop.spec, params, np.asarray(pop.hparams["widths"][j]))
+            self.kept = self.kept.add(v, configs[c], (spec, optimizer), params,
+                                      as_best=as_best, as_structure=as_structure)
+
+    def trained(self) -> Dict[str, Any]:
+        """The best model trained so far: ``{"fitness", "config", "spec", "params"}``."""
+        return self.best
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a resumed search needs from the trainer, as JSON plus ``arrays``."""
+        kept = self.kept.state_dict()
+        return {"best": kept["best"], "groups_trained": self.groups_trained,
+                "archive": kept["archive"], "arrays": kept["arrays"]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restores :meth:`state_dict` output (params come back as plain nested dicts)."""
+        self.groups_trained = int(state["groups_trained"])
+        self.kept = TrainedArchive.from_state_dict(state)
+
+    def test_metrics(self) -> Dict[str, float]:
+        """Test metrics of the best network trained so far (for the final report only)."""
+        best = self.kept.best
+        if not best:
+            return {}
+        if self.build is not None:
+            learner, optimizer = self.build(best["config"])
+            pop = init_population(jax.random.key(0), learner, self.data, 1, optimizer,
+                                  built_hparams([best["config"]], optimizer))
+            saved = best["params"]
+            pop = pop.replace(
+                params=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], saved["params"]),
+                collections=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None],
+                                                   saved["collections"]))
+            return {k: float(v[0]) for k, v in evaluate(pop, self.data, "test").items()}
+        model = build_model(best["spec"], self.data.feature_shape, self.data.out_dim)
+        return split_metrics(model, best["params"], self.data, "test")

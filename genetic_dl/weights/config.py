@@ -1,0 +1,131 @@
+"""Static options of the weight-level GA (:class:`WeightGAConfig`) and their checks."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import jax
+
+from ..operators import crossover as crossover_mod
+from ..operators import selection as selection_mod
+from ..operators.alignment import FIELDS as ALIGNMENT_FIELDS
+from ..operators.alignment import Alignment
+
+
+RULES = ("ga", "pbt", "de", "none")
+OPT_STATE_RULES = ("reset", "inherit", "average")
+FitnessFn = Union[str, Callable[[Dict[str, jax.Array]], jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGAConfig:
+    """Static options of the weight GA (hashable: part of the compiled step).
+
+    Attributes:
+      rule: generation rule, one of :data:`RULES`.
+      selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name
+        and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
+      crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
+        and its options.
+      alignment: with ``crossover="aligned"``, how units are matched before
+        crossing (:class:`~genetic_dl.alignment.Alignment`: base crossover,
+        matcher, match_to, passes, every); default ``Alignment()``. Its options
+        given in ``crossover_kw`` instead move here.
+      crossover_prob: probability that a child is a crossover (else a copy of
+        its first parent).
+      distinct_parents: draw the second parent among the other members, so
+        that no child is a crossover of a member with itself (a mere clone).
+      elitism: number of top members copied unchanged (permuted to the best
+        member's unit order in generations where aligned crossover matches to it).
+      mutation_rate, mutation_scale: fraction of weights mutated and the noise
+        scale relative to each tensor's std.
+      mutation_decay: lambda of ``mu(t) = mu0 exp(-lambda t)``.
+      self_adaptive: each member carries its own mutation scale, mutated
+        log-normally (SAMR-GA style).
+      noise_table: mutation noise read from a shared precomputed table of
+        N(0, 1) values at random offsets (as in OpenAI's evolution strategies)
+        instead of drawn fresh: see :func:`~genetic_dl.mutation.noise_table`.
+      hall_of_fame: distinct best members kept (with their params) in the result.
+      boltzmann_growth: per-generation growth of Boltzmann selection's beta.
+      opt_state: a child's optimizer state, one of :data:`OPT_STATE_RULES`.
+      pbt_quantile, pbt_bounds, pbt_resample: PBT options; bounds as
+        ``(("learning_rate", (1e-4, 1e-1)), ...)``.
+      de_f, de_cr: DE's F and CR.
+    """
+    rule: str = "ga"
+    selection: str = "tournament"
+    selection_kw: Tuple[Tuple[str, Any], ...] = ()
+    crossover: str = "uniform"
+    crossover_kw: Tuple[Tuple[str, Any], ...] = ()
+    alignment: Optional[Alignment] = None
+    crossover_prob: float = 1.0
+    distinct_parents: bool = False
+    elitism: int = 1
+    mutation_rate: float = 0.05
+    mutation_scale: float = 0.1
+    mutation_decay: float = 0.0
+    self_adaptive: bool = False
+    noise_table: bool = False
+    hall_of_fame: int = 5
+    boltzmann_growth: float = 1.0
+    opt_state: str = "reset"
+    pbt_quantile: float = 0.25
+    pbt_bounds: Tuple[Tuple[str, Tuple[float, float]], ...] = (("learning_rate", (1e-4, 1e-1)),)
+    pbt_resample: float = 0.0
+    de_f: float = 0.5
+    de_cr: float = 0.9
+
+    def __post_init__(self):
+        for name in ("crossover_prob", "mutation_rate", "mutation_scale", "mutation_decay",
+                     "boltzmann_growth", "pbt_quantile", "pbt_resample", "de_f", "de_cr"):
+            try:  # an int (crossover_prob=0) would reach jax.random as an int
+                object.__setattr__(self, name, float(getattr(self, name)))
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}") from None
+        for value, options, what in ((self.rule, RULES, "rule"),
+                                     (self.opt_state, OPT_STATE_RULES, "opt_state"),
+                                     (self.selection, selection_mod.SELECTIONS, "selection"),
+                                     (self.crossover, crossover_mod.CROSSOVERS, "crossover")):
+            if value not in options:
+                raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
+        self._resolve_alignment()
+        if not 0 <= self.mutation_rate <= 1 or not 0 <= self.crossover_prob <= 1:
+            raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")
+        if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
+            raise ValueError("elitism, mutation_scale and mutation_decay must be >= 0")
+
+    def _resolve_alignment(self):
+        kw = dict(self.crossover_kw)
+        moved = {k: kw.pop(k) for k in ALIGNMENT_FIELDS if k in kw}
+        if self.crossover != "aligned":  # e.g. dataclasses.replace(aligned, crossover=...)
+            object.__setattr__(self, "alignment", None)
+            return
+        if moved and self.alignment is not None:
+            raise ValueError(f"aligned crossover's options {sorted(moved)} are given both in "
+                             "crossover_kw and in alignment=: give them in alignment= only")
+        object.__setattr__(self, "alignment", self.alignment or Alignment(**moved))
+        object.__setattr__(self, "crossover_kw", tuple(kw.items()))
+
+    @property
+    def _aligned(self) -> Alignment:
+        return self.alignment if self.alignment is not None else Alignment()
+
+    @property
+    def matcher(self) -> str:
+        """Weight matching of aligned crossover (``alignment.matcher``)."""
+        return self._aligned.matcher
+
+    @property
+    def match_to(self) -> str:
+        """What aligned crossover matches units to (``alignment.match_to``)."""
+        return self._aligned.match_to
+
+    @property
+    def match_passes(self) -> Optional[int]:
+        """Weight-matching sweeps of aligned crossover (None: until converged)."""
+        return self._aligned.passes
+
+    @property
+    def match_every(self) -> int:
+        """Aligned crossover with ``match_to="best"`` re-matches every this many generations."""
+        return self._aligned.every
