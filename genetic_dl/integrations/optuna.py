@@ -37,7 +37,7 @@ except ImportError as err:  # optuna is an optional extra
     raise ImportError("genetic_dl.integrations.optuna needs optuna >= 4.2: "
                       "pip install 'genetic-dl[optuna]'") from err
 
-from ..search.ga import GA
+from ..search.ga import GA, GAState
 from ..search.space import Choice, Float, Gene, Int, Space, config_key
 
 CHILD_KEY = "GASampler:child"
@@ -190,22 +190,23 @@ class GASampler(BaseGASampler):
         return np.clip(np.reshape(rows, (len(rows), space.dim)), 0.0, 1.0)
 
     def _breeding_state(self, study: Study, generation: int, space: Space,
-                        parents: List[FrozenTrial]) -> Dict[str, Any]:
+                        parents: List[FrozenTrial]) -> GAState:
         """``GA.ask``'s state: the parents, the configs of earlier generations (not to
         repeat) and, for screening, every completed trial."""
         trials = study.get_trials(deepcopy=False)
         gen_key = self._get_generation_key()
         seen = frozenset(filter(None, (_config_key(t.params, space.names) for t in trials
                                        if t.system_attrs.get(gen_key, generation) < generation)))
-        state = {"space": space, "fitness": [self._fitness(study, t) for t in parents],
-                 "genomes": self._genomes(space, parents), "generation": generation - 1,
-                 "lo": np.zeros(space.dim), "hi": np.ones(space.dim), "seen": seen}
+        archive = None
         if self._ga.screen > 1:
             done = [t for t in trials if t.state == TrialState.COMPLETE
                     and _config_key(t.params, space.names) is not None]
-            state["archive"] = (self._genomes(space, done),
-                                np.array([self._fitness(study, t) for t in done], np.float64))
-        return state
+            archive = (self._genomes(space, done),
+                       np.array([self._fitness(study, t) for t in done], np.float64))
+        return GAState(space=space, genomes=self._genomes(space, parents),
+                       fitness=[self._fitness(study, t) for t in parents],
+                       generation=generation - 1, lo=np.zeros(space.dim), hi=np.ones(space.dim),
+                       seen=seen, archive=archive)
 
     def _children(self, study: Study, generation: int, space: Space,
                   parents: List[FrozenTrial], batches: int) -> List[np.ndarray]:

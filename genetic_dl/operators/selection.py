@@ -6,10 +6,11 @@ given zero selection probability whenever any member succeeded.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def clean_fitness(fitness: jax.Array) -> jax.Array:
@@ -129,6 +130,32 @@ def beta_schedule(beta0: float, growth: float, generation) -> jax.Array:
 SELECTIONS: Dict[str, Callable] = {
     "truncation": truncation, "tournament": tournament, "roulette": roulette, "rank": rank,
     "sus": sus, "boltzmann": boltzmann}
+
+
+def scheduled(name: str, options: Mapping[str, Any], growth: float, generation: Any) -> Callable:
+    """Selection operator ``name`` with ``options`` bound and, for ``"boltzmann"``, its
+    ``beta`` grown to ``generation``'s value by :func:`beta_schedule`."""
+    options = dict(options)
+    if name == "boltzmann":
+        options["beta"] = beta_schedule(options.get("beta", 1.0), growth, generation)
+    return get(name, **options)
+
+
+def survives(trial: Any, target: Any) -> np.ndarray:
+    """Differential evolution's greedy replacement (Storn & Price, 1997): whether each
+    trial replaces its target, i.e. is not worse (a failed trial never replaces a
+    member that succeeded). Compared on the host in float64.
+
+    Args:
+      trial, target: ``(P,)`` fitness of the trials and of their targets.
+
+    Returns:
+      ``(P,)`` bool.
+    """
+    def clean(f):
+        f = np.asarray(f, np.float64)
+        return np.where(np.isfinite(f), f, -np.inf)
+    return clean(trial) >= clean(target)
 
 
 def get(name: str, **kwargs) -> Callable:

@@ -1,32 +1,34 @@
-"""Hyperparameter and structure search: the outer GA and its baselines under one budget.
+"""The search driver: any strategy against an objective under one budget.
 
-Every method is an ask/tell strategy over unit genomes (see :mod:`genetic_dl.space`):
-``ga``, ``random``, ``grid``, ``de`` and, with optuna installed, ``tpe``. A strategy has
-``init_state(key, space) -> state``, ``ask(key, state) -> (genomes, info)`` (``info``
-may hold ``"parents"``; a bare genome array is accepted too) and
-``tell(state, genomes, fitness) -> state``; ``ask`` never changes the state it is given.
-:func:`run_search` drives any of them against an :class:`Objective` under a budget counted in the
-objective's cost units (network-epochs for the bundled trainer, calls for a black
-box). An identical config is never evaluated twice (the cache costs nothing). The
-GA lives in :mod:`genetic_dl.outer_ga`, the others in :mod:`genetic_dl.baselines`.
+Every method is a :class:`~genetic_dl.search.strategy.Strategy` over unit genomes (see
+:mod:`genetic_dl.search.space`): ``ga``, ``random``, ``grid``, ``de`` and, with optuna
+installed, ``tpe``, one file each. :func:`run_search` drives any of them against an
+:class:`Objective` under a budget counted in the objective's cost units
+(network-epochs for the bundled trainer, calls for a black box). An identical config
+is never evaluated twice (the cache costs nothing).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
 
-from . import genome_ops
-from .baselines import TPE, DifferentialEvolution, GridSearch, RandomSearch
-from .ga import GA
 from ..core.tables import first_objective as _first
 from ..core.tables import fitness_summary
 from ..core.tables import to_pandas as records_to_pandas
+from ..errors import check_choice
+from . import genome_ops
+from .de import DifferentialEvolution
+from .ga import GA
+from .grid_search import GridSearch
+from .random_search import RandomSearch
 from .space import Space
+from .strategy import Lineage, Strategy
+from .tpe import TPE
 
 Config = Dict[str, Any]
 
@@ -125,7 +127,7 @@ def _plan(keys, configs, cache, objective: Objective, left: float) -> List[int]:
     return todo
 
 
-def run_search(method: Any, space: Space, objective: Objective, budget: float, key,
+def run_search(method: Union[str, Strategy], space: Space, objective: Objective, budget: float, key,
                *, objectives: int = 1, max_stalled_rounds: int = 20,
                callbacks: Sequence[Callable[[int, Dict[str, Any]], bool]] = (),
                replay: Sequence[Dict[str, Any]] = (),
@@ -158,8 +160,7 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
       A :class:`SearchResult`.
     """
     if isinstance(method, str):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+        check_choice("method", method, METHODS)
         method = METHODS[method]()
     if not budget > 0:
         raise ValueError(f"the budget must be positive, got {budget}")
@@ -170,8 +171,7 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
     stalled, rnd, start = 0, 0, time.perf_counter()
     while book.used < budget and stalled < max_stalled_rounds:
         key, k_ask = jax.random.split(key)
-        asked = method.ask(k_ask, state)
-        genomes, info = asked if isinstance(asked, tuple) else (asked, {})
+        genomes, lineage = method.ask(k_ask, state)
         genomes = np.asarray(genomes, np.float64)
         if genomes.size == 0:
             break  # e.g. the grid is exhausted
@@ -179,11 +179,9 @@ def run_search(method: Any, space: Space, objective: Objective, budget: float, k
         keys = [space.key(u) for u in genomes]
         todo = _plan(keys, configs, book.cache, objective, budget - book.used)
         fits = book.record(objective, rnd, genomes, configs, keys, todo,
-                           _parents(info.get("parents"), todo, book.ids, book.prev_keys))
+                           _parents(lineage, todo, book.ids, space))
         state = method.tell(state, genomes,
                             [book.cache.get(k, _nan_like(objectives)) for k in keys])
-        book.prev_keys = [space.key(u) for u in state["genomes"]] if "genomes" in state \
-            else keys
         stalled = 0 if todo else stalled + 1
         if todo:
             record = book.round_record(rnd, genomes[todo], [configs[i] for i in todo], fits,
@@ -208,7 +206,6 @@ class _Book:
     cache: Dict[Tuple, Any] = dataclasses.field(default_factory=dict)
     ids: Dict[Tuple, int] = dataclasses.field(default_factory=dict)  # config key -> id
     evaluations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
-    prev_keys: List[Tuple] = dataclasses.field(default_factory=list)  # parents' population
     used: float = 0.0
     best_so_far: float = -math.inf
 
@@ -238,14 +235,16 @@ class _Book:
                 "best_config": configs[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]}
 
 
-def _parents(pairs, todo, ids, prev_keys) -> Dict[int, List[int]]:
-    """Evaluation ids of the parents of each new genome, when the method reports them
-    (the GA's ``info["parents"]``: rows of the population it bred from)."""
-    if not pairs:
+def _parents(lineage: Optional[Lineage], todo, ids, space: Space) -> Dict[int, List[int]]:
+    """Evaluation ids of the parents of each new genome, when the method reports its
+    :class:`Lineage` (rows of the pool it bred from)."""
+    if lineage is None:
         return {}
+    pool = [space.key(u) for u in lineage.pool]
+    pairs = np.asarray(lineage.parents)
     out = {}
     for i in todo:
-        found = [ids.get(prev_keys[p]) for p in pairs[i]] if i < len(pairs) else []
+        found = [ids.get(pool[p]) for p in pairs[i]] if i < len(pairs) else []
         if found and all(f is not None for f in found):
             out[i] = found
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,9 @@ import numpy as np
 
 from . import genome_ops
 from ..operators import selection as selection_mod
+from ..errors import check_choice
 from .space import Space
+from .strategy import Lineage, Proposal
 
 
 class _Breeding(NamedTuple):
@@ -42,11 +44,8 @@ def _breed(key, fit, genomes, lo, hi, rate, generation, how: _Breeding):
     on first use, seconds per process.
     """
     k_sel, k_cross, k_mut, k_struct = jax.random.split(key, 4)
-    sel_kw = dict(how.selection_kw)
-    if how.selection == "boltzmann":
-        sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
-                                                     how.boltzmann_growth, generation)
-    picks = selection_mod.get(how.selection, **sel_kw)(k_sel, fit, 2 * how.n_child)
+    picks = selection_mod.scheduled(how.selection, dict(how.selection_kw), how.boltzmann_growth,
+                                    generation)(k_sel, fit, 2 * how.n_child)
     kids = jax.vmap(genome_ops.CROSSOVERS[how.crossover])(
         jax.random.split(k_cross, how.n_child), genomes[picks[0::2]], genomes[picks[1::2]])
     kids = genome_ops.mutate(k_mut, kids, rate, how.sigma, lo, hi)
@@ -142,6 +141,29 @@ def _screened(breed, key, genomes, picks, n_elite: int, versions: int, archive):
 RENEW = ("stalled", "always", "never")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class GAState:
+    """The outer GA's state between rounds (an immutable value).
+
+    Attributes:
+      space: the search space.
+      genomes: ``(population, D)`` the current population.
+      fitness: its fitness (``None`` before the first generation is told).
+      generation: generations bred so far.
+      lo, hi: ``(D,)`` bounds of the unit genomes (narrowed by refinement).
+      seen: keys of every config evaluated so far (not to breed again).
+      archive: ``(genomes, fitness)`` of every evaluation, for screening.
+    """
+    space: Space
+    genomes: np.ndarray
+    fitness: Optional[List[Any]]
+    generation: int
+    lo: np.ndarray
+    hi: np.ndarray
+    seen: FrozenSet[Tuple[Any, ...]] = frozenset()
+    archive: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+
 @dataclasses.dataclass
 class GA:
     """The outer genetic algorithm (generational, elitist; NSGA-II when multi-objective).
@@ -195,85 +217,83 @@ class GA:
     renew: str = "stalled"
     screen: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.population < 2:
             raise ValueError(f"the GA needs a population of at least 2, got {self.population}")
         for value, options, what in ((self.init, genome_ops.INITS, "init"),
                                      (self.crossover, genome_ops.CROSSOVERS, "crossover"),
-                                     (self.selection, selection_mod.SELECTIONS, "selection")):
-            if value not in options:
-                raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
-        if self.renew not in RENEW:
-            raise ValueError(f"unknown renew {self.renew!r}: choose one of {', '.join(RENEW)}")
+                                     (self.selection, selection_mod.SELECTIONS, "selection"),
+                                     (self.renew, RENEW, "renew")):
+            check_choice(what, value, options)
         if not 0 <= self.mutation_rate <= 1:
             raise ValueError("mutation_rate must be in [0, 1]")
         if self.screen < 0:
             raise ValueError(f"screen must be >= 0 (0: off), got {self.screen}")
 
-    def init_state(self, key, space: Space):
+    def init_state(self, key: jax.Array, space: Space) -> GAState:
         """The first generation (not yet evaluated)."""
         genomes = genome_ops.INITS[self.init](key, self.population, space.dim)
-        return {"space": space, "genomes": np.asarray(genomes), "fitness": None, "generation": 0,
-                "lo": np.zeros(space.dim), "hi": np.ones(space.dim), "pending": None,
-                "seen": frozenset()}
+        return GAState(space=space, genomes=np.asarray(genomes), fitness=None, generation=0,
+                       lo=np.zeros(space.dim), hi=np.ones(space.dim))
 
-    def _scalar(self, fitness):
+    def _scalar(self, fitness: Sequence[Any]) -> np.ndarray:
         f = np.asarray(fitness, np.float64)
         if self.objectives > 1:
             return genome_ops.nsga2_rank(f.reshape(len(f), self.objectives))
         return f.reshape(len(f))
 
-    def ask(self, key, state) -> Tuple[np.ndarray, Dict[str, Any]]:
-        """Genomes to evaluate next, and ``{"parents": [(i, j), ...]}``: for each
-        genome the rows of the evaluated population it came from (elites: ``(i, i)``;
-        empty for the first generation)."""
-        if state["fitness"] is None:
-            return state["genomes"], {}
-        gen = state["generation"]
-        fit = jnp.asarray(self._scalar(state["fitness"]), jnp.float32)
+    def ask(self, key: jax.Array, state: GAState) -> Proposal:
+        """Genomes to evaluate next with their :class:`Lineage`: for each genome the
+        rows of the evaluated population it came from (elites: ``(i, i)``; none for
+        the first generation)."""
+        if state.fitness is None:
+            return Proposal(state.genomes)
+        gen = state.generation
+        fit = jnp.asarray(self._scalar(state.fitness), jnp.float32)
         n_elite = min(self.elitism, self.population) if self.objectives == 1 else 0
         rate = self.mutation_rate * math.exp(-self.mutation_decay * gen)
-        how = _Breeding(state["space"], self.selection, tuple(self.selection_kw),
+        how = _Breeding(state.space, self.selection, tuple(self.selection_kw),
                         self.boltzmann_growth, self.crossover, self.mutation_sigma,
                         self.structural_rate, n_elite, self.population - n_elite)
 
         def breed(k):
-            return _breed(k, fit, jnp.asarray(state["genomes"]), jnp.asarray(state["lo"]),
-                          jnp.asarray(state["hi"]), jnp.float32(rate), jnp.int32(gen), how)
+            return _breed(k, fit, jnp.asarray(state.genomes), jnp.asarray(state.lo),
+                          jnp.asarray(state.hi), jnp.float32(rate), jnp.int32(gen), how)
         genomes, elite_idx, picks = breed(key)
-        archive = state.get("archive")
-        if self.screen > 1 and self.objectives == 1 and archive is not None:
+        if self.screen > 1 and self.objectives == 1 and state.archive is not None:
             genomes, picks = _screened(breed, key, genomes, picks, n_elite, self.screen,
-                                       archive)
-        info = {"parents": [(int(i), int(i)) for i in np.asarray(elite_idx)]
-                + [(int(x), int(y)) for x, y in np.asarray(picks).reshape(-1, 2)]}
-        if self.renew == "never":
-            return np.asarray(genomes), info
-        return _renew_duplicates(jax.random.fold_in(key, 1), genomes, n_elite, state["space"],
-                                 state["seen"], state["lo"], state["hi"], self.mutation_sigma,
-                                 self.renew), info
+                                       state.archive)
+        elite_idx = np.asarray(elite_idx)
+        lineage = Lineage(parents=np.concatenate([np.stack([elite_idx, elite_idx], 1),
+                                                  np.asarray(picks).reshape(-1, 2)]).astype(int),
+                          pool=state.genomes)
+        if self.renew != "never":
+            genomes = _renew_duplicates(jax.random.fold_in(key, 1), genomes, n_elite,
+                                        state.space, state.seen, state.lo, state.hi,
+                                        self.mutation_sigma, self.renew)
+        return Proposal(np.asarray(genomes), lineage)
 
-    def tell(self, state, genomes, fitness):
+    def tell(self, state: GAState, genomes: np.ndarray, fitness: Sequence[Any]) -> GAState:
         """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection."""
-        state = dict(state)
         genomes = np.asarray(genomes)
         fitness = list(fitness)
-        if state["fitness"] is not None and self.objectives > 1:
-            genomes = np.concatenate([state["genomes"], genomes])
-            fitness = list(state["fitness"]) + fitness
+        if state.fitness is not None and self.objectives > 1:
+            genomes = np.concatenate([state.genomes, genomes])
+            fitness = list(state.fitness) + fitness
             keep = np.argsort(-self._scalar(fitness), kind="stable")[:self.population]
             genomes, fitness = genomes[keep], [fitness[i] for i in keep]
+        archive = state.archive
         if self.screen > 1 and self.objectives == 1:  # every evaluation, for the surrogate
-            new = [i for i, g in enumerate(genomes) if state["space"].key(g) not in state["seen"]]
-            old = state.get("archive") or (np.zeros((0, state["space"].dim)), np.zeros(0))
-            state["archive"] = (np.concatenate([old[0], genomes[new]]),
-                                np.concatenate([old[1], self._scalar(fitness)[new]]))
-        state.update(genomes=genomes, fitness=fitness,
-                     generation=state["generation"] + (state["fitness"] is not None),
-                     seen=state["seen"] | {state["space"].key(g) for g in genomes})
-        if self.refine_after and state["generation"] == self.refine_after:
+            new = [i for i, g in enumerate(genomes) if state.space.key(g) not in state.seen]
+            old = archive or (np.zeros((0, state.space.dim)), np.zeros(0))
+            archive = (np.concatenate([old[0], genomes[new]]),
+                       np.concatenate([old[1], self._scalar(fitness)[new]]))
+        generation = state.generation + (state.fitness is not None)
+        lo, hi = state.lo, state.hi
+        if self.refine_after and generation == self.refine_after:
             order = np.argsort(-np.nan_to_num(self._scalar(fitness), nan=-np.inf), kind="stable")
-            state["lo"], state["hi"] = genome_ops.refine_bounds(
-                genomes[order[:self.refine_top]], state["space"], self.refine_epsilon,
-                self.refine_min_width)
-        return state
+            lo, hi = genome_ops.refine_bounds(genomes[order[:self.refine_top]], state.space,
+                                              self.refine_epsilon, self.refine_min_width)
+        return dataclasses.replace(state, genomes=genomes, fitness=fitness,
+                                   generation=generation, lo=lo, hi=hi, archive=archive,
+                                   seen=state.seen | {state.space.key(g) for g in genomes})

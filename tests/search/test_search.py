@@ -13,6 +13,7 @@ from genetic_dl.search import genome_ops
 from genetic_dl.search import ga as outer_ga
 from genetic_dl.search import driver as search
 from genetic_dl.search.space import Choice, Float, Int, space
+from genetic_dl.search.tpe import TPEState
 
 SPACE = space({"x": Float(-5, 5), "y": Float(1e-3, 10, log=True), "n": Int(1, 8),
                "c": Choice(["a", "b", "c"])})
@@ -86,13 +87,13 @@ def test_a_converged_ga_still_spends_its_budget(selection):
 def test_renewal_breeds_new_configs_from_a_converged_population(renew):
     ga = search.GA(population=8, renew=renew)
     state = ga.init_state(jax.random.key(0), SPACE)
-    same = np.tile(state["genomes"][:1], (8, 1))
-    first = [sphere(SPACE.decode(u)) for u in state["genomes"]]
-    state = ga.tell(state, state["genomes"], first)
+    same = np.tile(state.genomes[:1], (8, 1))
+    first = [sphere(SPACE.decode(u)) for u in state.genomes]
+    state = ga.tell(state, state.genomes, first)
     state = ga.tell(state, same, [sphere(SPACE.decode(same[0]))] * 8)
-    kids, info = ga.ask(jax.random.key(1), state)
-    assert "parents" not in state and info["parents"][0][0] == info["parents"][0][1]  # elite
-    new = [SPACE.key(u) not in state["seen"] for u in kids]
+    kids, lineage = ga.ask(jax.random.key(1), state)
+    assert lineage.parents[0][0] == lineage.parents[0][1]  # elite
+    new = [SPACE.key(u) not in state.seen for u in kids]
     assert not new[0]  # the elite is kept as it is
     if renew == "always":
         assert all(new[1:]) and len({SPACE.key(u) for u in kids}) == 8
@@ -136,7 +137,7 @@ def test_refinement_in_the_ga_keeps_children_in_bounds():
     for r in range(3):
         genomes, _ = ga.ask(jax.random.key(r + 1), state)
         state = ga.tell(state, genomes, [sphere(SPACE.decode(u)) for u in genomes])
-    lo, hi = state["lo"], state["hi"]
+    lo, hi = state.lo, state.hi
     assert np.all(hi - lo >= 0.1 - 1e-9) and (hi - lo)[:3].sum() < 3  # narrowed numeric genes
     kids, _ = ga.ask(jax.random.key(9), state)
     assert np.all(kids >= lo - 1e-6) and np.all(kids <= hi + 1e-6)
@@ -295,8 +296,8 @@ def test_native_tpe_suggests_genes_in_their_own_distributions_and_only_active_on
     res = search.run_search(tpe, space, search.BlackBox(
         lambda c: -abs(math.log10(c["learning_rate"]) + 2.5)), 36, 0)
     assert res.budget_used <= 36
-    study = tpe.init_state(jax.random.key(0), space)["study"]
-    genomes, _ = tpe.ask(None, {"space": space, "study": study})
+    study = tpe.init_state(jax.random.key(0), space).study
+    genomes, _ = tpe.ask(None, TPEState(space, study))
     for trial, genome in zip(study.trials, genomes):
         config = space.decode(genome)
         assert trial.params == pytest.approx(config)  # the config evaluated is the suggested

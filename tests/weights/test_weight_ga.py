@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import genetic_dl as gdl
-from genetic_dl.weights.rules.ga import GARule, ga_step
+from genetic_dl.weights.rules.ga import GARule, GAState, ga_step
 from genetic_dl.weights import WeightGAConfig, evolve_weights
 
 
@@ -117,17 +117,17 @@ def test_self_adaptive_scales_are_the_rule_state_inherited_and_perturbed(trained
     pop, fit = trained
     rule = GARule(WeightGAConfig(elitism=1, self_adaptive=True, mutation_scale=0.1))
     state = rule.init(jax.random.key(0), pop)
-    np.testing.assert_array_equal(state["mutation_scale"], np.full(8, 0.1, np.float32))
+    np.testing.assert_array_equal(state.mutation_scale, np.full(8, 0.1, np.float32))
     mine = np.geomspace(0.05, 0.2, 8).astype(np.float32)
-    new, state2, info = rule.step(jax.random.key(5), {"mutation_scale": mine}, pop, fit, None, 0)
-    scales, parents = np.asarray(state2["mutation_scale"]), np.asarray(info["parents"])
+    new, state2, info = rule.step(jax.random.key(5), GAState(mine), pop, fit, None, 0)
+    scales, parents = np.asarray(state2.mutation_scale), np.asarray(info["parents"])
     assert "mutation_scale" not in new.hparams  # the optimizer's hparams stay the optimizer's
     best = int(np.nanargmax(np.asarray(fit)))
     assert scales[0] == mine[best]  # the elite keeps its own
     ratio = scales[1:] / mine[parents[1:, 0]]  # a child's: its first parent's, perturbed
     assert np.all(ratio > 0) and np.all(ratio != 1.0)
     # the scale is what each child mutates with: the same step with other scales differs
-    other = rule.step(jax.random.key(5), {"mutation_scale": mine * 3}, pop, fit, None, 0)[0]
+    other = rule.step(jax.random.key(5), GAState(mine * 3), pop, fit, None, 0)[0]
     moved = [np.abs(np.asarray(x) - np.asarray(y))[1:].max()
              for x, y in zip(jax.tree_util.tree_leaves(new.params),
                              jax.tree_util.tree_leaves(other.params))]

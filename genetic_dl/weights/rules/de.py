@@ -36,8 +36,7 @@ def de_trials(key, population: Population, config: WeightGAConfig) -> Population
 
 def greedy_replace(trial, target):
     """DE's survivor selection: each trial replaces its target unless it is worse."""
-    keep = np.asarray(selection_mod.clean_fitness(trial[1])
-                      >= selection_mod.clean_fitness(target[1]))
+    keep = selection_mod.survives(trial[1], target[1])
 
     def pick(t, o):
         return jnp.where(keep.reshape((-1,) + (1,) * (t.ndim - 1)), t, o)

@@ -254,11 +254,8 @@ def _select(key, fitness, generation, config: WeightGAConfig):
     n_elite = min(config.elitism, size)
     n_child = size - n_elite
     k_sel = jax.random.split(raw_key(key), 3)[0]
-    sel_kw = dict(config.selection_kw)
-    if config.selection == "boltzmann":
-        sel_kw["beta"] = selection_mod.beta_schedule(sel_kw.get("beta", 1.0),
-                                                     config.boltzmann_growth, generation)
-    select = selection_mod.get(config.selection, **sel_kw)
+    select = selection_mod.scheduled(config.selection, dict(config.selection_kw),
+                                     config.boltzmann_growth, generation)
     picks = select(k_sel, fitness, 2 * n_child)
     a, b = picks[0::2], picks[1::2]
     if config.distinct_parents and size > 1:
