@@ -20,6 +20,7 @@ from ..core.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_m
 from ..core.models import MLPSpec, build_model, count_params
 from ..core.population import Population
 from ..core.train import evaluate, predict
+from ..errors import check_choice
 
 
 def zoo_metrics(data: Dataset) -> Tuple[str, ...]:
@@ -41,9 +42,7 @@ def validation_fitness(population: Population, data, metric: str,
         value = np.asarray(history[from_hist[metric]][:, -1], np.float64)
     else:
         metrics = evaluate(population, data, "val")
-        if metric not in metrics:
-            raise ValueError(f"unknown metric {metric!r}: the learner reports "
-                             f"{', '.join(metrics)}")
+        check_choice("metric", metric, metrics, "(the metrics the learner reports)")
         value = np.asarray(metrics[metric], np.float64)
     value = value if population.learner.maximize(metric) else -value
     return np.where(np.asarray(population.failed) | ~np.isfinite(value), np.nan, value)

@@ -16,6 +16,7 @@ import numpy as np
 from ..data import Dataset
 from ..core.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
 from ..core.padding import member_widths, pad_spec, padded_width, widths_of
+from ..errors import unknown
 
 Config = Dict[str, Any]
 
@@ -38,7 +39,7 @@ def config_to_spec(config: Config) -> ModelSpec:
                        c["activation"], dropout)
     if c["family"] == "rnn":
         return RNNSpec(c["rnn_cell"], int(c["rnn_hidden"]), int(c["rnn_layers"]), dropout)
-    raise ValueError(f"unknown model family {c['family']!r}: use mlp, cnn or rnn")
+    unknown("model family", c["family"], ("mlp", "cnn", "rnn"))
 
 
 def group_key(config: Config, data, *, pad_widths: bool = False,

@@ -28,6 +28,7 @@ from .driver import Config, Objective
 from ..core.stream import Stream
 from ..core.train import evaluate, split_metrics, train
 from .trained_archive import TrainedArchive
+from ..errors import check_choice
 
 
 # Shapes trained before the in-memory jit caches are dropped (the disk cache, if on, keeps them).
@@ -91,12 +92,10 @@ class TrainerObjective(Objective):
             if unsupported:
                 raise ValueError(f"{', '.join(unsupported)} work with the zoo's configs only: "
                                  f"leave them unset with build=")
-        elif self.metric not in candidate_fitness.zoo_metrics(self.data):
-            valid = candidate_fitness.zoo_metrics(self.data)
-            raise ValueError(f"unknown metric {self.metric!r} for {self.data.task}: choose one "
-                             f"of {', '.join(valid)}")
-        if self.multi_objective not in (None, "params"):
-            raise ValueError(f"unknown multi_objective {self.multi_objective!r}: use 'params'")
+        else:
+            check_choice(f"metric for {self.data.task}", self.metric,
+                         candidate_fitness.zoo_metrics(self.data))
+        check_choice("multi_objective", self.multi_objective, (None, "params"))
 
     @property
     def best(self) -> Dict[str, Any]:

@@ -10,6 +10,7 @@ from ..operators import crossover as crossover_mod
 from ..operators import selection as selection_mod
 from ..operators.alignment import FIELDS as ALIGNMENT_FIELDS
 from ..operators.alignment import Alignment
+from ..errors import check_choice
 
 
 RULES = ("ga", "pbt", "de", "none")
@@ -86,8 +87,7 @@ class WeightGAConfig:
                                      (self.opt_state, OPT_STATE_RULES, "opt_state"),
                                      (self.selection, selection_mod.SELECTIONS, "selection"),
                                      (self.crossover, crossover_mod.CROSSOVERS, "crossover")):
-            if value not in options:
-                raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
+            check_choice(what, value, options)
         self._resolve_alignment()
         if not 0 <= self.mutation_rate <= 1 or not 0 <= self.crossover_prob <= 1:
             raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")

@@ -111,7 +111,8 @@ def _advance(state: LoopState, rule: Rule, fit, metrics, gen: int) -> LoopState:
     population = state.population
     key, k_step = jax.random.split(state.key)
     old_ids = np.asarray(population.ids)
-    population, rule_state, info = rule.step(k_step, state.rule_state, population, fit, metrics, gen)
+    population, rule_state, info = rule.step(k_step, state.rule_state, population, fit, metrics,
+                                             gen)
     lineage = list(state.lineage)
     if info.get("parents") is not None:
         new_ids, parents = np.asarray(population.ids), np.asarray(info["parents"])
@@ -119,4 +120,3 @@ def _advance(state: LoopState, rule: Rule, fit, metrics, gen: int) -> LoopState:
                        for c, (pa, pb) in zip(new_ids, parents) if c not in old_ids)
     return dataclasses.replace(state, population=population, key=key, generation=gen + 1,
                                rule_state=rule_state, lineage=lineage)
-

@@ -8,7 +8,6 @@ from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from ...operators import mutation as mutation_mod
