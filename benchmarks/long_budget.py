@@ -66,6 +66,9 @@ PBT_EPOCHS = 5  # PBT's ready interval: epochs between exploit/explore steps
 PBT_WIDTHS = (128, 128)
 BATCH = 64
 STRONGEST = "sh_pbt"
+# (control, arm) pairs compared besides STRONGEST against every arm
+OTHER_PAIRS = (("random", "pbt"), ("tpe_tuned", "pbt"), ("ga", "ga_lamarckian"),
+               ("tpe", "tpe_tuned"), ("random", "tpe_tuned"))
 
 
 def small_mlp_space():
@@ -191,6 +194,22 @@ def table(runs):
     return "\n".join(lines)
 
 
+def paired_stats(runs):
+    """paired() of the test accuracies per dataset, keyed ``"arm - control"``: STRONGEST
+    against every other arm, then OTHER_PAIRS (what RESULTS.md reports)."""
+    out = {}
+    for name in sorted({r["dataset"] for r in runs}):
+        by = {(r["method"], r["seed"]): r["test_accuracy"] for r in runs if r["dataset"] == name}
+        out[name] = {}
+        pairs = [(m, STRONGEST) for m in METHODS if m != STRONGEST] + list(OTHER_PAIRS)
+        for control, arm in pairs:
+            seeds = sorted(s for m, s in by if m == control and (arm, s) in by)
+            if len(seeds) >= 2:
+                out[name][f"{arm} - {control}"] = paired([by[control, s] for s in seeds],
+                                                         [by[arm, s] for s in seeds])
+    return out
+
+
 def plot(runs, path):
     """Best validation accuracy so far vs network-epochs (mean over seeds), and the paired
     test-accuracy differences per seed, one row per dataset."""
@@ -238,7 +257,8 @@ def plot(runs, path):
 
 
 def main():
-    """Runs the arms seed by seed (appending), then prints the table and draws the plot."""
+    """Runs the arms seed by seed (appending), then adds the paired statistics to the JSON,
+    prints the table and draws the plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
@@ -281,6 +301,10 @@ def main():
                             ["python benchmarks/long_budget.py"] + sys.argv[1:]),
                         "optuna": optuna_record(), "space": repr(small_mlp_space()),
                         "runs": runs})
+    if runs:  # the paired statistics, for benchmarks/results_md.py
+        with open(args.out, encoding="utf-8") as f:
+            saved = json.load(f)
+        gdl.rundir.write_json(args.out, {**saved, "paired": paired_stats(runs)})
     print(table(runs))
     plot(runs, args.plot)
 

@@ -182,6 +182,20 @@ def table(runs):
     return "\n".join(lines)
 
 
+def paired_stats(runs):
+    """paired() of the test accuracies per dataset, keyed ``"method - random"``."""
+    out = {}
+    for name in sorted({r["dataset"] for r in runs}):
+        by = {(r["method"], r["seed"]): r["test_accuracy"] for r in runs if r["dataset"] == name}
+        out[name] = {}
+        for method in METHODS:
+            seeds = sorted(s for m, s in by if m == method and ("random", s) in by)
+            if method != "random" and len(seeds) >= 2:
+                out[name][f"{method} - random"] = paired([by["random", s] for s in seeds],
+                                                         [by[method, s] for s in seeds])
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -224,16 +238,23 @@ def main():
                 gdl.app.rundir.write_json(args.out, {"machine": machine, "command": " ".join(
                     ["python benchmarks/search_comparison.py"] + sys.argv[1:]),
                     "optuna": optuna_record(), "runs": runs})
+    if runs:  # the paired statistics, for benchmarks/results_md.py
+        with open(args.out, encoding="utf-8") as f:
+            saved = json.load(f)
+        gdl.rundir.write_json(args.out, {**saved, "paired": paired_stats(runs)})
     print(table(runs))
     plot(runs, args.plot)
 
 
 def replot(paths):
-    """Table and plot of several result files together (e.g. one per dataset)."""
+    """Table and plot of several result files together (e.g. one per dataset); adds each
+    file's paired statistics to it."""
     runs = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
-            runs += json.load(f)["runs"]
+            saved = json.load(f)
+        gdl.rundir.write_json(path, {**saved, "paired": paired_stats(saved["runs"])})
+        runs += saved["runs"]
     print(table(runs))
     plot(runs, os.path.join(ROOT, "img", "search_comparison.png"))
 
