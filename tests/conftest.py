@@ -4,7 +4,11 @@ Tests compile with XLA's backend optimisations off (``-O0``): they check what th
 code computes, not how fast, and most of their time is compiling small programs
 (the suite runs in ~60 % of the time). ``GENETIC_DL_TEST_OPT=full`` runs them
 fully optimised, as users, the benchmarks and the CLI run.
+
+A test that outlives its time limit (pytest-timeout, ``timeout`` in pyproject.toml)
+fails, its worker ended; the stacks of its threads go to stderr just before.
 """
+import faulthandler
 import os
 import subprocess
 import sys
@@ -21,6 +25,34 @@ import pytest  # noqa: E402  pylint: disable=wrong-import-position
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# seconds before its time limit at which a test's stacks are written (the limit's last 2 %)
+STACKS_AHEAD = 0.02
+_STDERR = pytest.StashKey[int]()
+
+
+def pytest_configure(config):
+    config.stash[_STDERR] = os.dup(2)
+
+
+def pytest_unconfigure(config):
+    faulthandler.cancel_dump_traceback_later()
+    os.close(config.stash[_STDERR])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item, settings):
+    """pytest-timeout's thread method (the one that ends a hang inside XLA's C++ code)
+    writes the stacks to the terminal, which xdist's workers do not show: faulthandler
+    writes every thread's Python stack to stderr just before the limit."""
+    if settings.timeout and settings.timeout > 0:
+        faulthandler.dump_traceback_later(settings.timeout * (1 - STACKS_AHEAD),
+                                          file=item.config.stash[_STDERR])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item):  # pylint: disable=unused-argument
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,20 @@ def _in_process(capsys, monkeypatch, *args):
     return code, out, err
 
 
+def test_the_console_script_runs_the_clis_main():
+    """pyproject's ``genetic-dl`` script, the README's command, names the CLI's main."""
+    import importlib  # pylint: disable=import-outside-toplevel
+    try:
+        import tomllib  # pylint: disable=import-outside-toplevel
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # pylint: disable=import-outside-toplevel
+    from genetic_dl.app import cli  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+        target = tomllib.load(handle)["project"]["scripts"]["genetic-dl"]
+    module, _, name = target.partition(":")
+    assert getattr(importlib.import_module(module), name) is cli.main, target
+
+
 def test_evolve_weights_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = _cli("evolve-weights", "--dataset", "iris", "--population", "4", "--generations",

@@ -233,7 +233,15 @@ def test_hall_of_fame_history_and_early_stopping():
                             callbacks=[gdl.stopping.Target(-0.5)])
     fits = sorted((e["fitness"] for e in res.evaluations), reverse=True)
     assert [e["fitness"] for e in res.hall_of_fame(3)] == fits[:3]
-    assert res.history[-1]["best_so_far"] >= -0.5 or res.budget_used == 200
+    # it stopped early, after the first round whose best reached the target
+    assert res.budget_used < 200
+    assert res.history[-1]["best"] >= -0.5
+    assert all(h["best"] < -0.5 for h in res.history[:-1])
+    # ...and is the start of the run without the stopper, which goes on to the budget
+    full = search.run_search(search.GA(population=8), SPACE, box, 200, 0)
+    assert full.budget_used == 200 and len(full.history) > len(res.history)
+    assert [e["fitness"] for e in full.evaluations[:len(res.evaluations)]] == \
+        [e["fitness"] for e in res.evaluations]
     assert res.history[-1]["best_config"] in [e["config"] for e in res.evaluations]
     stalled = gdl.stopping.Saturation(patience=2)
     assert [stalled(i, {"best": b}) for i, b in enumerate([1, 2, 2, 2, 3])] == \
