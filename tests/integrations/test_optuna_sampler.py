@@ -12,7 +12,7 @@ import pytest
 
 from genetic_dl.search import genome_ops
 from genetic_dl.integrations.optuna import CHILD_KEY, GASampler, space_of
-from genetic_dl.search.driver import GA
+from genetic_dl.search.ga import GA, GAState
 from conftest import ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -73,10 +73,10 @@ def test_children_are_the_outer_GAs_own():
     gen0 = [t for t in study.trials if _generation(t) == 0]
     gen1 = [t for t in study.trials if _generation(t) == 1]
     space = space_of(gen0[0].distributions)
-    state = {"space": space, "genomes": np.array([space.encode(t.params) for t in gen0]),
-             "fitness": [-t.value for t in gen0], "generation": 0, "lo": np.zeros(space.dim),
-             "hi": np.ones(space.dim),
-             "seen": frozenset(space.key(space.encode(t.params)) for t in gen0)}
+    state = GAState(space=space, genomes=np.array([space.encode(t.params) for t in gen0]),
+                    fitness=[-t.value for t in gen0], generation=0, lo=np.zeros(space.dim),
+                    hi=np.ones(space.dim),
+                    seen=frozenset(space.key(space.encode(t.params)) for t in gen0))
     ga = GA(population=6, crossover="two_point", mutation_rate=0.2, renew="always")
     want = ga.ask(jax.random.fold_in(jax.random.fold_in(jax.random.key(5), 1), 0), state)[0][1:]
     assert [t.system_attrs[CHILD_KEY] for t in gen1] == list(range(len(gen1)))
@@ -141,7 +141,7 @@ def test_parallel_threads_record_every_trial_once():
 
 WORKER = """
 import sys, optuna
-sys.path.insert(0, sys.argv[2])
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
 from test_optuna_sampler import mixed
 from genetic_dl.integrations.optuna import GASampler
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -156,7 +156,8 @@ def test_two_processes_sharing_a_journal_file_cooperate(tmp_path):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     optuna.create_study(study_name="shared", storage=storage)
     env = dict(os.environ, PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, path, os.path.dirname(__file__)],
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, path, os.path.dirname(__file__),
+                               os.path.join(ROOT, "tests")],
                               env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
