@@ -250,7 +250,7 @@ def test_generation_rules_are_strategies_with_their_own_state(iris):
     de = rule_of(WeightGAConfig(rule="de"))
     assert de.init(jax.random.key(0), pop) is None
     trials, targets, info = de.step(jax.random.key(1), None, pop, fit, metrics, 0)
-    assert targets[0] is pop and np.array_equal(info["parents"][:, 0], np.arange(4))
+    assert targets.population is pop and np.array_equal(info["parents"][:, 0], np.arange(4))
     assert not np.array_equal(trials.ids, pop.ids)  # new members
     trial_fit = jnp.asarray([0.5, 0.0, 0.2, jnp.nan])  # better, worse, tie, failed
     kept, kept_fit, kept_metrics = de.evaluated(targets, trials, trial_fit, {"loss": -trial_fit})
