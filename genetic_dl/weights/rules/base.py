@@ -12,7 +12,7 @@ metrics, generation) -> (population, state, info)``, with ``info["parents"]`` th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Dict, Mapping, Protocol, Tuple, runtime_checkable
 
 import jax
 
@@ -28,7 +28,10 @@ StepInfo = Dict[str, Any]
 @runtime_checkable
 class Rule(Protocol):
     """What the weight loop asks of a generation rule (see the module docstring)."""
-    config: WeightGAConfig
+
+    @property
+    def config(self) -> WeightGAConfig:
+        """The loop's options (read-only: a rule is a frozen value)."""
 
     def init(self, key: jax.Array, population: Population) -> Any:
         """The rule's state before generation 0 (``None`` when it has none)."""
@@ -52,8 +55,8 @@ class RuleBase:
     and nothing replaced after evaluation; rules override what they need."""
     config: WeightGAConfig
 
-    def init(self, key: jax.Array, population: Population) -> Optional[Any]:
-        """No rule state."""
+    def init(self, key: jax.Array, population: Population) -> Any:
+        """No rule state (``None``)."""
         del key, population
 
     def train(self, state: Any, population: Population, data: Dataset, epochs: int, *,
