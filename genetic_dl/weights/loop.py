@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 
 from ..core.population import Population, raw_key
 from ..core.train import evaluate, fitness_from_metrics
+from ..core.stream import Stream
 from ..data import Dataset
 from .config import FitnessFn, WeightGAConfig
 from .records import LoopState, WeightGAResult, generation_record, update_hall
@@ -33,7 +34,7 @@ from .rules import Rule, rule_of
 from .rules.base import Metrics
 
 
-def member_fitness(population: Population, data: Dataset,
+def member_fitness(population: Population, data: Union[Dataset, Stream],
                    fitness: FitnessFn) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """``(fitness, metrics)`` of every member on the validation split (NaN: failed)."""
     metrics = evaluate(population, data, "val")
@@ -46,9 +47,9 @@ def member_fitness(population: Population, data: Dataset,
     return fit, metrics
 
 
-def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, generations: int,
-                   epochs: int, batch_size: int = 64, config: Optional[WeightGAConfig] = None,
-                   fitness: FitnessFn = "loss",
+def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, Stream], *,
+                   generations: int, epochs: int, batch_size: int = 64,
+                   config: Optional[WeightGAConfig] = None, fitness: FitnessFn = "loss",
                    callbacks: Sequence[Callable[[int, Population, Mapping[str, Any]], bool]] = (),
                    mesh: Union[Mesh, str, None] = "auto", resume: Optional[LoopState] = None,
                    on_state: Optional[Callable[[LoopState], None]] = None) -> WeightGAResult:

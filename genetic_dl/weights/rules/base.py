@@ -12,12 +12,13 @@ metrics, generation) -> (population, state, info)``, with ``info["parents"]`` th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Protocol, Tuple, runtime_checkable
+from typing import Any, Dict, Mapping, Protocol, Tuple, Union, runtime_checkable
 
 import jax
 
 from ...core.population import Population
 from ...core.train import train
+from ...core.stream import Stream
 from ...data import Dataset
 from ..config import WeightGAConfig
 
@@ -36,8 +37,8 @@ class Rule(Protocol):
     def init(self, key: jax.Array, population: Population) -> Any:
         """The rule's state before generation 0 (``None`` when it has none)."""
 
-    def train(self, state: Any, population: Population, data: Dataset, epochs: int, *,
-              batch_size: int, mesh: Any) -> Population:
+    def train(self, state: Any, population: Population, data: Union[Dataset, Stream],
+              epochs: int, *, batch_size: int, mesh: Any) -> Population:
         """The generation's gradient descent."""
 
     def evaluated(self, state: Any, population: Population, fitness: jax.Array,
@@ -59,8 +60,8 @@ class RuleBase:
         """No rule state (``None``)."""
         del key, population
 
-    def train(self, state: Any, population: Population, data: Dataset, epochs: int, *,
-              batch_size: int, mesh: Any) -> Population:
+    def train(self, state: Any, population: Population, data: Union[Dataset, Stream],
+              epochs: int, *, batch_size: int, mesh: Any) -> Population:
         """``epochs`` epochs of every member's own optimizer."""
         del state
         return train(population, data, epochs, batch_size=batch_size, mesh=mesh)[0]
