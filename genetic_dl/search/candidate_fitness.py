@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +17,9 @@ import numpy as np
 
 from ..data import Dataset
 from ..core.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
-from ..core.models import MLPSpec, build_model, count_params
+from ..core.models import MLPSpec, ModelSpec, build_model, count_params
 from ..core.population import Population
+from ..core.stream import Stream
 from ..core.train import evaluate, predict
 from ..errors import check_choice
 
@@ -28,15 +29,27 @@ def zoo_metrics(data: Dataset) -> Tuple[str, ...]:
     return CLASSIFICATION_METRICS if data.is_classification else REGRESSION_METRICS
 
 
-def validation_fitness(population: Population, data, metric: str,
-                       history: Dict[str, Any]) -> np.ndarray:
+def zoo_data(data: Union[Dataset, Stream]) -> Dataset:
+    """``data`` as the in-memory :class:`Dataset` the zoo's configs train on.
+
+    Raises:
+      ValueError: ``data`` is a Stream, which trains only a ``build``'s own learner.
+    """
+    if isinstance(data, Stream):
+        raise ValueError("a Stream trains your own learner: pass build=config -> (learner, "
+                         "optimizer); the zoo's configs need an in-memory Dataset")
+    return data
+
+
+def validation_fitness(population: Population, data: Union[Dataset, Stream], metric: str,
+                       history: Mapping[str, Any]) -> np.ndarray:
     """Each member's validation ``metric`` in its maximised direction (NaN: failed).
 
     ``history`` is the training call's: its last validation loss and score are
     read from there, which saves compiling an evaluation program per shape.
     """
-    score = ("accuracy" if data.is_classification else "r2") if population.spec is not None \
-        else population.learner.score
+    score = ("accuracy" if zoo_data(data).is_classification else "r2") \
+        if population.spec is not None else population.learner.score
     from_hist = {"loss": "val_loss", score: "val_score"}
     if metric in from_hist:
         value = np.asarray(history[from_hist[metric]][:, -1], np.float64)
@@ -81,25 +94,36 @@ def noisy_accuracy(population: Population, data: Dataset, sigma: float,
     x = data.model_inputs(data.x_val)
     noise = np.random.default_rng(seed).normal(0.0, sigma, x.shape)
     out = predict(population, jnp.asarray(x + noise, jnp.float32))
-    return np.asarray(jax.vmap(lambda o: compute_metrics(o, data.y_val, True)["accuracy"])(out))
+    y_val = jnp.asarray(data.y_val)
+    return np.asarray(jax.vmap(lambda o: compute_metrics(o, y_val, True)["accuracy"])(out))
 
 
-def member_specs(population: Population) -> List[Any]:
-    """Each zoo member's spec at its own (unpadded) widths."""
+def member_specs(population: Population) -> List[ModelSpec]:
+    """Each zoo member's spec at its own (unpadded) widths.
+
+    Raises:
+      ValueError: the population trains a ``build``'s own learner (no zoo spec).
+    """
+    spec = population.spec
+    if spec is None:
+        raise ValueError("member_specs reads zoo specs: this population trains its own learner")
     if "widths" not in population.hparams:
-        return [population.spec] * population.size
-    attr = "hidden" if isinstance(population.spec, MLPSpec) else "filters"
-    return [dataclasses.replace(population.spec, **{attr: tuple(int(v) for v in w)})
-            for w in np.asarray(population.hparams["widths"])]
+        return [spec] * population.size
+    attr = "hidden" if isinstance(spec, MLPSpec) else "filters"
+    changes: List[Dict[str, Any]] = [{attr: tuple(int(v) for v in w)}
+                                     for w in np.asarray(population.hparams["widths"])]
+    return [dataclasses.replace(spec, **c) for c in changes]
 
 
-def param_count(spec, data: Dataset) -> int:
+def param_count(spec: ModelSpec, data: Dataset) -> int:
     """Parameter count of the zoo ``spec`` on ``data``."""
     return _count_params(spec, tuple(data.feature_shape), int(data.out_dim))
 
 
 @functools.lru_cache(maxsize=1024)
-def _count_params(spec, feature_shape, out_dim) -> int:
+def _count_params(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -> int:
+    """Parameter count of ``spec`` on inputs of ``feature_shape`` (cached: one trace
+    per shape)."""
     model = build_model(spec, feature_shape, out_dim)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + feature_shape))
     return count_params(shapes)

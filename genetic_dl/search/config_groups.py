@@ -9,16 +9,25 @@ are rounded up to powers of two so that sizes repeat and hit the jit cache.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar, Union
 
+import jax
 import numpy as np
 
 from ..data import Dataset
+from ..core.learner import Learner
 from ..core.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
+from ..core.optimizers import OptimizerLike
 from ..core.padding import member_widths, pad_spec, padded_width, widths_of
+from ..core.stream import Stream
 from ..errors import unknown
 
 Config = Dict[str, Any]
+# ``build(config) -> (learner, optimizer)``: a user's model family (see TrainerObjective).
+Build = Callable[[Config], Tuple[Learner, OptimizerLike]]
+# What configs that train as one population share: (shape, optimizer, batch size).
+GroupKey = Tuple[Union[ModelSpec, Learner], OptimizerLike, int]
+Key = TypeVar("Key", bound=Hashable)
 
 DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.0,
             "weight_decay": 0.0, "optimizer": "adam", "family": "mlp", "layers": 2,
@@ -42,8 +51,8 @@ def config_to_spec(config: Config) -> ModelSpec:
     unknown("model family", c["family"], ("mlp", "cnn", "rnn"))
 
 
-def group_key(config: Config, data, *, pad_widths: bool = False,
-              build: Optional[Callable[[Config], Any]] = None):
+def group_key(config: Config, data: Union[Dataset, Stream], *, pad_widths: bool = False,
+              build: Optional[Build] = None) -> GroupKey:
     """What must be equal for configs to train as one population:
     ``(shape, optimizer, batch size)``; the shape is the zoo spec (padded to one
     width with ``pad_widths``) or ``build(config)``'s learner. A Stream's
@@ -57,9 +66,9 @@ def group_key(config: Config, data, *, pad_widths: bool = False,
     return (pad_spec(spec, 1) if pad_widths else spec), c["optimizer"], batch
 
 
-def group_by(configs: Sequence[Config], key: Callable[[Config], Any]) -> Dict[Any, List[int]]:
+def group_by(configs: Sequence[Config], key: Callable[[Config], Key]) -> Dict[Key, List[int]]:
     """Indices of ``configs`` grouped by ``key(config)``, groups in first-seen order."""
-    groups: Dict[Any, List[int]] = {}
+    groups: Dict[Key, List[int]] = {}
     for i, c in enumerate(configs):
         groups.setdefault(key(c), []).append(i)
     return groups
@@ -70,7 +79,8 @@ def bucket(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
-def zoo_members(configs: Sequence[Config], pad_widths: bool):
+def zoo_members(configs: Sequence[Config], pad_widths: bool
+                ) -> Tuple[ModelSpec, List[ModelSpec], Dict[str, Union[np.ndarray, jax.Array]]]:
     """The zoo group's shared spec, each member's spec and the per-member
     hyperparameters (learning rate, weight decay; dropout and unit widths when
     the spec has them)."""
@@ -79,8 +89,9 @@ def zoo_members(configs: Sequence[Config], pad_widths: bool):
     padded = pad_widths and bool(widths_of(spec))
     if padded:
         spec = pad_spec(spec, padded_width(specs))
-    hp = {k: np.array([float(dict(DEFAULTS, **c)[k]) for c in configs], np.float32)
-          for k in ("learning_rate", "weight_decay")}
+    hp: Dict[str, Union[np.ndarray, jax.Array]] = {
+        k: np.array([float(dict(DEFAULTS, **c)[k]) for c in configs], np.float32)
+        for k in ("learning_rate", "weight_decay")}
     if spec.dropout > 0:
         hp["dropout"] = np.array([float(c.get("dropout", 0.0)) for c in configs], np.float32)
     if padded:
@@ -88,7 +99,7 @@ def zoo_members(configs: Sequence[Config], pad_widths: bool):
     return spec, specs, hp
 
 
-def built_hparams(configs: Sequence[Config], optimizer) -> Dict[str, np.ndarray]:
+def built_hparams(configs: Sequence[Config], optimizer: OptimizerLike) -> Dict[str, np.ndarray]:
     """Per-member hyperparameters of a ``build`` group: every numeric gene but
     epochs and batch size for an optimizer function; learning rate and weight
     decay for a named optimizer."""
@@ -100,5 +111,5 @@ def built_hparams(configs: Sequence[Config], optimizer) -> Dict[str, np.ndarray]
             for k in ("learning_rate", "weight_decay")}
 
 
-def _numeric(value) -> bool:
+def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import jax
 import numpy as np
@@ -26,7 +26,7 @@ from .de import DifferentialEvolution
 from .ga import GA
 from .grid_search import GridSearch
 from .random_search import RandomSearch
-from .space import Space
+from .space import ConfigKey, Space
 from .strategy import Lineage, Strategy
 from .tpe import TPE
 
@@ -61,16 +61,18 @@ class BlackBox(Objective):
     """Wraps ``f(config) -> float`` (or tuple) as an objective costing 1 per call."""
     fn: Callable[[Config], Any]
 
-    def evaluate(self, configs):
+    def evaluate(self, configs: List[Config]) -> List[Any]:
+        """``fn`` of each config."""
         return [self.fn(c) for c in configs]
 
 
-def _nan_like(objectives: int):
+def _nan_like(objectives: int) -> Union[float, Tuple[float, ...]]:
     return float("nan") if objectives == 1 else (float("nan"),) * objectives
 
 
-METHODS: Dict[str, Callable[..., Any]] = {"ga": GA, "random": RandomSearch, "grid": GridSearch,
-                                          "de": DifferentialEvolution, "tpe": TPE}
+METHODS: Dict[str, Callable[[], Strategy[Any]]] = {
+    "ga": GA, "random": RandomSearch, "grid": GridSearch, "de": DifferentialEvolution,
+    "tpe": TPE}
 
 
 @dataclasses.dataclass
@@ -105,17 +107,20 @@ class SearchResult:
         ok = [e for e in self.evaluations if np.isfinite(_first(e["fitness"]))]
         return sorted(ok, key=lambda e: -_first(e["fitness"]))[:k]
 
-    def to_pandas(self, what: str = "history"):
-        """``history`` or ``evaluations`` as a ``pandas.DataFrame`` (configs flattened)."""
+    def to_pandas(self, what: str = "history") -> Any:
+        """``history`` or ``evaluations`` as a ``pandas.DataFrame`` (configs flattened;
+        typed ``Any``: pandas is optional)."""
         rows = {"history": self.history, "evaluations": [
             {**{k: v for k, v in e.items() if k != "config"}, **e["config"]}
             for e in self.evaluations]}[what]
         return records_to_pandas(rows)
 
 
-def _plan(keys, configs, cache, objective: Objective, left: float) -> List[int]:
+def _plan(keys: Sequence[ConfigKey], configs: Sequence[Config], cache: Mapping[ConfigKey, Any],
+          objective: Objective, left: float) -> List[int]:
     """Indices of the new, distinct configs that fit in the ``left`` budget, in order."""
-    todo, seen = [], set()
+    todo: List[int] = []
+    seen: Set[ConfigKey] = set()
     for i, (k, c) in enumerate(zip(keys, configs)):
         if k in cache or k in seen:
             continue
@@ -127,8 +132,9 @@ def _plan(keys, configs, cache, objective: Objective, left: float) -> List[int]:
     return todo
 
 
-def run_search(method: Union[str, Strategy], space: Space, objective: Objective, budget: float, key,
-               *, objectives: int = 1, max_stalled_rounds: int = 20,
+def run_search(method: Union[str, Strategy[Any]], space: Space, objective: Objective,
+               budget: float, key: Union[int, jax.Array], *, objectives: int = 1,
+               max_stalled_rounds: int = 20,
                callbacks: Sequence[Callable[[int, Dict[str, Any]], bool]] = (),
                replay: Sequence[Dict[str, Any]] = (),
                on_round: Optional[Callable[[SearchResult], None]] = None) -> SearchResult:
@@ -202,14 +208,16 @@ def run_search(method: Union[str, Strategy], space: Space, objective: Objective,
 @dataclasses.dataclass
 class _Book:
     """A search's ledger: cache, evaluations, ids, budget spent, best so far."""
-    replayed: Dict[Tuple, Dict[str, Any]]
-    cache: Dict[Tuple, Any] = dataclasses.field(default_factory=dict)
-    ids: Dict[Tuple, int] = dataclasses.field(default_factory=dict)  # config key -> id
+    replayed: Dict[ConfigKey, Dict[str, Any]]
+    cache: Dict[ConfigKey, Any] = dataclasses.field(default_factory=dict)
+    ids: Dict[ConfigKey, int] = dataclasses.field(default_factory=dict)  # config key -> id
     evaluations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     used: float = 0.0
     best_so_far: float = -math.inf
 
-    def record(self, objective, rnd, genomes, configs, keys, todo, parents) -> List[Any]:
+    def record(self, objective: Objective, rnd: int, genomes: np.ndarray,
+               configs: Sequence[Config], keys: Sequence[ConfigKey], todo: Sequence[int],
+               parents: Mapping[int, List[int]]) -> List[Any]:
         """Evaluates (or replays) ``todo`` and books each evaluation; returns the fitness."""
         fits = _evaluate(objective, [configs[i] for i in todo], [keys[i] for i in todo],
                          self.replayed)
@@ -224,7 +232,8 @@ class _Book:
                                      "parents": parents.get(i)})
         return fits
 
-    def round_record(self, rnd, genomes, configs, fits, elapsed) -> Dict[str, Any]:
+    def round_record(self, rnd: int, genomes: np.ndarray, configs: Sequence[Config],
+                     fits: Sequence[Any], elapsed: float) -> Dict[str, Any]:
         """The round's history record."""
         firsts = [_first(f) for f in fits]
         self.best_so_far = max(self.best_so_far, max((f for f in firsts if np.isfinite(f)),
@@ -235,7 +244,8 @@ class _Book:
                 "best_config": configs[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]}
 
 
-def _parents(lineage: Optional[Lineage], todo, ids, space: Space) -> Dict[int, List[int]]:
+def _parents(lineage: Optional[Lineage], todo: Sequence[int], ids: Mapping[ConfigKey, int],
+             space: Space) -> Dict[int, List[int]]:
     """Evaluation ids of the parents of each new genome, when the method reports its
     :class:`Lineage` (rows of the pool it bred from)."""
     if lineage is None:
@@ -246,28 +256,31 @@ def _parents(lineage: Optional[Lineage], todo, ids, space: Space) -> Dict[int, L
     for i in todo:
         found = [ids.get(pool[p]) for p in pairs[i]] if i < len(pairs) else []
         if found and all(f is not None for f in found):
-            out[i] = found
+            out[i] = [f for f in found if f is not None]  # all of them
     return out
 
 
-def _evaluate(objective: Objective, configs, keys, replayed) -> List[Any]:
+def _evaluate(objective: Objective, configs: Sequence[Config], keys: Sequence[ConfigKey],
+              replayed: Mapping[ConfigKey, Mapping[str, Any]]) -> List[Any]:
     """Fitness of ``configs``: from ``replayed`` (a resumed run's past) or by evaluating."""
     fresh = [i for i, k in enumerate(keys) if k not in replayed]
     fits = dict(zip(fresh, objective.evaluate([configs[i] for i in fresh]) if fresh else []))
     return [fits[i] if i in fits else _tuple(replayed[k]["fitness"]) for i, k in enumerate(keys)]
 
 
-def _tuple(fitness):
+def _tuple(fitness: Any) -> Any:
     """A fitness read back from JSON: lists are multi-objective tuples."""
     return tuple(fitness) if isinstance(fitness, list) else fitness
 
 
-def _result(evaluations, history, used, objectives) -> SearchResult:
+def _result(evaluations: List[Dict[str, Any]], history: List[Dict[str, Any]], used: float,
+            objectives: int) -> SearchResult:
+    """The result of a search that made ``evaluations``."""
     scores = np.array([_first(e["fitness"]) for e in evaluations], np.float64)
-    best = None
+    best: Optional[Dict[str, Any]] = None
     if scores.size and np.isfinite(scores).any():
         best = evaluations[int(np.nanargmax(scores))]
-    pareto = []
+    pareto: List[Dict[str, Any]] = []
     if objectives > 1 and evaluations:
         objs = np.array([np.asarray(e["fitness"], np.float64) for e in evaluations])
         pareto = [evaluations[i] for i in genome_ops.pareto_front(objs)]

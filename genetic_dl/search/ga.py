@@ -10,16 +10,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (AbstractSet, Any, Callable, FrozenSet, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from . import genome_ops
 from ..operators import selection as selection_mod
 from ..errors import check_choice
-from .space import Space
+from .space import ConfigKey, Space
 from .strategy import Lineage, Proposal
 
 
@@ -36,8 +38,14 @@ class _Breeding(NamedTuple):
     n_child: int
 
 
+# ``key -> (genomes, elite rows, parent rows)`` of one generation.
+_Breeder = Callable[[jax.Array], Tuple[jax.Array, jax.Array, jax.Array]]
+
+
 @functools.partial(jax.jit, static_argnames=("how",))
-def _breed(key, fit, genomes, lo, hi, rate, generation, how: _Breeding):
+def _breed(key: jax.Array, fit: jax.Array, genomes: jax.Array, lo: jax.Array, hi: jax.Array,
+           rate: jax.Array, generation: jax.Array,
+           how: _Breeding) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """One generation's genomes: elites, then selected, crossed and mutated children.
 
     Jitted as one program: run op by op, its few dozen small ops would each compile
@@ -56,7 +64,8 @@ def _breed(key, fit, genomes, lo, hi, rate, generation, how: _Breeding):
 
 
 @jax.jit
-def _nudge(key, genomes, redo, sigma, lo, hi):
+def _nudge(key: jax.Array, genomes: jax.Array, redo: jax.Array, sigma: jax.Array, lo: jax.Array,
+           hi: jax.Array) -> jax.Array:
     """One gene of each ``redo`` row moved by a gaussian step of ``sigma`` (within bounds)."""
     k_gene, k_step = jax.random.split(key)
     gene = jax.random.randint(k_gene, genomes.shape[:1], 0, genomes.shape[1])
@@ -65,8 +74,9 @@ def _nudge(key, genomes, redo, sigma, lo, hi):
     return jnp.where(hit, jnp.clip(genome_ops.reflect(genomes + step, lo, hi), lo, hi), genomes)
 
 
-def _renew_duplicates(key, genomes, first_child, space: Space, seen, lo, hi, sigma: float,
-                      when: str = "stalled", tries: int = 6):
+def _renew_duplicates(key: jax.Array, genomes: np.ndarray, first_child: int, space: Space,
+                      seen: AbstractSet[ConfigKey], lo: np.ndarray, hi: np.ndarray, sigma: float,
+                      when: str = "stalled", tries: int = 6) -> np.ndarray:
     """Children whose config was evaluated before (or earlier in the batch) mutated
     again, one gene at a time with a step that doubles each try, until they are new
     (``when="stalled"``: only if every child is such a duplicate; see ``GA.renew``).
@@ -91,7 +101,8 @@ def _renew_duplicates(key, genomes, first_child, space: Space, seen, lo, hi, sig
     return genomes
 
 
-def density_ratio(candidates, genomes, fitness, gamma: float = 0.15) -> np.ndarray:
+def density_ratio(candidates: ArrayLike, genomes: ArrayLike, fitness: ArrayLike,
+                  gamma: float = 0.15) -> np.ndarray:
     """How much likelier each candidate is under the good evaluations than the rest.
 
     ``log l(x) - log g(x)`` with gaussian kernel densities in the unit hypercube over
@@ -115,22 +126,24 @@ def density_ratio(candidates, genomes, fitness, gamma: float = 0.15) -> np.ndarr
     n_good = max(1, int(math.ceil(gamma * n)))
     width = 0.5 * n ** (-1.0 / (x.shape[1] + 4))  # Scott's rule on the unit scale
 
-    def log_density(points):
+    def log_density(points: np.ndarray) -> np.ndarray:
         d2 = ((c[:, None, :] - points[None, :, :]) ** 2).sum(-1) / (2 * width ** 2)
         return -d2.min(1) + np.log(np.exp(-(d2 - d2.min(1, keepdims=True))).mean(1))
     return log_density(x[order[:n_good]]) - log_density(x[order[n_good:]])
 
 
-def _screened(breed, key, genomes, picks, n_elite: int, versions: int, archive):
+def _screened(breed: _Breeder, key: jax.Array, genomes: np.ndarray, picks: np.ndarray,
+              n_elite: int, versions: int,
+              archive: Tuple[np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """Each child slot keeps the best-rated of ``versions`` bred versions (version 0
     is the unscreened child), with its parents."""
-    kids = [np.asarray(genomes)[n_elite:]]
-    pairs = [np.asarray(picks).reshape(-1, 2)]
+    kid_versions = [np.asarray(genomes)[n_elite:]]
+    pair_versions = [np.asarray(picks).reshape(-1, 2)]
     for v in range(1, versions):
         g, _, p = breed(jax.random.fold_in(key, 1000 + v))
-        kids.append(np.asarray(g)[n_elite:])
-        pairs.append(np.asarray(p).reshape(-1, 2))
-    kids, pairs = np.stack(kids), np.stack(pairs)  # (versions, children, ...)
+        kid_versions.append(np.asarray(g)[n_elite:])
+        pair_versions.append(np.asarray(p).reshape(-1, 2))
+    kids, pairs = np.stack(kid_versions), np.stack(pair_versions)  # (versions, children, ...)
     scores = density_ratio(kids.reshape(-1, kids.shape[-1]), *archive).reshape(kids.shape[:2])
     best = np.argmax(scores, axis=0)
     slots = np.arange(kids.shape[1])
@@ -160,7 +173,7 @@ class GAState:
     generation: int
     lo: np.ndarray
     hi: np.ndarray
-    seen: FrozenSet[Tuple[Any, ...]] = frozenset()
+    seen: FrozenSet[ConfigKey] = frozenset()
     archive: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
 
@@ -256,16 +269,17 @@ class GA:
                         self.boltzmann_growth, self.crossover, self.mutation_sigma,
                         self.structural_rate, n_elite, self.population - n_elite)
 
-        def breed(k):
+        def breed(k: jax.Array) -> Tuple[jax.Array, jax.Array, jax.Array]:
             return _breed(k, fit, jnp.asarray(state.genomes), jnp.asarray(state.lo),
                           jnp.asarray(state.hi), jnp.float32(rate), jnp.int32(gen), how)
-        genomes, elite_idx, picks = breed(key)
+        bred, elite_rows, bred_picks = breed(key)
+        genomes, picks = np.asarray(bred), np.asarray(bred_picks)
         if self.screen > 1 and self.objectives == 1 and state.archive is not None:
             genomes, picks = _screened(breed, key, genomes, picks, n_elite, self.screen,
                                        state.archive)
-        elite_idx = np.asarray(elite_idx)
+        elite_idx = np.asarray(elite_rows)
         lineage = Lineage(parents=np.concatenate([np.stack([elite_idx, elite_idx], 1),
-                                                  np.asarray(picks).reshape(-1, 2)]).astype(int),
+                                                  picks.reshape(-1, 2)]).astype(int),
                           pool=state.genomes)
         if self.renew != "never":
             genomes = _renew_duplicates(jax.random.fold_in(key, 1), genomes, n_elite,

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..data import Dataset
@@ -28,6 +29,8 @@ from ..core.train import train
 from ..weights import WeightGAConfig, evolve_weights, member_fitness
 
 BOUNDS = (("learning_rate", (1e-4, 3e-2)), ("weight_decay", (1e-6, 1e-2)), ("dropout", (0.0, 0.5)))
+# The best network so far: ``(fitness, params, hyperparameters and widths)``.
+_Best = Tuple[float, Any, Dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +53,7 @@ class PBTSearchResult:
     network_epochs: int
 
 
-def _draw(key, start: int, widths: Sequence[int], layers: int,
+def _draw(key: jax.Array, start: int, widths: Sequence[int], layers: int,
           bounds: Mapping[str, Tuple[float, float]]) -> Dict[str, np.ndarray]:
     """``start`` members' widths (uniform over ``widths``) and hyperparameters
     (log-uniform for positive lower bounds, uniform otherwise)."""
@@ -65,6 +68,7 @@ def _draw(key, start: int, widths: Sequence[int], layers: int,
 
 
 def _fitness(population: Population, data: Dataset, metric: str) -> np.ndarray:
+    """Each member's validation fitness on the host (NaN: failed)."""
     return np.asarray(member_fitness(population, data, metric)[0])
 
 
@@ -96,7 +100,7 @@ class PBTSearch:
     batch_size: int = 64
     metric: str = "accuracy"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.population < 4 or self.start < self.population or \
                 self.population << self.rungs != self.start:
             raise ValueError(f"start must be population times a power of two and population "
@@ -131,12 +135,12 @@ class PBTSearch:
         if spec.dropout == 0:
             hp.pop("dropout", None)
         pop = init_population(k_init, spec, data, self.start, "adam", hp)
-        pop = pop.replace(params=rescale_init(spec, pop.params, hp["widths"]))
+        pop = dataclasses.replace(pop, params=rescale_init(spec, pop.params, hp["widths"]))
         pop, best, history = self._halve(pop, data)
         spent = halving
         hparams_of_id: Dict[int, Dict[str, np.ndarray]] = {}
 
-        def note(_, members, record):
+        def note(_: int, members: Population, record: Mapping[str, Any]) -> bool:
             # a member keeps its hyperparameters: PBT gives a perturbed copy a new id
             host = jax.device_get(members.hparams)  # one transfer, not one per member
             hparams_of_id.update((int(i), _hparams(host, j))
@@ -155,15 +159,17 @@ class PBTSearch:
         if res.best_params is not None and res.best_fitness > best[0]:
             best = (float(res.best_fitness), res.best_params, hparams_of_id[int(res.best_id)])
         fitness, params, member = best
-        true_spec, true_params = shrink(spec, params, member["widths"])
+        true_spec, true_params = shrink(spec, params, [int(w) for w in member["widths"]])
         return PBTSearchResult(fitness, true_spec, true_params,
                                {n: float(v) for n, v in member.items()
                                 if n in dict(self.bounds)},
                                history, spent)
 
-    def _halve(self, pop: Population, data: Dataset):
+    def _halve(self, pop: Population,
+               data: Dataset) -> Tuple[Population, _Best, List[Dict[str, Any]]]:
         """The successive-halving rungs: ``(survivors, best so far, history)``."""
-        best, history = (-np.inf, None, {}), []
+        best: _Best = (-np.inf, None, {})
+        history: List[Dict[str, Any]] = []
         spent = 0
         for _ in range(self.rungs):
             pop, _ = train(pop, data, self.rung_epochs, batch_size=self.batch_size)
@@ -173,11 +179,11 @@ class PBTSearch:
             ok = np.isfinite(fit)
             history.append({"phase": "halving", "members": pop.size, "network_epochs": spent,
                             "best": float(fit[ok].max()) if ok.any() else float("nan")})
-            pop = take(pop, np.asarray(rank_order(fit))[:pop.size // 2])
+            pop = take(pop, np.asarray(rank_order(jnp.asarray(fit)))[:pop.size // 2])
         return pop, best, history
 
 
-def pbt_search(key: jax.Array, data: Dataset, budget: float, **options) -> PBTSearchResult:
+def pbt_search(key: jax.Array, data: Dataset, budget: float, **options: Any) -> PBTSearchResult:
     """:class:`PBTSearch` with ``options`` run on ``data`` for ``budget`` network-epochs."""
     return PBTSearch(**options).run(key, data, budget)
 
@@ -187,7 +193,7 @@ def _hparams(hparams: Mapping[str, np.ndarray], j: int) -> Dict[str, np.ndarray]
     return {n: np.asarray(v)[j] for n, v in hparams.items()}
 
 
-def _better(best, pop: Population, fit: np.ndarray):
+def _better(best: _Best, pop: Population, fit: np.ndarray) -> _Best:
     """``best`` or the fittest member of ``pop`` if it beats it."""
     ok = np.isfinite(fit)
     if not ok.any():

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import check as _check
+from ..errors import fail as _fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Float:
     log: bool = False
     step: Optional[float] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check(math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi,
                f"Float needs finite lo < hi, got lo={self.lo}, hi={self.hi}")
         _check(not self.log or self.lo > 0,
@@ -34,14 +35,15 @@ class Float:
         _check(self.step is None or (self.step > 0 and not self.log),
                f"a Float step must be positive and needs log=False, got step={self.step}")
 
-    def _values(self) -> int:
-        return int(math.floor((self.hi - self.lo) / self.step + 1e-9)) + 1
+    def _values(self, step: float) -> int:
+        """Grid values ``lo, lo + step, ...`` up to ``hi``."""
+        return int(math.floor((self.hi - self.lo) / step + 1e-9)) + 1
 
     def decode(self, u: float) -> float:
         """Value of unit coordinate ``u`` (with ``step``: equal bins, one per grid value)."""
         u = min(max(float(u), 0.0), 1.0)
         if self.step is not None:
-            n = self._values()
+            n = self._values(self.step)
             return float(self.lo + min(n - 1, math.floor(u * n)) * self.step)
         if self.log:
             return float(math.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo))))
@@ -50,12 +52,12 @@ class Float:
     def encode(self, value: float) -> float:
         """Unit coordinate of ``value`` (inverse of :meth:`decode`; a bin centre with step)."""
         if self.step is not None:
-            return (round((value - self.lo) / self.step) + 0.5) / self._values()
+            return (round((value - self.lo) / self.step) + 0.5) / self._values(self.step)
         if self.log:
             return (math.log(value) - math.log(self.lo)) / (math.log(self.hi) - math.log(self.lo))
         return (value - self.lo) / (self.hi - self.lo)
 
-    def grid(self, n: int) -> list:
+    def grid(self, n: int) -> List[float]:
         """``n`` evenly spaced unit coordinates."""
         return list(np.linspace(0.0, 1.0, n)) if n > 1 else [0.5]
 
@@ -69,7 +71,7 @@ class Int:
     log: bool = False
     step: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check(int(self.lo) == self.lo and int(self.hi) == self.hi and int(self.lo) < int(self.hi),
                f"Int needs integers lo < hi, got lo={self.lo}, hi={self.hi}")
         _check(not self.log or self.lo > 0,
@@ -93,7 +95,7 @@ class Int:
             return ((math.log(value) + math.log(value + 1)) / 2 - lo) / (hi - lo)
         return ((value - self.lo) // self.step + 0.5) / ((self.hi - self.lo) // self.step + 1)
 
-    def grid(self, n: int) -> list:
+    def grid(self, n: int) -> List[float]:
         """At most ``n`` distinct values' unit coordinates."""
         values = sorted({self.decode(u) for u in np.linspace(0.0, 1.0, n)})
         return [self.encode(v) for v in values]
@@ -104,7 +106,7 @@ class Choice:
     """A categorical gene."""
     options: Tuple[Any, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "options", tuple(self.options))
         _check(len(self.options) > 0, "Choice needs at least one option")
 
@@ -118,15 +120,17 @@ class Choice:
         _check(value in self.options, f"{value!r} is not one of {self.options}")
         return (self.options.index(value) + 0.5) / len(self.options)
 
-    def grid(self, n: int) -> list:  # pylint: disable=unused-argument
+    def grid(self, n: int) -> List[float]:  # pylint: disable=unused-argument
         """Every option (a grid never skips a category)."""
         return [self.encode(v) for v in self.options]
 
 
 Gene = Union[Float, Int, Choice]
+# A config's identity: its ``(name, repr(value))`` pairs, names sorted.
+ConfigKey = Tuple[Tuple[str, str], ...]
 
 
-def config_key(config: Mapping[str, Any]) -> Tuple:
+def config_key(config: Mapping[str, Any]) -> ConfigKey:
     """Hashable identity of a config (its values by ``repr``, names sorted)."""
     return tuple(sorted((k, repr(v)) for k, v in config.items()))
 
@@ -145,7 +149,7 @@ class Space:
     genes: Tuple[Tuple[str, Gene], ...]
     conditions: Tuple[Tuple[str, Callable[[Dict[str, Any]], bool]], ...] = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         names = [n for n, _ in self.genes]
         _check(len(names) > 0, "a search space needs at least one gene")
         _check(len(set(names)) == len(names), f"gene names must be unique, got {names}")
@@ -164,10 +168,10 @@ class Space:
 
     def decode(self, u: Sequence[float]) -> Dict[str, Any]:
         """The config of unit genome ``u`` (inactive genes dropped)."""
-        u = np.asarray(u, np.float64)
-        _check(u.shape == (self.dim,), f"a genome of this space has {self.dim} genes, "
-               f"got shape {u.shape}")
-        full = {n: g.decode(x) for (n, g), x in zip(self.genes, u)}
+        genome = np.asarray(u, np.float64)
+        _check(genome.shape == (self.dim,), f"a genome of this space has {self.dim} genes, "
+               f"got shape {genome.shape}")
+        full = {n: g.decode(x) for (n, g), x in zip(self.genes, genome)}
         inactive = {name for name, active in self.conditions if not active(full)}
         return {k: v for k, v in full.items() if k not in inactive}
 
@@ -175,7 +179,7 @@ class Space:
         """A unit genome of ``config`` (missing genes at 0.5)."""
         return np.array([g.encode(config[n]) if n in config else 0.5 for n, g in self.genes])
 
-    def key(self, u: Sequence[float]) -> Tuple:
+    def key(self, u: Sequence[float]) -> ConfigKey:
         """Hashable identity of the decoded config (the evaluation cache's key)."""
         return config_key(self.decode(u))
 
@@ -219,17 +223,21 @@ class Space:
         return Space(tuple((n, genes[n]) for n in self.names), self.conditions)
 
 
-def _as_number(name: str, value: Any, kind: type):
+def _as_number(name: str, value: Any, kind: Callable[[float], float]) -> float:
+    """``value`` as ``kind`` (``int`` or ``float``); a ValueError naming the gene if it
+    is not one."""
+    number: Optional[float]
     try:
         number = kind(float(value)) if kind is int else float(value)
     except (TypeError, ValueError):
         number = None
-    _check(number is not None and (kind is not int or float(value) == number),
-           f"gene {name!r}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+    if number is None or (kind is int and float(value) != number):
+        _fail(f"gene {name!r}: {value!r} is not {'an integer' if kind is int else 'a number'}")
     return number
 
 
 def _narrowed(name: str, gene: Gene, vals: Sequence[Any]) -> Gene:
+    """``gene`` narrowed to ``vals`` (see :meth:`Space.restrict`)."""
     if isinstance(gene, Choice):
         kinds = {type(o) for o in gene.options}
         if kinds <= {int}:
@@ -252,6 +260,8 @@ def _narrowed(name: str, gene: Gene, vals: Sequence[Any]) -> Gene:
     _check(not gene.log or lo > 0, f"gene {name!r} is log-scale: it needs positive values")
     if lo == hi:
         return Choice((lo,))
+    if isinstance(gene, Int):  # its bounds were read as integers: int() only tells mypy
+        return dataclasses.replace(gene, lo=int(lo), hi=int(hi))
     return dataclasses.replace(gene, lo=lo, hi=hi)
 
 
@@ -271,17 +281,17 @@ MAX_LAYERS = 4
 
 
 def _layer_active(i: int) -> Callable[[Dict[str, Any]], bool]:
-    def active(config):
+    def active(config: Dict[str, Any]) -> bool:
         return config["family"] in ("mlp", "cnn") and config["layers"] > i
     return active
 
 
-def _not_rnn(config) -> bool:
+def _not_rnn(config: Dict[str, Any]) -> bool:
     return config["family"] != "rnn"
 
 
 def _family(name: str) -> Callable[[Dict[str, Any]], bool]:
-    def active(config):
+    def active(config: Dict[str, Any]) -> bool:
         return config["family"] == name
     return active
 

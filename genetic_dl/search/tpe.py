@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -10,13 +10,16 @@ import numpy as np
 from .space import Choice, Float, Space
 from .strategy import Proposal
 
+if TYPE_CHECKING:  # an optional extra, imported when a search starts
+    import optuna
+
 
 @dataclasses.dataclass(frozen=True)
 class TPEState:
     """The space and the optuna study that holds the trials (the study is optuna's own
     object: telling it a result records the trial in it)."""
     space: Space
-    study: Any
+    study: optuna.Study
 
 
 @dataclasses.dataclass
@@ -81,7 +84,7 @@ def _optuna() -> Any:
     return optuna
 
 
-def _suggest(trial, space) -> Dict[str, Any]:
+def _suggest(trial: optuna.Trial, space: Space) -> Dict[str, Any]:
     """The config ``trial`` suggests, gene by gene in the space's order, skipping a
     gene whose condition is false for the genes suggested before it."""
     conditions = dict(space.conditions)

@@ -11,19 +11,20 @@ network-epochs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import candidate_fitness
-from .config_groups import (DEFAULTS, built_hparams, bucket, group_by, group_key,
-                            zoo_members)
+from .config_groups import (DEFAULTS, Build, GroupKey, built_hparams, bucket, group_by,
+                            group_key, zoo_members)
 from ..data import Dataset
-from ..core.models import build_model
+from ..core.models import ModelSpec, build_model
+from ..core.optimizers import OptimizerLike
 from ..core.padding import rescale_init, shrink
-from ..core.population import index_members, init_population, take
+from ..core.population import Population, index_members, init_population, take
 from .driver import Config, Objective
 from ..core.stream import Stream
 from ..core.train import evaluate, split_metrics, train
@@ -78,14 +79,11 @@ class TrainerObjective(Objective):
     pad_widths: bool = False
     lamarckian: bool = False
     kept: TrainedArchive = dataclasses.field(default_factory=TrainedArchive)
-    _shapes: set = dataclasses.field(default_factory=set, repr=False)
+    _shapes: Set[GroupKey] = dataclasses.field(default_factory=set, repr=False)
     groups_trained: int = 0
-    build: Optional[Callable[[Config], Tuple[Any, Any]]] = None
+    build: Optional[Build] = None
 
-    def __post_init__(self):
-        if isinstance(self.data, Stream) and self.build is None:
-            raise ValueError("a Stream trains your own learner: pass build=config -> (learner, "
-                             "optimizer); the zoo's configs need an in-memory Dataset")
+    def __post_init__(self) -> None:
         if self.build is not None:
             unsupported = [name for name in ("composite", "multi_objective", "pad_widths",
                                              "lamarckian") if getattr(self, name)]
@@ -93,8 +91,9 @@ class TrainerObjective(Objective):
                 raise ValueError(f"{', '.join(unsupported)} work with the zoo's configs only: "
                                  f"leave them unset with build=")
         else:
-            check_choice(f"metric for {self.data.task}", self.metric,
-                         candidate_fitness.zoo_metrics(self.data))
+            data = candidate_fitness.zoo_data(self.data)  # a Stream trains a build's learner only
+            check_choice(f"metric for {data.task}", self.metric,
+                         candidate_fitness.zoo_metrics(data))
         check_choice("multi_objective", self.multi_objective, (None, "params"))
 
     @property
@@ -130,12 +129,14 @@ class TrainerObjective(Objective):
                     out[i] = f
         return out
 
-    def _next_key(self):
+    def _next_key(self) -> jax.Array:
+        """A fresh key for the next group's initialisation."""
         key = jax.random.fold_in(jax.random.key(self.seed), self.groups_trained)
         self.groups_trained += 1
         return key
 
-    def _init_group(self, optimizer, configs, size):
+    def _init_group(self, optimizer: OptimizerLike, configs: Sequence[Config],
+                    size: int) -> Tuple[Population, Sequence[Optional[ModelSpec]]]:
         """The group's population of ``size`` >= len(configs) members (extras repeat the
         last) and each member's zoo spec (``None`` with ``build``)."""
         configs = list(configs) + [configs[-1]] * (size - len(configs))
@@ -146,19 +147,20 @@ class TrainerObjective(Objective):
         spec, specs, hp = zoo_members(configs, self.pad_widths)
         pop = init_population(self._next_key(), spec, self.data, size, optimizer, hp)
         if "widths" in hp:
-            pop = pop.replace(params=rescale_init(spec, pop.params, hp["widths"]))
+            pop = dataclasses.replace(pop, params=rescale_init(spec, pop.params, hp["widths"]))
         if self.lamarckian:
             pop = self.kept.inherit(pop, specs, optimizer)
         return pop, specs
 
-    def _train_group(self, optimizer, batch, configs):
+    def _train_group(self, optimizer: OptimizerLike, batch: int,
+                     configs: List[Config]) -> List[Any]:
         """Trains one group epoch by epoch: one compiled program serves every epoch count,
         and the population shrinks (by powers of two) as members reach their epochs."""
         epochs = np.array([int(dict(DEFAULTS, **c)["epochs"]) for c in configs])
         pop, specs = self._init_group(optimizer, configs, bucket(len(configs)))
         slots = np.arange(pop.size)  # slot j of pop holds config slots[j] (>= n: padding)
         value = np.full(len(configs), np.nan)
-        trained: List[Any] = [None] * len(configs)
+        trained: List[Optional[Tuple[int, Population]]] = [None] * len(configs)
         for epoch in range(1, int(epochs.max()) + 1):
             pop, hist = train(pop, self.data, 1, batch_size=batch)
             done = [j for j, c in enumerate(slots) if c < len(configs) and epochs[c] == epoch]
@@ -173,20 +175,23 @@ class TrainerObjective(Objective):
                 pop, slots = take(pop, np.asarray(keep)), slots[keep]
         self._keep(configs, value, trained, specs, optimizer)
         if self.multi_objective == "params":
-            return [(float(v), -float(candidate_fitness.param_count(s, self.data)))
+            data = candidate_fitness.zoo_data(self.data)  # the zoo's configs: every spec is set
+            return [(float(v), -float(candidate_fitness.param_count(cast(ModelSpec, s), data)))
                     for v, s in zip(value, specs)]
         return [float(v) for v in value]
 
-    def _fitness(self, pop, epochs, hist) -> np.ndarray:
+    def _fitness(self, pop: Population, epochs: int, hist: Mapping[str, Any]) -> np.ndarray:
         """Each member's fitness (NaN: failed) after ``epochs`` epochs."""
         value = candidate_fitness.validation_fitness(pop, self.data, self.metric, hist)
         if self.composite is not None:
-            value = candidate_fitness.composite_fitness(value, pop, self.data, epochs,
-                                                        self.composite, self.noise_sigma,
-                                                        self.seed)
+            value = candidate_fitness.composite_fitness(
+                value, pop, candidate_fitness.zoo_data(self.data), epochs, self.composite,
+                self.noise_sigma, self.seed)
         return value
 
-    def _keep(self, configs, value, trained, specs, optimizer):
+    def _keep(self, configs: Sequence[Config], value: np.ndarray,
+              trained: Sequence[Optional[Tuple[int, Population]]],
+              specs: Sequence[Optional[ModelSpec]], optimizer: OptimizerLike) -> None:
         """Offers each trained config to the archive; params leave the device only
         when the archive takes them."""
         for c, (v, where, spec) in enumerate(zip(value, trained, specs)):
@@ -200,8 +205,9 @@ class TrainerObjective(Objective):
             if self.build is not None:
                 params = {"params": params, "collections": jax.device_get(
                     index_members(pop.collections, j))}
-            if "widths" in pop.hparams:
-                spec, params = shrink(pop.spec, params, np.asarray(pop.hparams["widths"][j]))
+            if "widths" in pop.hparams and pop.spec is not None:  # a zoo spec's padding
+                spec, params = shrink(pop.spec, params,
+                                      [int(w) for w in np.asarray(pop.hparams["widths"][j])])
             self.kept = self.kept.add(v, configs[c], (spec, optimizer), params,
                                       as_best=as_best, as_structure=as_structure)
 
@@ -230,10 +236,12 @@ class TrainerObjective(Objective):
             pop = init_population(jax.random.key(0), learner, self.data, 1, optimizer,
                                   built_hparams([best["config"]], optimizer))
             saved = best["params"]
-            pop = pop.replace(
+            pop = dataclasses.replace(
+                pop,
                 params=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], saved["params"]),
                 collections=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None],
                                                    saved["collections"]))
             return {k: float(v[0]) for k, v in evaluate(pop, self.data, "test").items()}
-        model = build_model(best["spec"], self.data.feature_shape, self.data.out_dim)
-        return split_metrics(model, best["params"], self.data, "test")
+        data = candidate_fitness.zoo_data(self.data)
+        model = build_model(best["spec"], data.feature_shape, data.out_dim)
+        return split_metrics(model, best["params"], data, "test")

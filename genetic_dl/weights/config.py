@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
 
 import jax
 
@@ -76,7 +76,7 @@ class WeightGAConfig:
     de_f: float = 0.5
     de_cr: float = 0.9
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("crossover_prob", "mutation_rate", "mutation_scale", "mutation_decay",
                      "boltzmann_growth", "pbt_quantile", "pbt_resample", "de_f", "de_cr"):
             try:  # an int (crossover_prob=0) would reach jax.random as an int
@@ -94,7 +94,8 @@ class WeightGAConfig:
         if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
             raise ValueError("elitism, mutation_scale and mutation_decay must be >= 0")
 
-    def _resolve_alignment(self):
+    def _resolve_alignment(self) -> None:
+        """Moves aligned crossover's options from ``crossover_kw`` into ``alignment``."""
         kw = dict(self.crossover_kw)
         moved = {k: kw.pop(k) for k in ALIGNMENT_FIELDS if k in kw}
         if self.crossover != "aligned":  # e.g. dataclasses.replace(aligned, crossover=...)
@@ -118,12 +119,12 @@ class WeightGAConfig:
     @property
     def match_to(self) -> str:
         """What aligned crossover matches units to (``alignment.match_to``)."""
-        return self._aligned.match_to
+        return cast(str, self._aligned.match_to)  # Alignment resolves None when built
 
     @property
     def match_passes(self) -> Optional[int]:
         """Weight-matching sweeps of aligned crossover (None: until converged)."""
-        return self._aligned.passes
+        return cast(Optional[int], self._aligned.passes)  # Alignment resolves "auto" when built
 
     @property
     def match_every(self) -> int:

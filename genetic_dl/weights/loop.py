@@ -17,21 +17,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from ..core.population import Population, raw_key
 from ..core.train import evaluate, fitness_from_metrics
+from ..core.stream import Stream
 from ..data import Dataset
 from .config import FitnessFn, WeightGAConfig
 from .records import LoopState, WeightGAResult, generation_record, update_hall
 from .rules import Rule, rule_of
+from .rules.base import Metrics
 
 
-def member_fitness(population, data, fitness: FitnessFn):
+def member_fitness(population: Population, data: Union[Dataset, Stream],
+                   fitness: FitnessFn) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """``(fitness, metrics)`` of every member on the validation split (NaN: failed)."""
     metrics = evaluate(population, data, "val")
     if callable(fitness):
@@ -43,11 +47,11 @@ def member_fitness(population, data, fitness: FitnessFn):
     return fit, metrics
 
 
-def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, generations: int,
-                   epochs: int, batch_size: int = 64, config: Optional[WeightGAConfig] = None,
-                   fitness: FitnessFn = "loss",
+def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, Stream], *,
+                   generations: int, epochs: int, batch_size: int = 64,
+                   config: Optional[WeightGAConfig] = None, fitness: FitnessFn = "loss",
                    callbacks: Sequence[Callable[[int, Population, Mapping[str, Any]], bool]] = (),
-                   mesh="auto", resume: Optional[LoopState] = None,
+                   mesh: Union[Mesh, str, None] = "auto", resume: Optional[LoopState] = None,
                    on_state: Optional[Callable[[LoopState], None]] = None) -> WeightGAResult:
     """Runs the GDNN loop: train ``epochs`` -> validation fitness -> GA step, G times.
 
@@ -83,8 +87,8 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
         population = rule.train(state.rule_state, state.population, data, epochs,
                                 batch_size=batch_size, mesh=mesh)
         spent = state.spent + population.size * epochs
-        fit, metrics = member_fitness(population, data, fitness)
-        population, fit, metrics = rule.evaluated(state.rule_state, population, fit, metrics)
+        fit, measured = member_fitness(population, data, fitness)
+        population, fit, metrics = rule.evaluated(state.rule_state, population, fit, measured)
         fit_np = np.asarray(fit)
         record, best = generation_record(gen, population, fit_np, metrics, spent, state.best,
                                          time.perf_counter() - start)
@@ -106,7 +110,8 @@ def evolve_weights(key: jax.Array, population: Population, data: Dataset, *, gen
                           hall_of_fame=list(state.hall))
 
 
-def _advance(state: LoopState, rule: Rule, fit, metrics, gen: int) -> LoopState:
+def _advance(state: LoopState, rule: Rule, fit: jax.Array, metrics: Metrics,
+             gen: int) -> LoopState:
     """The loop state of generation ``gen + 1``: the rule's step applied."""
     population = state.population
     key, k_step = jax.random.split(state.key)

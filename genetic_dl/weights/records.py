@@ -3,7 +3,7 @@ records, hall of fame and the population's weight diversity."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -35,12 +35,13 @@ class WeightGAResult:
     best_id: int
     best_generation: int
     best_metrics: Dict[str, float]
-    history: List[Dict[str, float]]
+    history: List[Dict[str, Any]]
     lineage: List[Tuple[int, int, int, int]]
     hall_of_fame: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
-    def to_pandas(self, what: str = "history"):
-        """``history`` (one row per generation) or ``lineage`` as a ``pandas.DataFrame``."""
+    def to_pandas(self, what: str = "history") -> Any:
+        """``history`` (one row per generation) or ``lineage`` as a ``pandas.DataFrame``
+        (typed ``Any``: pandas is optional)."""
         if what == "lineage":
             return records_to_pandas([dict(zip(("generation", "child", "parent_a", "parent_b"),
                                                row)) for row in self.lineage])
@@ -50,7 +51,7 @@ class WeightGAResult:
 
 
 @jax.jit
-def diversity(params) -> jax.Array:
+def diversity(params: Any) -> jax.Array:
     """Mean RMS distance of the members' weights to the population's mean weights."""
     leaves = jax.tree_util.tree_leaves(params)
     sq = sum(jnp.sum((x - x.mean(0)) ** 2, axis=tuple(range(1, x.ndim))) for x in leaves)
@@ -88,8 +89,8 @@ class LoopState:
     hall: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def update_hall(hall_of_fame: List[Dict[str, Any]], population, fit: np.ndarray, gen: int,
-                size: int) -> List[Dict[str, Any]]:
+def update_hall(hall_of_fame: List[Dict[str, Any]], population: Population, fit: np.ndarray,
+                gen: int, size: int) -> List[Dict[str, Any]]:
     """The hall of fame with this generation's best members merged in (one entry per id)."""
     ids = np.asarray(population.ids)
     order = [int(i) for i in np.argsort(-np.nan_to_num(fit, nan=-np.inf), kind="stable")
@@ -109,8 +110,9 @@ def update_hall(hall_of_fame: List[Dict[str, Any]], population, fit: np.ndarray,
     return ranked
 
 
-def generation_record(gen, population, fit_np, metrics, spent: int, best: Dict[str, Any],
-                      elapsed) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def generation_record(gen: int, population: Population, fit_np: np.ndarray,
+                      metrics: Mapping[str, jax.Array], spent: int, best: Dict[str, Any],
+                      elapsed: float) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The generation's history record, and the best member so far (``best`` or one of
     this generation)."""
     record = {"generation": gen, **fitness_summary(fit_np),

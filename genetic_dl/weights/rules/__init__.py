@@ -1,6 +1,6 @@
 """Generation rules of the weight loop, one per file: ``ga``, ``pbt``, ``de`` and ``none``
 (best-of-P). Each follows the :class:`~genetic_dl.weights.rules.base.Rule` protocol."""
-from typing import Dict, Type
+from typing import Callable, Dict
 
 from ..config import WeightGAConfig
 from .base import Rule, RuleBase
@@ -9,8 +9,9 @@ from .ga import GARule
 from .none import BestOfP
 from .pbt import PBTRule
 
-RULE_CLASSES: Dict[str, Type[Rule]] = {"ga": GARule, "pbt": PBTRule, "de": DERule,
-                                       "none": BestOfP}
+# Each rule class, called with the loop's options, builds a Rule.
+RULE_CLASSES: Dict[str, Callable[[WeightGAConfig], Rule]] = {
+    "ga": GARule, "pbt": PBTRule, "de": DERule, "none": BestOfP}
 
 
 def rule_of(config: WeightGAConfig) -> Rule:

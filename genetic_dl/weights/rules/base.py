@@ -12,12 +12,13 @@ metrics, generation) -> (population, state, info)``, with ``info["parents"]`` th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Dict, Mapping, Protocol, Tuple, Union, runtime_checkable
 
 import jax
 
 from ...core.population import Population
 from ...core.train import train
+from ...core.stream import Stream
 from ...data import Dataset
 from ..config import WeightGAConfig
 
@@ -28,13 +29,16 @@ StepInfo = Dict[str, Any]
 @runtime_checkable
 class Rule(Protocol):
     """What the weight loop asks of a generation rule (see the module docstring)."""
-    config: WeightGAConfig
+
+    @property
+    def config(self) -> WeightGAConfig:
+        """The loop's options (read-only: a rule is a frozen value)."""
 
     def init(self, key: jax.Array, population: Population) -> Any:
         """The rule's state before generation 0 (``None`` when it has none)."""
 
-    def train(self, state: Any, population: Population, data: Dataset, epochs: int, *,
-              batch_size: int, mesh: Any) -> Population:
+    def train(self, state: Any, population: Population, data: Union[Dataset, Stream],
+              epochs: int, *, batch_size: int, mesh: Any) -> Population:
         """The generation's gradient descent."""
 
     def evaluated(self, state: Any, population: Population, fitness: jax.Array,
@@ -52,12 +56,12 @@ class RuleBase:
     and nothing replaced after evaluation; rules override what they need."""
     config: WeightGAConfig
 
-    def init(self, key: jax.Array, population: Population) -> Optional[Any]:
-        """No rule state."""
+    def init(self, key: jax.Array, population: Population) -> Any:
+        """No rule state (``None``)."""
         del key, population
 
-    def train(self, state: Any, population: Population, data: Dataset, epochs: int, *,
-              batch_size: int, mesh: Any) -> Population:
+    def train(self, state: Any, population: Population, data: Union[Dataset, Stream],
+              epochs: int, *, batch_size: int, mesh: Any) -> Population:
         """``epochs`` epochs of every member's own optimizer."""
         del state
         return train(population, data, epochs, batch_size=batch_size, mesh=mesh)[0]

@@ -17,9 +17,12 @@ from ...core.population import Population, raw_key
 from ..config import WeightGAConfig
 from .base import Metrics, RuleBase, StepInfo
 
+# An evaluated generation: ``(population, fitness, metrics)``.
+Evaluated = Tuple[Population, jax.Array, Metrics]
+
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def de_trials(key, population: Population, config: WeightGAConfig) -> Population:
+def de_trials(key: jax.Array, population: Population, config: WeightGAConfig) -> Population:
     """DE/rand/1/bin trial members with fresh optimizer state and new ids."""
     key = raw_key(key)
     k_de, k_keys = jax.random.split(key)
@@ -27,17 +30,17 @@ def de_trials(key, population: Population, config: WeightGAConfig) -> Population
     opt = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))(
         trials, population.hparams)
     keys = jax.vmap(functools.partial(jax.random.fold_in, k_keys))(jnp.arange(population.size))
-    return population.replace(params=trials, opt_state=opt, keys=keys,
-                              ids=(jnp.max(population.ids) + 1
-                                   + jnp.arange(population.size)).astype(jnp.int32),
-                              failed=jnp.zeros(population.size, bool))
+    return dataclasses.replace(population, params=trials, opt_state=opt, keys=keys,
+                               ids=(jnp.max(population.ids) + 1
+                                    + jnp.arange(population.size)).astype(jnp.int32),
+                               failed=jnp.zeros(population.size, bool))
 
 
-def greedy_replace(trial, target):
+def greedy_replace(trial: Evaluated, target: Evaluated) -> Tuple[Population, jax.Array, Metrics]:
     """DE's survivor selection: each trial replaces its target unless it is worse."""
     keep = selection_mod.survives(trial[1], target[1])
 
-    def pick(t, o):
+    def pick(t: jax.Array, o: jax.Array) -> jax.Array:
         return jnp.where(keep.reshape((-1,) + (1,) * (t.ndim - 1)), t, o)
     population = jax.tree_util.tree_map(pick, trial[0], target[0])
     metrics = {k: jnp.where(keep, v, target[2][k]) for k, v in trial[2].items()}

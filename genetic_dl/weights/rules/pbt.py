@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
 
 from ...operators import mutation as mutation_mod
 from ...core.population import Population, raw_key
-from .base import RuleBase
+from .base import Metrics, RuleBase, StepInfo
 from ..config import WeightGAConfig
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def pbt_step(key, population: Population, fitness, config: WeightGAConfig):
+def pbt_step(key: jax.Array, population: Population, fitness: jax.Array,
+             config: WeightGAConfig) -> Tuple[Population, jax.Array]:
     """PBT exploit/explore: the bottom quantile copies the top and perturbs hyperparameters.
 
     Returns:
@@ -40,7 +42,8 @@ def pbt_step(key, population: Population, fitness, config: WeightGAConfig):
 class PBTRule(RuleBase):
     """PBT as a strategy: no state of its own; each step exploits and explores."""
 
-    def step(self, key, state, population: Population, fitness, metrics, generation):
+    def step(self, key: jax.Array, state: None, population: Population, fitness: jax.Array,
+             metrics: Metrics, generation: int) -> Tuple[Population, None, StepInfo]:
         """``(next population, state, {"parents": (P, 2) rows})``."""
         del metrics, generation
         population, parents = pbt_step(key, population, fitness, self.config)
