@@ -83,22 +83,22 @@ def _plan(spec: ModelSpec, widths: Sequence[int], flat: Dict[Tuple, Any]) -> Dic
     return plan
 
 
-def shrink(spec: ModelSpec, params: Params, widths: Sequence[int]) -> Tuple[ModelSpec, Params]:
+def shrink(spec: ModelSpec, params: Params, widths: ArrayLike) -> Tuple[ModelSpec, Params]:
     """One member's padded params cut to its true widths.
 
     Args:
       spec: the padded spec.
       params: one member's params (no leading axis).
-      widths: the member's true widths, one per padded layer.
+      widths: the member's true widths, one per padded layer (a sequence or an array).
 
     Returns:
       ``(true_spec, true_params)``: a network computing the same function.
     """
-    widths = [int(w) for w in np.asarray(widths)]
+    true = [int(w) for w in np.asarray(widths)]
     flat = traverse_util.flatten_dict(params)
-    plan = _plan(spec, widths, flat)
+    plan = _plan(spec, true, flat)
     out = {p: jnp.asarray(leaf)[np.ix_(*plan[p])] for p, leaf in flat.items()}
-    true_spec = _with_widths(spec, tuple(widths))
+    true_spec = _with_widths(spec, tuple(true))
     return true_spec, traverse_util.unflatten_dict(out)
 
 
