@@ -11,13 +11,17 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from ..core.population import Population
+from ..core.learner import Learner
+from ..core.models import ModelSpec
+from ..core.optimizers import OptimizerLike
+from ..core.population import Population, init_population
 from .rundir import write_bytes
 from ..weights import LoopState
 from ..weights.rules.de import DEState
@@ -30,7 +34,7 @@ def _path(folder: str, generation: int) -> str:
     return os.path.join(folder, f"ckpt_{generation:05d}.msgpack")
 
 
-def _write(folder: str, generation: int, tree) -> str:
+def _write(folder: str, generation: int, tree: Mapping[str, Any]) -> str:
     path = _path(folder, generation)
     write_bytes(path, serialization.msgpack_serialize(tree))
     for old in sorted(glob.glob(os.path.join(folder, "ckpt_*.msgpack")))[:-KEEP]:
@@ -38,7 +42,8 @@ def _write(folder: str, generation: int, tree) -> str:
     return path
 
 
-def save_search(folder: str, rounds: int, evaluations, objective_state: Dict[str, Any],
+def save_search(folder: str, rounds: int, evaluations: List[Dict[str, Any]],
+                objective_state: Dict[str, Any],
                 run_options: Dict[str, Any]) -> str:
     """Writes a search's checkpoint after ``rounds`` rounds, atomically.
 
@@ -143,14 +148,14 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
         best = dict(meta["best"])
         best["params"] = serialization.from_state_dict(member, tree["best_params"]) \
             if tree["best_params"] else None
-        rule_state = None
+        rule_state: Union[GAState, DEState, None] = None
         if "ga_state" in tree:
-            rule_state = GAState(np.asarray(tree["ga_state"]["mutation_scale"]))
+            rule_state = GAState(jnp.asarray(tree["ga_state"]["mutation_scale"]))
         elif "de_state" in tree:
             rule_state = DEState(
                 serialization.from_state_dict(template, tree["de_state"]["population"]),
-                np.asarray(tree["de_state"]["fitness"]),
-                {k: np.asarray(v) for k, v in tree["de_state"]["metrics"].items()})
+                jnp.asarray(tree["de_state"]["fitness"]),
+                {k: jnp.asarray(v) for k, v in tree["de_state"]["metrics"].items()})
         hall = [dict(h, params=serialization.from_state_dict(member, tree["hall_params"][str(i)]))
                 for i, h in enumerate(meta.get("hall", []))]
         _check_shapes(population, template)
@@ -162,7 +167,7 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
         raise ValueError(f"checkpoint {path!r} is corrupt ({type(err).__name__}); delete it "
                          f"to resume from the previous checkpoint") from err
     state = LoopState(generation=meta["generation"], population=population,
-                      key=np.asarray(tree["key"]), spent=meta["spent"],
+                      key=jnp.asarray(tree["key"]), spent=meta["spent"],
                       history=meta["history"],
                       lineage=[tuple(x) for x in meta["lineage"]], best=best, rule_state=rule_state,
                       hall=hall)
@@ -194,7 +199,8 @@ def save_population(path: str, population: Population) -> str:
     return path
 
 
-def load_population(path: str, learner, optimizer=None) -> Population:
+def load_population(path: str, learner: Union[Learner, ModelSpec],
+                    optimizer: Optional[OptimizerLike] = None) -> Population:
     """Reads a :func:`save_population` file into a population of ``learner``.
 
     Args:
@@ -208,7 +214,6 @@ def load_population(path: str, learner, optimizer=None) -> Population:
       ValueError: the file is corrupt, was written for another model or
         optimizer, or needs ``optimizer=``.
     """
-    from ..core.population import init_population  # pylint: disable=import-outside-toplevel
     try:
         with open(path, "rb") as f:
             tree = serialization.msgpack_restore(f.read())

@@ -8,177 +8,67 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import (Any, Callable, ContextManager, Dict, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
+
+import jax
+from tqdm import tqdm
 
 from .. import data as data_mod
-from . import rundir
-from ..core import sharding
+from . import checkpoint, rundir, tracking, watchdog
+from .arguments import UserError, build_parsers
+from .cache import enable_compile_cache
+from .report import make_plots, write_report
+from ..core import memory, sharding
+from ..core.models import (CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec, build_model,
+                           spec_to_dict)
+from ..core.population import Population, init_population
+from ..core.pytree import Params
+from ..core.stream import Stream
 from ..core.tables import first_objective
-from ..core.models import CNNSpec, FramesSpec, MLPSpec, RNNSpec, spec_to_dict
+from ..core.train import split_metrics
+from ..data import Dataset
+from ..errors import check_choice
+from ..operators.alignment import Alignment
+from ..search import driver as search_mod
+from ..search.space import SEARCH_FAMILIES, Space, default_space
+from ..search.trainer_objective import TrainerObjective
+from ..weights import LoopState, WeightGAConfig, evolve_weights
 
-SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume"}
+SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume", "help"}
 # Options that do not change a run's numbers: a resumed run may differ in them.
 NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds"}
 
 
-class UserError(Exception):
-    """An error in the user's input: reported in one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(message)
-
-
-def _ints(text: str) -> tuple:
-    try:
-        return tuple(int(v) for v in str(text).split(",") if v.strip())
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
-
-
-def _common(p):
-    p.add_argument("--dataset", default="digits", help="bundled name or path to an .npz")
-    p.add_argument("--task", choices=data_mod.TASKS, help="override the task of an .npz")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="run directory (result.json, csv, plots...)")
-    p.add_argument("--config", default=None, help="TOML file of options (flags win)")
-    p.add_argument("--quiet", action="store_true", help="no per-generation lines")
-    p.add_argument("--log", default="", help="trackers writing under --out, comma-separated: "
-                   "tensorboard (DIR/tensorboard), mlflow (DIR/mlruns/mlflow.db), wandb "
-                   "(DIR/wandb, offline); pip install 'genetic-dl[tracking]'")
-    p.add_argument("--watchdog-seconds", type=float, default=600,
-                   help="end the run (status 3, stacks in DIR/hang.txt) when the process has "
-                   "used no CPU time for this long: a stuck computation; 0: off")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``genetic-dl`` command."""
-    parser = _Parser(prog="genetic-dl", description="Evolve neural networks with JAX.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("datasets", help="list the bundled datasets")
-    rep = sub.add_parser("report", help="write report.md (and plots) of a run directory")
-    rep.add_argument("run_dir")
-    rep.add_argument("--latex", action="store_true", help="also write report.tex")
-    _evolve_parser(sub.add_parser("evolve-weights",
-                                  help="the GDNN weight GA hybrid with gradient descent"))
-    _search_parser(sub.add_parser("search", help="search hyperparameters and structure"))
-    return parser
-
-
-def _evolve_parser(ev: argparse.ArgumentParser) -> None:
-    """The options of ``genetic-dl evolve-weights``."""
-    from ..operators.crossover import CROSSOVERS  # pylint: disable=import-outside-toplevel
-    from ..operators.matching import MATCHERS  # pylint: disable=import-outside-toplevel
-    from ..core.optimizers import OPTIMIZERS  # pylint: disable=import-outside-toplevel
-    from ..operators.selection import SELECTIONS  # pylint: disable=import-outside-toplevel
-    from ..operators.alignment import MATCH_TO  # pylint: disable=import-outside-toplevel
-    from ..weights.config import RULES  # pylint: disable=import-outside-toplevel
-    _common(ev)
-    ev.add_argument("--model", choices=("mlp", "cnn", "rnn", "frames"), default="mlp",
-                    help="frames: a CNN per frame then a recurrent layer, for image sequences")
-    ev.add_argument("--hidden", type=_ints, default=None,
-                    help="MLP widths (default 128,128) / CNN or frames filters (default 16,32) / "
-                    "RNN hidden,layers (default 64,1)")
-    ev.add_argument("--cell", choices=("gru", "lstm", "simple"), default="gru",
-                    help="recurrent cell of --model rnn and frames")
-    ev.add_argument("--activation", default="relu")
-    ev.add_argument("--population", type=int, default=16)
-    ev.add_argument("--generations", type=int, default=5)
-    ev.add_argument("--epochs", type=int, default=2, help="epochs per generation")
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    ev.add_argument("--lr", type=float, default=None, help="learning rate")
-    ev.add_argument("--rule", choices=RULES, default="ga")
-    ev.add_argument("--crossover", choices=sorted(CROSSOVERS), default="uniform")
-    ev.add_argument("--matcher", choices=MATCHERS, default=MATCHERS[0],
-                    help="weight matching of --crossover aligned: greedy on the device, or "
-                    "exact linear assignments on the host (2-5x slower)")
-    ev.add_argument("--match-to", choices=MATCH_TO, default=None,
-                    help="--crossover aligned matches each child's second parent to its first "
-                    "(parent; the default with greedy), or parents and elites to the best member "
-                    "so the population shares one unit order (best; the default with exact)")
-    ev.add_argument("--match-every", type=int, default=1,
-                    help="with --match-to best, re-match every N generations; in between, "
-                    "children inherit their parents' shared unit order")
-    ev.add_argument("--match-passes", type=int, default=None,
-                    help="weight-matching sweeps of --crossover aligned (default 2 with greedy, "
-                    "until converged with exact; 0: until converged)")
-    ev.add_argument("--selection", choices=sorted(SELECTIONS), default="tournament")
-    ev.add_argument("--mutation-rate", type=float, default=0.05)
-    ev.add_argument("--mutation-scale", type=float, default=0.1)
-    ev.add_argument("--elitism", type=int, default=1)
-    ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
-                    "(loss and mse are negated)")
-    ev.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
-                    help="read training batches from the data's files instead of holding the "
-                    "data in device memory: auto streams when the data does not fit next to "
-                    "the population (about half the speed on small models)")
-    ev.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its last checkpoint")
-    ev.add_argument("--checkpoint-every", type=int, default=1,
-                    help="write a checkpoint every K generations (with --out)")
-
-
-def _search_parser(se: argparse.ArgumentParser) -> None:
-    """The options of ``genetic-dl search``."""
-    from ..search.driver import METHODS  # pylint: disable=import-outside-toplevel
-    _common(se)
-    se.add_argument("--method", choices=sorted(METHODS), default="ga")
-    se.add_argument("--budget", type=float, default=200, help="network-epochs to spend")
-    se.add_argument("--population", type=int, default=16, help="GA/DE population")
-    se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space")
-    se.add_argument("--metric", default=None, help="validation metric to maximise (default: "
-                    "accuracy for classification, r2 for regression)")
-    se.add_argument("--epochs", type=_ints, default=(5, 10, 20, 40),
-                    help="choices of the epochs gene (training epochs per candidate)")
-    se.add_argument("--space", default="",
-                    help="narrow genes of the space, e.g. \"optimizer=adam; width=16,32; "
-                    "layers=1,2; learning_rate=1e-3,1e-2\" (choices; or bounds / one value of "
-                    "a numeric gene): fewer shapes compile fewer programs")
-    se.add_argument("--objectives", choices=("metric", "metric,params"), default="metric",
-                    help="metric,params: NSGA-II on (metric, -parameter count), Pareto front")
-    se.add_argument("--lamarckian", action="store_true",
-                    help="configs of a structure trained before start from its best weights")
-    se.add_argument("--pad-widths", action="store_true",
-                    help="train MLP/CNN widths of one layer count in one padded program")
-    se.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its last checkpoint")
-    se.add_argument("--checkpoint-every", type=int, default=1,
-                    help="write a checkpoint every K rounds (with --out)")
-
-
 def parse(argv: List[str]) -> argparse.Namespace:
     """Parses ``argv``; a ``--config`` TOML sets defaults that explicit flags override."""
-    parser = build_parser()
+    parser, commands = build_parsers()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         options = rundir.load_toml(args.config)
-        sub = parser._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
+        sub = commands[args.command]
         valid = {a.dest for a in sub._actions} - SKIP_IN_CONFIG  # pylint: disable=protected-access
         options = {k.replace("-", "_"): v for k, v in options.items()}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise UserError(f"config {args.config!r} has unknown option(s) {', '.join(unknown)}; "
-                            f"valid for {args.command}: {', '.join(sorted(valid))}")
+        for name in options:
+            check_choice("option", name, sorted(valid),
+                         f"(of {args.command}, in config {args.config!r})")
         for action in sub._actions:  # pylint: disable=protected-access
-            if action.dest in options and action.type is not None:
+            if action.dest in options and callable(action.type):
                 value = options[action.dest]
                 value = ",".join(map(str, value)) if isinstance(value, list) else value
                 try:
                     options[action.dest] = action.type(value)
                 except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
                     raise UserError(f"config option {action.dest} = {value!r}: {err}") from err
-            if action.dest in options and action.choices and options[action.dest] \
-                    not in action.choices:
-                raise UserError(f"config option {action.dest} = {options[action.dest]!r}: "
-                                f"choose one of {', '.join(map(str, action.choices))}")
+            if action.dest in options and action.choices:
+                check_choice(action.dest, options[action.dest], action.choices,
+                             f"(in config {args.config!r})")
         sub.set_defaults(**options)
         args = parser.parse_args(argv)
     return args
 
 
-def _resolved(args) -> Dict[str, Any]:
+def _resolved(args: argparse.Namespace) -> Dict[str, Any]:
     out = {}
     for k, v in sorted(vars(args).items()):
         if k not in SKIP_IN_CONFIG and v is not None:
@@ -186,15 +76,14 @@ def _resolved(args) -> Dict[str, Any]:
     return out
 
 
-def _alignment(args):
+def _alignment(args: argparse.Namespace) -> Alignment:
     """Aligned crossover's options from the CLI's matching flags."""
-    from ..operators.alignment import Alignment  # pylint: disable=import-outside-toplevel
     passes = "auto" if args.match_passes is None else (args.match_passes or None)
     return Alignment(matcher=args.matcher, match_to=args.match_to, every=args.match_every,
                      passes=passes)
 
 
-def _spec(args):
+def _spec(args: argparse.Namespace) -> ModelSpec:
     if args.model == "mlp":
         return MLPSpec(args.hidden or (128, 128), args.activation)
     if args.model == "cnn":  # small enough for minutes per generation on 60 k images
@@ -205,11 +94,11 @@ def _spec(args):
     return RNNSpec(args.cell, hidden[0], hidden[1] if len(hidden) > 1 else 1)
 
 
-def _finish(args, argv, data, spec, params, best_config, history, evaluations, extra=None):
+def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: ModelSpec,
+            params: Params, best_config: Dict[str, Any], history: List[Dict[str, Any]],
+            evaluations: List[Dict[str, Any]], extra: Optional[Dict[str, Any]] = None) -> int:
     """Writes the run directory; result.json last."""
-    from ..core.models import build_model  # pylint: disable=import-outside-toplevel
     model = build_model(spec, data.feature_shape, data.out_dim)
-    from ..core.train import split_metrics  # pylint: disable=import-outside-toplevel
     val = split_metrics(model, params, data, "val")
     test = split_metrics(model, params, data, "test")
     # wall-clock fields stay in history.csv: result.json holds only reproducible numbers
@@ -227,53 +116,51 @@ def _finish(args, argv, data, spec, params, best_config, history, evaluations, e
         rundir.save_model(os.path.join(args.out, "best_model"), spec, params, data,
                           {"config": best_config})
         rundir.write_json(os.path.join(args.out, "result.json"), result)
-        from .report import make_plots  # pylint: disable=import-outside-toplevel
         make_plots(args.out)
         if not args.quiet:
             print(f"wrote {args.out}/result.json")
     return 0
 
 
-def _trackers(args) -> list:
+def _trackers(args: argparse.Namespace) -> List[tracking.Tracker]:
     """The ``--log`` trackers, writing under the run directory."""
     names = [n.strip() for n in (args.log or "").split(",") if n.strip()]
     if not names:
         return []
-    from . import tracking  # pylint: disable=import-outside-toplevel
-    unknown = [n for n in names if n not in tracking.TRACKERS]
-    if unknown:
-        raise UserError(f"--log: unknown tracker(s) {', '.join(unknown)}: choose from "
+    bad = [n for n in names if n not in tracking.TRACKERS]
+    if bad:  # every misspelt name of the list at once
+        raise UserError(f"--log: unknown tracker(s) {', '.join(bad)}: choose one of "
                         f"{', '.join(tracking.TRACKERS)}")
     if not args.out:
         raise UserError("--log writes under the run directory: add --out DIR")
     return [tracking.make(n, args.out) for n in dict.fromkeys(names)]
 
 
-def _finish_trackers(trackers, best) -> None:
+def _finish_trackers(trackers: Sequence[tracking.Tracker], best: Dict[str, Any]) -> None:
     for tracker in trackers:
         tracker.finish(best)
 
 
-def _write_config(args) -> None:
+def _write_config(args: argparse.Namespace) -> None:
     """Writes the resolved options first, so that even a killed run can be repeated."""
     if args.out:
         rundir.write_bytes(os.path.join(args.out, "config.toml"),
                            rundir.dump_toml(_resolved(args)).encode())
 
 
-def _resume_state(args, loader):
+def _resume_state(args: argparse.Namespace, loader: Callable[[str], Any]) -> Any:
     """The checkpoint to continue from (``None``: start afresh), checked against the options.
 
     ``loader(path)`` reads the checkpoint file into the run's state."""
-    from . import checkpoint  # pylint: disable=import-outside-toplevel
-    folder = os.path.join(args.out, "checkpoints") if args.out else None
     if not args.resume:
+        folder = os.path.join(args.out, "checkpoints") if args.out else None
         if folder and os.path.isdir(folder):  # a fresh run must not mix with old checkpoints
             for name in os.listdir(folder):
                 os.unlink(os.path.join(folder, name))
         return None
     if not args.out:
         raise UserError("--resume needs --out DIR: the run directory to continue")
+    folder = os.path.join(args.out, "checkpoints")
     path = checkpoint.latest(folder)
     if path is None:  # e.g. a retry after a run stopped before its first checkpoint
         print(f"note: no checkpoint in {folder}: starting from the beginning", file=sys.stderr)
@@ -291,15 +178,15 @@ def _resume_state(args, loader):
     return state
 
 
-def _progress(args, total, unit):
-    """A progress progress_bar on stderr (none with --quiet or when stderr is not a terminal)."""
+def _progress(args: argparse.Namespace, total: float, unit: str) -> Optional[tqdm]:
+    """A progress bar on stderr (none with --quiet or when stderr is not a terminal)."""
     if args.quiet or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     return tqdm(total=total, unit=f" {unit}", dynamic_ncols=True, leave=False)
 
 
-def _line(args, progress_bar, text: str, advance) -> None:
+def _line(args: argparse.Namespace, progress_bar: Optional[tqdm], text: str,
+          advance: float) -> None:
     """One line per generation (above the progress_bar when there is one); nothing with --quiet."""
     if args.quiet:
         return
@@ -310,23 +197,19 @@ def _line(args, progress_bar, text: str, advance) -> None:
         print(text, flush=True)
 
 
-def _close(progress_bar) -> None:
+def _close(progress_bar: Optional[tqdm]) -> None:
     if progress_bar is not None:
         progress_bar.close()
 
 
-def _check_positive(args, names):
+def _check_positive(args: argparse.Namespace, names: Sequence[str]) -> None:
     for name in names:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
 
 
-def evolve_weights_command(args, argv: List[str]) -> int:
+def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
     """Runs ``genetic-dl evolve-weights``; returns the exit status."""
-    import jax  # pylint: disable=import-outside-toplevel
-    from ..core.population import init_population  # pylint: disable=import-outside-toplevel
-    from ..weights import WeightGAConfig, evolve_weights  # pylint: disable=import-outside-toplevel
-    from . import checkpoint  # pylint: disable=import-outside-toplevel
     _check_positive(args, ("population", "generations", "epochs", "batch_size",
                            "checkpoint_every"))
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
@@ -345,7 +228,7 @@ def evolve_weights_command(args, argv: List[str]) -> int:
 
     progress_bar = _progress(args, args.generations, "generations")
 
-    def report(gen, _pop, rec):
+    def report(gen: int, _pop: Population, rec: Mapping[str, Any]) -> bool:
         _line(args, progress_bar, f"gen {gen:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
               f"std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
               f"budget {rec['network_epochs']} net-epochs  {rec['elapsed']:.1f}s", 1)
@@ -355,7 +238,7 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     options = _resolved(args)
     train_data = _training_data(args, data, pop)
 
-    def save(state):
+    def save(state: LoopState) -> None:
         if args.out and state.generation % args.checkpoint_every == 0:
             checkpoint.save(os.path.join(args.out, "checkpoints"), state, options)
     trackers = _trackers(args)
@@ -366,10 +249,11 @@ def evolve_weights_command(args, argv: List[str]) -> int:
     if res.best_params is None:
         raise UserError("every member diverged (NaN/inf loss): lower the learning rate (--lr)")
     parents = {c: (a, b) for _, c, a, b in res.lineage}
+    records: List[Dict[str, Any]] = res.history  # member_ids, member_fitness: lists
     evaluations = [{"generation": h["generation"], "member_id": i, "fitness": f,
                     "parent_a": parents.get(i, (None, None))[0],
                     "parent_b": parents.get(i, (None, None))[1]}
-                   for h in res.history for i, f in zip(h["member_ids"], h["member_fitness"])]
+                   for h in records for i, f in zip(h["member_ids"], h["member_fitness"])]
     history = [{"generation": h["generation"], "best": h["best"], "mean": h["mean"],
                 "std": h["std"], "failed": h["failed"], "diversity": h["diversity"],
                 "budget_used": h["network_epochs"], "elapsed": h["elapsed"]}
@@ -384,12 +268,11 @@ def evolve_weights_command(args, argv: List[str]) -> int:
                                      for h in res.hall_of_fame]})
 
 
-def _training_data(args, data, pop):
+def _training_data(args: argparse.Namespace, data: Dataset,
+                   pop: Population) -> Union[Dataset, Stream]:
     """What ``evolve-weights`` trains on: ``data``, or a Stream over its stored arrays
     with ``--stream on``, or with ``auto`` when the data does not fit in memory next
     to the population but the population alone does."""
-    from ..core import memory  # pylint: disable=import-outside-toplevel
-    from ..core.stream import Stream  # pylint: disable=import-outside-toplevel
     if args.stream == "off":
         return data
     if args.stream == "auto":
@@ -406,28 +289,24 @@ def _training_data(args, data, pop):
     return Stream.from_dataset(data, args.batch_size)
 
 
-def _search_space(args):
+def _search_space(args: argparse.Namespace) -> Tuple[Tuple[str, ...], Space]:
     """The searched families and the space, from ``--families``, ``--epochs``, ``--space``."""
-    from ..search.space import SEARCH_FAMILIES, default_space  # pylint: disable=import-outside-toplevel
     if not args.epochs or min(args.epochs) < 1:
         raise UserError(f"--epochs needs positive epoch counts, got {list(args.epochs)}")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
-    bad = sorted(set(families) - set(SEARCH_FAMILIES))
-    if bad or not families:
-        raise UserError(f"unknown model famil(ies) {bad or families}: use "
+    if not families:
+        raise UserError(f"--families names no model family: give some of "
                         f"{', '.join(SEARCH_FAMILIES)}")
+    for family in families:
+        check_choice("model family", family, SEARCH_FAMILIES)
     try:
         return families, default_space(families, args.epochs, narrow=_narrowing(args.space))
     except ValueError as err:
         raise UserError(f"--space: {err}") from err
 
 
-def search_command(args, argv: List[str]) -> int:
+def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     """Runs ``genetic-dl search``; returns the exit status."""
-    import jax  # pylint: disable=import-outside-toplevel
-    from . import checkpoint  # pylint: disable=import-outside-toplevel
-    from ..search import driver as search_mod  # pylint: disable=import-outside-toplevel
-    from ..search.trainer_objective import TrainerObjective  # pylint: disable=import-outside-toplevel
     _check_positive(args, ("population", "budget", "checkpoint_every"))
     families, space = _search_space(args)
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
@@ -449,7 +328,7 @@ def search_command(args, argv: List[str]) -> int:
         print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} network-epochs, "
               f"families {','.join(families)}")
     resume = _resume_state(args, checkpoint.load_search)
-    replay = []
+    replay: List[Dict[str, Any]] = []
     if resume is not None:
         objective.load_state_dict(resume["objective"])
         replay = resume["evaluations"]
@@ -457,7 +336,7 @@ def search_command(args, argv: List[str]) -> int:
     options = _resolved(args)
     progress_bar = _progress(args, args.budget, "network-epochs")
 
-    def report(rnd, rec):
+    def report(rnd: int, rec: Mapping[str, Any]) -> bool:
         done = progress_bar.n if progress_bar is not None else 0
         _line(args, progress_bar,
               f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
@@ -467,7 +346,7 @@ def search_command(args, argv: List[str]) -> int:
               rec["budget_used"] - done)
         return False
 
-    def save(res):
+    def save(res: search_mod.SearchResult) -> None:
         rounds = len(res.history)
         if args.out and rounds % args.checkpoint_every == 0 and rounds > len(
                 {e["round"] for e in replay}):
@@ -491,9 +370,10 @@ def search_command(args, argv: List[str]) -> int:
                     "parent_b": (e["parents"] or (None, None))[1],
                     **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
                    for e in res.evaluations]
-    extra = {"method": args.method,
-             "hall_of_fame": [{"config": e["config"], "fitness": e["fitness"]}
-                              for e in res.hall_of_fame(5)]}
+    extra: Dict[str, Any] = {
+        "method": args.method,
+        "hall_of_fame": [{"config": e["config"], "fitness": e["fitness"]}
+                         for e in res.hall_of_fame(5)]}
     if n_obj > 1:
         extra["pareto"] = [{"config": e["config"], "metric": e["fitness"][0],
                             "params": -e["fitness"][1]} for e in res.pareto]
@@ -501,15 +381,16 @@ def search_command(args, argv: List[str]) -> int:
                    objective.best["config"], history, evaluations, extra)
 
 
-def _narrowing(text: str) -> Dict[str, List[str]]:
-    """``"optimizer=adam; width=16,32"`` -> ``{"optimizer": ["adam"], "width": ["16", "32"]}``."""
+def _narrowing(text: Union[str, Sequence[str]]) -> Dict[str, List[str]]:
+    """``"optimizer=adam; width=16,32"`` -> ``{"optimizer": ["adam"], "width": ["16", "32"]}``
+    (a config file may give the entries as a list)."""
     out: Dict[str, List[str]] = {}
     text = ";".join(map(str, text)) if isinstance(text, (list, tuple)) else str(text)
     for item in (part.strip() for part in text.split(";")):
         if not item:
             continue
-        name, sep, values = item.partition("=")
-        values = [v.strip() for v in values.split(",") if v.strip()]
+        name, sep, listed = item.partition("=")
+        values = [v.strip() for v in listed.split(",") if v.strip()]
         if not sep or not name.strip() or not values:
             raise UserError(f"--space entry {item!r} is not gene=value[,value...]: e.g. "
                             f"--space \"optimizer=adam; width=16,32\"")
@@ -517,9 +398,8 @@ def _narrowing(text: str) -> Dict[str, List[str]]:
     return out
 
 
-def _watchdog(args):
+def _watchdog(args: argparse.Namespace) -> ContextManager[None]:
     """Ends a run stuck without CPU use (status 3) so that a scheduler can retry it."""
-    from . import watchdog  # pylint: disable=import-outside-toplevel
     if args.out:
         return watchdog.watch(args.watchdog_seconds, os.path.join(args.out, "hang.txt"),
                               "the last checkpoint is kept: rerun the same command with "
@@ -535,14 +415,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parse(argv)
         if not sharding.backends_started():  # a caller that already ran JAX keeps its devices
             sharding.use_host_devices()
-        from .cache import enable_compile_cache  # pylint: disable=import-outside-toplevel
         enable_compile_cache()
         if args.command == "datasets":
             for name, (_, about) in data_mod.DATASETS.items():
                 print(f"{name:<10} {about}")
             return 0
         if args.command == "report":
-            from .report import write_report  # pylint: disable=import-outside-toplevel
             for name in write_report(args.run_dir, args.latex):
                 print(os.path.join(args.run_dir, name))
             return 0

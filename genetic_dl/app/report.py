@@ -4,12 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from .rundir import write_bytes
 
 
-def _read(run_dir: str):
+def _read(run_dir: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     path = os.path.join(run_dir, "result.json")
     if not os.path.exists(path):
         raise ValueError(f"{run_dir!r} has no result.json: the run did not finish (resume it "
@@ -24,7 +24,7 @@ def _read(run_dir: str):
     return result, rows
 
 
-def _num(v):
+def _num(v: Any) -> Optional[float]:
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -75,7 +75,8 @@ def make_plots(run_dir: str) -> List[str]:
     lrs = [(a, b) for a, b in lrs if a is not None and b is not None]
     if lrs:
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.scatter(*zip(*lrs), s=12, alpha=0.7)
+        rates, fitness = zip(*lrs)
+        ax.scatter(rates, fitness, s=12, alpha=0.7)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("fitness")
@@ -89,7 +90,8 @@ def make_plots(run_dir: str) -> List[str]:
     return written
 
 
-def _pareto_plot(plt, run_dir, result, rows) -> str:
+def _pareto_plot(plt: Any, run_dir: str, result: Dict[str, Any],
+                 rows: List[Dict[str, Any]]) -> str:
     """Every evaluated candidate and the non-dominated front: metric vs parameter count."""
     pts = [(_num(r.get("params")), _num(r.get("fitness"))) for r in rows]
     pts = [(a, b) for a, b in pts if a is not None and b is not None]
@@ -121,7 +123,7 @@ def structure(config: Dict[str, Any]) -> str:
     return f"{family} {widths}{kernel} {config.get('activation', 'relu')}"
 
 
-def _candidates(history) -> List[List[str]]:
+def _candidates(history: List[Dict[str, Any]]) -> List[List[str]]:
     """Per generation: its best candidate's structure and hyperparameters (the tuning story)."""
     rows = [["generation", "best", "best so far", "structure", "optimizer", "learning rate",
              "batch", "epochs", "dropout", "weight decay"]]
@@ -142,7 +144,7 @@ def _table(rows: List[List[str]]) -> str:
     return "\n".join(out)
 
 
-def _fmt(v) -> str:
+def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
 
 
@@ -196,7 +198,8 @@ def _latex_table(rows: List[List[str]]) -> str:
     return "\n".join(lines + [r"\hline", r"\end{tabular}"])
 
 
-def _latex(result, hist, config, metrics, plots) -> str:
+def _latex(result: Dict[str, Any], hist: List[List[str]], config: List[List[str]],
+           metrics: List[List[str]], plots: List[str]) -> str:
     figs = "".join(rf"\begin{{figure}}[h]\centering\includegraphics[width=\linewidth]{{{p}}}"
                    rf"\end{{figure}}" + "\n" for p in plots)
     return (r"\documentclass{article}" "\n" r"\usepackage{graphicx}" "\n" r"\begin{document}"

@@ -17,9 +17,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 import jax
 import numpy as np
 from flax import serialization
+from numpy.typing import ArrayLike
 
 from ..data import Dataset
-from ..core.models import build_model, spec_from_dict, spec_to_dict
+from ..core.models import ModelSpec, build_model, spec_from_dict, spec_to_dict
+from ..core.pytree import Params
 from ..core.tables import to_pandas
 
 try:
@@ -45,7 +47,7 @@ def write_bytes(path: str, data: bytes) -> None:
         raise
 
 
-def _clean(obj):
+def _clean(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -79,7 +81,7 @@ def write_csv(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
     write_bytes(path, buf.getvalue().encode())
 
 
-def _toml_value(v) -> str:
+def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -105,7 +107,8 @@ def load_toml(path: str) -> Dict[str, Any]:
         raise ValueError(f"config file {path!r} is not valid TOML: {err}") from err
 
 
-def save_model(folder: str, spec, params, data: Dataset, extra: Optional[Dict] = None) -> None:
+def save_model(folder: str, spec: ModelSpec, params: Params, data: Dataset,
+               extra: Optional[Mapping[str, Any]] = None) -> None:
     """Saves a model as ``spec.json`` + ``params.msgpack`` (flax serialization, no pickle)."""
     meta = {"model": spec_to_dict(spec), "feature_shape": list(data.feature_shape),
             "out_dim": data.out_dim, "task": data.task, "dataset": data.name,
@@ -120,7 +123,7 @@ def save_model(folder: str, spec, params, data: Dataset, extra: Optional[Dict] =
 class LoadedModel:
     """A saved network: ``predict(x)`` on raw features (standardised as in training)."""
 
-    def __init__(self, meta: Dict[str, Any], params):
+    def __init__(self, meta: Dict[str, Any], params: Params):
         self.meta = meta
         self.spec = spec_from_dict(meta["model"])
         self.model = build_model(self.spec, tuple(meta["feature_shape"]), meta["out_dim"])
@@ -130,22 +133,22 @@ class LoadedModel:
         self._std = None if meta.get("feature_std") is None else np.asarray(
             meta["feature_std"], np.float32)
 
-    def outputs(self, x) -> np.ndarray:
+    def outputs(self, x: ArrayLike) -> np.ndarray:
         """Logits (classification) or predictions (regression) for raw features ``x``."""
         x = np.asarray(x, np.float32)
         if x.shape[1:] != tuple(self.meta["feature_shape"]):
             raise ValueError(f"features of shape {x.shape[1:]} do not fit a model trained on "
                              f"{tuple(self.meta['feature_shape'])}")
-        if self._mean is not None:
+        if self._mean is not None and self._std is not None:
             x = (x - self._mean) / self._std
         return np.asarray(self.model.apply(self.params, x))
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Class indices (classification) or predicted values (regression)."""
         out = self.outputs(x)
         return out.argmax(-1) if self.meta["task"] == "classification" else out
 
-    def predict_proba(self, x) -> np.ndarray:
+    def predict_proba(self, x: ArrayLike) -> np.ndarray:
         """Class probabilities (classification only)."""
         return np.asarray(jax.nn.softmax(self.outputs(x), -1))
 

@@ -17,16 +17,19 @@ Example::
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from typing import Any, Dict, List, Mapping, Optional
+
+from ..errors import unknown
 
 SCALARS = ("best", "mean", "std", "diversity", "best_so_far", "budget_used", "network_epochs")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
-def _need(module: str, extra: str = "tracking"):
-    import importlib  # pylint: disable=import-outside-toplevel
+def _need(module: str, extra: str = "tracking") -> Any:
+    """Imports an optional backend (each takes seconds), or says how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
@@ -57,7 +60,7 @@ def flat_params(config: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def fitness_figure(history: List[Dict[str, float]]):
+def fitness_figure(history: List[Dict[str, float]]) -> Any:
     """Best and mean ± std fitness per generation (a matplotlib figure)."""
     plt = _need("matplotlib.pyplot", "plots")
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -77,10 +80,10 @@ def fitness_figure(history: List[Dict[str, float]]):
 class Tracker:
     """Base class: collects the rounds; backends implement ``_scalars``, ``_final``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.history: List[Dict[str, float]] = []
 
-    def __call__(self, step: int, *args) -> bool:
+    def __call__(self, step: int, *args: Any) -> bool:
         values = scalars(args[-1])
         self.history.append({"step": int(step), **values})
         self._scalars(int(step), values)
@@ -98,24 +101,24 @@ class Tracker:
     def _scalars(self, step: int, values: Dict[str, float]) -> None:
         raise NotImplementedError
 
-    def _final(self, params: Dict[str, Any], fig) -> None:
+    def _final(self, params: Dict[str, Any], fig: Any) -> None:
         raise NotImplementedError
 
 
 class TensorBoard(Tracker):
     """TensorBoard event files under ``logdir`` (``tensorboard --logdir DIR``)."""
 
-    def __init__(self, logdir: str):
+    def __init__(self, logdir: str) -> None:
         super().__init__()
         self.logdir = logdir
         self._writer = _need("tensorboardX").SummaryWriter(logdir)
 
-    def _scalars(self, step, values):
+    def _scalars(self, step: int, values: Dict[str, float]) -> None:
         for key, value in values.items():
             self._writer.add_scalar(f"fitness/{key}", value, step)
         self._writer.flush()
 
-    def _final(self, params, fig):
+    def _final(self, params: Dict[str, Any], fig: Any) -> None:
         if params:
             rows = "\n".join(f"| {k} | {v} |" for k, v in params.items())
             self._writer.add_text("best/hyperparameters", "| name | value |\n|---|---|\n" + rows)
@@ -135,7 +138,7 @@ class MLflow(Tracker):
     """
 
     def __init__(self, directory: str, experiment: str = "genetic_dl",
-                 run_name: Optional[str] = None):
+                 run_name: Optional[str] = None) -> None:
         super().__init__()
         tracking = _need("mlflow.tracking")
         directory = os.path.abspath(directory)
@@ -147,11 +150,11 @@ class MLflow(Tracker):
             experiment, artifact_location="file:" + os.path.join(directory, "artifacts"))
         self.run_id = self._client.create_run(exp_id, run_name=run_name).info.run_id
 
-    def _scalars(self, step, values):
+    def _scalars(self, step: int, values: Dict[str, float]) -> None:
         for key, value in values.items():
             self._client.log_metric(self.run_id, key, value, step=step)
 
-    def _final(self, params, fig):
+    def _final(self, params: Dict[str, Any], fig: Any) -> None:
         for key, value in params.items():
             self._client.log_param(self.run_id, f"best.{key}", value)
         if fig is not None:
@@ -164,7 +167,7 @@ class WandB(Tracker):
     (``wandb sync DIRECTORY/wandb/offline-run-*`` uploads it)."""
 
     def __init__(self, directory: str, project: str = "genetic_dl", name: Optional[str] = None,
-                 mode: str = "offline"):
+                 mode: str = "offline") -> None:
         super().__init__()
         self._wandb = _need("wandb")
         os.makedirs(directory, exist_ok=True)
@@ -173,10 +176,10 @@ class WandB(Tracker):
                                      settings=self._wandb.Settings(quiet=True, silent=True))
         self.directory = self._run.dir
 
-    def _scalars(self, step, values):
+    def _scalars(self, step: int, values: Dict[str, float]) -> None:
         self._run.log(values, step=step)
 
-    def _final(self, params, fig):
+    def _final(self, params: Dict[str, Any], fig: Any) -> None:
         if params:
             self._run.config.update({f"best.{k}": v for k, v in params.items()})
         if fig is not None:
@@ -193,4 +196,4 @@ def make(name: str, directory: str) -> Tracker:
         return MLflow(os.path.join(directory, "mlruns"))
     if name == "wandb":
         return WandB(directory)  # W&B adds its own wandb/ folder
-    raise ValueError(f"unknown tracker {name!r}: choose from {', '.join(TRACKERS)}")
+    unknown("tracker", name, TRACKERS)

@@ -23,10 +23,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .models import ModelSpec, build_model
+from .pytree import Params, PyTree
 from .metrics import accuracy, compute_metrics, loss_fn, r2_score
 from ..operators.permutation import PermutationSpec
 
-Batch = Dict[str, jax.Array]
+Batch = Mapping[str, jax.Array]
+# One member's hyperparameters: traced scalars (or per-layer widths) by name.
+Hparams = Mapping[str, jax.Array]
+# ``fn(outputs, batch) -> scalar``, or the accumulator ``(init, update, finalize)``.
+MetricFn = Union[Callable[[Any, Batch], jax.Array], Tuple[Callable, Callable, Callable]]
 LOSS_LIKE = re.compile(r"^(loss|mse|mae|rmse|nll)$|_loss$|error$")
 
 
@@ -38,17 +44,18 @@ class Metric:
     that do not average over batches (AUC, macro F1, R²): ``init() -> acc``,
     ``update(acc, outputs, batch) -> acc``, ``finalize(acc) -> scalar``.
     """
-    fn: Union[Callable[[Any, Batch], jax.Array], Tuple[Callable, Callable, Callable]]
+    fn: MetricFn
     maximize: bool = True
 
-    def __call__(self, outputs, batch: Batch) -> jax.Array:
+    def __call__(self, outputs: Any, batch: Batch) -> jax.Array:
         if isinstance(self.fn, tuple):
             init, update, finalize = self.fn
             return finalize(update(init(), outputs, batch))
         return self.fn(outputs, batch)
 
 
-def metric(fn, maximize: Optional[bool] = None, name: Optional[str] = None) -> Metric:
+def metric(fn: Union[Metric, MetricFn], maximize: Optional[bool] = None,
+           name: Optional[str] = None) -> Metric:
     """Wraps ``fn`` as a :class:`Metric`; ``maximize`` defaults from its name.
 
     A name that looks like a loss (``loss``, ``mse``, ``mae``, ``*_loss``,
@@ -57,8 +64,7 @@ def metric(fn, maximize: Optional[bool] = None, name: Optional[str] = None) -> M
     if isinstance(fn, Metric):
         return fn if maximize is None else dataclasses.replace(fn, maximize=maximize)
     if maximize is None:
-        name = name or getattr(fn, "__name__", "")
-        maximize = not LOSS_LIKE.search(name)
+        maximize = maximized(str(name or getattr(fn, "__name__", "")))
     return Metric(fn, bool(maximize))
 
 
@@ -67,7 +73,7 @@ def maximized(name: str) -> bool:
     return not LOSS_LIKE.search(name)
 
 
-def _pairs(mapping) -> Tuple[Tuple[str, Any], ...]:
+def _pairs(mapping: Optional[Mapping[str, Any]]) -> Tuple[Tuple[str, Any], ...]:
     return tuple(sorted(dict(mapping or {}).items()))
 
 
@@ -91,7 +97,7 @@ class Learner:
         (:class:`~genetic_dl.permutation.PermutationSpec`), for per-neuron and
         aligned crossover; ``None`` derives it from a Dense/Conv/norm chain.
     """
-    module: nn.Module
+    module: Any  # a flax.linen.Module; NnxLearner's: make_module(rngs) -> nnx module
     loss: Callable[[Any, Batch], jax.Array]
     metrics: Tuple[Tuple[str, Metric], ...] = ()
     train_kwargs: Tuple[Tuple[str, Any], ...] = ()
@@ -100,7 +106,7 @@ class Learner:
     rngs: Tuple[str, ...] = ()
     hparam_kwargs: Tuple[Tuple[str, str], ...] = ()
     score: Optional[str] = None
-    spec: Any = None
+    spec: Optional[ModelSpec] = None
     permutation_spec: Optional[PermutationSpec] = None
 
     @classmethod
@@ -184,11 +190,12 @@ class Learner:
         found = dict(self.metrics).get(name)
         return found.maximize if found is not None else maximized(name)
 
-    def _call(self, variables, x, hp, kwargs, **extra):
+    def _call(self, variables: PyTree, x: jax.Array, hp: Hparams,
+              kwargs: Tuple[Tuple[str, Any], ...], **extra: Any) -> Any:
         hp_kw = {kw: hp[name] for kw, name in self.hparam_kwargs if name in hp}
         return self.module.apply(variables, x, **hp_kw, **dict(kwargs), **extra)
 
-    def init(self, key: jax.Array, x) -> Tuple[Any, Any]:
+    def init(self, key: jax.Array, x: jax.Array) -> Tuple[Params, PyTree]:
         """``(params, collections)`` of one member for a sample batch ``x``.
 
         ``params`` is ``{"params": ...}``; ``collections`` the other variables.
@@ -198,7 +205,8 @@ class Learner:
         params = {"params": variables.pop("params", {})}
         return params, {k: variables[k] for k in sorted(variables)}
 
-    def apply_train(self, params, collections, batch: Batch, hp, key) -> Tuple[Any, Any]:
+    def apply_train(self, params: Params, collections: PyTree, batch: Batch, hp: Hparams,
+                    key: jax.Array) -> Tuple[Any, PyTree]:
         """Outputs of a training call and the updated collections."""
         if self.rngs:
             keys = [key] if len(self.rngs) == 1 else list(jax.random.split(key, len(self.rngs)))
@@ -212,12 +220,12 @@ class Learner:
             return out, {**collections, **dict(updated)}
         return self._call(variables, batch["x"], hp, self.train_kwargs, rngs=rngs), collections
 
-    def apply_eval(self, params, collections, x, hp) -> Any:
+    def apply_eval(self, params: Params, collections: PyTree, x: jax.Array, hp: Hparams) -> Any:
         """Outputs of an evaluation call."""
         return self._call({**params, **collections}, x, hp, self.eval_kwargs)
 
-    def apply_eval_batched(self, params, collections, x, hp, batch: int,
-                           prep: Optional[Callable[[Any], Any]] = None) -> Any:
+    def apply_eval_batched(self, params: Params, collections: PyTree, x: jax.Array, hp: Hparams,
+                           batch: int, prep: Optional[Callable[[Any], Any]] = None) -> Any:
         """:meth:`apply_eval` over ``x`` in batches of ``batch`` rows (``lax.map``).
 
         Peak memory holds one batch's activations whatever the split's size;
@@ -232,7 +240,7 @@ class Learner:
             return self.apply_eval(params, collections, prep(x), hp)
         full = n // batch
 
-        def one(i):
+        def one(i: jax.Array) -> Any:
             xb = jax.lax.dynamic_slice_in_dim(x, i * batch, batch)
             return self.apply_eval(params, collections, prep(xb), hp)
         out = jax.tree_util.tree_map(lambda o: o.reshape((full * batch,) + o.shape[2:]),
@@ -242,7 +250,7 @@ class Learner:
         rest = self.apply_eval(params, collections, prep(x[full * batch:]), hp)
         return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
-    def evaluate(self, outputs, batch: Batch) -> Dict[str, jax.Array]:
+    def evaluate(self, outputs: Any, batch: Batch) -> Dict[str, jax.Array]:
         """``{"loss", *metrics}`` of outputs on one batch (the whole split)."""
         out = {"loss": self.loss(outputs, batch)}
         out.update({name: m(outputs, batch) for name, m in self.metrics})
@@ -251,15 +259,15 @@ class Learner:
         return {k: jnp.where(finite, jnp.asarray(v, jnp.float32), jnp.nan)
                 for k, v in out.items()}
 
-    def score_of(self, outputs, batch: Batch) -> jax.Array:
+    def score_of(self, outputs: Any, batch: Batch) -> jax.Array:
         """The per-epoch score: the ``score`` metric, else the negated loss."""
         if self.score is None:
             return -self.loss(outputs, batch)
         return dict(self.metrics)[self.score](outputs, batch)
 
-    def check(self, params, collections, batch: Batch, hp) -> None:
+    def check(self, params: Params, collections: PyTree, batch: Batch, hp: Hparams) -> None:
         """Raises ``ValueError`` when the outputs do not fit the loss or metrics."""
-        def run(p, c):
+        def run(p: Params, c: PyTree) -> Tuple[Any, Dict[str, jax.Array]]:
             out = self.apply_eval(p, c, batch["x"], hp)
             return out, self.evaluate(out, batch)
         try:
@@ -278,8 +286,9 @@ class Learner:
 @dataclasses.dataclass(frozen=True)
 class NnxLearner(Learner):
     """A learner of a ``flax.nnx`` module; see :meth:`Learner.from_nnx`."""
+    # flax.nnx takes about 0.2 s to import: only nnx learners import it, when they run.
 
-    def _build(self, key, params, collections, train: bool):
+    def _build(self, key: jax.Array, params: Params, collections: PyTree, train: bool) -> Any:
         from flax import nnx  # pylint: disable=import-outside-toplevel
         module = self.module(nnx.Rngs(key))
         states = []
@@ -296,7 +305,7 @@ class NnxLearner(Learner):
             module.eval()
         return module
 
-    def init(self, key: jax.Array, x) -> Tuple[Any, Any]:
+    def init(self, key: jax.Array, x: jax.Array) -> Tuple[Params, PyTree]:
         from flax import nnx  # pylint: disable=import-outside-toplevel
         del x  # an nnx module is built with its sizes
         module = self.module(nnx.Rngs(key))
@@ -304,7 +313,8 @@ class NnxLearner(Learner):
         return ({"params": nnx.state(module, nnx.Param).to_pure_dict()},
                 {"batch_stats": stats} if stats else {})
 
-    def apply_train(self, params, collections, batch: Batch, hp, key) -> Tuple[Any, Any]:
+    def apply_train(self, params: Params, collections: PyTree, batch: Batch, hp: Hparams,
+                    key: jax.Array) -> Tuple[Any, PyTree]:
         from flax import nnx  # pylint: disable=import-outside-toplevel
         module = self._build(key, params, collections, True)
         out = module(batch["x"], **dict(self.train_kwargs))
@@ -313,7 +323,7 @@ class NnxLearner(Learner):
                            "batch_stats": nnx.state(module, nnx.BatchStat).to_pure_dict()}
         return out, collections
 
-    def apply_eval(self, params, collections, x, hp) -> Any:
+    def apply_eval(self, params: Params, collections: PyTree, x: jax.Array, hp: Hparams) -> Any:
         module = self._build(jax.random.key(0), params, collections, False)
         return module(x, **dict(self.eval_kwargs))
 
@@ -325,7 +335,7 @@ def _classification(batch: Batch) -> bool:
     return bool(jnp.issubdtype(jnp.asarray(batch["y"]).dtype, jnp.integer))
 
 
-def zoo_loss(outputs, batch: Batch) -> jax.Array:
+def zoo_loss(outputs: jax.Array, batch: Batch) -> jax.Array:
     """Cross-entropy for integer labels, mean squared error for float targets."""
     return loss_fn(outputs, batch["y"], _classification(batch))
 
@@ -334,18 +344,17 @@ def zoo_loss(outputs, batch: Batch) -> jax.Array:
 class ZooLearner(Learner):
     """A learner of a bundled spec: all sklearn-style metrics of the task at once."""
 
-    def evaluate(self, outputs, batch: Batch) -> Dict[str, jax.Array]:
+    def evaluate(self, outputs: Any, batch: Batch) -> Dict[str, jax.Array]:
         return compute_metrics(outputs, batch["y"], _classification(batch))
 
-    def score_of(self, outputs, batch: Batch) -> jax.Array:
+    def score_of(self, outputs: Any, batch: Batch) -> jax.Array:
         if _classification(batch):
             return accuracy(outputs, batch["y"])
         return r2_score(outputs, batch["y"])
 
 
-def zoo_learner(spec, feature_shape: Tuple[int, ...], out_dim: int) -> Learner:
-    """The learner of a bundled model spec (MLP, CNN, RNN)."""
-    from .models import build_model  # pylint: disable=import-outside-toplevel
+def zoo_learner(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -> Learner:
+    """The learner of a bundled model spec (MLP, CNN, RNN, frames)."""
     module = build_model(spec, tuple(feature_shape), int(out_dim))
     dropout = spec.dropout > 0
     return ZooLearner(module=module, loss=zoo_loss,

@@ -21,12 +21,24 @@ import dataclasses
 import functools
 import math
 import os
-import types
-from typing import Optional
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ..data import Dataset
+from .learner import Learner
+from .optimizers import OptimizerLike, make_optimizer
+from .population import Population
+from .pytree import Params, PyTree
+from .sharding import member_chunk
+from .step import member_step
+
+# ``((name, shape), ...)`` of one member's hyperparameters: hashable, for caches.
+HparamShapes = Tuple[Tuple[str, Tuple[int, ...]], ...]
+# ``(shape, dtype name)`` of a batch's array.
+ArraySpec = Tuple[Tuple[int, ...], str]
 
 GB = 1 << 30
 # A JAX process before any population: Python, jaxlib, XLA's compiled code.
@@ -69,12 +81,12 @@ class MemoryEstimate:
                 + max(self.train_activations, self.eval_activations))
 
 
-def _bytes(avals) -> int:
+def _bytes(avals: Iterable[Any]) -> int:
     return int(sum(np.prod(a.shape, dtype=np.int64) * a.dtype.itemsize for a in avals
                    if hasattr(a, "shape") and hasattr(a, "dtype")))
 
 
-def _values(jaxpr) -> int:
+def _values(jaxpr: Any) -> int:
     """Bytes of every value a jaxpr computes (a scan's body counted once per step)."""
     total = 0
     for eqn in jaxpr.eqns:
@@ -142,8 +154,15 @@ def available_bytes() -> Optional[int]:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _LearnerOnly:
+    """A population's learner without its arrays: all that a step's shapes need."""
+    learner: Learner
+
+
 @functools.lru_cache(maxsize=128)
-def step_bytes(learner, optimizer, x_spec, y_spec, hp_names) -> int:
+def step_bytes(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_spec: ArraySpec,
+               hp_names: HparamShapes) -> int:
     """Bytes of every value one member's training step computes (its jaxpr).
 
     Args:
@@ -151,23 +170,21 @@ def step_bytes(learner, optimizer, x_spec, y_spec, hp_names) -> int:
       x_spec, y_spec: ``(shape, dtype name)`` of one minibatch's inputs and labels.
       hp_names: :func:`hparam_shapes`.
     """
-    from .optimizers import make_optimizer  # pylint: disable=import-outside-toplevel
-    from .step import member_step  # pylint: disable=import-outside-toplevel
     x = jax.ShapeDtypeStruct(x_spec[0], jnp.float32)
     y = jax.ShapeDtypeStruct(y_spec[0], jnp.dtype(y_spec[1]))
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
     key = jax.random.key_data(jax.random.key(0))
     params, collections = jax.eval_shape(learner.init, jax.random.key(0), x)
-    pop = types.SimpleNamespace(learner=learner)  # what member_step reads of a population
+    pop = _LearnerOnly(learner)  # what member_step reads of a population
 
-    def step(p, c, h, xb, yb):
+    def step(p: Params, c: PyTree, h: Any, xb: jax.Array, yb: jax.Array) -> Any:
         tx = make_optimizer(optimizer, h)
         return member_step(pop, tx, h, (p, tx.init(p), c, key), {"x": xb, "y": yb})
     return _values(jax.make_jaxpr(step)(params, collections, hp, x, y).jaxpr)
 
 
 @functools.lru_cache(maxsize=256)
-def _row_bytes(learner, feature_shape, hp_names) -> float:
+def _row_bytes(learner: Learner, feature_shape: Tuple[int, ...], hp_names: HparamShapes) -> float:
     params, collections = jax.eval_shape(learner.init, jax.random.key(0),
                                          jax.ShapeDtypeStruct((1,) + feature_shape, jnp.float32))
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
@@ -177,7 +194,7 @@ def _row_bytes(learner, feature_shape, hp_names) -> float:
     return _values(jaxpr) / 8
 
 
-def hparam_shapes(population):
+def hparam_shapes(population: Population) -> HparamShapes:
     """``((name, shape), ...)`` of one member's hyperparameters (hashable)."""
     return tuple((k, tuple(np.shape(v)[1:])) for k, v in sorted(population.hparams.items()))
 
@@ -192,7 +209,8 @@ def eval_budget() -> int:
     return EVAL_BUDGET if not limit else max(EVAL_BUDGET, int(limit) // 16)
 
 
-def eval_rows(learner, feature_shape, members: int, hp_names=(), at_most: int = 1024,
+def eval_rows(learner: Learner, feature_shape: Tuple[int, ...], members: int,
+              hp_names: HparamShapes = (), at_most: int = 1024,
               budget: Optional[int] = None) -> int:
     """Rows per evaluation batch: as many as keep ``members`` members' activations
     under ``budget`` bytes (a multiple of 32, between 32 and ``at_most``).
@@ -216,9 +234,9 @@ def eval_rows(learner, feature_shape, members: int, hp_names=(), at_most: int = 
     return int(min(at_most, max(32, rows - rows % 32)))
 
 
-def _model(population, data, batch_size: int, devices: int, eval_batch: int):
+def _model(population: Population, data: Dataset, batch_size: int, devices: int,
+           eval_batch: int) -> Callable[[int], MemoryEstimate]:
     """``size -> MemoryEstimate`` for populations shaped like ``population``."""
-    from .sharding import member_chunk  # pylint: disable=import-outside-toplevel
     arrays = [data.x_train, data.y_train, data.x_val, data.y_val]
     data_bytes = devices * int(sum(np.asarray(a).nbytes for a in arrays))
     leaves = jax.tree_util.tree_leaves(
@@ -241,7 +259,7 @@ def _model(population, data, batch_size: int, devices: int, eval_batch: int):
     return at
 
 
-def estimate(population, data, batch_size: int, devices: int = 1,
+def estimate(population: Population, data: Dataset, batch_size: int, devices: int = 1,
              eval_batch: int = 1024) -> MemoryEstimate:
     """The memory model's estimate for training ``population`` on the Dataset ``data``.
 
@@ -258,7 +276,7 @@ def estimate(population, data, batch_size: int, devices: int = 1,
     return _model(population, data, batch_size, devices, eval_batch)(population.size)
 
 
-def fitting(population, data, batch_size: int, budget: int, devices: int = 1,
+def fitting(population: Population, data: Dataset, batch_size: int, budget: int, devices: int = 1,
             eval_batch: int = 1024) -> int:
     """The largest population of ``population``'s shape whose estimate fits in ``budget``
     (0: none)."""
@@ -273,7 +291,7 @@ def fitting(population, data, batch_size: int, budget: int, devices: int = 1,
     return lo
 
 
-def check_fits(population, data, batch_size: int, devices: int = 1,
+def check_fits(population: Population, data: Dataset, batch_size: int, devices: int = 1,
                budget: Optional[int] = None) -> MemoryEstimate:
     """Raises :class:`MemoryLimitError` when training will not fit in memory.
 

@@ -7,7 +7,7 @@ average ranks for ties, one-vs-rest macro for more than two classes.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +38,12 @@ def accuracy(logits: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(jnp.argmax(logits, -1) == y)
 
 
-def _safe_div(a, b):
+def _safe_div(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(b > 0, a / jnp.where(b > 0, b, 1), 0.0)
 
 
-def precision_recall_f1(y_pred: jax.Array, y: jax.Array, num_classes: int):
+def precision_recall_f1(y_pred: jax.Array, y: jax.Array,
+                        num_classes: int) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """Macro precision, recall and F1 as scikit-learn computes them."""
     classes = jnp.arange(num_classes)
     pred_1h = y_pred[:, None] == classes
@@ -56,7 +57,7 @@ def precision_recall_f1(y_pred: jax.Array, y: jax.Array, num_classes: int):
     present = (n_pred + n_true) > 0
     count = jnp.sum(present)
 
-    def macro(v):
+    def macro(v: jax.Array) -> jax.Array:
         return jnp.sum(jnp.where(present, v, 0.0)) / count
     return macro(precision), macro(recall), macro(f1)
 

@@ -15,13 +15,14 @@ are masked to zero, so members of different widths share one padded shape
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ..errors import check as _check
+from .pytree import Params
+from ..errors import check as _check, check_choice
 
 ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -35,6 +36,8 @@ ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
 
 RNN_CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell, "simple": nn.SimpleCell}
 POOLS = ("max", "avg", "none")
+# A dropout rate: a float, or a member's traced scalar under vmap.
+Rate = Union[float, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +55,10 @@ class MLPSpec:
     dropout: float = 0.0
     family = "mlp"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         _check(all(h > 0 for h in self.hidden), f"MLP widths must be positive, got {self.hidden}")
-        _check(self.activation in ACTIVATIONS,
-               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        check_choice("activation", self.activation, ACTIVATIONS)
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
 
@@ -81,16 +83,15 @@ class CNNSpec:
     dropout: float = 0.0
     family = "cnn"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
         object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
         _check(len(self.filters) > 0 and all(f > 0 for f in self.filters),
                f"CNN filters must be a non-empty list of positive ints, got {self.filters}")
         _check(all(d > 0 for d in self.dense), f"dense widths must be positive, got {self.dense}")
         _check(self.kernel_size > 0, f"kernel_size must be positive, got {self.kernel_size}")
-        _check(self.pool in POOLS, f"unknown pool {self.pool!r}: choose one of {POOLS}")
-        _check(self.activation in ACTIVATIONS,
-               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        check_choice("pool", self.pool, POOLS)
+        check_choice("activation", self.activation, ACTIVATIONS)
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
 
@@ -113,9 +114,8 @@ class RNNSpec:
     dropout: float = 0.0
     family = "rnn"
 
-    def __post_init__(self):
-        _check(self.cell in RNN_CELLS,
-               f"unknown RNN cell {self.cell!r}: choose one of {', '.join(RNN_CELLS)}")
+    def __post_init__(self) -> None:
+        check_choice("RNN cell", self.cell, RNN_CELLS)
         _check(self.hidden > 0 and self.layers > 0,
                f"RNN hidden size and layers must be positive, got {self.hidden}, {self.layers}")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
@@ -146,17 +146,15 @@ class FramesSpec:
     dropout: float = 0.0
     family = "frames"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
         _check(len(self.filters) > 0 and all(f > 0 for f in self.filters),
                f"frame CNN filters must be a non-empty list of positive ints, got {self.filters}")
         _check(self.kernel_size > 0 and self.embed > 0 and self.hidden > 0,
                "kernel_size, embed and hidden must be positive")
-        _check(self.pool in POOLS, f"unknown pool {self.pool!r}: choose one of {POOLS}")
-        _check(self.cell in RNN_CELLS,
-               f"unknown RNN cell {self.cell!r}: choose one of {', '.join(RNN_CELLS)}")
-        _check(self.activation in ACTIVATIONS,
-               f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        check_choice("pool", self.pool, POOLS)
+        check_choice("RNN cell", self.cell, RNN_CELLS)
+        check_choice("activation", self.activation, ACTIVATIONS)
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
 
@@ -166,7 +164,7 @@ SPECS = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec, "frames": FramesSpec}
 
 def spec_to_dict(spec: ModelSpec) -> Dict[str, Any]:
     """Returns a JSON/TOML-friendly dict, inverse of :func:`spec_from_dict`."""
-    out = {"family": spec.family}
+    out: Dict[str, Any] = {"family": spec.family}
     for k, v in dataclasses.asdict(spec).items():
         out[k] = list(v) if isinstance(v, tuple) else v
     return out
@@ -176,10 +174,10 @@ def spec_from_dict(d: Dict[str, Any]) -> ModelSpec:
     """Builds a spec from :func:`spec_to_dict` output."""
     d = dict(d)
     family = d.pop("family", None)
-    _check(family in SPECS, f"unknown model family {family!r}: choose one of {', '.join(SPECS)}")
+    check_choice("model family", family, SPECS)
     fields = {f.name for f in dataclasses.fields(SPECS[family])}
-    unknown = set(d) - fields
-    _check(not unknown, f"unknown {family} option(s) {sorted(unknown)}: valid are {sorted(fields)}")
+    for name in d:
+        check_choice(f"{family} option", name, sorted(fields))
     return SPECS[family](**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -195,7 +193,7 @@ class PatchConv(nn.Module):
     kernel_size: int
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         k, spatial, c_in = self.kernel_size, x.ndim - 2, x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (k,) * spatial + (c_in, self.features))
@@ -211,7 +209,7 @@ class PatchConv(nn.Module):
         return patches @ kernel.reshape(-1, self.features) + bias
 
 
-def _pool2(x, kind: str):
+def _pool2(x: jax.Array, kind: str) -> jax.Array:
     """2x2 (or 2) stride-2 'VALID' pooling as a reshape and a reduction.
 
     Equals ``nn.max_pool``/``nn.avg_pool`` with window 2 and stride 2, but its
@@ -225,18 +223,24 @@ def _pool2(x, kind: str):
     return x.max(axis=axes) if kind == "max" else x.mean(axis=axes)
 
 
-def _mask_units(x, widths, i: int):
+def _mask_units(x: jax.Array, widths: Optional[jax.Array], i: int) -> jax.Array:
     if widths is None:
         return x
     return x * (jnp.arange(x.shape[-1]) < widths[i]).astype(x.dtype)
 
 
-def _dropout(x, rate, train: bool, module: nn.Module):
+def _dropout(x: jax.Array, rate: Rate, train: bool, module: nn.Module) -> jax.Array:
     if not train:
         return x
     keep = 1.0 - rate
     mask = jax.random.uniform(module.make_rng("dropout"), x.shape) < keep
     return jnp.where(mask, x / keep, 0.0)
+
+
+def _outputs(rnn_out: Any) -> jax.Array:
+    """``nn.RNN``'s output sequence (its type also allows ``(carry, outputs)``, which
+    only ``return_carry=True`` gives)."""
+    return cast(jax.Array, rnn_out)
 
 
 class MLP(nn.Module):
@@ -245,7 +249,8 @@ class MLP(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+    def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
+                 widths: Optional[jax.Array] = None) -> jax.Array:
         act = ACTIVATIONS[self.spec.activation]
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.spec.hidden):
@@ -255,7 +260,8 @@ class MLP(nn.Module):
         return nn.Dense(self.out_dim)(x)
 
 
-def _conv_stack(module: nn.Module, spec, x, widths=None):
+def _conv_stack(module: nn.Module, spec: Union[CNNSpec, FramesSpec], x: jax.Array,
+                widths: Optional[jax.Array] = None) -> jax.Array:
     """``spec``'s conv layers (``Conv_i``), each followed by a 2-stride pool while the
     spatial size allows; ``x`` is ``(B, *spatial, C)``."""
     act = ACTIVATIONS[spec.activation]
@@ -273,7 +279,8 @@ class CNN(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+    def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
+                 widths: Optional[jax.Array] = None) -> jax.Array:
         act = ACTIVATIONS[self.spec.activation]
         if x.ndim in (2, 3):  # (B, L) signal or (B, H, W) grey image: add a channel axis
             x = x[..., None]
@@ -292,12 +299,13 @@ class RNN(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+    def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
+                 widths: Optional[jax.Array] = None) -> jax.Array:
         del widths  # recurrent layers are never padded
         if x.ndim == 2:  # (B, L): a sequence of scalars
             x = x[..., None]
         for _ in range(self.spec.layers):
-            x = nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(x)
+            x = _outputs(nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(x))
         x = x[:, -1]
         if self.spec.dropout > 0:
             x = _dropout(x, dropout_rate, train, self)
@@ -310,7 +318,8 @@ class Frames(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, x, dropout_rate=0.0, train: bool = False, widths=None):
+    def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
+                 widths: Optional[jax.Array] = None) -> jax.Array:
         del widths  # never padded
         if x.ndim == 4:  # (B, T, H, W) grey frames: add a channel axis
             x = x[..., None]
@@ -318,8 +327,8 @@ class Frames(nn.Module):
         frames = _conv_stack(self, self.spec, x.reshape((batch * steps,) + x.shape[2:]))
         act = ACTIVATIONS[self.spec.activation]
         z = act(nn.Dense(self.spec.embed)(frames.reshape(batch * steps, -1)))
-        z = nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(
-            z.reshape(batch, steps, -1))[:, -1]
+        z = _outputs(nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(
+            z.reshape(batch, steps, -1)))[:, -1]
         if self.spec.dropout > 0:
             z = _dropout(z, dropout_rate, train, self)
         return nn.Dense(self.out_dim)(z)
@@ -328,7 +337,7 @@ class Frames(nn.Module):
 _MODULES = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "frames": Frames}
 
 
-def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]):
+def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]) -> None:
     """Raises ``ValueError`` when ``feature_shape`` does not suit the model family."""
     rank = len(feature_shape)
     if spec.family == "cnn":
@@ -356,11 +365,11 @@ def build_model(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -
     Returns:
       A ``flax.linen.Module``.
     """
-    _check(spec.family in _MODULES, f"unknown model family {spec.family!r}")
+    check_choice("model family", spec.family, _MODULES)
     check_input(spec, tuple(feature_shape))
     return _MODULES[spec.family](spec=spec, out_dim=int(out_dim))
 
 
-def count_params(params) -> int:
+def count_params(params: Params) -> int:
     """Number of scalars in a params pytree (of one member)."""
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

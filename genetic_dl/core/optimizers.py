@@ -26,25 +26,28 @@ from typing import Callable, Dict, Mapping, Union
 import jax
 import optax
 
+from .pytree import Params
+from ..errors import unknown
+
 HPARAM_NAMES = ("learning_rate", "weight_decay", "momentum", "dropout")
 
 
-def _sgd(hp):
+def _sgd(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(hp["weight_decay"]),
                        optax.sgd(hp["learning_rate"], momentum=hp["momentum"]))
 
 
-def _adam(hp):
+def _adam(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
     # Coupled L2 decay (added to the gradient), as torch.optim.Adam's weight_decay.
     return optax.chain(optax.add_decayed_weights(hp["weight_decay"]),
                        optax.adam(hp["learning_rate"], b1=hp["momentum"]))
 
 
-def _adamw(hp):
+def _adamw(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
     return optax.adamw(hp["learning_rate"], b1=hp["momentum"], weight_decay=hp["weight_decay"])
 
 
-def _rmsprop(hp):
+def _rmsprop(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(hp["weight_decay"]),
                        optax.rmsprop(hp["learning_rate"], momentum=hp["momentum"]))
 
@@ -80,11 +83,12 @@ def make_optimizer(name: OptimizerLike,
     if callable(name):
         return name(hparams)
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+        unknown("optimizer", name, OPTIMIZERS)
     return OPTIMIZERS[name](hparams)
 
 
-def check_optimizer(optimizer: OptimizerLike, hparams: Mapping[str, jax.Array], params) -> None:
+def check_optimizer(optimizer: OptimizerLike, hparams: Mapping[str, jax.Array],
+                    params: Params) -> None:
     """Traces one init and update (no compile); a missing hyperparameter is a ValueError.
 
     Args:
@@ -92,7 +96,7 @@ def check_optimizer(optimizer: OptimizerLike, hparams: Mapping[str, jax.Array], 
       hparams: one member's hyperparameters.
       params: one member's params (arrays or shape structs).
     """
-    def step(p):
+    def step(p: Params) -> tuple:
         tx = make_optimizer(optimizer, hparams)
         state = tx.init(p)
         return tx.update(p, state, p)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+from numpy.typing import ArrayLike
 
 from .models import CNNSpec, MLPSpec, ModelSpec
+from .pytree import Params
 
 
 def widths_of(spec: ModelSpec) -> Tuple[int, ...]:
@@ -33,13 +35,18 @@ def widths_of(spec: ModelSpec) -> Tuple[int, ...]:
     return ()
 
 
+def _with_widths(spec: ModelSpec, widths: Tuple[int, ...]) -> ModelSpec:
+    """``spec`` with its padded layers ``widths`` wide (RNN specs unchanged)."""
+    if isinstance(spec, MLPSpec):
+        return dataclasses.replace(spec, hidden=widths)
+    if isinstance(spec, CNNSpec):
+        return dataclasses.replace(spec, filters=widths)
+    return spec
+
+
 def pad_spec(spec: ModelSpec, width: int) -> ModelSpec:
     """``spec`` with every padded layer ``width`` wide (RNN specs unchanged)."""
-    if isinstance(spec, MLPSpec):
-        return dataclasses.replace(spec, hidden=(width,) * len(spec.hidden))
-    if isinstance(spec, CNNSpec):
-        return dataclasses.replace(spec, filters=(width,) * len(spec.filters))
-    return spec
+    return _with_widths(spec, (width,) * len(widths_of(spec)))
 
 
 def padded_width(specs: Sequence[ModelSpec]) -> int:
@@ -48,7 +55,7 @@ def padded_width(specs: Sequence[ModelSpec]) -> int:
     return 1 << max(0, math.ceil(math.log2(widest)))
 
 
-def _layer_modules(spec: ModelSpec) -> Tuple[list, list]:
+def _layer_modules(spec: ModelSpec) -> Tuple[List[str], List[str]]:
     """Names of the padded layers, and of the layer that reads each one's output."""
     n = len(widths_of(spec))
     if isinstance(spec, MLPSpec):
@@ -76,26 +83,26 @@ def _plan(spec: ModelSpec, widths: Sequence[int], flat: Dict[Tuple, Any]) -> Dic
     return plan
 
 
-def shrink(spec: ModelSpec, params, widths: Sequence[int]) -> Tuple[ModelSpec, Any]:
+def shrink(spec: ModelSpec, params: Params, widths: ArrayLike) -> Tuple[ModelSpec, Params]:
     """One member's padded params cut to its true widths.
 
     Args:
       spec: the padded spec.
       params: one member's params (no leading axis).
-      widths: the member's true widths, one per padded layer.
+      widths: the member's true widths, one per padded layer (a sequence or an array).
 
     Returns:
       ``(true_spec, true_params)``: a network computing the same function.
     """
-    widths = [int(w) for w in np.asarray(widths)]
+    true = [int(w) for w in np.asarray(widths)]
     flat = traverse_util.flatten_dict(params)
-    plan = _plan(spec, widths, flat)
+    plan = _plan(spec, true, flat)
     out = {p: jnp.asarray(leaf)[np.ix_(*plan[p])] for p, leaf in flat.items()}
-    attr = "hidden" if isinstance(spec, MLPSpec) else "filters"
-    return dataclasses.replace(spec, **{attr: tuple(widths)}), traverse_util.unflatten_dict(out)
+    true_spec = _with_widths(spec, tuple(true))
+    return true_spec, traverse_util.unflatten_dict(out)
 
 
-def embed(spec: ModelSpec, true_params, template) -> Any:
+def embed(spec: ModelSpec, true_params: Params, template: Params) -> Params:
     """Inverse of :func:`shrink`: true params placed in a padded member (zeros elsewhere).
 
     Args:
@@ -112,13 +119,13 @@ def embed(spec: ModelSpec, true_params, template) -> Any:
     return traverse_util.unflatten_dict(out)
 
 
-def _pad_like(spec: ModelSpec, flat_template) -> ModelSpec:
+def _pad_like(spec: ModelSpec, flat_template: Dict[Tuple, Any]) -> ModelSpec:
     producers, _ = _layer_modules(spec)
     full = {p[-2]: leaf.shape[-1] for p, leaf in flat_template.items() if p[-1] == "bias"}
     return pad_spec(spec, full[producers[0]]) if producers else spec
 
 
-def rescale_init(spec: ModelSpec, params, widths) -> Any:
+def rescale_init(spec: ModelSpec, params: Params, widths: ArrayLike) -> Params:
     """Scales each reader layer's kernel by ``sqrt(W / w)`` (stacked members).
 
     A padded layer's fan-in is W units while only w are live; LeCun-normal

@@ -2,22 +2,28 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from numpy.typing import ArrayLike
 
 from ..data import Dataset
+from ..errors import unknown
 from .learner import Learner, zoo_learner
 from .models import ModelSpec, build_model
 from .optimizers import (DEFAULT_HPARAMS, HPARAM_NAMES, OPTIMIZERS, OptimizerLike,
                          check_optimizer, make_optimizer)
+from .pytree import Params, PyTree
+
+if TYPE_CHECKING:  # stream.py imports this module
+    from .stream import Stream
 
 
-@struct.dataclass
-class Population:
+# PyTreeNode's __init__ and replace are stubs: the dataclass it makes of a subclass defines them.
+class Population(struct.PyTreeNode):  # pylint: disable=abstract-method
     """An immutable population of P networks of one shape.
 
     Every array leaf has leading axis P. The static fields (learner,
@@ -38,8 +44,8 @@ class Population:
       collections: stacked mutable collections (e.g. ``batch_stats``),
         updated by training, used by evaluation, never mutated by the GA.
     """
-    params: Any
-    opt_state: Any
+    params: Params
+    opt_state: PyTree
     hparams: Dict[str, jax.Array]
     keys: jax.Array
     ids: jax.Array
@@ -48,7 +54,7 @@ class Population:
     optimizer: OptimizerLike = struct.field(pytree_node=False)
     feature_shape: Tuple[int, ...] = struct.field(pytree_node=False)
     out_dim: int = struct.field(pytree_node=False)
-    collections: Any = struct.field(default_factory=dict)
+    collections: PyTree = struct.field(default_factory=dict)
 
     @property
     def spec(self) -> Optional[ModelSpec]:
@@ -61,16 +67,16 @@ class Population:
         return int(self.ids.shape[0])
 
     @property
-    def model(self):
+    def model(self) -> Any:
         """The Flax module shared by all members."""
         return self.learner.module
 
-    def member(self, i: int) -> Any:
+    def member(self, i: int) -> Params:
         """Params of member ``i`` (no leading axis)."""
         return index_members(self.params, i)
 
 
-def raw_key(key) -> jax.Array:
+def raw_key(key: jax.Array) -> jax.Array:
     """A ``uint32`` key array from a typed ``jax.random.key`` or a raw key."""
     key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -78,7 +84,7 @@ def raw_key(key) -> jax.Array:
     return key
 
 
-def _per_member(name: str, value, size: int) -> jax.Array:
+def _per_member(name: str, value: Any, size: int) -> jax.Array:
     value = np.asarray(value, np.float32)
     if value.ndim == 0:
         value = np.full((size,), value, np.float32)
@@ -96,10 +102,9 @@ def _resolve_hparams(optimizer: OptimizerLike, size: int,
     hparams = dict(hparams or {})
     if callable(optimizer):
         return _resolve_user_hparams(size, hparams, spec)
-    unknown = set(hparams) - set(HPARAM_NAMES) - {"widths"}
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}: "
-                         f"valid are {', '.join(HPARAM_NAMES)}, widths")
+    for name in hparams:
+        if name not in HPARAM_NAMES and name != "widths":
+            unknown("hyperparameter", name, (*HPARAM_NAMES, "widths"))
     defaults = dict(DEFAULT_HPARAMS[optimizer], dropout=spec.dropout if spec else 0.0)
     out = {name: _per_member(name, hparams.get(name, defaults[name]), size)
            for name in HPARAM_NAMES}
@@ -129,7 +134,7 @@ def _resolve_user_hparams(size: int, hparams: Dict[str, Any],
     return out
 
 
-def _resolve_widths(widths, size: int, spec: Optional[ModelSpec]) -> jax.Array:
+def _resolve_widths(widths: Any, size: int, spec: Optional[ModelSpec]) -> jax.Array:
     padded = getattr(spec, "hidden", None) or getattr(spec, "filters", None)
     if padded is None:
         raise ValueError("per-member widths need an MLP or CNN spec (RNNs are not padded)")
@@ -143,7 +148,7 @@ def _resolve_widths(widths, size: int, spec: Optional[ModelSpec]) -> jax.Array:
 
 
 def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
-                    data: Union[Dataset, "Stream", Tuple[Tuple[int, ...], int]], size: int,
+                    data: Union[Dataset, Stream, Tuple[Tuple[int, ...], int]], size: int,
                     optimizer: OptimizerLike = "adam",
                     hparams: Optional[Mapping[str, Any]] = None) -> Population:
     """Creates a population by mapping the model's init over split keys.
@@ -173,9 +178,8 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
         but were not given, or model outputs that do not fit the loss.
     """
     if not callable(optimizer) and optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}: choose one of "
-                         f"{', '.join(OPTIMIZERS)}, or pass a function hparams -> "
-                         f"optax.GradientTransformation")
+        unknown("optimizer", optimizer, OPTIMIZERS,
+                "or pass a function hparams -> optax.GradientTransformation")
     if size < 1:
         raise ValueError(f"population size must be at least 1, got {size}")
     sample = None
@@ -220,12 +224,13 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
 
 
 @functools.lru_cache(maxsize=256)
-def _init_fn(learner, optimizer, feature_shape, out_dim):
+def _init_fn(learner: Learner, optimizer: OptimizerLike, feature_shape: Tuple[int, ...],
+             out_dim: int) -> Callable[[jax.Array, Dict[str, jax.Array]], Tuple]:
     # Cached so that a second population of the same shape does not recompile its init.
     del out_dim  # part of the cache key only
     dummy = jnp.zeros((1,) + tuple(feature_shape), jnp.float32)
 
-    def one(key_h):
+    def one(key_h: Tuple[jax.Array, Dict[str, jax.Array]]) -> Tuple:
         key, h = key_h
         k_init, k_train = jax.random.split(key)
         params, collections = learner.init(k_init, dummy)
@@ -238,7 +243,8 @@ def _init_fn(learner, optimizer, feature_shape, out_dim):
     return jax.jit(lambda keys, hp: jax.lax.map(one, (keys, hp)))
 
 
-def _init(keys, hp, optimizer, feature_shape, out_dim, learner) -> Population:
+def _init(keys: jax.Array, hp: Dict[str, jax.Array], optimizer: OptimizerLike,
+          feature_shape: Tuple[int, ...], out_dim: int, learner: Learner) -> Population:
     init = _init_fn(learner, optimizer, tuple(feature_shape), int(out_dim))
     params, opt_state, train_keys, collections = init(keys, hp)
     size = keys.shape[0]
@@ -249,11 +255,11 @@ def _init(keys, hp, optimizer, feature_shape, out_dim, learner) -> Population:
 
 
 @jax.jit
-def _index_leaves(leaves, index):
+def _index_leaves(leaves: list, index: jax.Array) -> list:
     return [x[index] for x in leaves]
 
 
-def index_members(tree: Any, index) -> Any:
+def index_members(tree: Any, index: Union[int, ArrayLike]) -> Any:
     """``x[index]`` of every leaf, as one program that has finished when it returns.
 
     On members sharded over several CPU devices an index is a collective. Leaf by
@@ -267,7 +273,7 @@ def index_members(tree: Any, index) -> Any:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def take(population: Population, index) -> Population:
+def take(population: Population, index: ArrayLike) -> Population:
     """Members ``index`` (int array) of ``population``, as a new population."""
     return index_members(population, index)
 

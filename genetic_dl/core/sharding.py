@@ -11,12 +11,19 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+try:  # a private module: a later JAX may move it
+    from jax._src.xla_bridge import backends_are_initialized as _backends_are_initialized
+except ImportError:  # pragma: no cover - the private API moved
+    def _backends_are_initialized() -> bool:
+        return True  # unknown: assume the worst
 
 AXIS = "pop"
 
@@ -26,11 +33,7 @@ ENV_COUNT = "GENETIC_DL_HOST_DEVICES"
 
 def backends_started() -> bool:
     """Whether JAX has run its first computation (devices are fixed from then on)."""
-    try:
-        from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
-        return bool(xla_bridge.backends_are_initialized())
-    except (ImportError, AttributeError):  # private API moved: assume the worst
-        return True
+    return bool(_backends_are_initialized())
 
 
 def host_device_count() -> int:
@@ -67,7 +70,7 @@ def use_host_devices(count: Optional[int] = None) -> bool:
                       "imports, before any JAX work", stacklevel=2)
         return False
     chosen = ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-              or jax.config.jax_num_cpu_devices > 0)
+              or getattr(jax.config, "jax_num_cpu_devices") > 0)  # a flag the stubs lack
     if chosen or count <= 1:
         return False
     jax.config.update("jax_num_cpu_devices", count)
@@ -86,7 +89,8 @@ def warn_if_one_core_used() -> None:
                       stacklevel=1)
 
 
-def population_mesh(devices=None, size: Optional[int] = None) -> Optional[Mesh]:
+def population_mesh(devices: Optional[Sequence[Any]] = None,
+                    size: Optional[int] = None) -> Optional[Mesh]:
     """A 1-D ``"pop"`` mesh, or ``None`` when there is one device.
 
     Args:
@@ -147,7 +151,7 @@ def chunk_size(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(at_most, n) + 1) if n % d == 0)
 
 
-def map_chunks(fn, tree: Any, chunk: int) -> Any:
+def map_chunks(fn: Callable[[Any], Any], tree: Any, chunk: int) -> Any:
     """``fn`` over the leading axis of ``tree``, ``chunk`` members at a time (``lax.map``).
 
     ``chunk`` divides the member count; ``fn`` maps a tree of ``chunk``
@@ -162,7 +166,7 @@ def map_chunks(fn, tree: Any, chunk: int) -> Any:
 
 # Jitted over the whole tree: leaf by leaf, each op would compile once per leaf shape.
 @functools.partial(jax.jit, static_argnums=1)
-def _pad(tree, extra):
+def _pad(tree: Any, extra: int) -> Any:
     return jax.tree_util.tree_map(
         lambda x: jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]), tree)
 
@@ -191,9 +195,9 @@ def mesh_of(tree: Any) -> Optional[Mesh]:
     """The ``"pop"`` mesh that ``tree``'s first leaf is sharded over, else ``None``."""
     leaves = jax.tree_util.tree_leaves(tree)
     sharding = getattr(leaves[0], "sharding", None) if leaves else None
-    if isinstance(sharding, NamedSharding) and AXIS in sharding.mesh.axis_names \
-            and sharding.mesh.size > 1:
-        return sharding.mesh
+    mesh = sharding.mesh if isinstance(sharding, NamedSharding) else None
+    if isinstance(mesh, Mesh) and AXIS in mesh.axis_names and mesh.size > 1:
+        return mesh
     return None
 
 
@@ -225,11 +229,11 @@ def gather(tree: Any) -> Any:
     """
     if jax.process_count() == 1:
         return tree
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def initialize_hosts(coordinator: str, num_processes: int, process_id: int, **kwargs) -> None:
+def initialize_hosts(coordinator: str, num_processes: int, process_id: int,
+                     **kwargs: Any) -> None:
     """Joins a multi-process run (``jax.distributed.initialize``), CPU collectives included.
 
     Call it first, on every process, before any other JAX work. On GPU clusters

@@ -32,7 +32,7 @@ class Saturation:
     _best: float = -math.inf
     _stalled: int = 0
 
-    def __call__(self, *args) -> bool:
+    def __call__(self, *args: Any) -> bool:
         best = _best(args[-1])
         if best > self._best + self.min_delta:
             self._best, self._stalled = best, 0
@@ -46,7 +46,7 @@ class Target:
     """Stops as soon as a generation's best fitness reaches ``value``."""
     value: float
 
-    def __call__(self, *args) -> bool:
+    def __call__(self, *args: Any) -> bool:
         return _best(args[-1]) >= self.value
 
 
@@ -57,7 +57,7 @@ class TimeLimit:
     seconds: float
     _start: Optional[float] = None
 
-    def __call__(self, *args) -> bool:
+    def __call__(self, *args: Any) -> bool:
         elapsed = args[-1].get("elapsed")
         if elapsed is None:
             self._start = self._start if self._start is not None else time.perf_counter()

@@ -19,20 +19,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from . import memory
 from . import sharding
+from ..data import Dataset
 from .optimizers import make_optimizer
 from .population import Population
+from .pytree import Params, PyTree
 from .step import member_step
 
 Batch = Dict[str, np.ndarray]
-Split = Union[Mapping[str, np.ndarray], Callable[[], Iterable[Batch]]]
+Split = Union[Mapping[str, Any], Callable[[], Iterable[Batch]]]
+# A ``"pop"`` mesh, ``None`` for one device, or ``"auto"``: all devices when there are several.
+MeshArg = Union[Mesh, None, str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,7 @@ class Stream:
         return found
 
     @classmethod
-    def from_dataset(cls, data, batch_size: int, *, shared: bool = False,
+    def from_dataset(cls, data: Dataset, batch_size: int, *, shared: bool = False,
                      eval_batch: int = 512) -> "Stream":
         """A :class:`~genetic_dl.Dataset`'s splits as a Stream, read batch by batch.
 
@@ -88,7 +93,7 @@ class Stream:
         n = len(data.y_train)
         batch_size = int(min(batch_size, n))
 
-        def make_iter(epoch, seed):
+        def make_iter(epoch: int, seed: int) -> Iterator[Batch]:
             del epoch  # the seed already differs per epoch and member
             order = np.random.default_rng(seed).permutation(n)
             for i in range(n // batch_size):
@@ -96,7 +101,7 @@ class Stream:
                 yield {"x": data.model_inputs(data.x_train[rows]),
                        "y": np.asarray(data.y_train[rows])}
 
-        def split(x, y):
+        def split(x: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
             return {"x": _ModelInputs(data, x), "y": np.asarray(y)}
         test = split(data.x_test, data.y_test) if len(data.y_test) else None
         return cls(make_iter, split(data.x_val, data.y_val), test, shared, eval_batch, data.name)
@@ -122,13 +127,13 @@ class Stream:
 class _ModelInputs:
     """Rows of stored (e.g. memory-mapped uint8) features, as model inputs when sliced."""
 
-    def __init__(self, data, x):
+    def __init__(self, data: Dataset, x: np.ndarray):
         self._data, self._x = data, x
 
     def __len__(self) -> int:
         return len(self._x)
 
-    def __getitem__(self, index) -> np.ndarray:
+    def __getitem__(self, index: Any) -> np.ndarray:
         return self._data.model_inputs(self._x[index])
 
 
@@ -147,15 +152,17 @@ def _check_batch(batch: Any, first: Optional[Dict[str, Tuple]], where: str) -> D
     return shapes
 
 
-def _seeds(keys) -> np.ndarray:
+def _seeds(keys: jax.Array) -> np.ndarray:
     """One int seed per member from its PRNG key."""
     raw = np.asarray(keys, np.uint64)
     return ((raw[:, 0] << np.uint64(32)) | raw[:, -1]) % np.uint64(2 ** 63 - 1)
 
 
 @functools.partial(jax.jit, static_argnames=("shared",))
-def _step(population: Population, batch, shared: bool):
-    def one(p, s, c, h, k, b):
+def _step(population: Population, batch: Mapping[str, jax.Array],
+          shared: bool) -> Tuple[Population, jax.Array, jax.Array]:
+    def one(p: Params, s: PyTree, c: PyTree, h: Mapping[str, jax.Array], k: jax.Array,
+            b: Mapping[str, jax.Array]) -> Any:
         tx = make_optimizer(population.optimizer, h)
         return member_step(population, tx, h, (p, s, c, k), b)
     (params, opt_state, collections, keys), (loss, score) = jax.vmap(
@@ -167,12 +174,13 @@ def _step(population: Population, batch, shared: bool):
 
 
 @jax.jit
-def _split_keys(keys):
+def _split_keys(keys: jax.Array) -> Tuple[jax.Array, jax.Array]:
     pair = jax.vmap(jax.random.split)(keys)
     return pair[:, 0], pair[:, 1]
 
 
-def train_stream(population: Population, stream: Stream, epochs: int, mesh="auto"):
+def train_stream(population: Population, stream: Stream, epochs: int,
+                 mesh: MeshArg = "auto") -> Tuple[Population, Dict[str, jax.Array]]:
     """Trains every member for ``epochs`` passes over ``stream`` (see :func:`genetic_dl.train`)."""
     if isinstance(mesh, str):
         mesh = sharding.population_mesh(size=population.size)
@@ -180,17 +188,21 @@ def train_stream(population: Population, stream: Stream, epochs: int, mesh="auto
     if mesh is not None:
         population, _ = sharding.pad_members(population, mesh.devices.size)
         population = sharding.shard_members(population, mesh)
-    record = {k: [] for k in ("train_loss", "train_score", "val_loss", "val_score")}
+    record: Dict[str, List[jax.Array]] = {
+        k: [] for k in ("train_loss", "train_score", "val_loss", "val_score")}
     for epoch in range(epochs):
         keys, k_epoch = _split_keys(population.keys)
         population = population.replace(keys=keys)
         seeds = _seeds(k_epoch)[:size]
         iters = [iter(stream.make_iter(epoch, int(seed)))
                  for seed in (seeds[:1] if stream.shared else seeds)]
-        losses, scores, first = [], [], None
+        losses: List[jax.Array] = []
+        scores: List[jax.Array] = []
+        first = None
         for batches in zip(*iters):
             for b in batches:
                 first = _check_batch(b, first, "make_iter")
+            batch: Dict[str, Any]
             if stream.shared:
                 batch = {k: jnp.asarray(v) for k, v in batches[0].items()}
             else:
@@ -216,14 +228,15 @@ def train_stream(population: Population, stream: Stream, epochs: int, mesh="auto
 
 
 @functools.partial(jax.jit, static_argnames=("rows",))
-def _outputs(population: Population, x, rows: int):
+def _outputs(population: Population, x: jax.Array, rows: int) -> Any:
     learner = population.learner
     return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, rows))(
         population.params, population.collections, population.hparams)
 
 
 @functools.partial(jax.jit, static_argnames=("metrics",))
-def _score(population: Population, outputs, batch, metrics: bool):
+def _score(population: Population, outputs: Any, batch: Mapping[str, Any],
+           metrics: bool) -> Dict[str, jax.Array]:
     learner = population.learner
     if metrics:
         return jax.vmap(lambda o: learner.evaluate(o, batch))(outputs)
@@ -231,8 +244,8 @@ def _score(population: Population, outputs, batch, metrics: bool):
                                "score": learner.score_of(o, batch)})(outputs)
 
 
-def evaluate_stream(population: Population, stream: Stream, split: str = "val", mesh="auto",
-                    metrics: bool = True) -> Dict[str, jax.Array]:
+def evaluate_stream(population: Population, stream: Stream, split: str = "val",
+                    mesh: MeshArg = "auto", metrics: bool = True) -> Dict[str, jax.Array]:
     """The learner's metrics of every member on a streamed split.
 
     The members run over the split's batches; their outputs are collected

@@ -24,7 +24,7 @@ def fitness_summary(values: Iterable[float]) -> Dict[str, float]:
             "std": float(fit[ok].std()), "failed": int((~ok).sum())}
 
 
-def to_pandas(rows: Iterable[Mapping[str, Any]]):
+def to_pandas(rows: Iterable[Mapping[str, Any]]) -> Any:
     """A list of dicts as a ``pandas.DataFrame`` (pandas is optional).
 
     Raises:

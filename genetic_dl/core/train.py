@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,14 +22,20 @@ import numpy as np
 from . import memory
 from . import sharding
 from ..data import Dataset
-from .learner import maximized
+from ..errors import check_choice
+from .learner import Learner, maximized, zoo_learner
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
 from .optimizers import make_optimizer
 from .population import Population
-from .step import member_step
-from .stream import Stream, evaluate_stream, train_stream
+from .pytree import Params, PyTree
+from .step import Carry, member_step
+from .stream import MeshArg, Stream, evaluate_stream, train_stream
 
 History = Dict[str, jax.Array]
+# Features on the host or on the devices.
+Features = Union[np.ndarray, jax.Array]
+# ``(x_train, y_train, x_val, y_val, mean, std)``: what one member trains on.
+TrainData = Tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
 # Validation, evaluation and prediction run the members over batches of at most this
 # many examples (fewer for big models: memory.eval_rows): memory holds P x batch
 # activations (a CNN's im2col patches included), not P x the whole split. Smaller
@@ -44,15 +51,18 @@ def _eval_batch(population: Population) -> int:
                             memory.hparam_shapes(population), EVAL_BATCH)
 
 
-def _scaler(mean, std, scaled: bool):
+def _scaler(mean: jax.Array, std: jax.Array,
+            scaled: bool) -> Optional[Callable[[jax.Array], jax.Array]]:
     """Raw inputs (uint8 images) to the model's standardised float32, inside the program."""
     if not scaled:
         return None
     return lambda v: (v.astype(jnp.float32) - mean) / std
 
 
-def _member_train(population: Population, params, opt_state, collections, hp, key, data, *,
-                  epochs: int, batch_size: int, scaled: bool = False, eval_batch: int = 1024):
+def _member_train(population: Population, params: Params, opt_state: PyTree,
+                  collections: PyTree, hp: Dict[str, jax.Array], key: jax.Array,
+                  data: TrainData, *, epochs: int, batch_size: int, scaled: bool = False,
+                  eval_batch: int = 1024) -> Tuple[Params, PyTree, PyTree, jax.Array, History]:
     """Trains one member (called under vmap); ``data = (x, y, xv, yv, mean, std)``."""
     x, y, xv, yv, mean, std = data
     learner = population.learner
@@ -61,10 +71,10 @@ def _member_train(population: Population, params, opt_state, collections, hp, ke
     n = x.shape[0]
     steps = n // batch_size
 
-    def step(carry, idx):
+    def step(carry: Carry, idx: jax.Array) -> Tuple[Carry, Tuple[jax.Array, jax.Array]]:
         return member_step(population, tx, hp, carry, {"x": prep(x[idx]), "y": y[idx]})
 
-    def epoch(carry, _):
+    def epoch(carry: Carry, _: None) -> Tuple[Carry, History]:
         p, s, c, k = carry
         k, k_perm = jax.random.split(k)
         order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
@@ -88,11 +98,13 @@ def chunk_members(population: Population, local: int, step_bytes: int = 0) -> in
     return sharding.member_chunk(local, per_member, step_bytes)
 
 
-def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, scaled,
-                 eval_batch):
+def _train_local(population: Population, x: jax.Array, y: jax.Array, xv: jax.Array,
+                 yv: jax.Array, mean: jax.Array, std: jax.Array, epochs: int, batch_size: int,
+                 scaled: bool, eval_batch: int) -> Tuple:
     """The members of one device, trained chunk after chunk."""
-    fn = functools.partial(_member_train, population, epochs=epochs, batch_size=batch_size,
-                           scaled=scaled, eval_batch=eval_batch)
+    fn: Callable[..., Tuple] = functools.partial(
+        _member_train, population, epochs=epochs, batch_size=batch_size, scaled=scaled,
+        eval_batch=eval_batch)
     members = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None))
     args = (population.params, population.opt_state, population.collections,
             population.hparams, population.keys)
@@ -110,10 +122,13 @@ def _train_local(population: Population, x, y, xv, yv, mean, std, epochs, batch_
 
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh", "scaled",
                                              "eval_batch"))
-def _train(population: Population, x, y, xv, yv, mean, std, epochs, batch_size, mesh=None,
-           scaled=False, eval_batch=1024):
-    fn = functools.partial(_train_local, epochs=epochs, batch_size=batch_size, scaled=scaled,
-                           eval_batch=eval_batch)
+def _train(population: Population, x: jax.Array, y: jax.Array, xv: jax.Array, yv: jax.Array,
+           mean: jax.Array, std: jax.Array, epochs: int, batch_size: int,
+           mesh: Optional[jax.sharding.Mesh] = None, scaled: bool = False,
+           eval_batch: int = 1024) -> Tuple[Population, History]:
+    fn: Callable[..., Tuple] = functools.partial(_train_local, epochs=epochs,
+                                                 batch_size=batch_size, scaled=scaled,
+                                                 eval_batch=eval_batch)
     if mesh is not None:  # every device chunks its own members
         split, whole = jax.sharding.PartitionSpec(sharding.AXIS), jax.sharding.PartitionSpec()
         # check_vma off: flax's RNN scan starts from a carry that is not marked
@@ -135,7 +150,8 @@ def _canonical(population: Population) -> Population:
                               failed=jnp.asarray(population.failed, bool))
 
 
-def _run_sharded(fn, population: Population, *replicated, mesh="auto", pass_mesh=False):
+def _run_sharded(fn: Callable[..., Any], population: Population, *replicated: Any,
+                 mesh: MeshArg = "auto", pass_mesh: bool = False) -> Any:
     """Runs ``fn(population, *replicated)`` with members sharded over the devices
     (``fn(..., mesh=mesh)`` with ``pass_mesh``)."""
     population = _canonical(population)
@@ -152,7 +168,7 @@ def _run_sharded(fn, population: Population, *replicated, mesh="auto", pass_mesh
     return sharding.unpad_members(out, size)
 
 
-def _check_batch(batch_size: int, n: int):
+def _check_batch(batch_size: int, n: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if batch_size > n:
@@ -160,7 +176,7 @@ def _check_batch(batch_size: int, n: int):
                          f"use a batch size of at most {n}")
 
 
-def _check_shape(population: Population, data: Dataset):
+def _check_shape(population: Population, data: Dataset) -> None:
     if tuple(data.feature_shape) != tuple(population.feature_shape) \
             or data.out_dim != population.out_dim:
         raise ValueError(f"the population was built for features {population.feature_shape} "
@@ -168,8 +184,8 @@ def _check_shape(population: Population, data: Dataset):
                          f"{data.feature_shape} and {data.out_dim}: build it from this dataset")
 
 
-def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *,
-          batch_size: int = 64, mesh="auto") -> Tuple[Population, History]:
+def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
+          batch_size: int = 64, mesh: MeshArg = "auto") -> Tuple[Population, History]:
     """Trains every member for ``epochs`` epochs on ``data``'s train split.
 
     Args:
@@ -211,7 +227,7 @@ def train(population: Population, data: Union[Dataset, "Stream"], epochs: int, *
                         *data.input_scaling(), mesh=mesh, pass_mesh=True)
 
 
-def predict(population: Population, x, *, mesh="auto") -> jax.Array:
+def predict(population: Population, x: Features, *, mesh: MeshArg = "auto") -> jax.Array:
     """Outputs of every member on ``x``: logits or predictions, shape ``(P, n, out)``."""
     eval_batch = _eval_batch(population)
     if len(x) > HOST_CHUNK:
@@ -221,17 +237,20 @@ def predict(population: Population, x, *, mesh="auto") -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
-def _evaluate(population: Population, x, y, mean, std, scaled=False, eval_batch=1024):
+def _evaluate(population: Population, x: jax.Array, y: jax.Array, mean: jax.Array,
+              std: jax.Array, scaled: bool = False,
+              eval_batch: int = 1024) -> Dict[str, jax.Array]:
     learner = population.learner
 
-    def one(p, c, h):
+    def one(p: Params, c: PyTree, h: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
         out = learner.apply_eval_batched(p, c, x, h, eval_batch, _scaler(mean, std, scaled))
         return learner.evaluate(out, {"x": x, "y": y})
     return jax.vmap(one)(population.params, population.collections, population.hparams)
 
 
 @functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
-def _outputs(population: Population, x, mean, std, scaled=False, eval_batch=1024):
+def _outputs(population: Population, x: jax.Array, mean: jax.Array, std: jax.Array,
+             scaled: bool = False, eval_batch: int = 1024) -> Any:
     learner = population.learner
     prep = _scaler(mean, std, scaled) or (lambda v: v.astype(jnp.float32))
     return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, eval_batch, prep))(
@@ -242,8 +261,9 @@ def _outputs(population: Population, x, mean, std, scaled=False, eval_batch=1024
 NO_SCALING = (np.zeros((), np.float32), np.ones((), np.float32))
 
 
-def _outputs_by_chunk(population: Population, x, scaling, scaled: bool, eval_batch: int,
-                      mesh) -> np.ndarray:
+def _outputs_by_chunk(population: Population, x: Features,
+                      scaling: Tuple[np.ndarray, np.ndarray], scaled: bool, eval_batch: int,
+                      mesh: MeshArg) -> np.ndarray:
     """Every member's outputs on ``x``, sent to the devices about :data:`HOST_CHUNK`
     rows (whole evaluation batches) at a time, collected on the host."""
     rows = max(eval_batch, HOST_CHUNK - HOST_CHUNK % eval_batch)
@@ -254,13 +274,13 @@ def _outputs_by_chunk(population: Population, x, scaling, scaled: bool, eval_bat
 
 
 @functools.partial(jax.jit, static_argnames=("learner",))
-def _scores(learner, outputs, y):
+def _scores(learner: Learner, outputs: jax.Array, y: jax.Array) -> Dict[str, jax.Array]:
     # one member at a time: whole-split metrics (AUC sorts per class) of P members at once
     # would hold P copies of their temporaries
     return jax.lax.map(lambda o: learner.evaluate(o, {"y": y}), outputs)
 
 
-def _evaluate_in_chunks(population: Population, data: Dataset, split: str, mesh,
+def _evaluate_in_chunks(population: Population, data: Dataset, split: str, mesh: MeshArg,
                         eval_batch: int) -> Dict[str, jax.Array]:
     """:func:`evaluate` of a split larger than :data:`HOST_CHUNK` rows: the members'
     outputs chunk by chunk (only one chunk of the split on the devices), then the
@@ -271,8 +291,8 @@ def _evaluate_in_chunks(population: Population, data: Dataset, split: str, mesh,
     return _scores(population.learner, jnp.asarray(outputs), jnp.asarray(y))
 
 
-def evaluate(population: Population, data: Dataset, split: str = "val", *,
-             mesh="auto") -> Dict[str, jax.Array]:
+def evaluate(population: Population, data: Union[Dataset, Stream], split: str = "val", *,
+             mesh: MeshArg = "auto") -> Dict[str, jax.Array]:
     """Every metric of every member on one split.
 
     Args:
@@ -299,11 +319,13 @@ def evaluate(population: Population, data: Dataset, split: str = "val", *,
 
 
 @functools.partial(jax.jit, static_argnames=("model", "classification", "rows"))
-def _split_metrics(model, params, x, y, classification, rows):
+def _split_metrics(model: nn.Module, params: Params, x: jax.Array, y: jax.Array,
+                   classification: bool, rows: int) -> Dict[str, jax.Array]:
     # One program: op by op, the metrics' few dozen ops would each compile on first use.
     n = x.shape[0]
     if n <= rows:
-        return compute_metrics(model.apply(params, x), y, classification)
+        # a module without mutable collections returns only its outputs
+        return compute_metrics(cast(jax.Array, model.apply(params, x)), y, classification)
     count = -(-n // rows)  # batches of rows, the last padded: memory flat in the split's size
     padded = jnp.concatenate([x, jnp.zeros((count * rows - n,) + x.shape[1:], x.dtype)])
     out = jax.lax.map(lambda xb: model.apply(params, xb),
@@ -311,9 +333,9 @@ def _split_metrics(model, params, x, y, classification, rows):
     return compute_metrics(out.reshape((count * rows,) + out.shape[2:])[:n], y, classification)
 
 
-def split_metrics(model, params, data: Dataset, split: str) -> Dict[str, float]:
-    """Every metric of one network (``model`` with ``params``) on one split, as floats."""
-    from .learner import zoo_learner  # pylint: disable=import-outside-toplevel
+def split_metrics(model: nn.Module, params: Params, data: Dataset, split: str) -> Dict[str, float]:
+    """Every metric of one network (``model``, a zoo module, with ``params``) on one split,
+    as floats."""
     x, y = data.split(split)
     rows = memory.eval_rows(zoo_learner(model.spec, data.feature_shape, data.out_dim),
                             data.feature_shape, 1, at_most=EVAL_BATCH)
@@ -339,8 +361,7 @@ def fitness_from_metrics(metrics: Dict[str, jax.Array], metric: str = "loss",
     Returns:
       ``(P,)`` float32 fitness.
     """
-    if metric not in metrics:
-        raise ValueError(f"unknown fitness metric {metric!r}: choose one of {', '.join(metrics)}")
+    check_choice("fitness metric", metric, metrics)
     value = metrics[metric]
     if maximize is None:
         maximize = maximized(metric)

@@ -7,15 +7,17 @@ feature standardisation is fitted on the training split only.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ..errors import fail as _fail
+from ..errors import check_choice, fail as _fail
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
+SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,23 +50,25 @@ class Dataset:
     feature_std: Optional[np.ndarray] = None
     raw_inputs: bool = False
 
-    def model_inputs(self, x) -> np.ndarray:
+    def model_inputs(self, x: ArrayLike) -> np.ndarray:
         """Features of this dataset as the model sees them (float32, standardised)."""
         return self.standardize(x) if self.raw_inputs else np.asarray(x, np.float32)
 
     def input_scaling(self) -> Tuple[np.ndarray, np.ndarray]:
         """``(mean, std)`` the jitted programs apply to each batch of raw inputs
         (float32 scalars 0 and 1 when the features are stored standardised)."""
-        if not self.raw_inputs:
+        mean, std = self.feature_mean, self.feature_std
+        if not self.raw_inputs or mean is None or std is None:
             return np.zeros((), np.float32), np.ones((), np.float32)
-        return self.feature_mean, self.feature_std
+        return mean, std
 
-    def standardize(self, x) -> np.ndarray:
+    def standardize(self, x: ArrayLike) -> np.ndarray:
         """Applies the train-split standardisation to raw features ``x``."""
         x = np.asarray(x, np.float32)
-        if self.feature_mean is None:
+        mean, std = self.feature_mean, self.feature_std
+        if mean is None or std is None:
             return x
-        return ((x - self.feature_mean) / self.feature_std).astype(np.float32)
+        return ((x - mean) / std).astype(np.float32)
 
     @property
     def feature_shape(self) -> Tuple[int, ...]:
@@ -83,8 +87,7 @@ class Dataset:
 
     def split(self, which: str) -> Tuple[np.ndarray, np.ndarray]:
         """Returns ``(x, y)`` of ``"train"``, ``"val"`` or ``"test"``."""
-        if which not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {which!r}: use 'train', 'val' or 'test'")
+        check_choice("split", which, SPLITS)
         x, y = getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
         if len(x) == 0:
             raise ValueError(f"dataset {self.name!r} has no {which} split: give x_{which} and "
@@ -92,13 +95,15 @@ class Dataset:
         return x, y
 
     @classmethod
-    def from_arrays(cls, *, x_train, y_train, x_val, y_val, x_test=None, y_test=None,
-                    task: Optional[str] = None, name: str = "arrays",
-                    standardize: bool = False) -> "Dataset":
+    def from_arrays(cls, *, x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike,
+                    y_val: ArrayLike, x_test: Optional[ArrayLike] = None,
+                    y_test: Optional[ArrayLike] = None, task: Optional[str] = None,
+                    name: str = "arrays", standardize: bool = False) -> "Dataset":
         """A dataset from research code's own arrays, as they are.
 
-        Labels may have any shape the learner's loss accepts (one-hot, soft,
-        multi-target); nothing is standardised unless ``standardize``.
+        The checks are :func:`make_dataset`'s; unlike it, features keep their
+        dtype, labels may have any shape the learner's loss accepts (one-hot,
+        soft, multi-target) and nothing is standardised unless ``standardize``.
 
         Args:
           x_train, y_train, x_val, y_val: the training and validation splits.
@@ -114,39 +119,13 @@ class Dataset:
         if (x_test is None) != (y_test is None):
             _fail("give both x_test and y_test, or neither")
         splits = {"train": (x_train, y_train), "val": (x_val, y_val)}
-        if x_test is not None:
+        if x_test is not None and y_test is not None:
             splits["test"] = (x_test, y_test)
-        arrays = {}
-        for split, (x, y) in splits.items():
-            x, y = np.asarray(x), np.asarray(y)
-            if x.ndim < 1 or len(x) == 0:
-                _fail(f"x_{split} is empty: give at least one example")
-            if len(x) != len(y):
-                _fail(f"x_{split} has {len(x)} examples but y_{split} has {len(y)}: give one "
-                      f"label per example")
-            if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-                _fail(f"x_{split} has NaN/inf values: clean or impute them first")
-            arrays[split] = (x, y)
-        if len({a[0].shape[1:] for a in arrays.values()}) > 1:
-            _fail(f"feature shapes differ between splits "
-                  f"{ {k: a[0].shape[1:] for k, a in arrays.items()} }: use one feature shape")
-        y_tr = arrays["train"][1]
-        task = _resolve_task(task, y_tr)
-        if task == CLASSIFICATION and y_tr.ndim == 1:
-            width = int(max(a[1].max() for a in arrays.values())) + 1
-        else:
-            width = int(np.prod(y_tr.shape[1:])) if y_tr.ndim > 1 else 1
-        x_tr, x_va = arrays["train"][0], arrays["val"][0]
-        x_te, y_te = arrays.get("test", (x_va[:0], arrays["val"][1][:0]))
-        mean = std = None
-        raw = x_tr.dtype == np.uint8
-        if raw:
-            mean, std = feature_stats(x_tr) if standardize else _unit_scaling(x_tr)
-        elif standardize:
-            (x_tr, x_va, x_te), mean, std = _standardise(
-                *(np.asarray(a, np.float32) for a in (x_tr, x_va, x_te)))
-        return cls(name, task, x_tr, y_tr, x_va, arrays["val"][1], x_te, y_te, width, mean, std,
-                   raw)
+        task, width, arrays = _validated(splits, task, None, AS_GIVEN)
+        x_va, y_va = arrays["val"]
+        x_te, y_te = arrays.get("test", (x_va[:0], y_va[:0]))
+        return _assembled(name, task, width, (*arrays["train"], x_va, y_va, x_te, y_te),
+                          standardize)
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, task={self.task}, features={self.feature_shape}, "
@@ -154,17 +133,38 @@ class Dataset:
                 f"test={len(self.y_test)})")
 
 
-def _resolve_task(task: Optional[str], y_train) -> str:
+@dataclasses.dataclass(frozen=True)
+class Checks:
+    """How :func:`make_dataset` and :meth:`Dataset.from_arrays` differ; every other check
+    (lengths, empty splits, NaN/inf, feature shapes, task, output width) is shared.
+
+    Attributes:
+      float_features: store features as float32 (uint8 images stay uint8);
+        otherwise they keep their dtype.
+      class_indices: classification labels must be a 1-D vector of integer
+        class indices (stored int32) and regression targets are stored float32
+        ``(n, targets)``; otherwise labels keep the shape and dtype they have.
+    """
+    float_features: bool
+    class_indices: bool
+
+
+CHECKED = Checks(float_features=True, class_indices=True)  # make_dataset
+AS_GIVEN = Checks(float_features=False, class_indices=False)  # Dataset.from_arrays
+
+Splits = Mapping[str, Tuple[Any, Any]]
+
+
+def _resolve_task(task: Optional[str], y_train: ArrayLike) -> str:
     """``task``, or its guess from the label dtype (integers: classification), checked."""
     if task is None:
         task = CLASSIFICATION if np.issubdtype(np.asarray(y_train).dtype, np.integer) \
             else REGRESSION
-    if task not in TASKS:
-        _fail(f"unknown task {task!r}: use 'classification' or 'regression'")
+    check_choice("task", task, TASKS)
     return task
 
 
-def _check_features(x: np.ndarray, name: str) -> np.ndarray:
+def _check_features(x: Any, name: str, checks: Checks) -> np.ndarray:
     if not isinstance(x, np.ndarray):  # an ndarray (a memory map too) is used as it is
         try:
             x = np.asarray(x)
@@ -180,54 +180,121 @@ def _check_features(x: np.ndarray, name: str) -> np.ndarray:
         _fail(f"{name} is empty: provide at least one example")
     if x.dtype == np.uint8:  # images: kept as they are, standardised inside the programs
         return x
-    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
         _fail(f"{name} has dtype {x.dtype}: features must be real numbers")
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
-        _fail(f"{name} contains NaN or inf in {len(rows)} example(s) (first at row {rows[0]}): "
-              f"impute or drop those rows before training")
+    if checks.float_features:
+        x = x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
+            _fail(f"{name} contains NaN or inf in {len(rows)} example(s) (first at row "
+                  f"{rows[0]}): impute or drop those rows before training")
     return x
 
 
-def _check_labels(y: np.ndarray, n: int, name: str, task: str, num_classes: Optional[int]):
+def _check_labels(y: Any, n: int, name: str, task: str, num_classes: Optional[int],
+                  checks: Checks) -> np.ndarray:
     y = np.asarray(y)
     if y.shape[:1] != (n,):
-        _fail(f"{name} has {y.shape[0] if y.ndim else 0} labels but its features have {n} "
-              f"examples: features and labels must have the same length")
-    if task == CLASSIFICATION:
+        _fail(f"{name} has {y.shape[0] if y.ndim else 0} labels for {n} examples: give one "
+              f"label per example (features and labels must have the same length)")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        _fail(f"{name} has dtype {y.dtype}: labels must be numbers (map strings to class "
+              f"indices with np.unique(y, return_inverse=True))")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y)):
+        _fail(f"{name} contains NaN or inf labels: drop or impute those rows")
+    if task == REGRESSION:
+        return y.astype(np.float32).reshape(n, -1) if checks.class_indices else y
+    if checks.class_indices:
         if y.ndim != 1:
             _fail(f"{name} has shape {y.shape}: classification labels must be a 1-D vector of "
                   f"class indices (use y.argmax(-1) for one-hot labels)")
-        if np.issubdtype(y.dtype, np.floating):
-            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                _fail(f"{name} has non-integer values: classification needs integer class "
-                      f"indices (or pass task='regression')")
-        elif not np.issubdtype(y.dtype, np.integer):
-            _fail(f"{name} has dtype {y.dtype}: classification labels must be integers "
-                  f"0..C-1 (map strings with np.unique(y, return_inverse=True))")
-        y = y.astype(np.int64)
+        if np.any(y != np.round(y)):
+            _fail(f"{name} has non-integer values: classification needs integer class "
+                  f"indices (or pass task='regression')")
+        y = y.astype(np.int32)
+    if y.ndim == 1:  # class indices
         if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
-            _fail(f"{name} has labels in [{y.min()}, {y.max()}] but the classes are "
-                  f"0..{(num_classes or 1) - 1}: relabel to 0..C-1")
-        return y.astype(np.int32)
-    if not np.issubdtype(y.dtype, np.number):
-        _fail(f"{name} has dtype {y.dtype}: regression targets must be numbers")
-    y = y.astype(np.float32)
-    if not np.all(np.isfinite(y)):
-        _fail(f"{name} contains NaN or inf targets: drop or impute those rows")
-    return y.reshape(n, -1)
+            classes = "0..C-1" if num_classes is None else f"0..{num_classes - 1}"
+            _fail(f"{name} has labels in [{y.min()}, {y.max()}] but the classes are {classes}: "
+                  f"relabel to 0..C-1")
+    return y
 
 
-def _unit_scaling(x_train) -> Tuple[np.ndarray, np.ndarray]:
+def _output_width(labels: Mapping[str, np.ndarray], task: str,
+                  num_classes: Optional[int]) -> int:
+    """Classes of class-index labels; else the width of one example's labels."""
+    y_tr = labels["train"]
+    if task == CLASSIFICATION and y_tr.ndim == 1:  # class indices
+        if len(np.unique(y_tr)) < 2:
+            _fail(f"y_train has a single class ({y_tr[0]}): classification needs at least two")
+        if num_classes is None:
+            num_classes = int(max(y.max() for y in labels.values())) + 1
+        return int(num_classes)
+    widths = {int(np.prod(y.shape[1:])) for y in labels.values()}
+    if len(widths) > 1:
+        _fail(f"labels have a different width in each split {sorted(widths)}: use the same")
+    return widths.pop()
+
+
+def _validated(splits: Splits, task: Optional[str], num_classes: Optional[int],
+               checks: Checks) -> Tuple[str, int, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+    """The one validation of a dataset's splits.
+
+    Args:
+      splits: ``{split: (x, y)}``, ``"train"`` among them.
+      task: the task, or ``None`` to guess it from ``y_train``'s dtype.
+      num_classes: the classes of class-index labels, or ``None`` to count them.
+      checks: :data:`CHECKED` or :data:`AS_GIVEN`.
+
+    Returns:
+      ``(task, output width, {split: (x, y)})`` with the arrays as stored.
+    """
+    task = _resolve_task(task, splits["train"][1])
+    arrays = {}
+    for split, (x, y) in splits.items():
+        x = _check_features(x, f"x_{split}", checks)
+        arrays[split] = (x, _check_labels(y, len(x), f"y_{split}", task, num_classes, checks))
+    shapes = {s: a[0].shape[1:] for s, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        _fail(f"feature shapes differ between splits {shapes}: every split needs the same "
+              f"feature shape")
+    width = _output_width({s: a[1] for s, a in arrays.items()}, task, num_classes)
+    return task, width, arrays
+
+
+def _assembled(name: str, task: str, width: int, arrays: Tuple[np.ndarray, ...],
+               standardize: bool) -> Dataset:
+    """The :class:`Dataset` of validated ``(x_train, y_train, x_val, y_val, x_test, y_test)``,
+    standardised with the train split's statistics when ``standardize``."""
+    x_tr, y_tr, x_va, y_va, x_te, y_te = arrays
+    mean = std = None
+    raw = x_tr.dtype == np.uint8
+    if raw:  # uint8 stays uint8: the programs standardise each batch
+        mean, std = feature_stats(x_tr) if standardize else _unit_scaling(x_tr)
+    elif standardize:
+        (x_tr, x_va, x_te), mean, std = _standardise(
+            *(np.asarray(a, np.float32) for a in (x_tr, x_va, x_te)))
+    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, width, mean, std, raw)
+
+
+def _unit_scaling(x_train: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     shape = x_train.shape[1:]
     return np.zeros(shape, np.float32), np.ones(shape, np.float32)
 
 
-def feature_stats(x_train, chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
+def feature_stats(x_train: np.ndarray, chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std of ``x_train`` (float32), in float64 over chunks of rows,
-    so a uint8 image set is never copied whole as floats. Constant features get std 1."""
+    so a uint8 image set is never copied whole as floats. Constant features get std 1.
+
+    Args:
+      x_train: the training features ``(n, *feature_shape)``.
+      chunk: rows converted to float64 at a time.
+
+    Returns:
+      ``(mean, std)``, each of shape ``feature_shape``.
+    """
     total = np.zeros(x_train.shape[1:], np.float64)
     square = np.zeros(x_train.shape[1:], np.float64)
     for start in range(0, len(x_train), chunk):
@@ -241,7 +308,8 @@ def feature_stats(x_train, chunk: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _standardise(x_train, *others):
+def _standardise(x_train: np.ndarray, *others: np.ndarray
+                 ) -> Tuple[Tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     # Constant features (e.g. digits' blank corner pixels) keep scale 1 rather than dividing by 0.
@@ -250,16 +318,17 @@ def _standardise(x_train, *others):
     return scaled, mean.astype(np.float32), std.astype(np.float32)
 
 
-def _carve_validation(x, y, fraction: float, seed: int, stratify: bool):
+def _carve_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
+                      stratify: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     n = len(y)
     if stratify:
-        val_idx = []
+        per_class = []
         for c in np.unique(y):
             idx = np.flatnonzero(y == c)
             rng.shuffle(idx)
-            val_idx.append(idx[:int(round(fraction * len(idx)))])
-        val_idx = np.sort(np.concatenate(val_idx))
+            per_class.append(idx[:int(round(fraction * len(idx)))])
+        val_idx = np.sort(np.concatenate(per_class))
     else:
         val_idx = np.sort(rng.permutation(n)[:int(round(fraction * n))])
     if len(val_idx) == 0 or len(val_idx) == n:
@@ -270,10 +339,16 @@ def _carve_validation(x, y, fraction: float, seed: int, stratify: bool):
     return x[~mask], y[~mask], x[mask], y[mask]
 
 
-def make_dataset(name: str, x_train, y_train, x_test, y_test, *, x_val=None, y_val=None,
-                 task: Optional[str] = None, num_classes: Optional[int] = None,
-                 val_fraction: float = 0.2, seed: int = 0, standardize: bool = True) -> Dataset:
+def make_dataset(name: str, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+                 y_test: ArrayLike, *, x_val: Optional[ArrayLike] = None,
+                 y_val: Optional[ArrayLike] = None, task: Optional[str] = None,
+                 num_classes: Optional[int] = None, val_fraction: float = 0.2, seed: int = 0,
+                 standardize: bool = True) -> Dataset:
     """Validates raw arrays and builds a :class:`Dataset`.
+
+    Features are stored as float32 (uint8 images stay uint8); classification
+    labels must be 1-D integer class indices. :meth:`Dataset.from_arrays` runs
+    the same checks on arrays kept as they are.
 
     Args:
       name: name shown in reports.
@@ -293,47 +368,16 @@ def make_dataset(name: str, x_train, y_train, x_test, y_test, *, x_val=None, y_v
       ValueError: with the problem and its fix, for NaN/inf features, length
         mismatches, labels out of range, a single class or empty arrays.
     """
-    task = _resolve_task(task, y_train)
     if (x_val is None) != (y_val is None):
         _fail("give both x_val and y_val, or neither (validation is then carved from train)")
     splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
-    if x_val is not None:
+    if x_val is not None and y_val is not None:
         splits["val"] = (x_val, y_val)
-    arrays = {}
-    for split, (x, y) in splits.items():
-        x = _check_features(x, f"x_{split}")
-        arrays[split] = (x, _check_labels(y, len(x), f"y_{split}", task, num_classes))
-    shapes = {s: a[0].shape[1:] for s, a in arrays.items()}
-    if len(set(shapes.values())) > 1:
-        _fail(f"feature shapes differ between splits {shapes}: every split needs the same "
-              f"feature shape")
+    task, width, arrays = _validated(splits, task, num_classes, CHECKED)
     x_tr, y_tr = arrays["train"]
-    num_classes = _output_width(arrays, task, num_classes)
     if "val" in arrays:
         x_va, y_va = arrays["val"]
     else:
         x_tr, y_tr, x_va, y_va = _carve_validation(x_tr, y_tr, val_fraction, seed,
                                                    task == CLASSIFICATION)
-    x_te, y_te = arrays["test"]
-    mean = std = None
-    raw = x_tr.dtype == np.uint8
-    if raw:  # uint8 stays uint8: the programs standardise each batch
-        mean, std = feature_stats(x_tr) if standardize else _unit_scaling(x_tr)
-    elif standardize:
-        (x_tr, x_va, x_te), mean, std = _standardise(*(np.asarray(a, np.float32)
-                                                       for a in (x_tr, x_va, x_te)))
-    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, int(num_classes), mean, std,
-                   raw)
-
-
-def _output_width(arrays, task: str, num_classes: Optional[int]) -> int:
-    y_tr = arrays["train"][1]
-    if task == REGRESSION:
-        if len({a[1].shape[1] for a in arrays.values()}) > 1:
-            _fail("regression targets have a different width in each split: use the same")
-        return y_tr.shape[1]
-    if len(np.unique(y_tr)) < 2:
-        _fail(f"y_train has a single class ({y_tr[0]}): classification needs at least two")
-    if num_classes is None:
-        num_classes = int(max(a[1].max() for a in arrays.values())) + 1
-    return num_classes
+    return _assembled(name, task, width, (x_tr, y_tr, x_va, y_va, *arrays["test"]), standardize)

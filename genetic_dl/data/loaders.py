@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import fail as _fail
+from ..errors import fail as _fail, unknown
 from .dataset import REGRESSION, Dataset, make_dataset
 from .synthetic import moving_digits
 
 
-def _sklearn_split(x, y, seed, test_size=0.25, stratify=True):
+def _sklearn_split(x: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.25,
+                   stratify: bool = True) -> Any:
     from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
     return train_test_split(x, y, test_size=test_size, random_state=seed,
                             stratify=y if stratify else None)
@@ -41,7 +42,7 @@ def _load_iris(seed: int) -> Dataset:
 
 
 @functools.lru_cache(maxsize=1)
-def _mnist1d_arrays():
+def _mnist1d_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # make_dataset reseeds numpy's global RNG; restore it so we leave no trace.
     from mnist1d.data import get_dataset_args, make_dataset as mnist1d_make  # pylint: disable=import-outside-toplevel
     state = np.random.get_state()
@@ -72,14 +73,15 @@ def _load_binary(seed: int) -> Dataset:
     return make_dataset("binary", x_tr, y_tr, x_te, y_te, seed=seed)
 
 
-MOVING_DIGITS = {"count": 3000, "frames": 10, "size": 32, "digits": 2, "label": "sum"}
+MOVING_DIGITS: Dict[str, Any] = {"count": 3000, "frames": 10, "size": 32, "digits": 2,
+                                 "label": "sum"}
 
 
-def _load_moving_digits(seed: int, **options) -> Dataset:
-    unknown = set(options) - set(MOVING_DIGITS)
-    if unknown:
-        _fail(f"unknown moving_digits option(s) {sorted(unknown)}: valid are "
-              f"{', '.join(MOVING_DIGITS)} (e.g. moving_digits:frames=20,size=64,count=10000)")
+def _load_moving_digits(seed: int, **options: str) -> Dataset:
+    for name in options:
+        if name not in MOVING_DIGITS:
+            unknown("moving_digits option", name, MOVING_DIGITS,
+                    "(e.g. moving_digits:frames=20,size=64,count=10000)")
     opts = dict(MOVING_DIGITS, **options)
     try:
         count, frames, size, digits = (int(opts[k]) for k in ("count", "frames", "size", "digits"))
@@ -130,8 +132,7 @@ def load_dataset(name: str, *, seed: int = 0, task: Optional[str] = None) -> Dat
     if name.endswith(".npz") or os.path.sep in name:
         return load_npz(name, seed=seed, task=task)
     if name not in DATASETS:
-        _fail(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} "
-              f"or give a path to an .npz file")
+        unknown("dataset", name, DATASETS, "or give a path to an .npz file or a folder of .npy")
     data = DATASETS[name][0](seed)
     if task is not None and task != data.task:
         _fail(f"dataset {name!r} is a {data.task} task; drop task={task!r}")

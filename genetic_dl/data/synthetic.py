@@ -13,12 +13,15 @@ from typing import Tuple
 
 import numpy as np
 
+from ..errors import check_choice
+
 LABELS = ("sum", "class")
 
 
 @functools.lru_cache(maxsize=8)
 def _glyphs(size: int) -> Tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 digits as ``size x size`` uint8 glyphs (bilinear upscaling)."""
+    # scipy and scikit-learn take about a second to import: only the generators need them
     from scipy.ndimage import zoom  # pylint: disable=import-outside-toplevel
     from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
     raw = load_digits()
@@ -67,7 +70,7 @@ def digit_images(n: int, *, size: int = 28, channels: int = 0, noise: float = 16
     return out, classes[pick]
 
 
-def _bounce(start, velocity, steps: int, room: int) -> np.ndarray:
+def _bounce(start: np.ndarray, velocity: np.ndarray, steps: int, room: int) -> np.ndarray:
     """Positions ``(n, steps)`` moving at ``velocity`` and reflecting off 0 and ``room``."""
     raw = start[:, None] + velocity[:, None] * np.arange(steps)[None, :]
     if room == 0:
@@ -99,8 +102,7 @@ def moving_digits(n: int, *, frames: int = 10, size: int = 32, digits: int = 2,
     Returns:
       ``(sequences, labels)``: uint8 ``(n, frames, size, size)`` and int32 ``(n,)``.
     """
-    if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}: choose one of {', '.join(LABELS)}")
+    check_choice("label", label, LABELS)
     if n < 1 or frames < 1 or digits < 1 or size < 16:
         raise ValueError(f"moving_digits needs n, frames, digits >= 1 and size >= 16, got "
                          f"n={n}, frames={frames}, digits={digits}, size={size}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import zlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
@@ -37,6 +37,7 @@ except ImportError as err:  # optuna is an optional extra
     raise ImportError("genetic_dl.integrations.optuna needs optuna >= 4.2: "
                       "pip install 'genetic-dl[optuna]'") from err
 
+from ..errors import check_choice
 from ..search.ga import GA, GAState
 from ..search.space import Choice, Float, Gene, Int, Space, config_key
 
@@ -101,16 +102,15 @@ class GASampler(BaseGASampler):
     """
 
     def __init__(self, population: int = 16, seed: Optional[int] = None, **ga_options: Any):
-        unknown = set(ga_options) - {f.name for f in dataclasses.fields(GA)} | (
-            {"population"} & set(ga_options))
-        if unknown:
-            raise ValueError(f"unknown GA option(s) {sorted(unknown)}: see genetic_dl.search.GA")
+        options = sorted(f.name for f in dataclasses.fields(GA) if f.name != "population")
+        for name in ga_options:
+            check_choice("GA option", name, options, "(see genetic_dl.search.GA)")
         self._ga = GA(population=population, **ga_options)
         if self._ga.refine_after:
             raise ValueError("GASampler does not support refine_after: Optuna owns the ranges")
         self._elites = min(self._ga.elitism, population)
         super().__init__(population_size=population - self._elites)
-        self._seed = int(np.random.SeedSequence().entropy % 2 ** 31) if seed is None else int(seed)
+        self._seed = int(np.random.default_rng().integers(2 ** 31)) if seed is None else int(seed)
         self._search_space = IntersectionSearchSpace()
         self._bred: Dict[Tuple, List[np.ndarray]] = {}
         self._lock = threading.Lock()
@@ -130,7 +130,7 @@ class GASampler(BaseGASampler):
         if not parents:
             return {}  # the first generation: independent, stratified
         space = space_of(search_space)
-        return space.decode(self._claim(study, trial, generation, space, parents))
+        return space.decode(self._claim(study, trial, generation, space, parents).tolist())
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._use_objectives(study)
@@ -139,7 +139,7 @@ class GASampler(BaseGASampler):
                            param_distribution: BaseDistribution) -> Any:
         gene = gene_of(param_name, param_distribution)
         if self._generation(study, trial) == 0:
-            n = self.population_size
+            n = self._ga.population - self._elites  # Optuna's population_size
             sweep, row = divmod(trial.number, n)
             strata = _rng(self._seed, 0, sweep, _name_word(param_name)).permutation(n)
             jitter = _rng(self._seed, 1, trial.number, _name_word(param_name)).uniform()
@@ -178,7 +178,7 @@ class GASampler(BaseGASampler):
             self.population_size = self._ga.population - self._elites
 
     @staticmethod
-    def _fitness(study: Study, trial: FrozenTrial):
+    def _fitness(study: Study, trial: FrozenTrial) -> Union[float, Tuple[float, ...]]:
         """Maximised values (a minimised objective is negated)."""
         signed = [v if d == StudyDirection.MAXIMIZE else -v
                   for v, d in zip(trial.values, study.directions)]
@@ -239,7 +239,7 @@ class GASampler(BaseGASampler):
             for batches in range(1, MAX_BATCHES + 1):
                 children = self._children(study, generation, space, parents, batches)
                 for i, child in enumerate(children):
-                    if i not in claimed and space.key(child) not in taken:
+                    if i not in claimed and space.key(child.tolist()) not in taken:
                         study._storage.set_trial_system_attr(  # pylint: disable=protected-access
                             trial._trial_id, CHILD_KEY, i)  # pylint: disable=protected-access
                         return child
