@@ -32,6 +32,7 @@ from ..errors import check_choice
 from ..operators.alignment import Alignment
 from ..search import driver as search_mod
 from ..search.space import SEARCH_FAMILIES, Space, default_space
+from ..search.strategy import Strategy
 from ..search.trainer_objective import TrainerObjective
 from ..weights import LoopState, WeightGAConfig, evolve_weights
 
@@ -316,11 +317,13 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     if n_obj > 1 and args.method not in ("ga", "random", "grid"):
         raise UserError(f"--objectives metric,params needs --method ga (NSGA-II), random or "
                         f"grid; {args.method} optimises one objective")
-    method = {"ga": lambda: search_mod.GA(population=args.population, objectives=n_obj),
-              "de": lambda: search_mod.DifferentialEvolution(population=max(4, args.population)),
-              "random": lambda: search_mod.RandomSearch(batch=args.population),
-              "grid": lambda: search_mod.GridSearch(batch=args.population),
-              "tpe": lambda: search_mod.TPE(batch=max(1, args.population // 2))}[args.method]()
+    methods: Dict[str, Callable[[], Strategy[Any]]] = {
+        "ga": lambda: search_mod.GA(population=args.population, objectives=n_obj),
+        "de": lambda: search_mod.DifferentialEvolution(population=max(4, args.population)),
+        "random": lambda: search_mod.RandomSearch(batch=args.population),
+        "grid": lambda: search_mod.GridSearch(batch=args.population),
+        "tpe": lambda: search_mod.TPE(batch=max(1, args.population // 2))}
+    method = methods[args.method]()
     objective = TrainerObjective(data, seed=args.seed, metric=args.metric,
                                  multi_objective="params" if n_obj > 1 else None,
                                  lamarckian=args.lamarckian, pad_widths=args.pad_widths)
