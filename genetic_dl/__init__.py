@@ -3,14 +3,15 @@
 A population of identically shaped networks lives as one params pytree with a
 leading population axis; it trains as one vmapped, jitted program.
 """
-from .core.sharding import initialize_hosts, population_mesh, use_host_devices
+# The public API, layer by layer (see the README's layout table).
 from .data import DATASETS, Dataset, load_dataset, load_npy_dir, load_npz, make_dataset
+from .core.sharding import initialize_hosts, population_mesh, use_host_devices
 from .core.metrics import compute_metrics
 from .core.learner import Learner, Metric, metric
 from .operators.permutation import PermutationSpec
 from .core.stream import Stream
 from .core.models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, count_params,
-                     spec_from_dict, spec_to_dict)
+                          spec_from_dict, spec_to_dict)
 from .core.optimizers import OPTIMIZERS, make_optimizer
 from .core.population import Population, concat, init_population, take
 from .core.train import evaluate, fitness_from_metrics, predict, train
@@ -18,7 +19,7 @@ from .operators.alignment import Alignment
 from .weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
 from .search.space import Choice, Float, Int, Space, default_space, space
 from .search.driver import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
-                     RandomSearch, SearchResult, run_search)
+                            RandomSearch, SearchResult, run_search)
 from .search.trainer_objective import TrainerObjective
 from .search.pbt_search import PBTSearch, PBTSearchResult, pbt_search
 from .app.rundir import load_model
