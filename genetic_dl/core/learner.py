@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from .metrics import accuracy, compute_metrics, loss_fn, r2_score
-from ..operators.permutation import PermutationSpec
+from .permutation_spec import PermutationSpec
 
 Batch = Dict[str, jax.Array]
 LOSS_LIKE = re.compile(r"^(loss|mse|mae|rmse|nll)$|_loss$|error$")
@@ -88,7 +88,7 @@ class Learner:
       score: the metric recorded per epoch as ``train_score``/``val_score``.
       spec: the zoo spec the learner was built from, else ``None``.
       permutation_spec: which axes are the same hidden unit
-        (:class:`~genetic_dl.permutation.PermutationSpec`), for per-neuron and
+        (:class:`~genetic_dl.PermutationSpec`), for per-neuron and
         aligned crossover; ``None`` derives it from a Dense/Conv/norm chain.
     """
     module: nn.Module

@@ -1,4 +1,4 @@
-"""Which axes of a model's variables are the same hidden unit: permutation specs.
+"""Operations on permutation specs (:mod:`genetic_dl.core.permutation_spec`).
 
 A network computes the same function after its hidden units are reordered,
 as long as every weight, bias and normalisation statistic of a unit moves
@@ -22,108 +22,23 @@ Variables the spec does not name are never permuted.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.permutation_spec import Axes, PermutationSpec, flatten, group_sizes
+
 Variables = Dict[str, Any]
 Perms = Dict[str, jax.Array]
-Axes = Tuple[Optional[str], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class PermutationSpec:
-    """The permutation group of each axis of each named variable (hashable).
-
-    Attributes:
-      axes: ``((path, (group or None, ...)), ...)``, one entry per variable.
-    """
-    axes: Tuple[Tuple[str, Axes], ...]
-
-    @classmethod
-    def of(cls, spec: Union["PermutationSpec", Mapping[Any, Any]]) -> "PermutationSpec":
-        """A spec from a mapping ``{path: (group or None, ...)}``; a path is a
-        ``"/"``-joined string or a tuple of keys."""
-        if isinstance(spec, PermutationSpec):
-            return spec
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"permutation_spec must map variable paths to one group name (or "
-                             f"None) per axis, got {type(spec).__name__}")
-        out = []
-        for path, axes in spec.items():
-            key = "/".join(map(str, path)) if isinstance(path, tuple) else str(path)
-            axes = (axes,) if isinstance(axes, str) or axes is None else tuple(axes)
-            if any(a is not None and not isinstance(a, str) for a in axes):
-                raise ValueError(f"permutation_spec[{key!r}] must be group names or None per "
-                                 f"axis, got {axes!r}")
-            out.append((key, axes))
-        return cls(tuple(sorted(out)))
-
-    def as_dict(self) -> Dict[str, Axes]:
-        """``{path: axes}``."""
-        return dict(self.axes)
-
-    @property
-    def groups(self) -> Tuple[str, ...]:
-        """The permutation groups, sorted by name (natural order: P2 before P10)."""
-        names = {a for _, axes in self.axes for a in axes if a is not None}
-
-        def natural(name):
-            head = name.rstrip("0123456789")
-            tail = name[len(head):]
-            return (head, int(tail) if tail else -1, name)
-        return tuple(sorted(names, key=natural))
-
-    def occurrences(self, group: str) -> List[Tuple[str, int]]:
-        """``(path, axis)`` of every axis permuted by ``group``."""
-        return [(path, i) for path, axes in self.axes for i, a in enumerate(axes) if a == group]
-
-
-def flatten(variables: Any) -> Dict[str, Any]:
-    """``{path: leaf}`` of a variables pytree (paths ``"/"``-joined)."""
-    def name(k):
-        return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-    return {"/".join(name(k) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]}
 
 
 def _map(fn: Callable[[str, Any], Any], variables: Any) -> Any:
     return jax.tree_util.tree_map_with_path(
         lambda path, x: fn("/".join(str(getattr(k, "key", getattr(k, "name", k)))
                                     for k in path), x), variables)
-
-
-def group_sizes(spec: PermutationSpec, variables: Any) -> Dict[str, int]:
-    """Each group's number of units, checked against the variables' shapes.
-
-    Raises:
-      ValueError: a path the variables lack, an axes tuple of the wrong
-        length, or an axis that is not a whole number of copies of its group.
-    """
-    leaves = flatten(variables)
-    sizes: Dict[str, int] = {}
-    for path, axes in spec.axes:
-        if path not in leaves:
-            raise ValueError(f"permutation_spec names {path!r}, which the model does not have: "
-                             f"its variables are {', '.join(sorted(leaves))}")
-        shape = np.shape(leaves[path])
-        if len(axes) != len(shape):
-            raise ValueError(f"permutation_spec[{path!r}] gives {len(axes)} axes for a variable "
-                             f"of shape {shape}: give one group name or None per axis")
-        for a, n in zip(axes, shape):
-            if a is not None:
-                sizes[a] = min(sizes.get(a, n), n)
-    for path, axes in spec.axes:
-        for a, n in zip(axes, np.shape(leaves[path])):
-            if a is not None and n % sizes[a]:
-                raise ValueError(f"permutation_spec[{path!r}]: an axis of size {n} cannot hold "
-                                 f"group {a!r} of {sizes[a]} units (nor a whole number of "
-                                 f"copies of it): fix the group names of that variable")
-    return sizes
 
 
 def _index(n: int, perm) -> jax.Array:
