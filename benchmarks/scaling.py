@@ -45,6 +45,7 @@ import json, time
 import jax, jax.numpy as jnp, numpy as np
 import genetic_dl as gdl
 from genetic_dl.operators import matching  # noqa: E402  pylint: disable=wrong-import-position
+from genetic_dl.operators import permutation  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.core import sharding  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.weights import WeightGAConfig  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.weights.rules.ga import ga_step  # noqa: E402  pylint: disable=wrong-import-position
@@ -82,10 +83,13 @@ pb = sharding.shard_members(jax.tree_util.tree_map(lambda x: jnp.roll(x, 1, axis
                             sharding.mesh_of(pop.params))
 
 
+spec = permutation.spec_of(pop)
+sizes = permutation.group_sizes(spec, pop.member(0))
+
+
 def _sims(a, b):
-    la, lb = matching._layers(a), matching._layers(b)
-    same = [jnp.arange(k.shape[-1]) for k, _ in la[:-1]]
-    return [matching._layer_similarity(la, lb, same, l) for l in range(len(la) - 1)]
+    same = {g: jnp.arange(n) for g, n in sizes.items()}
+    return [permutation.similarity(spec, a, b, same, g, sizes) for g in spec.groups]
 
 
 sims = jax.jit(jax.vmap(_sims))

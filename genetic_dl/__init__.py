@@ -8,7 +8,7 @@ from .data import DATASETS, Dataset, load_dataset, load_npy_dir, load_npz, make_
 from .core.sharding import initialize_hosts, population_mesh, use_host_devices
 from .core.metrics import compute_metrics
 from .core.learner import Learner, Metric, metric
-from .operators.permutation import PermutationSpec
+from .core.permutation_spec import PermutationSpec
 from .core.stream import Stream
 from .core.models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, count_params,
                           spec_from_dict, spec_to_dict)

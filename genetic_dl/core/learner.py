@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from .models import ModelSpec, build_model
 from .pytree import Params, PyTree
 from .metrics import accuracy, compute_metrics, loss_fn, r2_score
-from ..operators.permutation import PermutationSpec
+from .permutation_spec import PermutationSpec
 
 Batch = Mapping[str, jax.Array]
 # One member's hyperparameters: traced scalars (or per-layer widths) by name.
@@ -94,7 +94,7 @@ class Learner:
       score: the metric recorded per epoch as ``train_score``/``val_score``.
       spec: the zoo spec the learner was built from, else ``None``.
       permutation_spec: which axes are the same hidden unit
-        (:class:`~genetic_dl.permutation.PermutationSpec`), for per-neuron and
+        (:class:`~genetic_dl.PermutationSpec`), for per-neuron and
         aligned crossover; ``None`` derives it from a Dense/Conv/norm chain.
     """
     module: Any  # a flax.linen.Module; NnxLearner's: make_module(rngs) -> nnx module

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Union
 
+from ..errors import check_choice
 from . import crossover as crossover_mod
 from . import matching
 
@@ -21,7 +22,7 @@ class Alignment:
 
     Attributes:
       base: the crossover applied after matching (any of
-        :data:`~genetic_dl.crossover.CROSSOVERS` but ``"aligned"``).
+        :data:`~genetic_dl.crossover.OPERATORS`).
       matcher: ``"greedy"`` (on the device) or ``"exact"`` (linear assignments
         on the host, 2-5x slower; needs ``match_to="best"``).
       match_to: ``"parent"`` matches each child's second parent to its first
@@ -43,18 +44,11 @@ class Alignment:
     every: int = 1
 
     def __post_init__(self):
-        if self.base == "aligned" or self.base not in crossover_mod.CROSSOVERS:
-            raise ValueError(f"aligned crossover needs a base crossover among "
-                             f"{', '.join(n for n in crossover_mod.CROSSOVERS if n != 'aligned')}"
-                             f", got {self.base!r}")
-        if self.matcher not in matching.MATCHERS:
-            raise ValueError(f"aligned crossover's matcher must be one of "
-                             f"{', '.join(matching.MATCHERS)}, got {self.matcher!r}")
+        check_choice("base crossover of aligned crossover", self.base, crossover_mod.OPERATORS)
+        check_choice("weight-matching matcher", self.matcher, matching.MATCHERS)
         if self.match_to is None:
             object.__setattr__(self, "match_to", "best" if self.matcher == "exact" else "parent")
-        if self.match_to not in MATCH_TO:
-            raise ValueError(f"aligned crossover's match_to must be one of {', '.join(MATCH_TO)}, "
-                             f"got {self.match_to!r}")
+        check_choice("match_to of aligned crossover", self.match_to, MATCH_TO)
         if self.matcher == "exact" and self.match_to == "parent":
             raise ValueError("exact weight matching runs on the host, one member at a time: use "
                              "it with match_to='best', or matcher='greedy' for match_to='parent'")

@@ -2,20 +2,22 @@
 
 Each operator acts on one pair of params pytrees (no population axis); the GA
 step vmaps it over all pairs. Every child weight comes from parent ``a`` or
-``b`` (or their declared blend, for ``arithmetic``).
+``b`` (or their declared blend, for ``arithmetic``). ``per_neuron`` takes the
+model's permutation spec (:mod:`genetic_dl.permutation`); aligned crossover
+(weight matching, then one of these) is the GA's: it matches units across the
+population (:mod:`genetic_dl.matching`).
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import check_choice, fail
 from . import permutation
-from .matching import align, incoming_index, unit_chain
-from .permutation import PermutationSpec
 
 Params = Any
 
@@ -72,8 +74,8 @@ def two_point(key, a: Params, b: Params) -> Params:
 
 def arithmetic(key, a: Params, b: Params, alpha: float = 0.5, random: bool = False) -> Params:
     """Blend ``alpha * a + (1 - alpha) * b``; ``random`` draws alpha ~ U(0, 1) per child."""
-    alpha = jax.random.uniform(key) if random else alpha
-    return jax.tree_util.tree_map(lambda x, y: alpha * x + (1 - alpha) * y, a, b)
+    w = jax.random.uniform(key) if random else alpha
+    return jax.tree_util.tree_map(lambda x, y: w * x + (1 - w) * y, a, b)
 
 
 def _module_paths(tree: Params) -> List[str]:
@@ -92,77 +94,24 @@ def per_layer(key, a: Params, b: Params) -> Params:
     return jax.tree_util.tree_unflatten(tree, out)
 
 
-def _mix_units(a: Params, b: Params, masks: List[jax.Array]) -> Params:
-    """Child whose hidden unit j of layer l comes from ``b`` where ``masks[l][j]``.
-
-    A unit's incoming weights and bias always move together. A weight joining two
-    hidden units from different parents follows the downstream unit; the output
-    layer's rows follow the last hidden layer's units, so its units stay whole.
-    """
-    chain = unit_chain(a)
-    pa, pb = a["params"], b["params"]
-    out = {}
-    for l, name in enumerate(chain):
-        ka, kb = pa[name]["kernel"], pb[name]["kernel"]
-        if l < len(masks):  # hidden layer: output units (last axis) and bias
-            m = masks[l]
-            kernel = jnp.where(m, kb, ka)
-            bias = jnp.where(m, pb[name]["bias"], pa[name]["bias"])
-        else:  # output layer: rows follow the last hidden layer's units
-            m = masks[-1][incoming_index(ka, masks[-1].shape[0])]
-            kernel, bias = jnp.where(m[:, None], kb, ka), pa[name]["bias"]
-        out[name] = {"kernel": kernel, "bias": bias}
-    return {"params": out}
+per_neuron = permutation.per_neuron
 
 
-def per_neuron(key, a: Params, b: Params, spec: Optional[PermutationSpec] = None) -> Params:
-    """Each hidden unit or channel (incoming weights, bias, outgoing weights) from one parent.
-
-    Keeping units whole follows Montana & Davis (1989), "Training feedforward
-    neural networks using genetic algorithms" (node crossover). Without
-    ``spec``, ``a`` and ``b`` are params of a chain of ``Conv_i``/``Dense_i``
-    layers; with one, any variables (norm statistics follow their units: see
-    :func:`genetic_dl.permutation.per_neuron`).
-    """
-    if spec is not None:
-        return permutation.per_neuron(key, a, b, spec)
-    chain = unit_chain(a)
-    keys = jax.random.split(key, max(1, len(chain) - 1))
-    masks = [jax.random.bernoulli(k, 0.5, (a["params"][n]["kernel"].shape[-1],))
-             for k, n in zip(keys, chain[:-1])]
-    return _mix_units(a, b, masks)
-
-
-def aligned(key, a: Params, b: Params, base: str = "uniform",
-            passes: Optional[int] = None, matcher: str = "greedy",
-            spec: Optional[PermutationSpec] = None) -> Params:
-    """Align ``b``'s units to ``a`` (Git Re-Basin), then cross with ``base``.
-
-    With ``spec``, ``a`` and ``b`` are any variables matched by
-    :func:`genetic_dl.permutation.align` (greedy assignments only).
-    """
-    if base == "aligned" or base not in CROSSOVERS:
-        raise ValueError(f"aligned crossover needs a base crossover among "
-                         f"{', '.join(n for n in CROSSOVERS if n != 'aligned')}, got {base!r}")
-    if spec is None:
-        return CROSSOVERS[base](key, a, align(a, b, passes, matcher))
-    if matcher != "greedy":
-        raise ValueError("aligned crossover with a permutation spec matches with greedy "
-                         "assignments: use matcher='greedy'")
-    b = permutation.align(a, b, spec, passes)
-    if base == "per_neuron":
-        return permutation.per_neuron(key, a, b, spec)
-    return CROSSOVERS[base](key, a, b)
-
-
-CROSSOVERS: Dict[str, Callable] = {
+OPERATORS: Dict[str, Callable] = {
     "uniform": uniform, "one_point": one_point, "two_point": two_point,
-    "arithmetic": arithmetic, "per_layer": per_layer, "per_neuron": per_neuron,
-    "aligned": aligned}
+    "arithmetic": arithmetic, "per_layer": per_layer, "per_neuron": per_neuron}
+
+# Aligned crossover matches units across the population before crossing with one of
+# OPERATORS: the GA step runs it (genetic_dl.weights.rules.ga), not a pair function.
+CROSSOVERS: Tuple[str, ...] = tuple(OPERATORS) + ("aligned",)
 
 
-def get(name: str, **kwargs) -> Callable:
-    """Crossover operator ``name`` with its options bound."""
-    if name not in CROSSOVERS:
-        raise ValueError(f"unknown crossover {name!r}: choose one of {', '.join(CROSSOVERS)}")
-    return functools.partial(CROSSOVERS[name], **kwargs)
+def get(name: str, **kwargs: Any) -> Callable:
+    """Crossover operator ``name`` with its options bound (``per_neuron`` also takes
+    ``spec=``)."""
+    if name == "aligned":
+        fail("aligned crossover matches units across the population: choose it with "
+             "WeightGAConfig(crossover='aligned'), or cross genetic_dl.matching.align(a, b, "
+             "spec)'s result with another crossover")
+    check_choice("crossover", name, OPERATORS)
+    return functools.partial(OPERATORS[name], **kwargs)

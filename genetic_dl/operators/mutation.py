@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -115,9 +115,6 @@ def self_adaptive_scale(key, sigma, tau: Optional[float] = None):
     return sigma * jnp.exp(tau * jax.random.normal(key, sigma.shape))
 
 
-MUTATIONS: Dict[str, Callable] = {"gaussian": gaussian}
-
-
 def pbt_exploit_explore(key, fitness, hparams: Mapping[str, jax.Array],
                         bounds: Mapping[str, Tuple[float, float]], quantile: float = 0.25,
                         resample_prob: float = 0.0):
@@ -203,10 +200,3 @@ def de_rand_1_bin(key, params: Params, f: float = 0.5, cr: float = 0.9) -> Param
         out.append(jnp.where(take, mutant, x))
         offset += x[0].size
     return jax.tree_util.tree_unflatten(tree, out)
-
-
-def get(name: str, **kwargs) -> Callable:
-    """Mutation operator ``name`` with its options bound."""
-    if name not in MUTATIONS:
-        raise ValueError(f"unknown mutation {name!r}: choose one of {', '.join(MUTATIONS)}")
-    return functools.partial(MUTATIONS[name], **kwargs)

@@ -1,155 +1,85 @@
-"""Which axes of a model's variables are the same hidden unit: permutation specs.
+"""Operations on permutation specs: derive one, check it, permute by it, cross by it.
 
-A network computes the same function after its hidden units are reordered,
-as long as every weight, bias and normalisation statistic of a unit moves
-with it. Ainsworth et al. (2022), "Git Re-Basin: Merging Models modulo
-Permutation Symmetries", describe this with a permutation spec: for each
-variable, the permutation group of each of its axes (or ``None``). Per-neuron
-and aligned crossover use the spec to keep units whole and to match them.
+A :class:`~genetic_dl.core.permutation_spec.PermutationSpec` (Ainsworth et
+al., 2022, "Git Re-Basin: Merging Models modulo Permutation Symmetries") says
+which axes of a model's variables are the same hidden unit. Per-neuron and
+aligned crossover use it to keep units whole and to match them
+(:mod:`genetic_dl.matching`); nothing here knows a model's layer names.
 
-Paths are ``"/"``-joined keys of the variables dict, collections included::
-
-    {"params/Conv_0/kernel": (None, None, None, "P0"),
-     "params/Conv_0/bias": ("P0",),
-     "params/BatchNorm_0/scale": ("P0",), "params/BatchNorm_0/bias": ("P0",),
-     "batch_stats/BatchNorm_0/mean": ("P0",), "batch_stats/BatchNorm_0/var": ("P0",),
-     "params/Dense_0/kernel": ("P0", None)}
-
-An axis may hold a whole number of copies of a group, unit fastest: the rows
-of a dense layer reading a flattened ``(H, W, C)`` conv output are
-``s * C + c``, so ``"P0"`` on that axis permutes the channels of every pixel.
-Variables the spec does not name are never permuted.
+Where a spec comes from is one seam, :func:`spec_of`: the learner's own, or
+one a :data:`Derivation` computes from the model (by default :func:`derive`,
+which reads a Dense/Conv(+norm) chain), checked once by :func:`verify`.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Variables = Dict[str, Any]
-Perms = Dict[str, jax.Array]
-Axes = Tuple[Optional[str], ...]
+from ..core.permutation_spec import Axes, PermutationSpec, flatten, group_sizes, path_name
+from ..errors import check, fail
+
+Variables = Any
+Perms = Dict[str, Any]
+Forward = Callable[[Variables], Any]
+Derivation = Callable[[Variables, Forward], PermutationSpec]
+"""``derivation(variables, forward) -> spec`` for a model without an explicit spec:
+``variables`` are one member's (params and collections, in the order the model
+created them), ``forward`` maps such variables to outputs on a sample input in
+evaluation mode (for a derivation that traces the model)."""
+
+UNIT_FREE = "uniform, one_point, two_point, arithmetic, per_layer"
+FIX = (f"pass permutation_spec= to Learner.from_linen, or use a crossover that moves no units "
+       f"({UNIT_FREE})")
 
 
-@dataclasses.dataclass(frozen=True)
-class PermutationSpec:
-    """The permutation group of each axis of each named variable (hashable).
-
-    Attributes:
-      axes: ``((path, (group or None, ...)), ...)``, one entry per variable.
-    """
-    axes: Tuple[Tuple[str, Axes], ...]
-
-    @classmethod
-    def of(cls, spec: Union["PermutationSpec", Mapping[Any, Any]]) -> "PermutationSpec":
-        """A spec from a mapping ``{path: (group or None, ...)}``; a path is a
-        ``"/"``-joined string or a tuple of keys."""
-        if isinstance(spec, PermutationSpec):
-            return spec
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"permutation_spec must map variable paths to one group name (or "
-                             f"None) per axis, got {type(spec).__name__}")
-        out = []
-        for path, axes in spec.items():
-            key = "/".join(map(str, path)) if isinstance(path, tuple) else str(path)
-            axes = (axes,) if isinstance(axes, str) or axes is None else tuple(axes)
-            if any(a is not None and not isinstance(a, str) for a in axes):
-                raise ValueError(f"permutation_spec[{key!r}] must be group names or None per "
-                                 f"axis, got {axes!r}")
-            out.append((key, axes))
-        return cls(tuple(sorted(out)))
-
-    def as_dict(self) -> Dict[str, Axes]:
-        """``{path: axes}``."""
-        return dict(self.axes)
-
-    @property
-    def groups(self) -> Tuple[str, ...]:
-        """The permutation groups, sorted by name (natural order: P2 before P10)."""
-        names = {a for _, axes in self.axes for a in axes if a is not None}
-
-        def natural(name):
-            head = name.rstrip("0123456789")
-            tail = name[len(head):]
-            return (head, int(tail) if tail else -1, name)
-        return tuple(sorted(names, key=natural))
-
-    def occurrences(self, group: str) -> List[Tuple[str, int]]:
-        """``(path, axis)`` of every axis permuted by ``group``."""
-        return [(path, i) for path, axes in self.axes for i, a in enumerate(axes) if a == group]
+def _xp(x: Any) -> Any:
+    """numpy for host arrays (the exact matcher's float64 copies), else jax.numpy."""
+    return np if isinstance(x, np.ndarray) else jnp
 
 
-def flatten(variables: Any) -> Dict[str, Any]:
-    """``{path: leaf}`` of a variables pytree (paths ``"/"``-joined)."""
-    def name(k):
-        return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-    return {"/".join(name(k) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]}
+def _map(fn: Callable[[str, Any], Any], variables: Variables) -> Variables:
+    return jax.tree_util.tree_map_with_path(lambda path, x: fn(path_name(path), x), variables)
 
 
-def _map(fn: Callable[[str, Any], Any], variables: Any) -> Any:
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: fn("/".join(str(getattr(k, "key", getattr(k, "name", k)))
-                                    for k in path), x), variables)
-
-
-def group_sizes(spec: PermutationSpec, variables: Any) -> Dict[str, int]:
-    """Each group's number of units, checked against the variables' shapes.
-
-    Raises:
-      ValueError: a path the variables lack, an axes tuple of the wrong
-        length, or an axis that is not a whole number of copies of its group.
-    """
-    leaves = flatten(variables)
-    sizes: Dict[str, int] = {}
-    for path, axes in spec.axes:
-        if path not in leaves:
-            raise ValueError(f"permutation_spec names {path!r}, which the model does not have: "
-                             f"its variables are {', '.join(sorted(leaves))}")
-        shape = np.shape(leaves[path])
-        if len(axes) != len(shape):
-            raise ValueError(f"permutation_spec[{path!r}] gives {len(axes)} axes for a variable "
-                             f"of shape {shape}: give one group name or None per axis")
-        for a, n in zip(axes, shape):
-            if a is not None:
-                sizes[a] = min(sizes.get(a, n), n)
-    for path, axes in spec.axes:
-        for a, n in zip(axes, np.shape(leaves[path])):
-            if a is not None and n % sizes[a]:
-                raise ValueError(f"permutation_spec[{path!r}]: an axis of size {n} cannot hold "
-                                 f"group {a!r} of {sizes[a]} units (nor a whole number of "
-                                 f"copies of it): fix the group names of that variable")
-    return sizes
-
-
-def _index(n: int, perm) -> jax.Array:
+def _index(n: int, perm: Any) -> Any:
     """Indices permuting an axis of ``n`` entries, ``n // units`` copies of ``perm``."""
     units = perm.shape[0]
     if n == units:
         return perm
-    return (jnp.arange(n // units)[:, None] * units + perm[None, :]).reshape(-1)
+    xp = _xp(perm)
+    return (xp.arange(n // units)[:, None] * units + perm[None, :]).reshape(-1)
 
 
-def _permute_leaf(x, axes: Axes, perms: Perms, skip: Optional[int] = None):
+def _permute_leaf(x: Any, axes: Axes, perms: Perms, skip: Optional[int] = None) -> Any:
+    xp = _xp(x)
     for i, a in enumerate(axes):
         if a is not None and i != skip:
-            x = jnp.take(x, _index(x.shape[i], perms[a]), axis=i)
+            x = xp.take(x, _index(x.shape[i], perms[a]), axis=i)
     return x
 
 
-def permute(variables: Any, spec: PermutationSpec, perms: Perms) -> Any:
-    """``variables`` with each group's units reordered by ``perms[group]``:
-    the network computes the same function when the spec is right (jittable)."""
+def permute(variables: Variables, spec: PermutationSpec, perms: Perms) -> Variables:
+    """``variables`` with each group's units reordered by ``perms[group]``.
+
+    Args:
+      variables: one member's variables.
+      spec: the permutation spec.
+      perms: ``{group: (units,) int}``.
+
+    Returns:
+      The permuted variables: the network computes the same function when
+      the spec is right (jittable).
+    """
     table = spec.as_dict()
     return _map(lambda path, x: _permute_leaf(x, table[path], perms) if path in table else x,
                 variables)
 
 
-def identity(spec: PermutationSpec, variables: Any) -> Perms:
+def identity(spec: PermutationSpec, variables: Variables) -> Perms:
     """The identity permutation of every group."""
     return {g: jnp.arange(n, dtype=jnp.int32) for g, n in group_sizes(spec, variables).items()}
 
@@ -167,10 +97,9 @@ def _norm_axes(module: str, leaves: Dict[str, Any], stats: Dict[str, Tuple[int, 
                current: Optional[str], size: Optional[int]) -> Dict[str, Axes]:
     """A norm module's vectors and statistics (``<collection>/<module>/<name>``) follow
     the current group's units."""
-    if current is None or any(np.shape(x) != (size,) for x in leaves.values()):
-        raise ValueError(f"cannot derive a permutation spec at module {module!r} (not a "
-                         f"Dense/Conv layer nor a norm of the previous layer's units): pass "
-                         f"permutation_spec= to Learner.from_linen")
+    check(current is not None and all(np.shape(x) == (size,) for x in leaves.values()),
+          f"cannot derive a permutation spec at module {module!r} (not a Dense/Conv layer nor "
+          f"a norm of the previous layer's units): {FIX}")
     out: Dict[str, Axes] = {f"params/{module}/{name}": (current,) for name in leaves}
     for path, shape in stats.items():
         if path.split("/", 1)[1].rpartition("/")[0] == module and shape == (size,):
@@ -178,8 +107,9 @@ def _norm_axes(module: str, leaves: Dict[str, Any], stats: Dict[str, Tuple[int, 
     return out
 
 
-def derive(variables: Any) -> PermutationSpec:
-    """The spec of a chain of Dense/Conv layers with optional BatchNorm/LayerNorm.
+def derive(variables: Variables, forward: Optional[Forward] = None) -> PermutationSpec:
+    """The spec of a chain of Dense/Conv layers with optional BatchNorm/LayerNorm
+    (the default :data:`Derivation`).
 
     Modules are taken in the order of ``variables["params"]`` (a linen init
     lists them in call order). Each layer's output units form a group (the
@@ -188,45 +118,56 @@ def derive(variables: Any) -> PermutationSpec:
     A model that is not such a chain (a residual connection, an attention
     layer) gets a spec that :func:`verify` rejects.
 
+    Args:
+      variables: one member's variables, modules in call order.
+      forward: unused: the chain is read from the variables' shapes.
+
+    Returns:
+      Groups ``P0, P1, ...``, one per hidden layer.
+
     Raises:
-      ValueError: a module that is neither a layer with a ``kernel`` nor a
-        norm with vectors of the current width.
+      ValueError: a module that is neither a layer with a ``kernel`` reading
+        the previous layer's units nor a norm of them.
     """
+    del forward
     params = variables.get("params", {}) if hasattr(variables, "get") else {}
     modules: Dict[str, Dict[str, Any]] = {}
     for path, leaf in _in_order(params):
         module, _, name = path.rpartition("/")
         modules.setdefault(module, {})[name] = leaf
     layers = [m for m, leaves in modules.items() if "kernel" in leaves]
-    if not layers:
-        raise ValueError("cannot derive a permutation spec: the model has no layer with a "
-                         "'kernel'; pass permutation_spec= to Learner.from_linen")
+    check(bool(layers), f"cannot derive a permutation spec: the model has no layer with a "
+                        f"'kernel'; {FIX}")
     stats = {path: np.shape(x) for path, x in flatten(variables).items()
              if not path.startswith("params/")}
     spec: Dict[str, Axes] = {}
     current, size, count = None, None, 0
     for module, leaves in modules.items():
-        if "kernel" in leaves:
-            ndim = np.ndim(leaves["kernel"])
-            axes: List[Optional[str]] = [None] * ndim
-            if current is not None and ndim >= 2:
-                axes[-2] = current
-            if module == layers[-1]:
-                current = None
-            else:
-                current, size, count = f"P{count}", np.shape(leaves["kernel"])[-1], count + 1
-                axes[-1] = current
-            spec[f"params/{module}/kernel"] = tuple(axes)
-            for name, leaf in leaves.items():
-                if name != "kernel":
-                    spec[f"params/{module}/{name}"] = ((current,) if np.ndim(leaf) == 1
-                                                       else (None,) * np.ndim(leaf))
+        if "kernel" not in leaves:
+            spec.update(_norm_axes(module, leaves, stats, current, size))
             continue
-        spec.update(_norm_axes(module, leaves, stats, current, size))
+        shape = np.shape(leaves["kernel"])
+        axes: List[Optional[str]] = [None] * len(shape)
+        if current is not None and len(shape) >= 2:
+            check(shape[-2] % size == 0,
+                  f"cannot derive a permutation spec: layer {module!r} reads {shape[-2]} "
+                  f"inputs, not the {size} units of the layer before it (nor copies of them); "
+                  f"{FIX}")
+            axes[-2] = current
+        if module == layers[-1]:
+            current = None
+        else:
+            current, size, count = f"P{count}", shape[-1], count + 1
+            axes[-1] = current
+        spec[f"params/{module}/kernel"] = tuple(axes)
+        for name, leaf in leaves.items():
+            if name != "kernel":
+                spec[f"params/{module}/{name}"] = ((current,) if np.ndim(leaf) == 1
+                                                   else (None,) * np.ndim(leaf))
     return PermutationSpec.of(spec)
 
 
-def _spread(x, scale):
+def _spread(x: Any, scale: float) -> Any:
     """Constant variables (biases, norm scales, fresh statistics) made distinct, so
     that a wrong spec shows in the outputs."""
     flat = jnp.ravel(x)
@@ -235,7 +176,7 @@ def _spread(x, scale):
     return x
 
 
-def verify(spec: PermutationSpec, variables: Any, forward: Callable[[Any], Any],
+def verify(spec: PermutationSpec, variables: Variables, forward: Forward,
            key: jax.Array, rtol: float = 1e-4) -> None:
     """Checks that permuting every group at random leaves ``forward`` unchanged.
 
@@ -258,21 +199,29 @@ def verify(spec: PermutationSpec, variables: Any, forward: Callable[[Any], Any],
     got = jax.tree_util.tree_leaves(forward(permute(variables, spec, perms)))
     scale = max(float(jnp.max(jnp.abs(w))) for w in want) + 1e-30
     err = max(float(jnp.max(jnp.abs(g - w))) for g, w in zip(got, want)) / scale
-    if not err <= rtol:
-        raise ValueError(f"the permutation spec does not preserve the model's function (the "
-                         f"permuted network's outputs differ by {err:.2g} of their scale): a "
-                         f"residual connection or a layer outside a Dense/Conv/norm chain needs "
-                         f"an explicit spec, e.g. the same group on both ends of a skip "
-                         f"connection; pass permutation_spec= to Learner.from_linen")
+    check(err <= rtol,
+          f"the permutation spec does not preserve the model's function (the permuted "
+          f"network's outputs differ by {err:.2g} of their scale): a residual connection or a "
+          f"layer outside a Dense/Conv/norm chain needs an explicit spec, e.g. the same group "
+          f"on both ends of a skip connection; {FIX}")
 
 
-def per_neuron(key, a: Variables, b: Variables, spec: PermutationSpec) -> Variables:
-    """Each unit of each group whole from one parent (Montana & Davis, 1989, node crossover).
+def per_neuron(key: jax.Array, a: Variables, b: Variables, spec: PermutationSpec) -> Variables:
+    """Each unit of each group whole from one parent (Montana & Davis, 1989, "Training
+    feedforward neural networks using genetic algorithms": node crossover).
 
     A variable follows the unit of its last permuted axis: a kernel its output
     unit (so a unit's incoming weights, bias and norm statistics move together),
     the output layer's rows the unit they read. Variables without a permuted
     axis come from ``a``.
+
+    Args:
+      key: PRNG key (one fair coin per unit).
+      a, b: one member's variables each.
+      spec: the permutation spec.
+
+    Returns:
+      The child's variables.
     """
     sizes = group_sizes(spec, a)
     groups = spec.groups
@@ -281,127 +230,125 @@ def per_neuron(key, a: Variables, b: Variables, spec: PermutationSpec) -> Variab
     table = spec.as_dict()
 
     def mix(path, x, y):
-        axes = table.get(path, ())
-        last = [i for i, g in enumerate(axes) if g is not None]
-        if not last:
+        permuted = [(i, g) for i, g in enumerate(table.get(path, ())) if g is not None]
+        if not permuted:
             return x
-        i = last[-1]
-        m = masks[axes[i]][jnp.arange(x.shape[i]) % sizes[axes[i]]]
+        i, g = permuted[-1]
+        m = masks[g][jnp.arange(x.shape[i]) % sizes[g]]
         m = m.reshape((-1,) + (1,) * (x.ndim - i - 1))
         return jnp.where(m, y, x)
     flat_b = flatten(b)
     return _map(lambda path, x: mix(path, x, flat_b[path]), a)
 
 
-def _by_unit(x, axis: int, units: int):
+def _by_unit(x: Any, axis: int, units: int) -> Any:
     """``x`` as ``(units, rest)``: everything a unit of the axis touches."""
-    x = jnp.moveaxis(x, axis, 0)
+    if axis:  # the axis first, the others in order (numpy's moveaxis costs ~7 us a call)
+        x = x.transpose((axis,) + tuple(i for i in range(x.ndim) if i != axis))
     n = x.shape[0]
+    if n == units:
+        return x.reshape(units, -1)
     return x.reshape(n // units, units, -1).transpose(1, 0, 2).reshape(units, -1)
 
 
+def _flat(variables: Variables) -> Dict[str, Any]:
+    """:func:`flatten`, skipped for a dict of arrays (already ``{path: leaf}``): the
+    exact matcher calls :func:`similarity` hundreds of times on the host."""
+    if isinstance(variables, dict) and all(hasattr(x, "shape") for x in variables.values()):
+        return variables
+    return flatten(variables)
+
+
+@functools.lru_cache(maxsize=256)
+def _occurrences(spec: PermutationSpec, group: str) -> Tuple[Tuple[str, int, Axes], ...]:
+    """``(path, axis, axes of path)`` of every axis ``group`` permutes."""
+    table = spec.as_dict()
+    return tuple((path, axis, table[path]) for path, axis in spec.occurrences(group))
+
+
 def similarity(spec: PermutationSpec, a: Variables, b: Variables, perms: Perms,
-               group: str, sizes: Dict[str, int]) -> jax.Array:
+               group: str, sizes: Dict[str, int]) -> Any:
     """Weight matching's ``(units, units)`` similarity of ``a``'s and ``b``'s units of
-    ``group``: the dot products of everything each unit touches, with ``b``'s other
-    axes permuted by ``perms``."""
-    fa, fb, table, n = flatten(a), flatten(b), spec.as_dict(), sizes[group]
-    s = jnp.zeros((n, n), jnp.float32)
-    for path, axis in spec.occurrences(group):
-        wb = _permute_leaf(fb[path], table[path], perms, skip=axis)
-        s = s + _by_unit(fa[path].astype(jnp.float32), axis, n) @ _by_unit(
-            wb.astype(jnp.float32), axis, n).T
-    return s
-
-
-def match(spec: PermutationSpec, a: Variables, b: Variables,
-          passes: Optional[int] = 2) -> Perms:
-    """Weight matching (Ainsworth et al., 2022, Alg. 1) of ``b``'s units to ``a``'s with
-    greedy assignments on the device (jittable, vmappable).
-
-    Coordinate ascent over the groups; a group's new permutation is kept only
-    when it raises that group's similarity, so no sweep undoes the last.
+    ``group`` (Ainsworth et al., 2022, Alg. 1).
 
     Args:
       spec: the permutation spec.
-      a, b: one member's variables each (params, and collections the spec names).
-      passes: sweeps over the groups (None: until none changes, at most 30).
+      a, b: one member's variables each (or their :func:`flatten` dicts);
+        numpy arrays give a float64 numpy result (the exact matcher on the
+        host), jax arrays float32.
+      perms: ``{group: (units,)}``, the permutations of ``b``'s other groups.
+      group: the group whose units are compared.
+      sizes: :func:`group_sizes` of the spec.
 
     Returns:
-      ``{group: (units,) int32}``, for :func:`permute` of ``b``.
+      The dot products of everything each unit touches, ``b``'s other axes
+      permuted by ``perms``.
     """
-    from .matching import ascend, improve  # pylint: disable=import-outside-toplevel
-    sizes = group_sizes(spec, a)
+    fa, fb, n = _flat(a), _flat(b), sizes[group]
+    s = None
+    for path, axis, axes in _occurrences(spec, group):
+        x, y = fa[path], _permute_leaf(fb[path], axes, perms, skip=axis)
+        if _xp(x) is np:  # no copy of float64 host arrays
+            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        else:
+            x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+        x, y = _by_unit(x, axis, n), _by_unit(y, axis, n).T
+        term = x * y if x.shape[1] == 1 else x @ y  # one value per unit: an outer product
+        s = term if s is None else s + term
+    if s is None:
+        fail(f"permutation group {group!r} permutes no axis: choose one of "
+             f"{', '.join(spec.groups)}")
+    return s
 
-    def sweep(perms):
-        perms, changed = dict(perms), jnp.asarray(False)
-        for g in spec.groups:
-            perms[g], better = improve(similarity(spec, a, b, perms, g, sizes), perms[g])
-            changed |= better
-        return perms, changed
 
-    return ascend(sweep, {g: jnp.arange(sizes[g], dtype=jnp.int32) for g in spec.groups},
-                  passes)
+def permute_states(like: Any, spec: PermutationSpec, perms: Perms,
+                   *states: Any) -> Tuple[Any, ...]:
+    """Every subtree of ``states`` shaped like the stacked ``like`` (params: Adam's
+    moments, momentum) permuted member by member by ``perms`` (each ``(P, units)``)."""
+    treedef: Any = jax.tree_util.tree_structure(like)
+    member = jax.vmap(lambda x, perm: permute(x, spec, perm))
 
-
-def align(a: Variables, b: Variables, spec: PermutationSpec,
-          passes: Optional[int] = 2) -> Variables:
-    """``b`` with its units permuted to best match ``a``'s (Git Re-Basin)."""
-    return permute(b, spec, match(spec, a, b, passes))
+    def is_like(x):
+        return treedef == jax.tree_util.tree_structure(x)
+    return tuple(jax.tree_util.tree_map(lambda x: member(x, perms) if is_like(x) else x,
+                                        states, is_leaf=is_like))
 
 
 @functools.lru_cache(maxsize=64)
-def _cached(learner, feature_shape, hp_items) -> Optional[PermutationSpec]:
+def _cached(learner: Any, feature_shape: Tuple[int, ...], hp_items: Tuple[Any, ...],
+            derivation: Derivation) -> PermutationSpec:
     hp = {k: jnp.asarray(v) for k, v in hp_items}
     x = jnp.zeros((2,) + tuple(feature_shape), jnp.float32)
     params, collections = learner.init(jax.random.key(0), x)
     variables = {**params, **collections}
-    given = getattr(learner, "permutation_spec", None)
-    spec = given if given is not None else derive(variables)
     sample = jax.random.normal(jax.random.key(1), x.shape, x.dtype)
 
     def forward(v):
         p = {"params": v["params"]}
         return learner.apply_eval(p, {k: v[k] for k in v if k != "params"}, sample, hp)
+    given = getattr(learner, "permutation_spec", None)
+    spec = given if given is not None else derivation(variables, forward)
     verify(spec, variables, forward, jax.random.key(2))
     return spec
 
 
-def spec_of(population) -> PermutationSpec:
-    """The population's permutation spec: the learner's, else one derived from its
-    layer chain; either is verified once with a permuted forward pass.
+def spec_of(population: Any, derivation: Derivation = derive) -> PermutationSpec:
+    """The population's permutation spec: the learner's, else ``derivation``'s (by
+    default :func:`derive`, from its layer chain); either is verified once with a
+    permuted forward pass (cached per learner, input shape and hyperparameters).
+
+    Args:
+      population: a :class:`~genetic_dl.Population`.
+      derivation: how a model without an explicit spec gets one.
+
+    Returns:
+      The verified spec.
 
     Raises:
       ValueError: no valid spec (see :func:`derive` and :func:`verify`).
     """
-    hp = tuple(sorted((k, np.asarray(v[0]).tolist()) for k, v in population.hparams.items()))
+    # one host transfer: an eager index per sharded hyperparameter costs ~0.4 ms each
+    first = {k: np.asarray(v)[0].tolist() for k, v in jax.device_get(population.hparams).items()}
+    hp = tuple(sorted(first.items()))
     hp = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in hp)
-    return _cached(population.learner, tuple(population.feature_shape), hp)
-
-
-def permute_states(like: Any, spec: PermutationSpec, perms: Perms, *states: Any) -> Tuple[Any, ...]:
-    """Every subtree of ``states`` shaped like the stacked ``like`` (params: Adam's
-    moments, momentum) permuted member by member by ``perms`` (each ``(P, units)``)."""
-    treedef = jax.tree_util.tree_structure(like)
-    member = jax.vmap(lambda x, perm: permute(x, spec, perm))
-
-    def is_like(x):
-        return jax.tree_util.tree_structure(x) == treedef
-    return tuple(jax.tree_util.tree_map(lambda x: member(x, perms) if is_like(x) else x,
-                                        states, is_leaf=is_like))
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "passes"))
-def match_to_member(variables: Any, ref, spec: PermutationSpec,
-                    passes: Optional[int] = 2) -> Perms:
-    """Weight matching of every member of stacked ``variables`` to member ``ref``.
-
-    Returns:
-      ``{group: (P, units)}``, the identity for ``ref``.
-    """
-    reference = jax.tree_util.tree_map(lambda x: x[ref], variables)
-    perms = jax.vmap(lambda v: match(spec, reference, v, passes))(variables)
-    size = jax.tree_util.tree_leaves(variables)[0].shape[0]
-    is_ref = (jnp.arange(size) == ref)[:, None]
-    return {g: jnp.where(is_ref, jnp.arange(p.shape[1], dtype=p.dtype), p)
-            for g, p in perms.items()}
+    return _cached(population.learner, tuple(population.feature_shape), hp, derivation)

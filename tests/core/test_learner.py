@@ -275,22 +275,6 @@ def test_aligned_crossover_of_permuted_twins_keeps_their_function(data, crossove
                                    atol=1e-4)
 
 
-def test_derived_spec_crosses_and_matches_the_zoo_like_its_chain_operators(digits):
-    """The zoo's chains run on matching's chain functions: a spec derived from the
-    same layers gives the same children and the same weight matching."""
-    for spec in (gdl.MLPSpec(hidden=(16, 12)), gdl.CNNSpec()):
-        pop = gdl.init_population(jax.random.key(0), spec, digits, 2)
-        derived = gdl.permutation.spec_of(pop)
-        a, b = pop.member(0), pop.member(1)
-        assert _leaves_equal(gdl.crossover.per_neuron(jax.random.key(3), a, b),
-                             gdl.crossover.per_neuron(jax.random.key(3), a, b, spec=derived))
-        chain = gdl.matching.match_greedy(a, b, 2)
-        got = gdl.permutation.match(derived, a, b, 2)
-        assert len(chain) == len(derived.groups)
-        for i, perm in enumerate(chain):
-            np.testing.assert_array_equal(perm, got[f"P{i}"])
-
-
 def test_dataset_from_arrays_keeps_labels_and_features_as_given():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 3)).astype(np.float32)

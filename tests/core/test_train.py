@@ -195,9 +195,9 @@ for cfg, counts in ((cfg, (8,)), (best, (4,)),  # one count each: CI time
         for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many)):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 # members sliced from a sharded population align eagerly (exact matching runs on the host)
-a, b = many[0].member(0), many[0].member(3)
-for x, y in zip(jax.tree_util.tree_leaves(gdl.matching.align(a, b, matcher="exact")),
-                jax.tree_util.tree_leaves(gdl.matching.align(*jax.device_get((a, b)),
+a, b, units = many[0].member(0), many[0].member(3), gdl.permutation.spec_of(many[0])
+for x, y in zip(jax.tree_util.tree_leaves(gdl.matching.align(a, b, units, matcher="exact")),
+                jax.tree_util.tree_leaves(gdl.matching.align(*jax.device_get((a, b)), units,
                                                               matcher="exact"))):
     np.testing.assert_array_equal(x, y)
 print("ok")

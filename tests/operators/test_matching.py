@@ -1,17 +1,20 @@
-"""Weight matching: permutations that keep a network's function, greedy and exact
-assignments, and a population aligned to one member."""
+"""Weight matching over permutation specs: permutations that keep a network's function,
+greedy and exact assignments, and a population aligned to one member."""
 import functools
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import genetic_dl as gdl
-from genetic_dl.operators import matching
+from genetic_dl.operators import matching, permutation
 from genetic_dl.core import sharding
 from genetic_dl.weights import WeightGAConfig
+from genetic_dl.weights.rules.ga import ga_step
 from conftest import run_python
 
 CNN = gdl.CNNSpec((4, 5), 3, "max", (6,))
@@ -19,7 +22,15 @@ CNN = gdl.CNNSpec((4, 5), 3, "max", (6,))
 
 def _pair(spec, shape):
     pop = gdl.init_population(jax.random.key(0), spec, (shape, 3), 2)
-    return pop.member(0), pop.member(1), pop.model
+    return pop.member(0), pop.member(1), pop.model, permutation.spec_of(pop)
+
+
+def _shuffle(spec, variables, seed=4):
+    """``variables`` with every group's units permuted at random."""
+    sizes = permutation.group_sizes(spec, variables)
+    perms = {g: jax.random.permutation(jax.random.key(seed + i), sizes[g])
+             for i, g in enumerate(spec.groups)}
+    return permutation.permute(variables, spec, perms)
 
 
 @pytest.mark.parametrize("matcher", matching.MATCHERS)
@@ -27,18 +38,17 @@ def _pair(spec, shape):
                                         (gdl.CNNSpec((6, 5), 3, "none", ()), (10,))],
                          ids=["mlp", "cnn2d", "cnn1d_no_head"])
 def test_alignment_preserves_function_and_finds_a_hidden_permutation(spec, shape, matcher):
-    a, b, model = _pair(spec, shape)
+    a, b, model, units = _pair(spec, shape)
     x = jax.random.normal(jax.random.key(9), (7,) + shape)
-    aligned_b = matching.align(a, b, matcher=matcher)
+    aligned_b = matching.align(a, b, units, matcher=matcher)
     np.testing.assert_allclose(model.apply(aligned_b, x), model.apply(b, x), rtol=1e-5,
                                atol=1e-6)
     # a permuted copy of a is mapped back onto a exactly
-    chain = matching.unit_chain(a)
-    perms = [jax.random.permutation(jax.random.key(4 + l), a["params"][n]["kernel"].shape[-1])
-             for l, n in enumerate(chain[:-1])]
-    shuffled = matching.permute_units(a, perms)
+    shuffled = _shuffle(units, a)
+    assert not np.array_equal(shuffled["params"]["Dense_0"]["kernel"],
+                              a["params"]["Dense_0"]["kernel"])
     np.testing.assert_allclose(model.apply(shuffled, x), model.apply(a, x), rtol=1e-5, atol=1e-6)
-    back = matching.align(a, shuffled, matcher=matcher)
+    back = matching.align(a, shuffled, units, matcher=matcher)
     for x1, x2 in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(a)):
         np.testing.assert_array_equal(x1, x2)
 
@@ -47,18 +57,16 @@ def test_alignment_preserves_function_and_finds_a_hidden_permutation(spec, shape
                          ids=["mlp", "cnn2d"])
 def test_align_population_equals_pairwise_alignment_to_the_reference(spec, shape):
     pop = gdl.init_population(jax.random.key(0), spec, (shape, 3), 5)
-    chain = matching.unit_chain(pop.member(0))
-    perms = [jax.random.permutation(jax.random.key(4 + l), pop.member(0)["params"][n]["kernel"]
-                                    .shape[-1]) for l, n in enumerate(chain[:-1])]
-    members = [pop.member(i) for i in range(4)] + [matching.permute_units(pop.member(2), perms)]
+    units = permutation.spec_of(pop)
+    members = [pop.member(i) for i in range(4)] + [_shuffle(units, pop.member(2))]
     stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *members)
     # an optimizer state whose moments equal the params must stay equal to them
     state = (stacked, {"count": jnp.arange(5)})
-    out, (moments, other) = matching.align_population(stacked, 2, state)
+    out, (moments, other) = matching.align_population(stacked, 2, units, state)
     x = jax.random.normal(jax.random.key(9), (7,) + shape)
     for i, member in enumerate(members):
         mine = jax.tree_util.tree_map(lambda v, i=i: v[i], out)
-        want = member if i == 2 else matching.align(members[2], member)
+        want = member if i == 2 else matching.align(members[2], member, units)
         for x1, x2 in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(want)):
             np.testing.assert_array_equal(x1, x2)
         np.testing.assert_allclose(pop.model.apply(mine, x), pop.model.apply(member, x),
@@ -71,13 +79,14 @@ def test_align_population_equals_pairwise_alignment_to_the_reference(spec, shape
     for x1, x2 in zip(jax.tree_util.tree_leaves(members[2]),
                       jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda v: v[4], out))):
         np.testing.assert_array_equal(x1, x2)
-    unmatched = matching._unmatched(out, 2)  # pylint: disable=protected-access
+    unmatched = matching._unmatched(out, 2, units)  # pylint: disable=protected-access
     assert not bool(unmatched[2]) and not bool(unmatched[4])
 
 
 def _agreement(pop, perms, i):
     """Git Re-Basin's objective: sum of <member 0, member i permuted by ``perms``>."""
-    mine = matching.permute_units(pop.member(i), [p[i] for p in perms])
+    mine = permutation.permute(pop.member(i), permutation.spec_of(pop),
+                               {g: p[i] for g, p in perms.items()})
     return sum(float(np.vdot(x, y)) for x, y in zip(
         jax.tree_util.tree_leaves(pop.member(0)), jax.tree_util.tree_leaves(mine)))
 
@@ -85,18 +94,19 @@ def _agreement(pop, perms, i):
 def test_weight_matching_passes_and_members():
     pop = gdl.init_population(jax.random.key(3), gdl.MLPSpec((12, 10, 8)), ((5,), 3), 6)
     params = jax.tree_util.tree_map(np.asarray, pop.params)
+    units = permutation.spec_of(pop)
 
-    identity = matching.match_population(params, 0, members=[], matcher="exact")
-    runs = [matching.match_population(params, 0, passes=k, matcher="exact")
+    identity = matching.match_population(params, 0, units, members=[], matcher="exact")
+    runs = [matching.match_population(params, 0, units, passes=k, matcher="exact")
             for k in (1, 2, None)]
     for i in range(1, 6):  # coordinate ascent: every sweep keeps or raises the objective
         scores = [_agreement(pop, perms, i) for perms in [identity] + runs]
         assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
         assert scores[-1] > scores[0]
-    some = matching.match_population(params, 0, members=[2, 4], matcher="exact")
-    for l, perm in enumerate(some):  # members left out keep the identity
+    some = matching.match_population(params, 0, units, members=[2, 4], matcher="exact")
+    for g, perm in some.items():  # members left out keep the identity
         for i in range(6):
-            want = runs[-1][l][i] if i in (2, 4) else np.arange(perm.shape[1])
+            want = runs[-1][g][i] if i in (2, 4) else np.arange(perm.shape[1])
             np.testing.assert_array_equal(perm[i], want)
     with pytest.raises(ValueError, match="passes"):
         WeightGAConfig(crossover="aligned", crossover_kw=(("passes", 0),))
@@ -147,51 +157,54 @@ def test_greedy_assignment_is_the_greedy_matching(n):
 
 def test_greedy_weight_matching_on_the_device():
     pop = gdl.init_population(jax.random.key(3), gdl.MLPSpec((40, 36, 8)), ((5,), 3), 6)
+    units = permutation.spec_of(pop)
 
-    identity = matching.match_population(pop.params, 0, members=[])
-    exact = matching.match_population(pop.params, 0, matcher="exact")
-    runs = [matching.match_population(pop.params, 0, passes=k, matcher="greedy")
+    identity = matching.match_population(pop.params, 0, units, members=[])
+    exact = matching.match_population(pop.params, 0, units, matcher="exact")
+    runs = [matching.match_population(pop.params, 0, units, passes=k, matcher="greedy")
             for k in (1, None)]
     for i in range(1, 6):  # each sweep keeps or raises the objective; close to exact
         scores = [_agreement(pop, perms, i) for perms in [identity] + runs]
         assert all(s1 <= s2 + 1e-4 for s1, s2 in zip(scores, scores[1:])), scores
         gain, best = scores[-1] - scores[0], _agreement(pop, exact, i) - scores[0]
         assert 0.7 * best < gain <= best + 1e-4, (gain, best)
-    jitted = matching.match_on_device(pop.params, jnp.asarray(0))
-    for got, want in zip(jitted, runs[-1]):
-        np.testing.assert_array_equal(got, want)
+    jitted = matching.match_on_device(pop.params, jnp.asarray(0), units)
+    for g, got in jitted.items():
+        np.testing.assert_array_equal(got, runs[-1][g])
         np.testing.assert_array_equal(got[0], np.arange(got.shape[1]))  # the reference
-    some = matching.match_population(pop.params, 0, members=[2, 4], matcher="greedy")
-    for l, perm in enumerate(some):  # members left out keep the identity
+    some = matching.match_population(pop.params, 0, units, members=[2, 4], matcher="greedy")
+    for g, perm in some.items():  # members left out keep the identity
         for i in range(6):
-            want = runs[-1][l][i] if i in (2, 4) else np.arange(perm.shape[1])
+            want = runs[-1][g][i] if i in (2, 4) else np.arange(perm.shape[1])
             np.testing.assert_array_equal(perm[i], want)
     with pytest.raises(ValueError, match="matcher"):
         WeightGAConfig(crossover="aligned", crossover_kw=(("matcher", "hungarian"),))
     with pytest.raises(ValueError, match="matcher"):
-        matching.align(pop.member(0), pop.member(1), matcher="hungarian")
+        matching.align(pop.member(0), pop.member(1), units, matcher="hungarian")
 
 
 def check_chunks_equal_one_vmap(size):
     """Matching ``size`` rows in chunks (and on 2 devices when there are 2 and the
     rows split evenly) equals one vmap over all pairs."""
     pop = gdl.init_population(jax.random.key(5), gdl.MLPSpec((12, 10)), ((5,), 3), size)
+    units = permutation.spec_of(pop)
     other = jax.tree_util.tree_map(lambda x: jnp.roll(x, 1, axis=0), pop.params)
     ref = pop.member(2)
-    want = jax.vmap(functools.partial(matching.match_greedy, passes=2))(pop.params, other)
-    want_ref = jax.vmap(lambda m: matching.match_greedy(ref, m, 2))(other)
+    want = jax.vmap(lambda a, b: matching.match(units, a, b, 2))(pop.params, other)
+    want_ref = jax.vmap(lambda m: matching.match(units, ref, m, 2))(other)
     meshes = [None]
     if jax.device_count() >= 2 and size % 2 == 0:
         meshes.append(gdl.population_mesh(jax.devices()[:2]))
     for mesh in meshes:
         a, b = (sharding.shard_members(t, mesh) for t in (pop.params, other))
-        got = jax.jit(functools.partial(matching.match_pairs, passes=2, mesh=mesh))(a, b)
-        got_ref = jax.jit(functools.partial(matching.match_pairs, passes=2, mesh=mesh,
-                                            paired=False))(ref, b)
-        for g, w, g_ref, w_ref in zip(got, want, got_ref, want_ref):
-            np.testing.assert_array_equal(g, w)
-            np.testing.assert_array_equal(g_ref, w_ref)
-    assert any(not np.array_equal(p, np.arange(p.size)) for p in np.asarray(want[0]))
+        got = jax.jit(functools.partial(matching.match_pairs, spec=units, passes=2,
+                                        mesh=mesh))(a, b)
+        got_ref = jax.jit(functools.partial(matching.match_pairs, spec=units, passes=2,
+                                            mesh=mesh, paired=False))(ref, b)
+        for g in units.groups:
+            np.testing.assert_array_equal(got[g], want[g])
+            np.testing.assert_array_equal(got_ref[g], want_ref[g])
+    assert any(not np.array_equal(p, np.arange(p.size)) for p in np.asarray(want["P0"]))
     return len(meshes)
 
 
@@ -202,8 +215,129 @@ def test_matching_in_chunks_equals_one_vmap():
 
 def test_matching_in_chunks_on_each_device_equals_one_vmap():
     """12 rows on 2 devices: 2 chunks of 3 on each (in a process with 2 devices)."""
-    out = run_python("import sys; sys.path.insert(0, sys.argv[1])\n"
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = run_python("import sys; sys.path[:0] = sys.argv[1:]\n"  # this folder and conftest's
                      "from test_matching import check_chunks_equal_one_vmap\n"
                      "print(check_chunks_equal_one_vmap(12))", devices=2,
-                     args=(os.path.dirname(os.path.abspath(__file__)),))
+                     args=(here, os.path.dirname(here)))
     assert out.split()[-1] == "2"
+
+
+class NormNet(nn.Module):
+    """Dense -> BatchNorm -> relu -> Dense -> LayerNorm -> relu -> Dense: a chain whose
+    units carry statistics."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Dense(12)(x)))
+        x = nn.relu(nn.LayerNorm()(nn.Dense(10)(x)))
+        return nn.Dense(3)(x)
+
+
+def _xent(logits, batch):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+
+NORM_LEARNER = gdl.Learner.from_linen(NormNet(), loss=_xent, train_kwargs={"train": True},
+                                      eval_kwargs={"train": False}, mutable=("batch_stats",))
+
+
+@pytest.fixture(scope="module")
+def norm_pop(iris):
+    pop = gdl.init_population(jax.random.key(0), NORM_LEARNER, iris, 4,
+                              hparams={"learning_rate": 3e-2})
+    pop, _ = gdl.train(pop, iris, 2, batch_size=16)  # statistics away from their init
+    return pop
+
+
+def _variables(pop, i):
+    return jax.tree_util.tree_map(lambda x: x[i], {**pop.params, **pop.collections})
+
+
+def _apply(pop, variables, x):
+    return pop.learner.apply_eval({"params": variables["params"]},
+                                  {"batch_stats": variables["batch_stats"]}, x, {})
+
+
+def test_derived_norm_chain_spec_moves_statistics_with_their_units(norm_pop, iris):
+    units = permutation.spec_of(norm_pop)
+    table = units.as_dict()
+    assert units.groups == ("P0", "P1")
+    assert table["batch_stats/BatchNorm_0/mean"] == ("P0",)
+    assert table["params/LayerNorm_0/scale"] == ("P1",)
+    assert table["params/Dense_2/kernel"] == ("P1", None)
+    x = jnp.asarray(iris.x_val[:16])
+    a, b = _variables(norm_pop, 0), _variables(norm_pop, 1)
+    for matcher in matching.MATCHERS:  # the exact matcher reads any spec, statistics included
+        np.testing.assert_allclose(_apply(norm_pop, matching.align(a, b, units, matcher=matcher),
+                                          x), _apply(norm_pop, b, x), rtol=1e-5, atol=1e-5)
+        back = matching.align(a, _shuffle(units, a), units, matcher=matcher)
+        for x1, x2 in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(a)):
+            np.testing.assert_array_equal(x1, x2)
+
+
+@pytest.mark.parametrize("matcher", matching.MATCHERS)
+def test_aligned_copies_to_the_best_keep_their_parents_function(norm_pop, iris, matcher):
+    """With no crossover and no mutation every child is its first parent permuted to the
+    best member's unit order (statistics and moments with it): the same function."""
+    config = WeightGAConfig(crossover="aligned", crossover_prob=0.0, mutation_rate=0.0,
+                            elitism=1, opt_state="inherit",
+                            crossover_kw=(("match_to", "best"), ("matcher", matcher)))
+    fit = jnp.asarray([0.1, 0.9, 0.5, 0.3])
+    new, parents = ga_step(jax.random.key(0), norm_pop, fit, 0, config)
+    x = jnp.asarray(iris.x_val[:16])
+    moved = 0
+    for i, (p, _) in enumerate(np.asarray(parents)):
+        np.testing.assert_allclose(_apply(new, _variables(new, i), x),
+                                   _apply(norm_pop, _variables(norm_pop, int(p)), x),
+                                   rtol=1e-4, atol=1e-4)
+        moved += not np.array_equal(new.params["params"]["Dense_0"]["kernel"][i],
+                                    norm_pop.params["params"]["Dense_0"]["kernel"][int(p)])
+    assert moved  # units were reordered, not only copied
+    matched = matching.match_on_device({**new.params, **new.collections}, 0,
+                                       permutation.spec_of(new), 2)
+    assert all(np.array_equal(p[0], np.arange(p.shape[1])) for p in matched.values())
+
+
+def test_spec_of_takes_the_derivation_as_a_parameter(norm_pop):
+    """The one seam a model's spec comes through: a derivation sees one member's
+    variables in call order and a forward pass; its spec is verified like any other."""
+    seen = {}
+
+    def chain(variables, forward):
+        seen["modules"] = list(variables["params"])
+        seen["outputs"] = np.shape(forward(variables))
+        return permutation.derive(variables)
+
+    assert permutation.spec_of(norm_pop, chain) == permutation.spec_of(norm_pop)
+    assert seen == {"modules": ["Dense_0", "BatchNorm_0", "Dense_1", "LayerNorm_0", "Dense_2"],
+                    "outputs": (2, 3)}
+
+    def wrong(variables, forward):
+        del forward
+        spec = dict(permutation.derive(variables).axes)
+        spec["params/Dense_2/kernel"] = (None, None)  # the output layer ignores P1's order
+        return gdl.PermutationSpec.of(spec)
+
+    with pytest.raises(ValueError, match="does not preserve"):
+        permutation.spec_of(norm_pop, wrong)
+
+
+@pytest.mark.parametrize("spec,shape,groups", [
+    (gdl.MLPSpec((6, 5)), (4,), {"P0": 6, "P1": 5}),
+    (CNN, (8, 8), {"P0": 4, "P1": 5, "P2": 6})], ids=["mlp", "cnn2d"])
+def test_the_zoo_chains_get_one_group_per_hidden_layer(spec, shape, groups):
+    pop = gdl.init_population(jax.random.key(0), spec, (shape, 3), 2)
+    units = permutation.spec_of(pop)
+    assert permutation.group_sizes(units, pop.member(0)) == groups
+    last = sorted(pop.member(0)["params"])[-1]  # the output layer: its units stay
+    assert units.as_dict()[f"params/{last}/bias"] == (None,)
+
+
+def test_models_outside_a_chain_say_how_to_get_a_spec():
+    pop = gdl.init_population(jax.random.key(0), gdl.RNNSpec("gru", 4), ((6, 3), 3), 2)
+    with pytest.raises(ValueError, match="permutation_spec=.*uniform"):
+        permutation.spec_of(pop)
+    with pytest.raises(ValueError, match="permutation_spec=.*uniform"):
+        ga_step(jax.random.key(0), pop, jnp.asarray([0.5, 0.4]), 0,
+                WeightGAConfig(crossover="per_neuron"))

@@ -9,6 +9,7 @@ import pytest
 import genetic_dl as gdl
 from genetic_dl.operators import crossover
 from genetic_dl.operators import mutation
+from genetic_dl.operators import permutation
 from genetic_dl.operators import selection
 from genetic_dl.weights import WeightGAConfig
 from genetic_dl.weights.rules.ga import ga_step
@@ -64,16 +65,15 @@ CNN = gdl.CNNSpec((4, 5), 3, "max", (6,))
 
 def _pair(spec=gdl.MLPSpec((6, 5)), shape=(4,)):
     pop = gdl.init_population(jax.random.key(0), spec, (shape, 3), 2)
-    return pop.member(0), pop.member(1), pop.model
+    return pop.member(0), pop.member(1), pop
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
-@pytest.mark.parametrize("name", sorted(set(crossover.CROSSOVERS) - {"arithmetic"}))
+@pytest.mark.parametrize("name", sorted(set(crossover.OPERATORS) - {"arithmetic"}))
 def test_children_take_every_weight_from_a_parent(name, family):
-    a, b, _ = _pair() if family == "mlp" else _pair(CNN, (8, 8))
-    child = crossover.get(name)(jax.random.key(3), a, b)
-    if name == "aligned":
-        b = gdl.matching.align(a, b)  # then weights come from a or the permuted b
+    a, b, pop = _pair() if family == "mlp" else _pair(CNN, (8, 8))
+    kw = {"spec": permutation.spec_of(pop)} if name == "per_neuron" else {}
+    child = crossover.get(name, **kw)(jax.random.key(3), a, b)
     from_a = from_b = 0
     for x, y, c in zip(*(jax.tree_util.tree_leaves(t) for t in (a, b, child))):
         x, y, c = map(np.asarray, (x, y, c))
@@ -101,24 +101,29 @@ def test_point_crossovers_are_contiguous_in_the_genome():
 
 
 def test_per_neuron_keeps_units_whole():
-    a, b, _ = _pair()
-    child = crossover.per_neuron(jax.random.key(2), a, b)
+    a, b, pop = _pair()
+    child = crossover.per_neuron(jax.random.key(2), a, b, permutation.spec_of(pop))
     # last hidden layer's unit j: incoming column, bias and outgoing row from one parent
+    sources = set()
     for j in range(5):
         src = b if np.array_equal(child["params"]["Dense_1"]["kernel"][:, j],
                                   b["params"]["Dense_1"]["kernel"][:, j]) else a
+        sources.add(src is b)
         np.testing.assert_array_equal(child["params"]["Dense_1"]["kernel"][:, j],
                                       src["params"]["Dense_1"]["kernel"][:, j])
         np.testing.assert_array_equal(child["params"]["Dense_1"]["bias"][j],
                                       src["params"]["Dense_1"]["bias"][j])
         np.testing.assert_array_equal(child["params"]["Dense_2"]["kernel"][j],
                                       src["params"]["Dense_2"]["kernel"][j])
+    assert sources == {True, False}
 
 
-def test_unit_crossovers_refuse_rnn():
-    a, b, _ = _pair(gdl.RNNSpec("gru", 4))
-    with pytest.raises(ValueError, match="need an MLP"):
-        crossover.per_neuron(jax.random.key(0), a, b)
+def test_aligned_crossover_is_the_ga_steps_and_names_are_checked():
+    assert "aligned" in crossover.CROSSOVERS and "aligned" not in crossover.OPERATORS
+    with pytest.raises(ValueError, match="WeightGAConfig"):
+        crossover.get("aligned")
+    with pytest.raises(ValueError, match="unknown crossover 'blend': choose one of"):
+        crossover.get("blend")
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.5])

@@ -165,7 +165,8 @@ def test_aligned_to_the_best_shares_one_unit_order_between_rematches(trained):
                          crossover_kw=(("match_to", "best"), ("every", 3)))
     copies = dataclasses.replace(cfg, crossover_prob=0.0, mutation_rate=0.0)
     new, _ = ga_step(jax.random.key(3), pop, fit, 3, copies)
-    for perm in gdl.matching.match_on_device(new.params, 0):
+    units = gdl.permutation.spec_of(new)
+    for perm in gdl.matching.match_on_device(new.params, 0, units).values():
         np.testing.assert_array_equal(perm, np.broadcast_to(np.arange(perm.shape[1]), perm.shape))
     x = jax.random.normal(jax.random.key(4), (5, 4))
     for j, i in enumerate(np.argsort(-np.asarray(fit))[:2]):

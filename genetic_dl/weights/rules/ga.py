@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -16,19 +16,25 @@ from ...operators import matching
 from ...operators import mutation as mutation_mod
 from ...operators import permutation
 from ...operators import selection as selection_mod
+from ...operators.alignment import Alignment
 from ...core import sharding
 from ...core.optimizers import make_optimizer
+from ...core.permutation_spec import PermutationSpec
 from ...core.population import Population, raw_key
+from ...errors import check
 from ..config import WeightGAConfig
 from .base import Metrics, RuleBase, StepInfo
 
 
-def _permute_states(like, perms, spec, *states):
-    """``states``' subtrees shaped like ``like`` permuted per member by ``perms``:
-    chain permutations (a tuple) without ``spec``, ``{group: perm}`` with one."""
-    if spec is None:
-        return matching.permute_states(like, perms, *states)
-    return permutation.permute_states(like, spec, perms, *states)
+UNIT_CROSSOVERS = ("per_neuron", "aligned")  # crossovers that move whole units: need a spec
+
+
+def _permuted(params, collections, spec: PermutationSpec, perms):
+    """Stacked ``(params, collections)`` with each member's units reordered by its row of
+    ``perms``: a unit's statistics move with its weights."""
+    moved = jax.vmap(lambda v, p: permutation.permute(v, spec, p))({**params, **collections},
+                                                                   perms)
+    return {"params": moved["params"]}, {k: moved[k] for k in collections}
 
 
 def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None,
@@ -40,11 +46,11 @@ def _child_opt_state(population: Population, params, hparams, a, b, rule: str, m
     whole = sharding.constrain(population.opt_state, mesh, split=False)
     state = jax.tree_util.tree_map(lambda s: s[a], whole)
     if perms_a is not None:  # a's moments follow its units, permuted to the best's order
-        state, = _permute_states(params, perms_a, spec, state)
+        state, = permutation.permute_states(params, spec, perms_a, state)
     if rule == "average":
         state_b = jax.tree_util.tree_map(lambda s: s[b], whole)
         if perms_b is not None:  # b's moments follow its units, permuted like its weights
-            state_b, = _permute_states(params, perms_b, spec, state_b)
+            state_b, = permutation.permute_states(params, spec, perms_b, state_b)
         state = jax.tree_util.tree_map(
             lambda x, y: (x + y) / 2 if jnp.issubdtype(x.dtype, jnp.floating) else x,
             state, state_b)
@@ -70,18 +76,14 @@ def _cross(keys, parent_a, parent_b, config: WeightGAConfig, mesh, spec):
     name, kw = config.crossover, dict(config.crossover_kw)
     perms_b = None
     if name == "aligned":
-        name = config.alignment.base
-        if config.match_to == "parent" and spec is not None:
-            perms_b = jax.vmap(lambda x, y: permutation.match(spec, x, y, config.match_passes))(
-                {**pa, **ca}, {**pb, **cb})
-            moved = jax.vmap(lambda v, p: permutation.permute(v, spec, p))({**pb, **cb}, perms_b)
-            pb, cb = {"params": moved["params"]}, {k: moved[k] for k in cb}
-        elif config.match_to == "parent":  # else ga_step matched them to the best member
-            perms_b = matching.match_pairs(pa, pb, config.match_passes, mesh)
-            pb, = matching.permute_population(pb, perms_b)
+        name = cast(Alignment, config.alignment).base
+        if config.match_to == "parent":  # else ga_step matched them to the best member
+            perms_b = matching.match_pairs({**pa, **ca}, {**pb, **cb}, spec, config.match_passes,
+                                           mesh)
+            pb, cb = _permuted(pb, cb, spec, perms_b)
     if config.crossover_prob == 0:  # static: skip the work, not only its result
         return pa, ca, perms_b
-    if spec is not None and name == "per_neuron":  # units move with their statistics
+    if name == "per_neuron":  # units move with their statistics
         joint = jax.vmap(functools.partial(permutation.per_neuron, spec=spec))(
             keys, {**pa, **ca}, {**pb, **cb})
         return {"params": joint["params"]}, {k: joint[k] for k in ca}, perms_b
@@ -111,11 +113,11 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     placeholder rows reuse the first child's random keys, so every child is
     exactly what it would be if computed alone.
 
-    With a permutation ``spec`` (per-neuron and aligned crossover of a model
-    that is not a plain ``Conv_i``/``Dense_i`` chain), units carry their
-    collections (e.g. BatchNorm statistics) with them: a per-neuron child's
-    unit has the statistics of the parent it came from; children of other
-    base crossovers keep their first parent's statistics.
+    Per-neuron and aligned crossover move units by the model's permutation
+    ``spec``, and units carry their collections (e.g. BatchNorm statistics)
+    with them: a per-neuron child's unit has the statistics of the parent it
+    came from; children of other base crossovers keep their first parent's
+    statistics.
 
     With ``config.self_adaptive``, ``scales`` are the members' own mutation
     scales: a child inherits its first parent's, perturbed log-normally, and
@@ -165,7 +167,9 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
     then matches them and the elites to the best member (on the device, or
     partly on the host with ``matcher="exact"``: see
     :func:`~genetic_dl.matching.match_population`) in the generations it
-    re-matches, and permutes them inside the jitted step.
+    re-matches, and permutes them inside the jitted step. Per-neuron and
+    aligned crossover move units by the model's permutation spec
+    (:func:`~genetic_dl.permutation.spec_of`).
 
     Args:
       key: PRNG key.
@@ -194,57 +198,37 @@ def _generation(key, population: Population, fitness, generation, config: Weight
     if not config.self_adaptive:
         scales = None
     elite, a, b = _select(key, fitness, generation, config)
-    perms, spec = None, _unit_spec(population, config)
-    if config.crossover == "aligned" and spec is not None:
-        if config.match_to == "best" and int(generation) % config.match_every == 0:
+    mesh = sharding.mesh_of(population.params)
+    spec: Optional[PermutationSpec] = None
+    perms = None
+    if config.crossover in UNIT_CROSSOVERS:
+        spec = _unit_spec(population, config)
+        if (config.crossover == "aligned" and config.match_to == "best"
+                and int(generation) % config.match_every == 0):
             best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
-            perms = permutation.match_to_member(
-                {**population.params, **population.collections}, best, spec,
-                config.match_passes)
-    elif config.crossover == "aligned":
-        if "widths" in population.hparams:
-            raise ValueError("aligned crossover cannot permute width-padded members (their unit "
-                             "masks keep the first units): use per_neuron or uniform")
-        if config.match_to == "best" and int(generation) % config.match_every == 0:
-            best = selection_mod.elites(jnp.asarray(fitness), 1)[0]
+            variables = {**population.params, **population.collections}
             if config.matcher == "greedy":  # every member, each device its own; no host sync
-                perms = matching.match_on_device(population.params, best, config.match_passes,
-                                                 sharding.mesh_of(population.params))
+                perms = matching.match_on_device(variables, best, spec, config.match_passes,
+                                                 mesh)
             else:
                 members = np.union1d(np.asarray(elite), np.union1d(np.asarray(a), np.asarray(b)))
-                perms = matching.match_population(population.params, int(best),
-                                                  members=members,
-                                                  passes=config.match_passes,
-                                                  matcher="exact")
-    return _ga_step(key, population, generation, config, perms, elite, a, b,
-                    sharding.mesh_of(population.params), spec, scales)
+                perms = matching.match_population(variables, int(best), spec, members=members,
+                                                  passes=config.match_passes, matcher="exact")
+    return _ga_step(key, population, generation, config, perms, elite, a, b, mesh, spec,
+                    scales)
 
 
-def _is_chain(population: Population) -> bool:
-    try:
-        matching.unit_chain(population.params)
-    except ValueError:
-        return False
-    return True
-
-
-def _unit_spec(population: Population, config: WeightGAConfig):
-    """The permutation spec per-neuron and aligned crossover use, or ``None`` for a plain
-    ``Conv_i``/``Dense_i`` chain without collections (the same operators, on
-    :mod:`genetic_dl.matching`'s chain functions)."""
-    if config.crossover not in ("per_neuron", "aligned"):
-        return None
-    learner = population.learner
-    if (learner.permutation_spec is None and not population.collections
-            and _is_chain(population)):
-        return None
-    if config.matcher != "greedy":
-        raise ValueError("exact weight matching needs a plain Conv/Dense chain; with a "
-                         "permutation spec use matcher='greedy'")
-    if "widths" in population.hparams:
-        raise ValueError("per-neuron and aligned crossover of width-padded members need a "
-                         "plain Conv/Dense chain")
-    return permutation.spec_of(population)
+def _unit_spec(population: Population, config: WeightGAConfig) -> PermutationSpec:
+    """The permutation spec of per-neuron and aligned crossover: the learner's, or one
+    derived from the model and verified (:func:`~genetic_dl.permutation.spec_of`)."""
+    widths = population.hparams.get("widths")
+    if widths is None:
+        return permutation.spec_of(population)
+    check(config.crossover != "aligned", "aligned crossover cannot permute width-padded "
+          "members (their unit masks keep the first units): use per_neuron or uniform")
+    # per-neuron crossover keeps units in place: the padded network's spec, all units live
+    return permutation.spec_of(population.replace(
+        hparams={**population.hparams, "widths": jnp.full_like(widths, jnp.inf)}))
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -277,16 +261,11 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     key = raw_key(key)
     n_elite, n_child = elite.shape[0], a.shape[0]
     _, k_child, k_keys = jax.random.split(key, 3)
-    source = population  # with perms: params in the best member's unit order, elites too
-    if perms is not None and spec is not None:
-        moved = jax.vmap(lambda v, p: permutation.permute(v, spec, p))(
-            {**population.params, **population.collections}, perms)
-        source = population.replace(params={"params": moved["params"]},
-                                    collections={k: moved[k] for k in population.collections})
-    elif perms is not None:
+    source = population  # with perms: members in the best member's unit order, elites too
+    if perms is not None:
         # optimizer states are permuted by rows, only those a child or an elite keeps
-        source = population.replace(
-            params=matching.permute_population(population.params, perms)[0])
+        params, collections = _permuted(population.params, population.collections, spec, perms)
+        source = population.replace(params=params, collections=collections)
     rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
     params, hparams, rows_b, perms_b, collections, scales = _children(
         k_child, source, rows_a, rows_b, generation, config, n_elite, mesh, spec, scales)
@@ -310,8 +289,8 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     # children would shift every member across the devices' shard boundaries.
     elites = jax.tree_util.tree_map(lambda x: x[elite], source)
     if perms is not None:
-        elites = elites.replace(opt_state=_permute_states(
-            elites.params, jax.tree_util.tree_map(lambda p: p[elite], perms), spec,
+        elites = elites.replace(opt_state=permutation.permute_states(
+            elites.params, spec, jax.tree_util.tree_map(lambda p: p[elite], perms),
             elites.opt_state)[0])
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
     return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1), scales
