@@ -1454,6 +1454,20 @@ def _ab_library_shape(res: Results) -> str:
 # --- the document --------------------------------------------------------------------------
 
 
+@block("ab_layout")
+def _ab_layout(res: Results) -> str:
+    rows = res["ab_throughput_layout"]["table"]
+    off = [r["P"] for r in rows if not 0.95 <= r["ratio_median"] <= 1.05]
+    return (_ab(res, "ab_throughput_layout", "subpackages") + "\n\n"
+            + "The goal, throughput unchanged within ±5 % (a median ratio in [0.95, 1.05]), is "
+            + (met(True) + " at every size" if not off else
+               f"{met(False)} at P = {listing([str(p) for p in off])}")
+            + " ("
+            + ", ".join(f"{num(100 * (r['ratio_median'] - 1), 1, True)} % at P = {r['P']}"
+                        for r in rows)
+            + f"), inside per-round ranges of {span([x for r in rows for x in r['ratios']])}.")
+
+
 def load_results(directory: Path = RESULTS_DIR) -> Dict[str, Any]:
     """Every JSON file of a folder, by file name without ``.json``.
 

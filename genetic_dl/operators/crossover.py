@@ -22,7 +22,7 @@ from . import permutation
 Params = Any
 
 
-def coin_mask(key, shape) -> jax.Array:
+def coin_mask(key: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
     """Fair coin flips from packed random bits: 32 flips per 32-bit draw."""
     n = int(np.prod(shape))
     words = jax.random.bits(key, (-(-n // 32),), jnp.uint32)
@@ -30,12 +30,12 @@ def coin_mask(key, shape) -> jax.Array:
     return flips.reshape(-1)[:n].reshape(shape).astype(bool)
 
 
-def uniform(key, a: Params, b: Params, p: float = 0.5) -> Params:
+def uniform(key: jax.Array, a: Params, b: Params, p: float = 0.5) -> Params:
     """Each weight from ``b`` with probability ``p``, else from ``a`` (Syswerda, 1989)."""
     leaves, tree = jax.tree_util.tree_flatten(a)
     keys = jax.random.split(key, len(leaves))
 
-    def mask(k, shape):
+    def mask(k: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
         return coin_mask(k, shape) if p == 0.5 else jax.random.bernoulli(k, p, shape)
     out = [jnp.where(mask(k, x.shape), y, x)
            for k, x, y in zip(keys, leaves, jax.tree_util.tree_leaves(b))]
@@ -51,7 +51,7 @@ def _positions(tree: Params) -> Tuple[List[jax.Array], int]:
     return out, offset
 
 
-def _segment(a, b, lo, hi):
+def _segment(a: Params, b: Params, lo: Any, hi: Any) -> Params:
     pos, _ = _positions(a)
     leaves, tree = jax.tree_util.tree_flatten(a)
     out = [jnp.where((q >= lo) & (q < hi), y, x)
@@ -59,20 +59,21 @@ def _segment(a, b, lo, hi):
     return jax.tree_util.tree_unflatten(tree, out)
 
 
-def one_point(key, a: Params, b: Params) -> Params:
+def one_point(key: jax.Array, a: Params, b: Params) -> Params:
     """Genome before a random cut from ``a``, after it from ``b``."""
     _, n = _positions(a)
     return _segment(a, b, jax.random.randint(key, (), 1, n), n)
 
 
-def two_point(key, a: Params, b: Params) -> Params:
+def two_point(key: jax.Array, a: Params, b: Params) -> Params:
     """The genome between two random cuts from ``b``, the rest from ``a``."""
     _, n = _positions(a)
     cuts = jnp.sort(jax.random.randint(key, (2,), 0, n + 1))
     return _segment(a, b, cuts[0], cuts[1])
 
 
-def arithmetic(key, a: Params, b: Params, alpha: float = 0.5, random: bool = False) -> Params:
+def arithmetic(key: jax.Array, a: Params, b: Params, alpha: float = 0.5,
+               random: bool = False) -> Params:
     """Blend ``alpha * a + (1 - alpha) * b``; ``random`` draws alpha ~ U(0, 1) per child."""
     w = jax.random.uniform(key) if random else alpha
     return jax.tree_util.tree_map(lambda x, y: w * x + (1 - w) * y, a, b)
@@ -83,7 +84,7 @@ def _module_paths(tree: Params) -> List[str]:
             jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def per_layer(key, a: Params, b: Params) -> Params:
+def per_layer(key: jax.Array, a: Params, b: Params) -> Params:
     """Each layer (a module's kernel and bias together) whole from one parent."""
     modules = _module_paths(a)
     names = sorted(set(modules))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ def noise_table(size: int = TABLE_SIZE) -> jax.Array:
     return jnp.asarray(_table(int(size)))
 
 
-def _normal(key, n: int, dtype, table):
+def _normal(key: jax.Array, n: int, dtype: Any, table: Optional[jax.Array]) -> jax.Array:
     if table is None:
         return jax.random.normal(key, (n,), dtype)
     if n >= table.shape[0]:
@@ -50,7 +50,8 @@ def _normal(key, n: int, dtype, table):
     return jax.lax.dynamic_slice(table, (offset,), (n,)).astype(dtype)
 
 
-def gaussian(key, params: Params, rate, scale, max_rate: Optional[float] = None,
+def gaussian(key: jax.Array, params: Params, rate: Any, scale: Any,
+             max_rate: Optional[float] = None,
              table: Optional[jax.Array] = None) -> Params:
     """Adds ``N(0, (scale * std(tensor))^2)`` noise to a ``rate`` fraction of weights.
 
@@ -95,12 +96,13 @@ def gaussian(key, params: Params, rate, scale, max_rate: Optional[float] = None,
     return jax.tree_util.tree_unflatten(tree, out)
 
 
-def decayed_rate(rate0, decay, generation):
+def decayed_rate(rate0: Any, decay: Any, generation: Any) -> jax.Array:
     """Adaptive decay ``mu(t) = mu0 * exp(-decay * t)``."""
     return rate0 * jnp.exp(-decay * generation)
 
 
-def self_adaptive_scale(key, sigma, tau: Optional[float] = None):
+def self_adaptive_scale(key: jax.Array, sigma: jax.Array,
+                        tau: Optional[float] = None) -> jax.Array:
     """Log-normal self-adaptation of a member's own step size (Schwefel; as in SAMR-GA).
 
     Args:
@@ -115,9 +117,9 @@ def self_adaptive_scale(key, sigma, tau: Optional[float] = None):
     return sigma * jnp.exp(tau * jax.random.normal(key, sigma.shape))
 
 
-def pbt_exploit_explore(key, fitness, hparams: Mapping[str, jax.Array],
+def pbt_exploit_explore(key: jax.Array, fitness: jax.Array, hparams: Mapping[str, jax.Array],
                         bounds: Mapping[str, Tuple[float, float]], quantile: float = 0.25,
-                        resample_prob: float = 0.0):
+                        resample_prob: float = 0.0) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Population-based training's truncation exploit and perturb explore (Jaderberg et al., 2017).
 
     The bottom ``quantile`` copies a uniformly chosen member of the top
@@ -161,7 +163,7 @@ def pbt_exploit_explore(key, fitness, hparams: Mapping[str, jax.Array],
     return source, out
 
 
-def de_rand_1_bin(key, params: Params, f: float = 0.5, cr: float = 0.9) -> Params:
+def de_rand_1_bin(key: jax.Array, params: Params, f: float = 0.5, cr: float = 0.9) -> Params:
     """DE/rand/1/bin trial vectors for every member (Storn & Price, 1997).
 
     For target i: mutant ``a + F (b - c)`` with a, b, c distinct members other
@@ -182,7 +184,7 @@ def de_rand_1_bin(key, params: Params, f: float = 0.5, cr: float = 0.9) -> Param
         raise ValueError(f"DE/rand/1 needs at least 4 members, got {size}")
     k_pick, k_cross, k_force = jax.random.split(key, 3)
 
-    def pick(k, i):
+    def pick(k: jax.Array, i: jax.Array) -> jax.Array:
         others = jnp.where(jnp.arange(size - 1) >= i, jnp.arange(size - 1) + 1,
                            jnp.arange(size - 1))
         return jax.random.choice(k, others, (3,), replace=False)

@@ -13,7 +13,7 @@ which reads a Dense/Conv(+norm) chain), checked once by :func:`verify`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +84,7 @@ def identity(spec: PermutationSpec, variables: Variables) -> Perms:
     return {g: jnp.arange(n, dtype=jnp.int32) for g, n in group_sizes(spec, variables).items()}
 
 
-def _in_order(tree: Any, prefix: str = ""):
+def _in_order(tree: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
     """``(path, leaf)`` of nested dicts in insertion order (``tree_flatten`` sorts keys)."""
     if hasattr(tree, "items"):
         for k, v in tree.items():

@@ -29,23 +29,23 @@ def elites(fitness: jax.Array, count: int) -> jax.Array:
     return rank_order(fitness)[:count]
 
 
-def _ok(fitness):
+def _ok(fitness: jax.Array) -> jax.Array:
     ok = jnp.isfinite(fitness)
     return jnp.where(jnp.any(ok), ok, jnp.ones_like(ok))  # all failed: choose among all
 
 
-def _sample(key, probs, n):
+def _sample(key: jax.Array, probs: jax.Array, n: int) -> jax.Array:
     return jax.random.choice(key, probs.shape[0], (n,), replace=True, p=probs)
 
 
-def truncation(key, fitness, n: int, fraction: float = 0.5):
+def truncation(key: jax.Array, fitness: jax.Array, n: int, fraction: float = 0.5) -> jax.Array:
     """Uniform choice among the top ``fraction`` of the population."""
     size = fitness.shape[0]
     top = max(1, int(round(fraction * size)))
     return rank_order(fitness)[jax.random.randint(key, (n,), 0, top)]
 
 
-def tournament(key, fitness, n: int, k: int = 3):
+def tournament(key: jax.Array, fitness: jax.Array, n: int, k: int = 3) -> jax.Array:
     """Best of ``k`` members drawn uniformly with replacement (Goldberg & Deb, 1991).
 
     Entrants are drawn among the members that did not fail.
@@ -56,7 +56,7 @@ def tournament(key, fitness, n: int, k: int = 3):
     return entrants[jnp.arange(n), jnp.argmax(scores, axis=1)]
 
 
-def roulette_probabilities(fitness):
+def roulette_probabilities(fitness: jax.Array) -> jax.Array:
     """Fitness-proportional probabilities after shifting the worst success to 0.
 
     A small floor keeps the worst successful member selectable; failed members get 0.
@@ -71,12 +71,12 @@ def roulette_probabilities(fitness):
     return w / jnp.sum(w)
 
 
-def roulette(key, fitness, n: int):
+def roulette(key: jax.Array, fitness: jax.Array, n: int) -> jax.Array:
     """Fitness-proportional (roulette-wheel) selection (Holland, 1975)."""
     return _sample(key, roulette_probabilities(fitness), n)
 
 
-def rank_probabilities(fitness, pressure: float = 2.0):
+def rank_probabilities(fitness: jax.Array, pressure: float = 2.0) -> jax.Array:
     """Linear ranking: best gets ``pressure/P``, worst ``(2-pressure)/P`` (Baker, 1985)."""
     size = fitness.shape[0]
     ranks = jnp.empty(size, jnp.float32).at[rank_order(fitness)].set(
@@ -88,12 +88,12 @@ def rank_probabilities(fitness, pressure: float = 2.0):
     return w / jnp.sum(w)
 
 
-def rank(key, fitness, n: int, pressure: float = 2.0):
+def rank(key: jax.Array, fitness: jax.Array, n: int, pressure: float = 2.0) -> jax.Array:
     """Linear-rank selection with selective ``pressure`` in [1, 2]."""
     return _sample(key, rank_probabilities(fitness, pressure), n)
 
 
-def sus(key, fitness, n: int):
+def sus(key: jax.Array, fitness: jax.Array, n: int) -> jax.Array:
     """Stochastic universal sampling: n equally spaced pointers, one spin (Baker, 1987)."""
     cum = jnp.cumsum(roulette_probabilities(fitness))
     pointers = (jax.random.uniform(key) + jnp.arange(n)) / n
@@ -101,7 +101,7 @@ def sus(key, fitness, n: int):
     return jnp.minimum(idx, fitness.shape[0] - 1)
 
 
-def boltzmann_probabilities(fitness, beta):
+def boltzmann_probabilities(fitness: jax.Array, beta: Any) -> jax.Array:
     """``p_i ∝ exp(beta * f_i)``; failed members get 0."""
     f = clean_fitness(fitness)
     ok = _ok(fitness)
@@ -110,7 +110,7 @@ def boltzmann_probabilities(fitness, beta):
     return jax.nn.softmax(logits)
 
 
-def boltzmann(key, fitness, n: int, beta: float = 1.0):
+def boltzmann(key: jax.Array, fitness: jax.Array, n: int, beta: Any = 1.0) -> jax.Array:
     """Boltzmann selection ``p_i ∝ exp(beta f_i)`` (de la Maza & Tidor, 1993).
 
     ``beta`` may be traced; the loops raise it per generation with
@@ -122,7 +122,7 @@ def boltzmann(key, fitness, n: int, beta: float = 1.0):
     return _sample(key, boltzmann_probabilities(fitness, beta), n)
 
 
-def beta_schedule(beta0: float, growth: float, generation) -> jax.Array:
+def beta_schedule(beta0: Any, growth: float, generation: Any) -> jax.Array:
     """``beta(t) = beta0 * growth**t``: rising selection pressure."""
     return beta0 * jnp.power(growth, generation)
 
@@ -152,13 +152,13 @@ def survives(trial: Any, target: Any) -> np.ndarray:
     Returns:
       ``(P,)`` bool.
     """
-    def clean(f):
+    def clean(f: Any) -> np.ndarray:
         f = np.asarray(f, np.float64)
         return np.where(np.isfinite(f), f, -np.inf)
     return clean(trial) >= clean(target)
 
 
-def get(name: str, **kwargs) -> Callable:
+def get(name: str, **kwargs: Any) -> Callable:
     """Selection operator ``name`` with its options bound."""
     if name not in SELECTIONS:
         raise ValueError(f"unknown selection {name!r}: choose one of {', '.join(SELECTIONS)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional, Tuple, cast
+from typing import Any, Optional, Tuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,8 @@ from .base import Metrics, RuleBase, StepInfo
 UNIT_CROSSOVERS = ("per_neuron", "aligned")  # crossovers that move whole units: need a spec
 
 
-def _permuted(params, collections, spec: PermutationSpec, perms):
+def _permuted(params: Any, collections: Any, spec: PermutationSpec,
+              perms: Any) -> Tuple[Any, Any]:
     """Stacked ``(params, collections)`` with each member's units reordered by its row of
     ``perms``: a unit's statistics move with its weights."""
     moved = jax.vmap(lambda v, p: permutation.permute(v, spec, p))({**params, **collections},
@@ -37,8 +38,9 @@ def _permuted(params, collections, spec: PermutationSpec, perms):
     return {"params": moved["params"]}, {k: moved[k] for k in collections}
 
 
-def _child_opt_state(population: Population, params, hparams, a, b, rule: str, mesh=None,
-                     perms_a=None, perms_b=None, spec=None):
+def _child_opt_state(population: Population, params: Any, hparams: Any, a: jax.Array,
+                     b: jax.Array, rule: str, mesh: Any = None, perms_a: Any = None,
+                     perms_b: Any = None, spec: Optional[PermutationSpec] = None) -> Any:
     if rule == "reset":
         init = jax.vmap(lambda p, h: make_optimizer(population.optimizer, h).init(p))
         return init(params, hparams)
@@ -46,30 +48,39 @@ def _child_opt_state(population: Population, params, hparams, a, b, rule: str, m
     whole = sharding.constrain(population.opt_state, mesh, split=False)
     state = jax.tree_util.tree_map(lambda s: s[a], whole)
     if perms_a is not None:  # a's moments follow its units, permuted to the best's order
-        state, = permutation.permute_states(params, spec, perms_a, state)
+        state, = permutation.permute_states(params, _needed(spec), perms_a, state)
     if rule == "average":
         state_b = jax.tree_util.tree_map(lambda s: s[b], whole)
         if perms_b is not None:  # b's moments follow its units, permuted like its weights
-            state_b, = permutation.permute_states(params, spec, perms_b, state_b)
+            state_b, = permutation.permute_states(params, _needed(spec), perms_b, state_b)
         state = jax.tree_util.tree_map(
             lambda x, y: (x + y) / 2 if jnp.issubdtype(x.dtype, jnp.floating) else x,
             state, state_b)
     return sharding.constrain(state, mesh, split=True)
 
 
-def _rows(head, rest):
+def _needed(spec: Optional[PermutationSpec]) -> PermutationSpec:
+    """The spec of a step that moves units (the step derives one whenever it does)."""
+    if spec is None:
+        raise AssertionError("a crossover that moves units was given no permutation spec")
+    return spec
+
+
+def _rows(head: int, rest: jax.Array) -> jax.Array:
     """``rest`` behind ``head`` placeholder rows (copies of its first row, or zeros)."""
     fill = rest[:1] if rest.shape[0] else jnp.zeros((1,) + rest.shape[1:], rest.dtype)
     return jnp.concatenate([jnp.broadcast_to(fill, (head,) + rest.shape[1:]), rest])
 
 
-def _take_rows(tree, rows, mesh):
+def _take_rows(tree: Any, rows: jax.Array, mesh: Any) -> Any:
     """``tree``'s rows ``rows``, gathered from a replicated copy, split again over ``mesh``."""
     whole = sharding.constrain(tree, mesh, split=False)
     return sharding.constrain(jax.tree_util.tree_map(lambda x: x[rows], whole), mesh, split=True)
 
 
-def _cross(keys, parent_a, parent_b, config: WeightGAConfig, mesh, spec):
+def _cross(keys: jax.Array, parent_a: Tuple[Any, Any], parent_b: Tuple[Any, Any],
+           config: WeightGAConfig, mesh: Any,
+           spec: Optional[PermutationSpec]) -> Tuple[Any, Any, Any]:
     """Children's ``(params, collections, perms_b)`` from rows of ``(params, collections)``
     of parents a and b (see :func:`_children`)."""
     (pa, ca), (pb, cb) = parent_a, parent_b
@@ -78,19 +89,19 @@ def _cross(keys, parent_a, parent_b, config: WeightGAConfig, mesh, spec):
     if name == "aligned":
         name = cast(Alignment, config.alignment).base
         if config.match_to == "parent":  # else ga_step matched them to the best member
-            perms_b = matching.match_pairs({**pa, **ca}, {**pb, **cb}, spec, config.match_passes,
-                                           mesh)
-            pb, cb = _permuted(pb, cb, spec, perms_b)
+            perms_b = matching.match_pairs({**pa, **ca}, {**pb, **cb}, _needed(spec),
+                                           config.match_passes, mesh)
+            pb, cb = _permuted(pb, cb, _needed(spec), perms_b)
     if config.crossover_prob == 0:  # static: skip the work, not only its result
         return pa, ca, perms_b
     if name == "per_neuron":  # units move with their statistics
-        joint = jax.vmap(functools.partial(permutation.per_neuron, spec=spec))(
+        joint = jax.vmap(functools.partial(permutation.per_neuron, spec=_needed(spec)))(
             keys, {**pa, **ca}, {**pb, **cb})
         return {"params": joint["params"]}, {k: joint[k] for k in ca}, perms_b
     return jax.vmap(crossover_mod.get(name, **kw))(keys, pa, pb), ca, perms_b
 
 
-def _child_scales(key, scales, a, n_elite):
+def _child_scales(key: jax.Array, scales: jax.Array, a: jax.Array, n_elite: int) -> jax.Array:
     """Self-adaptive mutation scales per row: a child's is its first parent's times
     exp(tau N(0, 1)); an elite's row keeps its own."""
     # No slice of a row-space array: under the sharding constraints XLA
@@ -102,8 +113,10 @@ def _child_scales(key, scales, a, n_elite):
                      inherited * _rows(n_elite, factor))
 
 
-def _children(key, population: Population, a, b, generation, config: WeightGAConfig, n_elite,
-              mesh=None, spec=None, scales=None):
+def _children(key: jax.Array, population: Population, a: jax.Array, b: jax.Array,
+              generation: Any, config: WeightGAConfig, n_elite: int, mesh: Any = None,
+              spec: Optional[PermutationSpec] = None,
+              scales: Optional[jax.Array] = None) -> Tuple[Any, ...]:
     """Crossover of parents ``a`` x ``b`` then mutation, in row space.
 
     ``a`` and ``b`` hold one row per member of the next generation, the elites
@@ -143,7 +156,7 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
         collections = jax.tree_util.tree_map(keep, collections, ca)
     hparams = {k: v[a] for k, v in population.hparams.items()}
     rate = mutation_mod.decayed_rate(config.mutation_rate, config.mutation_decay, generation)
-    scales = _child_scales(k_sigma, scales, a, n_elite) if config.self_adaptive else None
+    scales = None if scales is None else _child_scales(k_sigma, scales, a, n_elite)
     scale = jnp.full(a.shape, config.mutation_scale) if scales is None else scales
     # A static bound on the (decaying) rate lets mutation draw positions, not coins.
     max_rate = config.mutation_rate if 0 < config.mutation_rate <= 0.25 else None
@@ -159,8 +172,9 @@ def _children(key, population: Population, a, b, generation, config: WeightGACon
     return children, hparams, jnp.where(crossed, b, a), perms_b, collections, scales
 
 
-def ga_step(key, population: Population, fitness, generation, config: WeightGAConfig,
-            scales=None):
+def ga_step(key: jax.Array, population: Population, fitness: jax.Array, generation: int,
+            config: WeightGAConfig,
+            scales: Optional[jax.Array] = None) -> Tuple[Population, jax.Array]:
     """One select -> cross -> mutate step (rule ``"ga"``), two jitted programs.
 
     The parents are selected first. Aligned crossover with ``match_to="best"``
@@ -190,8 +204,9 @@ def ga_step(key, population: Population, fitness, generation, config: WeightGACo
     return _generation(key, population, fitness, generation, config, scales)[:2]
 
 
-def _generation(key, population: Population, fitness, generation, config: WeightGAConfig,
-                scales=None):
+def _generation(key: jax.Array, population: Population, fitness: jax.Array, generation: int,
+                config: WeightGAConfig, scales: Optional[jax.Array] = None
+                ) -> Tuple[Population, jax.Array, Optional[jax.Array]]:
     """:func:`ga_step`, also returning the children's mutation scales."""
     if config.self_adaptive and scales is None:
         scales = jnp.full((population.size,), config.mutation_scale, jnp.float32)
@@ -232,7 +247,8 @@ def _unit_spec(population: Population, config: WeightGAConfig) -> PermutationSpe
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _select(key, fitness, generation, config: WeightGAConfig):
+def _select(key: jax.Array, fitness: jax.Array, generation: Any,
+            config: WeightGAConfig) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """Elite indices and the parents ``a``, ``b`` of every child."""
     size = fitness.shape[0]
     n_elite = min(config.elitism, size)
@@ -250,21 +266,25 @@ def _select(key, fitness, generation, config: WeightGAConfig):
     return selection_mod.elites(fitness, n_elite), a, b
 
 
-def _split(population: Population, mesh) -> Population:
+def _split(population: Population, mesh: Any) -> Population:
     return population.replace(params=sharding.constrain(population.params, mesh, True),
                               opt_state=sharding.constrain(population.opt_state, mesh, True))
 
 
 @functools.partial(jax.jit, static_argnames=("config", "mesh", "spec"))
-def _ga_step(key, population: Population, generation, config: WeightGAConfig, perms, elite,
-             a, b, mesh=None, spec=None, scales=None):
+def _ga_step(key: jax.Array, population: Population, generation: Any, config: WeightGAConfig,
+             perms: Any, elite: jax.Array, a: jax.Array, b: jax.Array, mesh: Any = None,
+             spec: Optional[PermutationSpec] = None,
+             scales: Optional[jax.Array] = None
+             ) -> Tuple[Population, jax.Array, Optional[jax.Array]]:
     key = raw_key(key)
     n_elite, n_child = elite.shape[0], a.shape[0]
     _, k_child, k_keys = jax.random.split(key, 3)
     source = population  # with perms: members in the best member's unit order, elites too
     if perms is not None:
         # optimizer states are permuted by rows, only those a child or an elite keeps
-        params, collections = _permuted(population.params, population.collections, spec, perms)
+        params, collections = _permuted(population.params, population.collections,
+                                        _needed(spec), perms)
         source = population.replace(params=params, collections=collections)
     rows_a, rows_b = jnp.concatenate([elite, a]), jnp.concatenate([elite, b])
     params, hparams, rows_b, perms_b, collections, scales = _children(
@@ -290,7 +310,7 @@ def _ga_step(key, population: Population, generation, config: WeightGAConfig, pe
     elites = jax.tree_util.tree_map(lambda x: x[elite], source)
     if perms is not None:
         elites = elites.replace(opt_state=permutation.permute_states(
-            elites.params, spec, jax.tree_util.tree_map(lambda p: p[elite], perms),
+            elites.params, _needed(spec), jax.tree_util.tree_map(lambda p: p[elite], perms),
             elites.opt_state)[0])
     merged = jax.tree_util.tree_map(lambda x, e: x.at[:n_elite].set(e), new, elites)
     return _split(merged, mesh), jnp.stack([rows_a, rows_b], 1), scales
