@@ -9,7 +9,7 @@ learner is compile-time configuration, so two populations with equal learners
 share compiled programs.
 
 ``Learner.from_linen`` wraps any ``flax.linen.Module``; the bundled zoo
-(:class:`~genetic_dl.models.MLPSpec` and friends) is built the same way by
+(:class:`~genetic_dl.core.models.MLPSpec` and friends) is built the same way by
 :func:`zoo_learner`, adding only that the zoo's modules take the per-member
 traced ``dropout`` rate and ``widths`` as call arguments (``hparam_kwargs``).
 """
@@ -133,7 +133,7 @@ class Learner:
           score: the metric recorded per epoch (default: the first one).
           permutation_spec: ``{path: (group or None, ...)}`` per variable, for
             per-neuron and aligned crossover (Git Re-Basin's permutation spec,
-            see :mod:`genetic_dl.permutation`); default: derived from a chain of
+            see :mod:`genetic_dl.operators.permutation`); default: derived from a chain of
             Dense/Conv(+BatchNorm/LayerNorm) layers. Either is checked with a
             permuted forward pass before those crossovers use it.
 

@@ -10,7 +10,7 @@ widths, rngs={"dropout": key})``. The dropout rate is an argument, not a module
 attribute, so that it can be a traced per-member value under ``vmap``; so are
 ``widths`` (MLP and CNN): units of hidden layer i at or beyond ``widths[i]``
 are masked to zero, so members of different widths share one padded shape
-(see :mod:`genetic_dl.padding`).
+(see :mod:`genetic_dl.core.padding`).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ compile its own training program (seconds each, more than training a small
 network). Instead, members of one layer count train in a spec whose hidden
 layers (MLP widths, CNN filters) are all padded to one width W; each member's
 true widths are a traced ``(layers,)`` array and the model zeroes the units
-beyond them (:func:`genetic_dl.models.MLP`), so a member computes exactly the
+beyond them (:func:`genetic_dl.core.models.MLP`), so a member computes exactly the
 function of its unpadded network. :func:`rescale_init` gives the padded
 members the initial weight scale of their true fan-in, and :func:`shrink`
 cuts a trained member back to its true spec (:func:`embed` is the inverse).

@@ -6,7 +6,7 @@ with it. Ainsworth et al. (2022), "Git Re-Basin: Merging Models modulo
 Permutation Symmetries", describe this with a permutation spec: for each
 variable, the permutation group of each of its axes (or ``None``). The spec
 is a property of the model (:attr:`genetic_dl.Learner.permutation_spec`);
-the operations on it live in :mod:`genetic_dl.permutation`.
+the operations on it live in :mod:`genetic_dl.operators.permutation`.
 
 Paths are ``"/"``-joined keys of the variables dict, collections included::
 

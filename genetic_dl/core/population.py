@@ -162,13 +162,13 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
         input shape is read from its first validation batch), or
         ``(feature_shape, out_dim)``.
       size: number of members P.
-      optimizer: a key of :data:`~genetic_dl.optimizers.OPTIMIZERS`, or a
+      optimizer: a key of :data:`~genetic_dl.core.optimizers.OPTIMIZERS`, or a
         function ``hparams -> optax.GradientTransformation`` of one member's
         traced hyperparameter scalars (names of your choosing).
       hparams: per-member hyperparameters, each a scalar or a ``(P,)`` array;
         missing ones take the named optimizer's defaults (dropout: the spec's).
         Optional ``widths``, ``(P, layers)``: each member's true layer widths
-        inside the spec's padded ones (:mod:`genetic_dl.padding`).
+        inside the spec's padded ones (:mod:`genetic_dl.core.padding`).
 
     Returns:
       A :class:`Population` of ``size`` members.

@@ -1,8 +1,8 @@
 """One member's minibatch step: the unit both training paths are built from.
 
 The array path scans it over an epoch's minibatches inside one program
-(:mod:`genetic_dl.train`); the stream path calls it once per streamed batch
-(:mod:`genetic_dl.stream`). Both vmap it over the members.
+(:mod:`genetic_dl.core.train`); the stream path calls it once per streamed batch
+(:mod:`genetic_dl.core.stream`). Both vmap it over the members.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def member_step(population: HasLearner, tx: optax.GradientTransformation,
     """One minibatch step of one member: ``carry = (params, opt_state, collections, key)``.
 
     Returns ``(carry, (loss, score))``; called under vmap, inside an epoch's scan
-    (arrays) or once per streamed batch (:mod:`genetic_dl.stream`).
+    (arrays) or once per streamed batch (:mod:`genetic_dl.core.stream`).
     """
     learner = population.learner
     p, s, c, k = carry

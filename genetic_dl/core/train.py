@@ -91,8 +91,8 @@ def _member_train(population: Population, params: Params, opt_state: PyTree,
 
 
 def chunk_members(population: Population, local: int, step_bytes: int = 0) -> int:
-    """Members per chunk: see :func:`~genetic_dl.sharding.member_chunk`; ``step_bytes``
-    are one member's training-step values (:func:`~genetic_dl.memory.step_bytes`)."""
+    """Members per chunk: see :func:`~genetic_dl.core.sharding.member_chunk`; ``step_bytes``
+    are one member's training-step values (:func:`~genetic_dl.core.memory.step_bytes`)."""
     leaves = jax.tree_util.tree_leaves((population.params, population.opt_state))
     per_member = sum(math.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves if x.ndim)
     return sharding.member_chunk(local, per_member, step_bytes)
@@ -191,7 +191,7 @@ def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
     Args:
       population: the members to train.
       data: a :class:`Dataset` (the whole epoch in one program) or a
-        :class:`~genetic_dl.stream.Stream` (one program per batch); training
+        :class:`~genetic_dl.core.stream.Stream` (one program per batch); training
         uses its train split, the per-epoch record its validation split.
       epochs: whole epochs (static: a new value compiles a new program).
       batch_size: minibatch size (static); the last incomplete batch of each
@@ -207,7 +207,7 @@ def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
 
     Raises:
       MemoryLimitError: before compiling, when the memory model
-        (:mod:`genetic_dl.memory`) says training will not fit; it names the
+        (:mod:`genetic_dl.core.memory`) says training will not fit; it names the
         largest population that would.
     """
     if not isinstance(epochs, int) or epochs < 1:

@@ -2,7 +2,7 @@
 
 ``GASampler`` breeds each generation with :class:`genetic_dl.search.GA`'s own
 ``ask`` (selection, crossover, mutation and duplicate renewal in the unit
-hypercube, :mod:`genetic_dl.space`), deterministically from the sampler's seed
+hypercube, :mod:`genetic_dl.search.space`), deterministically from the sampler's seed
 and the parents stored in the study. Workers that share one storage (RDB,
 ``JournalStorage``) therefore breed the same children and each takes a different
 one. Generations and parents live in the study's attributes through Optuna's
@@ -47,7 +47,7 @@ MAX_BATCHES = 16
 
 
 def gene_of(name: str, distribution: BaseDistribution) -> Gene:
-    """The :mod:`genetic_dl.space` gene of an Optuna distribution."""
+    """The :mod:`genetic_dl.search.space` gene of an Optuna distribution."""
     if isinstance(distribution, CategoricalDistribution):
         return Choice(tuple(distribution.choices))
     if isinstance(distribution, IntDistribution):
@@ -59,7 +59,8 @@ def gene_of(name: str, distribution: BaseDistribution) -> Gene:
 
 
 def space_of(search_space: Dict[str, BaseDistribution]) -> Space:
-    """A :class:`~genetic_dl.space.Space` over ``search_space``'s parameters (sorted by name)."""
+    """A :class:`~genetic_dl.search.space.Space` over ``search_space``'s parameters (sorted by
+    name)."""
     return Space(tuple((n, gene_of(n, d)) for n, d in sorted(search_space.items())))
 
 

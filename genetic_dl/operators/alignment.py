@@ -22,11 +22,11 @@ class Alignment:
 
     Attributes:
       base: the crossover applied after matching (any of
-        :data:`~genetic_dl.crossover.OPERATORS`).
+        :data:`~genetic_dl.operators.crossover.OPERATORS`).
       matcher: ``"greedy"`` (on the device) or ``"exact"`` (linear assignments
         on the host, 2-5x slower; needs ``match_to="best"``).
       match_to: ``"parent"`` matches each child's second parent to its first
-        on the device (:func:`~genetic_dl.matching.match_pairs`); ``"best"``
+        on the device (:func:`~genetic_dl.operators.matching.match_pairs`); ``"best"``
         matches parents and elites to the fittest member, so the population
         shares its unit order and children inherit it (training from a shared
         ancestor does not reorder units: Frankle et al., 2020). ``None``:

@@ -3,9 +3,9 @@
 Each operator acts on one pair of params pytrees (no population axis); the GA
 step vmaps it over all pairs. Every child weight comes from parent ``a`` or
 ``b`` (or their declared blend, for ``arithmetic``). ``per_neuron`` takes the
-model's permutation spec (:mod:`genetic_dl.permutation`); aligned crossover
+model's permutation spec (:mod:`genetic_dl.operators.permutation`); aligned crossover
 (weight matching, then one of these) is the GA's: it matches units across the
-population (:mod:`genetic_dl.matching`).
+population (:mod:`genetic_dl.operators.matching`).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ best matches another's (Ainsworth et al., 2022, "Git Re-Basin: Merging Models mo
 Permutation Symmetries", Alg. 1), for one pair or a whole population.
 
 Any model with a :class:`~genetic_dl.PermutationSpec` is matched alike: the
-similarities come from :func:`genetic_dl.permutation.similarity`, the
+similarities come from :func:`genetic_dl.operators.permutation.similarity`, the
 assignments from :func:`greedy_assignment` on the device (``"greedy"``) or from
 scipy's ``linear_sum_assignment`` on the host (``"exact"``). Permutations are
 ``{group: (units,)}`` dicts, ``{group: (P, units)}`` for a population.
@@ -202,7 +202,7 @@ def match(spec: PermutationSpec, a: Variables, b: Variables, passes: Optional[in
         by one).
 
     Returns:
-      ``{group: (units,) int32}``, for :func:`genetic_dl.permutation.permute` of ``b``.
+      ``{group: (units,) int32}``, for :func:`genetic_dl.operators.permutation.permute` of ``b``.
     """
     _check_matcher(matcher)
     if matcher == "greedy":

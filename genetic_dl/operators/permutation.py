@@ -4,7 +4,7 @@ A :class:`~genetic_dl.core.permutation_spec.PermutationSpec` (Ainsworth et
 al., 2022, "Git Re-Basin: Merging Models modulo Permutation Symmetries") says
 which axes of a model's variables are the same hidden unit. Per-neuron and
 aligned crossover use it to keep units whole and to match them
-(:mod:`genetic_dl.matching`); nothing here knows a model's layer names.
+(:mod:`genetic_dl.operators.matching`); nothing here knows a model's layer names.
 
 Where a spec comes from is one seam, :func:`spec_of`: the learner's own, or
 one a :data:`Derivation` computes from the model (by default :func:`derive`,

@@ -3,7 +3,7 @@
 Configs that share a static shape (model family and layer count, activation,
 optimizer, batch size) train together as one vmapped population, with
 per-member learning rate, weight decay, dropout and layer widths as traced
-values (widths by padding and masking, :mod:`genetic_dl.padding`). Group sizes
+values (widths by padding and masking, :mod:`genetic_dl.core.padding`). Group sizes
 are rounded up to powers of two so that sizes repeat and hit the jit cache.
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ class Objective:
 
     def trained(self) -> Dict[str, Any]:
         """The best model it trained so far, ``{"params", "spec", ...}``, when it keeps
-        one (:class:`~genetic_dl.trainer_objective.TrainerObjective`); ``{}`` otherwise."""
+        one (:class:`~genetic_dl.search.trainer_objective.TrainerObjective`); ``{}`` otherwise."""
         return {}
 
 
@@ -154,7 +154,7 @@ def run_search(method: Union[str, Strategy[Any]], space: Space, objective: Objec
       objectives: number of objectives the fitness has.
       max_stalled_rounds: stop after this many rounds that evaluate nothing new.
       callbacks: ``cb(round, record) -> stop?`` after each round (see
-        :mod:`genetic_dl.stopping` for saturation, target and time limits).
+        :mod:`genetic_dl.core.stopping` for saturation, target and time limits).
       replay: evaluations of an interrupted run of the same search (its
         ``SearchResult.evaluations``): the search repeats its rounds answering
         those configs from them, spending their cost but training nothing, so

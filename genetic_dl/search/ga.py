@@ -1,6 +1,6 @@
 """The outer genetic algorithm over hyperparameters and structure (ask/tell).
 
-Genomes are points of the unit hypercube (see :mod:`genetic_dl.space`); one
+Genomes are points of the unit hypercube (see :mod:`genetic_dl.search.space`); one
 generation's selection, crossover and mutation run as one jitted program
 (:func:`_breed`). :func:`genetic_dl.search.run_search` drives it like any
 other method.
@@ -184,7 +184,8 @@ class GA:
     Attributes:
       population: individuals per generation.
       init: ``"random"`` or ``"lhs"``.
-      selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name and options.
+      selection, selection_kw: a :data:`~genetic_dl.operators.selection.SELECTIONS` name
+        and options.
       boltzmann_growth: per-generation growth of Boltzmann beta.
       crossover: ``"one_point"``, ``"two_point"`` or ``"uniform"`` on genomes.
       mutation_rate, mutation_sigma, mutation_decay: per-gene rate (1-5 % in the

@@ -1,6 +1,6 @@
 """Operators on populations of unit genomes ``(n, D)`` for the outer GA.
 
-Pure functions with explicit keys. Selection reuses :mod:`genetic_dl.selection`.
+Pure functions with explicit keys. Selection reuses :mod:`genetic_dl.operators.selection`.
 """
 from __future__ import annotations
 

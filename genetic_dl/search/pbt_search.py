@@ -1,6 +1,6 @@
 """Search over MLP widths and training hyperparameters by successive halving, then PBT.
 
-Members of every width train as one padded population (:mod:`genetic_dl.padding`).
+Members of every width train as one padded population (:mod:`genetic_dl.core.padding`).
 ``start`` members with widths and hyperparameters drawn from their ranges
 train in rungs of ``rung_epochs``; after each rung the better half (by
 validation fitness) goes on with its weights (successive halving: Jamieson &

@@ -1,11 +1,11 @@
 """The bundled trainer as a search objective: configs of one shape train as one population.
 
-Configs are grouped by shape (:mod:`genetic_dl.config_groups`); a group trains
+Configs are grouped by shape (:mod:`genetic_dl.search.config_groups`); a group trains
 one epoch per call, so one compiled program serves every epoch count, and
 members leave the group as they reach their own epochs. Each candidate is
-scored on the validation split (:mod:`genetic_dl.candidate_fitness`); the best
+scored on the validation split (:mod:`genetic_dl.search.candidate_fitness`); the best
 network, and with Lamarckian inheritance the best per structure, are kept in a
-:class:`~genetic_dl.trained_archive.TrainedArchive`. Budget cost is
+:class:`~genetic_dl.search.trained_archive.TrainedArchive`. Budget cost is
 network-epochs.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ class TrainerObjective(Objective):
       multi_objective: ``"params"`` returns ``(metric, -parameter count)``.
       max_group: most members trained at once (memory bound).
       pad_widths: MLPs (CNNs) of one layer count train in one padded shape with
-        per-member unit masks (:mod:`genetic_dl.padding`): one compile serves
+        per-member unit masks (:mod:`genetic_dl.core.padding`): one compile serves
         every width. Off: each distinct width compiles its own program.
       lamarckian: a config whose structure (spec and optimizer) was trained
         before starts from the best weights trained for that structure, so a

@@ -24,12 +24,12 @@ class WeightGAConfig:
 
     Attributes:
       rule: generation rule, one of :data:`RULES`.
-      selection, selection_kw: a :data:`~genetic_dl.selection.SELECTIONS` name
+      selection, selection_kw: a :data:`~genetic_dl.operators.selection.SELECTIONS` name
         and its options (as a tuple of pairs, e.g. ``(("k", 3),)``).
-      crossover, crossover_kw: a :data:`~genetic_dl.crossover.CROSSOVERS` name
+      crossover, crossover_kw: a :data:`~genetic_dl.operators.crossover.CROSSOVERS` name
         and its options.
       alignment: with ``crossover="aligned"``, how units are matched before
-        crossing (:class:`~genetic_dl.alignment.Alignment`: base crossover,
+        crossing (:class:`~genetic_dl.operators.alignment.Alignment`: base crossover,
         matcher, match_to, passes, every); default ``Alignment()``. Its options
         given in ``crossover_kw`` instead move here.
       crossover_prob: probability that a child is a crossover (else a copy of
@@ -45,7 +45,7 @@ class WeightGAConfig:
         log-normally (SAMR-GA style).
       noise_table: mutation noise read from a shared precomputed table of
         N(0, 1) values at random offsets (as in OpenAI's evolution strategies)
-        instead of drawn fresh: see :func:`~genetic_dl.mutation.noise_table`.
+        instead of drawn fresh: see :func:`~genetic_dl.operators.mutation.noise_table`.
       hall_of_fame: distinct best members kept (with their params) in the result.
       boltzmann_growth: per-generation growth of Boltzmann selection's beta.
       opt_state: a child's optimizer state, one of :data:`OPT_STATE_RULES`.

@@ -67,7 +67,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
         ``"accuracy"``, ``"f1"``...) or ``f(metrics) -> (P,)`` to maximise.
       callbacks: ``cb(generation, population, record) -> stop?`` after each
         generation's evaluation.
-      mesh: as in :func:`~genetic_dl.train.train`.
+      mesh: as in :func:`~genetic_dl.core.train.train`.
       resume: a :class:`LoopState` to continue from (``key`` and ``population``
         are then ignored); the result equals the uninterrupted run's.
       on_state: called with the :class:`LoopState` after every GA step (to

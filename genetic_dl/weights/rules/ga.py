@@ -180,10 +180,10 @@ def ga_step(key: jax.Array, population: Population, fitness: jax.Array, generati
     The parents are selected first. Aligned crossover with ``match_to="best"``
     then matches them and the elites to the best member (on the device, or
     partly on the host with ``matcher="exact"``: see
-    :func:`~genetic_dl.matching.match_population`) in the generations it
+    :func:`~genetic_dl.operators.matching.match_population`) in the generations it
     re-matches, and permutes them inside the jitted step. Per-neuron and
     aligned crossover move units by the model's permutation spec
-    (:func:`~genetic_dl.permutation.spec_of`).
+    (:func:`~genetic_dl.operators.permutation.spec_of`).
 
     Args:
       key: PRNG key.
@@ -235,7 +235,7 @@ def _generation(key: jax.Array, population: Population, fitness: jax.Array, gene
 
 def _unit_spec(population: Population, config: WeightGAConfig) -> PermutationSpec:
     """The permutation spec of per-neuron and aligned crossover: the learner's, or one
-    derived from the model and verified (:func:`~genetic_dl.permutation.spec_of`)."""
+    derived from the model and verified (:func:`~genetic_dl.operators.permutation.spec_of`)."""
     widths = population.hparams.get("widths")
     if widths is None:
         return permutation.spec_of(population)

@@ -1,0 +1,102 @@
+"""Interleaved A/B of the weight GA's step (aligned and per-neuron crossover) between two
+checkouts of genetic_dl.
+
+Each round runs one fresh process per checkout (A, then B, then the next round B first) on
+2 host devices. A process trains a digits MLP (128, 128) population of each size for 3 epochs,
+compiles every arm, then times ``ga_step`` for the arms in turn, ``--reps`` times; its figure
+per arm is the median of those calls. So a change to the crossover path is measured against the
+code before it on the same machine, the same minute.
+
+    git worktree add /tmp/before <commit>
+    python benchmarks/ab_ga_step.py --a /tmp/before --b . --rounds 5
+    # -> benchmarks/results/ab_ga_step.json, a table of milliseconds per step and B/A ratios
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+
+# The child imports ga_step from where each layout keeps it: the flat package had it in
+# genetic_dl.weight_ga, the subpackages in genetic_dl.weights.rules.ga.
+CHILD = """
+import json, statistics, sys, time
+import jax
+import genetic_dl as gdl
+try:
+    from genetic_dl.weights.rules.ga import ga_step
+except ImportError:
+    from genetic_dl.weight_ga import ga_step
+gdl.use_host_devices()
+data = gdl.load_dataset("digits")
+best = (("match_to", "best"), ("every", 5))
+arms = {"aligned": gdl.WeightGAConfig(crossover="aligned"),
+        "aligned_best_matching": gdl.WeightGAConfig(crossover="aligned", crossover_kw=best),
+        "aligned_exact": gdl.WeightGAConfig(crossover="aligned",
+                                            crossover_kw=(("matcher", "exact"),)),
+        "per_neuron": gdl.WeightGAConfig(crossover="per_neuron")}
+out = {}
+for size in map(int, sys.argv[1].split(",")):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((128, 128)), data, size)
+    pop = jax.block_until_ready(gdl.train(pop, data, 3)[0])
+    fit = gdl.fitness_from_metrics(gdl.evaluate(pop, data))
+    for cfg in arms.values():  # compile
+        jax.block_until_ready(ga_step(jax.random.key(1), pop, fit, 0, cfg)[0].params)
+    times = {name: [] for name in arms}
+    for i in range(int(sys.argv[2])):
+        for name, cfg in arms.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(ga_step(jax.random.key(2 + i), pop, fit, 0, cfg)[0].params)
+            times[name].append(time.perf_counter() - t0)
+    out[size] = {name: 1000 * statistics.median(t) for name, t in times.items()}
+print(json.dumps(out))
+"""
+
+
+def _measure(root: str, sizes, reps: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(map(str, sizes)), str(reps)],
+                          env=env, capture_output=True, text=True, check=True, cwd="/")
+    return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+def main() -> int:
+    """Runs the rounds, prints the table and writes the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a", required=True, help="checkout A (e.g. the commit before)")
+    parser.add_argument("--b", default=".", help="checkout B (default: this one)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "ab_ga_step.json"))
+    args = parser.parse_args()
+    runs = {"a": [], "b": []}
+    for r in range(args.rounds):
+        for arm in ("a", "b") if r % 2 == 0 else ("b", "a"):
+            runs[arm].append(_measure(getattr(args, arm), args.sizes, args.reps))
+    print(f"{'P':>5} {'arm':<22} {'A ms':>8} {'B ms':>8} {'B/A (median)':>13}")
+    table = []
+    for size in args.sizes:
+        for name in runs["a"][0][size]:
+            a = statistics.median(x[size][name] for x in runs["a"])
+            b = statistics.median(x[size][name] for x in runs["b"])
+            ratios = [y[size][name] / x[size][name] for x, y in zip(runs["a"], runs["b"])]
+            table.append({"P": size, "arm": name, "a_ms": a, "b_ms": b,
+                          "ratio_median": statistics.median(ratios), "ratios": ratios})
+            print(f"{size:>5} {name:<22} {a:>8.1f} {b:>8.1f} {statistics.median(ratios):>13.3f}")
+    record = {"command": "python benchmarks/ab_ga_step.py " + " ".join(sys.argv[1:]),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "a": args.a,
+              "b": args.b, "table": table, "runs": runs}
+    write_json(args.out, record)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
