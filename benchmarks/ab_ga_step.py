@@ -12,14 +12,13 @@ code before it on the same machine, the same minute.
     # -> benchmarks/results/ab_ga_step.json, a table of milliseconds per step and B/A ratios
 """
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from ab_throughput import interleaved  # noqa: E402  pylint: disable=wrong-import-position
 from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
 
 # The child imports ga_step from where each layout keeps it: the flat package had it in
@@ -58,13 +57,6 @@ print(json.dumps(out))
 """
 
 
-def _measure(root: str, sizes, reps: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
-    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(map(str, sizes)), str(reps)],
-                          env=env, capture_output=True, text=True, check=True, cwd="/")
-    return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
-
-
 def main() -> int:
     """Runs the rounds, prints the table and writes the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,10 +68,8 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "ab_ga_step.json"))
     args = parser.parse_args()
-    runs = {"a": [], "b": []}
-    for r in range(args.rounds):
-        for arm in ("a", "b") if r % 2 == 0 else ("b", "a"):
-            runs[arm].append(_measure(getattr(args, arm), args.sizes, args.reps))
+    runs = interleaved({"a": args.a, "b": args.b}, args.rounds, CHILD,
+                       ",".join(map(str, args.sizes)), str(args.reps))
     print(f"{'P':>5} {'arm':<22} {'A ms':>8} {'B ms':>8} {'B/A (median)':>13}")
     table = []
     for size in args.sizes:

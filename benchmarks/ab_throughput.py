@@ -38,14 +38,27 @@ print(json.dumps(out))
 """
 
 
-def _measure(root: str, sizes, seconds: float):
+def measure(root: str, child: str, *args: str) -> dict:
+    """Runs ``child`` in a fresh process that imports genetic_dl from checkout ``root``;
+    returns the JSON of its last line, keyed by int (the population sizes)."""
     env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
-    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(map(str, sizes)), str(seconds)],
-                          env=env, capture_output=True, text=True, check=True, cwd="/")
+    proc = subprocess.run([sys.executable, "-c", child, *args], env=env, capture_output=True,
+                          text=True, check=True, cwd="/")
     return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
+def interleaved(roots: dict, rounds: int, child: str, *args: str) -> dict:
+    """``{"a": [...], "b": [...]}``: one :func:`measure` per arm and round, A first in even
+    rounds and B first in odd ones, so drift of the machine's speed hits both alike."""
+    runs = {"a": [], "b": []}
+    for r in range(rounds):
+        for arm in ("a", "b") if r % 2 == 0 else ("b", "a"):
+            runs[arm].append(measure(roots[arm], child, *args))
+    return runs
+
+
 def main() -> int:
+    """Runs the rounds, prints the table and writes the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, help="checkout A (e.g. the commit before)")
     parser.add_argument("--b", default=".", help="checkout B (default: this one)")
@@ -55,10 +68,8 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "ab_throughput.json"))
     args = parser.parse_args()
-    runs = {"a": [], "b": []}
-    for r in range(args.rounds):
-        for arm in ("a", "b") if r % 2 == 0 else ("b", "a"):
-            runs[arm].append(_measure(getattr(args, arm), args.sizes, args.seconds))
+    runs = interleaved({"a": args.a, "b": args.b}, args.rounds, CHILD,
+                       ",".join(map(str, args.sizes)), str(args.seconds))
     print(f"{'P':>5} {'A member-epochs/s':>18} {'B member-epochs/s':>18} {'B/A (median)':>13}")
     table = []
     for size in args.sizes:
