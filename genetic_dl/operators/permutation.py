@@ -13,7 +13,7 @@ which reads a Dense/Conv(+norm) chain), checked once by :func:`verify`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -314,18 +314,40 @@ def permute_states(like: Any, spec: PermutationSpec, perms: Perms,
                                         states, is_leaf=is_like))
 
 
+class _Sample:
+    """The hyperparameters a spec is verified with: member 0's of the first population
+    seen. Not part of the cache key (every sample is equal): a spec is a property of the
+    model, so it is verified once per learner, input shape and hyperparameter names, and
+    a GA step after the first reads nothing from the devices."""
+
+    def __init__(self, hparams: Mapping[str, Any]) -> None:
+        self._hparams = hparams
+
+    def values(self) -> Dict[str, jax.Array]:
+        """Member 0's hyperparameters, in one host transfer."""
+        return {k: jnp.asarray(np.asarray(v)[0])
+                for k, v in jax.device_get(dict(self._hparams)).items()}
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Sample)
+
+
 @functools.lru_cache(maxsize=64)
-def _cached(learner: Any, feature_shape: Tuple[int, ...], hp_items: Tuple[Any, ...],
-            derivation: Derivation) -> PermutationSpec:
-    hp = {k: jnp.asarray(v) for k, v in hp_items}
+def _cached(learner: Any, feature_shape: Tuple[int, ...], names: Tuple[str, ...],
+            derivation: Derivation, sample: _Sample) -> PermutationSpec:
+    del names  # part of the key only
+    hp = sample.values()
     x = jnp.zeros((2,) + tuple(feature_shape), jnp.float32)
     params, collections = learner.init(jax.random.key(0), x)
     variables = {**params, **collections}
-    sample = jax.random.normal(jax.random.key(1), x.shape, x.dtype)
+    sample_x = jax.random.normal(jax.random.key(1), x.shape, x.dtype)
 
     def forward(v):
         p = {"params": v["params"]}
-        return learner.apply_eval(p, {k: v[k] for k in v if k != "params"}, sample, hp)
+        return learner.apply_eval(p, {k: v[k] for k in v if k != "params"}, sample_x, hp)
     given = getattr(learner, "permutation_spec", None)
     spec = given if given is not None else derivation(variables, forward)
     verify(spec, variables, forward, jax.random.key(2))
@@ -335,7 +357,8 @@ def _cached(learner: Any, feature_shape: Tuple[int, ...], hp_items: Tuple[Any, .
 def spec_of(population: Any, derivation: Derivation = derive) -> PermutationSpec:
     """The population's permutation spec: the learner's, else ``derivation``'s (by
     default :func:`derive`, from its layer chain); either is verified once with a
-    permuted forward pass (cached per learner, input shape and hyperparameters).
+    permuted forward pass of member 0 (cached per learner, input shape and
+    hyperparameter names).
 
     Args:
       population: a :class:`~genetic_dl.Population`.
@@ -347,8 +370,5 @@ def spec_of(population: Any, derivation: Derivation = derive) -> PermutationSpec
     Raises:
       ValueError: no valid spec (see :func:`derive` and :func:`verify`).
     """
-    # one host transfer: an eager index per sharded hyperparameter costs ~0.4 ms each
-    first = {k: np.asarray(v)[0].tolist() for k, v in jax.device_get(population.hparams).items()}
-    hp = tuple(sorted(first.items()))
-    hp = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in hp)
-    return _cached(population.learner, tuple(population.feature_shape), hp, derivation)
+    return _cached(population.learner, tuple(population.feature_shape),
+                   tuple(sorted(population.hparams)), derivation, _Sample(population.hparams))
