@@ -13,13 +13,11 @@ code before it on the same machine, the same minute.
 """
 import argparse
 import os
-import platform
 import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ab_throughput import interleaved  # noqa: E402  pylint: disable=wrong-import-position
-from genetic_dl.app.rundir import write_json  # noqa: E402  pylint: disable=wrong-import-position
+from ab_throughput import interleaved, write_record  # noqa: E402  pylint: disable=wrong-import-position
 
 # The child imports ga_step from where each layout keeps it: the flat package had it in
 # genetic_dl.weight_ga, the subpackages in genetic_dl.weights.rules.ga.
@@ -80,12 +78,7 @@ def main() -> int:
             table.append({"P": size, "arm": name, "a_ms": a, "b_ms": b,
                           "ratio_median": statistics.median(ratios), "ratios": ratios})
             print(f"{size:>5} {name:<22} {a:>8.1f} {b:>8.1f} {statistics.median(ratios):>13.3f}")
-    record = {"command": "python benchmarks/ab_ga_step.py " + " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "a": args.a,
-              "b": args.b, "table": table, "runs": runs}
-    write_json(args.out, record)
-    print(f"wrote {args.out}")
-    return 0
+    return write_record("ab_ga_step.py", args, table, runs)
 
 
 if __name__ == "__main__":

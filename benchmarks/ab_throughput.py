@@ -79,7 +79,12 @@ def main() -> int:
         table.append({"P": size, "a": a, "b": b, "ratio_median": statistics.median(ratios),
                       "ratios": ratios})
         print(f"{size:>5} {a:>18.1f} {b:>18.1f} {statistics.median(ratios):>13.3f}")
-    record = {"command": "python benchmarks/ab_throughput.py " + " ".join(sys.argv[1:]),
+    return write_record("ab_throughput.py", args, table, runs)
+
+
+def write_record(script: str, args: argparse.Namespace, table: list, runs: dict) -> int:
+    """Writes an A/B's table and runs, with its command and machine, to ``args.out``."""
+    record = {"command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "a": args.a,
               "b": args.b, "table": table, "runs": runs}
     write_json(args.out, record)
