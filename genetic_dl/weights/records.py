@@ -40,14 +40,17 @@ class WeightGAResult:
     hall_of_fame: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_pandas(self, what: str = "history") -> Any:
-        """``history`` (one row per generation) or ``lineage`` as a ``pandas.DataFrame``
-        (typed ``Any``: pandas is optional)."""
+        """``history`` (one row per generation; the best member's metrics one column each,
+        ``best_<metric>``) or ``lineage`` as a ``pandas.DataFrame`` (typed ``Any``: pandas
+        is optional)."""
         if what == "lineage":
             return records_to_pandas([dict(zip(("generation", "child", "parent_a", "parent_b"),
                                                row)) for row in self.lineage])
-        return records_to_pandas([{k: v for k, v in h.items()
-                                   if k not in ("member_ids", "member_fitness")}
-                                  for h in self.history])
+        return records_to_pandas([
+            {**{k: v for k, v in h.items()
+                if k not in ("member_ids", "member_fitness", "best_metrics")},
+             **{f"best_{k}": v for k, v in h.get("best_metrics", {}).items()}}
+            for h in self.history])
 
 
 @jax.jit

@@ -152,7 +152,11 @@ def test_hall_of_fame_holds_the_best_distinct_members(iris):
     assert -split_metrics(top, hall[0]["params"], iris, "val")["loss"] == \
         pytest.approx(hall[0]["fitness"], abs=1e-5)
     if pytest.importorskip("pandas"):
-        assert list(res.to_pandas()["generation"]) == [0, 1, 2]
+        frame = res.to_pandas()
+        assert list(frame["generation"]) == [0, 1, 2]
+        assert list(frame["best_accuracy"]) == [h["best_metrics"]["accuracy"]
+                                                for h in res.history]
+        assert not any(isinstance(v, dict) for v in frame.iloc[0])  # flat: no column of dicts
         assert len(res.to_pandas("lineage")) == len(res.lineage)
 
 
