@@ -11,13 +11,13 @@ code before it on the same machine, the same minute.
     python benchmarks/ab_ga_step.py --a /tmp/before --b . --rounds 5
     # -> benchmarks/results/ab_ga_step.json, a table of milliseconds per step and B/A ratios
 """
-import argparse
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ab_throughput import interleaved, write_record  # noqa: E402  pylint: disable=wrong-import-position
+from ab_throughput import (  # noqa: E402  pylint: disable=wrong-import-position
+    ab_parser, interleaved, write_record)
 
 # The child imports ga_step from where each layout keeps it: the flat package had it in
 # genetic_dl.weight_ga, the subpackages in genetic_dl.weights.rules.ga.
@@ -57,14 +57,8 @@ print(json.dumps(out))
 
 def main() -> int:
     """Runs the rounds, prints the table and writes the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a", required=True, help="checkout A (e.g. the commit before)")
-    parser.add_argument("--b", default=".", help="checkout B (default: this one)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 128])
+    parser = ab_parser(__doc__, [32, 128], "ab_ga_step.json")
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                      "ab_ga_step.json"))
     args = parser.parse_args()
     runs = interleaved({"a": args.a, "b": args.b}, args.rounds, CHILD,
                        ",".join(map(str, args.sizes)), str(args.reps))

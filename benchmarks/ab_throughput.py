@@ -57,16 +57,21 @@ def interleaved(roots: dict, rounds: int, child: str, *args: str) -> dict:
     return runs
 
 
-def main() -> int:
-    """Runs the rounds, prints the table and writes the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def ab_parser(doc: str, sizes: list, out: str) -> argparse.ArgumentParser:
+    """The options every A/B script takes: the two checkouts, sizes, rounds and output."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--a", required=True, help="checkout A (e.g. the commit before)")
     parser.add_argument("--b", default=".", help="checkout B (default: this one)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--sizes", type=int, nargs="+", default=sizes)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                      "ab_throughput.json"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", out))
+    return parser
+
+
+def main() -> int:
+    """Runs the rounds, prints the table and writes the JSON."""
+    parser = ab_parser(__doc__, [8, 32, 128], "ab_throughput.json")
+    parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     runs = interleaved({"a": args.a, "b": args.b}, args.rounds, CHILD,
                        ",".join(map(str, args.sizes)), str(args.seconds))
