@@ -19,6 +19,9 @@ Paths are ``"/"``-joined keys of the variables dict, collections included::
 An axis may hold a whole number of copies of a group, unit fastest: the rows
 of a dense layer reading a flattened ``(H, W, C)`` conv output are
 ``s * C + c``, so ``"P0"`` on that axis permutes the channels of every pixel.
+An axis may also be cut into segments, each a group or a count of entries
+that stay in place: the rows of a layer reading ``concatenate([a, b, x])``
+are ``("P1", "P2", 3)`` (``a``'s units, ``b``'s, then three input features).
 Variables the spec does not name are never permuted.
 """
 from __future__ import annotations
@@ -31,7 +34,9 @@ import numpy as np
 
 from ..errors import check, fail
 
-Axes = Tuple[Optional[str], ...]
+Segment = Union[str, int]
+Entry = Union[None, str, Tuple[Segment, ...]]
+Axes = Tuple[Entry, ...]
 
 
 def _natural(name: str) -> Tuple[str, int, str]:
@@ -46,14 +51,20 @@ class PermutationSpec:
     """The permutation group of each axis of each named variable (hashable).
 
     Attributes:
-      axes: ``((path, (group or None, ...)), ...)``, one entry per variable.
+      axes: ``((path, (entry, ...)), ...)``, one entry per axis of each
+        variable: ``None``, a group name, or a tuple of segments.
+      notes: ``((path[axis], why), ...)``: variable axes a derivation left in
+        place, and why (not part of equality).
     """
     axes: Tuple[Tuple[str, Axes], ...]
+    notes: Tuple[Tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
 
     @classmethod
-    def of(cls, spec: Union["PermutationSpec", Mapping[Any, Any]]) -> "PermutationSpec":
-        """A spec from a mapping ``{path: (group or None, ...)}``; a path is a
-        ``"/"``-joined string or a tuple of keys."""
+    def of(cls, spec: Union["PermutationSpec", Mapping[Any, Any]],
+           notes: Optional[Mapping[str, str]] = None) -> "PermutationSpec":
+        """A spec from a mapping ``{path: (entry, ...)}``; a path is a
+        ``"/"``-joined string or a tuple of keys, an entry ``None``, a group
+        name or a tuple of segments (group names and counts of fixed entries)."""
         if isinstance(spec, PermutationSpec):
             return spec
         check(isinstance(spec, Mapping),
@@ -63,11 +74,11 @@ class PermutationSpec:
         for path, axes in spec.items():
             key = "/".join(map(str, path)) if isinstance(path, tuple) else str(path)
             axes = (axes,) if isinstance(axes, str) or axes is None else tuple(axes)
-            check(all(a is None or isinstance(a, str) for a in axes),
-                  f"permutation_spec[{key!r}] must be group names or None per axis, "
-                  f"got {axes!r}")
-            out.append((key, axes))
-        return cls(tuple(sorted(out)))
+            check(all(_valid_entry(a) for a in axes),
+                  f"permutation_spec[{key!r}] must give per axis None, a group name or a "
+                  f"tuple of segments (group names and counts of fixed entries), got {axes!r}")
+            out.append((key, tuple(tuple(a) if isinstance(a, list) else a for a in axes)))
+        return cls(tuple(sorted(out)), tuple(sorted(dict(notes or {}).items())))
 
     def as_dict(self) -> Dict[str, Axes]:
         """``{path: axes}``."""
@@ -76,12 +87,58 @@ class PermutationSpec:
     @property
     def groups(self) -> Tuple[str, ...]:
         """The permutation groups, sorted by name (natural order: P2 before P10)."""
-        names = {a for _, axes in self.axes for a in axes if a is not None}
+        names = {g for _, axes in self.axes for a in axes for g in segments_of(a)
+                 if isinstance(g, str)}
         return tuple(sorted(names, key=_natural))
 
     def occurrences(self, group: str) -> List[Tuple[str, int]]:
-        """``(path, axis)`` of every axis permuted by ``group``."""
-        return [(path, i) for path, axes in self.axes for i, a in enumerate(axes) if a == group]
+        """``(path, axis)`` of every axis ``group`` permutes (whole or a segment)."""
+        return [(path, i) for path, axes in self.axes for i, a in enumerate(axes)
+                if group in segments_of(a)]
+
+    def describe(self, variables: Any = None) -> str:
+        """The spec as Python source to edit and pass as ``permutation_spec=``.
+
+        Args:
+          variables: one member's variables, to state each group's unit count.
+
+        Returns:
+          A dict literal, one line per variable, its groups and notes as comments.
+        """
+        sizes = group_sizes(self, variables) if variables is not None else {}
+        lines = ["{"]
+        for g in self.groups:
+            units = f": {sizes[g]} units" if g in sizes else ""
+            ties = ", ".join(f"{p}[{i}]" for p, i in self.occurrences(g))
+            lines.append(f"    # {g}{units}, tying {ties}")
+        for where, why in self.notes:
+            lines.append(f"    # not permuted: {where}: {why}")
+        lines += [f"    {path!r}: {axes!r}," for path, axes in self.axes]
+        return "\n".join(lines + ["}"])
+
+
+def _valid_entry(entry: Any) -> bool:
+    if entry is None or isinstance(entry, str):
+        return True
+    return (isinstance(entry, (tuple, list)) and len(entry) > 0
+            and all(isinstance(s, str) or (isinstance(s, int) and s > 0) for s in entry))
+
+
+def segments_of(entry: Entry) -> Tuple[Segment, ...]:
+    """An axis entry's segments: ``()`` for ``None``, ``(group,)`` for a group."""
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def segment_offsets(entry: Entry, sizes: Mapping[str, int]) -> List[Tuple[Segment, int, int]]:
+    """``(segment, start, stop)`` of each segment of a segmented axis entry."""
+    out, offset = [], 0
+    for seg in segments_of(entry):
+        n = sizes[seg] if isinstance(seg, str) else seg
+        out.append((seg, offset, offset + n))
+        offset += n
+    return out
 
 
 def _key_name(key: Any) -> str:
@@ -124,12 +181,30 @@ def group_sizes(spec: PermutationSpec, variables: Any) -> Dict[str, int]:
               f"permutation_spec[{path!r}] gives {len(axes)} axes for a variable of shape "
               f"{shape}: give one group name or None per axis")
         for a, n in zip(axes, shape):
-            if a is not None:
+            if isinstance(a, str):
                 sizes[a] = min(sizes.get(a, n), n)
     for path, axes in spec.axes:
         for a, n in zip(axes, np.shape(leaves[path])):
-            if a is not None and n % sizes[a]:
+            if isinstance(a, tuple):
+                _segment_sizes(path, a, n, sizes)
+            elif a is not None and n % sizes[a]:
                 fail(f"permutation_spec[{path!r}]: an axis of size {n} cannot hold group {a!r} "
                      f"of {sizes[a]} units (nor a whole number of copies of it): fix the group "
                      f"names of that variable")
     return sizes
+
+
+def _segment_sizes(path: str, entry: Tuple[Segment, ...], n: int, sizes: Dict[str, int]) -> None:
+    """Checks a segmented axis of ``n`` entries; a group seen only here takes the rest."""
+    unknown = {s for s in entry if isinstance(s, str) and s not in sizes}
+    known = sum(sizes[s] if isinstance(s, str) else s for s in entry if s not in unknown)
+    if len(unknown) == 1:
+        (g,) = unknown
+        count = sum(s == g for s in entry)
+        if (n - known) > 0 and (n - known) % count == 0:
+            sizes[g] = (n - known) // count
+            known = n
+    if len(unknown) > 1 or known != n:
+        groups = {g: sizes.get(g) for g in entry if isinstance(g, str)}
+        fail(f"permutation_spec[{path!r}]: segments {entry!r} do not add up to the axis' "
+             f"{n} entries (group sizes {groups}): fix the segments of that variable")

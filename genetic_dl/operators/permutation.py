@@ -8,19 +8,22 @@ aligned crossover use it to keep units whole and to match them
 
 Where a spec comes from is one seam, :func:`spec_of`: the learner's own, or
 one a :data:`Derivation` computes from the model (by default :func:`derive`,
-which reads a Dense/Conv(+norm) chain), checked once by :func:`verify`.
+which traces it: :mod:`genetic_dl.operators.spec_derivation`), checked once by
+:func:`verify`; :func:`describe` prints it for a user to edit.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.permutation_spec import Axes, PermutationSpec, flatten, group_sizes, path_name
+from ..core.permutation_spec import (Axes, PermutationSpec, flatten, group_sizes, path_name,
+                                     segment_offsets)
 from ..errors import check, fail
+from .spec_derivation import spec_from_jaxpr
 
 Variables = Any
 Perms = Dict[str, Any]
@@ -34,6 +37,7 @@ evaluation mode (for a derivation that traces the model)."""
 UNIT_FREE = "uniform, one_point, two_point, arithmetic, per_layer"
 FIX = (f"pass permutation_spec= to Learner.from_linen, or use a crossover that moves no units "
        f"({UNIT_FREE})")
+FEW_UNITS = "the model has no hidden units that can be permuted"
 
 
 def _xp(x: Any) -> Any:
@@ -54,11 +58,22 @@ def _index(n: int, perm: Any) -> Any:
     return (xp.arange(n // units)[:, None] * units + perm[None, :]).reshape(-1)
 
 
+def _segmented_index(entry: Tuple[Any, ...], perms: Perms, xp: Any) -> Any:
+    """Indices permuting a segmented axis: each group's segment by its permutation."""
+    sizes = {g: perms[g].shape[0] for g in entry if isinstance(g, str)}
+    return xp.concatenate([
+        (perms[seg] if isinstance(seg, str) else xp.arange(stop - start)) + start
+        for seg, start, stop in segment_offsets(entry, sizes)])
+
+
 def _permute_leaf(x: Any, axes: Axes, perms: Perms, skip: Optional[int] = None) -> Any:
     xp = _xp(x)
     for i, a in enumerate(axes):
-        if a is not None and i != skip:
-            x = xp.take(x, _index(x.shape[i], perms[a]), axis=i)
+        if a is None or i == skip:
+            continue
+        index = (_segmented_index(a, perms, xp) if isinstance(a, tuple)
+                 else _index(x.shape[i], perms[a]))
+        x = xp.take(x, index, axis=i)
     return x
 
 
@@ -84,87 +99,19 @@ def identity(spec: PermutationSpec, variables: Variables) -> Perms:
     return {g: jnp.arange(n, dtype=jnp.int32) for g, n in group_sizes(spec, variables).items()}
 
 
-def _in_order(tree: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """``(path, leaf)`` of nested dicts in insertion order (``tree_flatten`` sorts keys)."""
-    if hasattr(tree, "items"):
-        for k, v in tree.items():
-            yield from _in_order(v, f"{prefix}/{k}" if prefix else str(k))
-    else:
-        yield prefix, tree
-
-
-def _norm_axes(module: str, leaves: Dict[str, Any], stats: Dict[str, Tuple[int, ...]],
-               current: Optional[str], size: Optional[int]) -> Dict[str, Axes]:
-    """A norm module's vectors and statistics (``<collection>/<module>/<name>``) follow
-    the current group's units."""
-    check(current is not None and all(np.shape(x) == (size,) for x in leaves.values()),
-          f"cannot derive a permutation spec at module {module!r} (not a Dense/Conv layer nor "
-          f"a norm of the previous layer's units): {FIX}")
-    out: Dict[str, Axes] = {f"params/{module}/{name}": (current,) for name in leaves}
-    for path, shape in stats.items():
-        if path.split("/", 1)[1].rpartition("/")[0] == module and shape == (size,):
-            out[path] = (current,)
-    return out
-
-
-def derive(variables: Variables, forward: Optional[Forward] = None) -> PermutationSpec:
-    """The spec of a chain of Dense/Conv layers with optional BatchNorm/LayerNorm
-    (the default :data:`Derivation`).
-
-    Modules are taken in the order of ``variables["params"]`` (a linen init
-    lists them in call order). Each layer's output units form a group (the
-    last layer's are the outputs: not permuted); the next layer's input axis
-    reads them, and a norm layer's scale, bias and statistics follow them.
-    A model that is not such a chain (a residual connection, an attention
-    layer) gets a spec that :func:`verify` rejects.
+def derive(variables: Variables, forward: Forward) -> PermutationSpec:
+    """The spec of any model, from its traced computation (the default :data:`Derivation`;
+    see :mod:`genetic_dl.operators.spec_derivation`).
 
     Args:
-      variables: one member's variables, modules in call order.
-      forward: unused: the chain is read from the variables' shapes.
+      variables: one member's variables.
+      forward: ``variables -> outputs`` in evaluation mode on a sample input.
 
     Returns:
-      Groups ``P0, P1, ...``, one per hidden layer.
-
-    Raises:
-      ValueError: a module that is neither a layer with a ``kernel`` reading
-        the previous layer's units nor a norm of them.
+      Groups ``P0, P1, ...`` in the order the model creates its variables, with
+      notes on the variable axes left in place.
     """
-    del forward
-    params = variables.get("params", {}) if hasattr(variables, "get") else {}
-    modules: Dict[str, Dict[str, Any]] = {}
-    for path, leaf in _in_order(params):
-        module, _, name = path.rpartition("/")
-        modules.setdefault(module, {})[name] = leaf
-    layers = [m for m, leaves in modules.items() if "kernel" in leaves]
-    check(bool(layers), f"cannot derive a permutation spec: the model has no layer with a "
-                        f"'kernel'; {FIX}")
-    stats = {path: np.shape(x) for path, x in flatten(variables).items()
-             if not path.startswith("params/")}
-    spec: Dict[str, Axes] = {}
-    current, size, count = None, None, 0
-    for module, leaves in modules.items():
-        if "kernel" not in leaves:
-            spec.update(_norm_axes(module, leaves, stats, current, size))
-            continue
-        shape = np.shape(leaves["kernel"])
-        axes: List[Optional[str]] = [None] * len(shape)
-        if current is not None and len(shape) >= 2:
-            check(shape[-2] % size == 0,
-                  f"cannot derive a permutation spec: layer {module!r} reads {shape[-2]} "
-                  f"inputs, not the {size} units of the layer before it (nor copies of them); "
-                  f"{FIX}")
-            axes[-2] = current
-        if module == layers[-1]:
-            current = None
-        else:
-            current, size, count = f"P{count}", shape[-1], count + 1
-            axes[-1] = current
-        spec[f"params/{module}/kernel"] = tuple(axes)
-        for name, leaf in leaves.items():
-            if name != "kernel":
-                spec[f"params/{module}/{name}"] = ((current,) if np.ndim(leaf) == 1
-                                                   else (None,) * np.ndim(leaf))
-    return PermutationSpec.of(spec)
+    return spec_from_jaxpr(variables, forward)
 
 
 def _spread(x: Any, scale: float) -> Any:
@@ -201,9 +148,9 @@ def verify(spec: PermutationSpec, variables: Variables, forward: Forward,
     err = max(float(jnp.max(jnp.abs(g - w))) for g, w in zip(got, want)) / scale
     check(err <= rtol,
           f"the permutation spec does not preserve the model's function (the permuted "
-          f"network's outputs differ by {err:.2g} of their scale): a residual connection or a "
-          f"layer outside a Dense/Conv/norm chain needs an explicit spec, e.g. the same group "
-          f"on both ends of a skip connection; {FIX}")
+          f"network's outputs differ by {err:.2g} of their scale): print the spec with "
+          f"gdl.permutation.describe(population), correct the groups of the layers that "
+          f"break it and {FIX}")
 
 
 def per_neuron(key: jax.Array, a: Variables, b: Variables, spec: PermutationSpec) -> Variables:
@@ -234,7 +181,12 @@ def per_neuron(key: jax.Array, a: Variables, b: Variables, spec: PermutationSpec
         if not permuted:
             return x
         i, g = permuted[-1]
-        m = masks[g][jnp.arange(x.shape[i]) % sizes[g]]
+        if isinstance(g, tuple):  # each segment follows its group; fixed entries from a
+            m = jnp.concatenate([masks[seg] if isinstance(seg, str)
+                                 else jnp.zeros(stop - start, bool)
+                                 for seg, start, stop in segment_offsets(g, sizes)])
+        else:
+            m = masks[g][jnp.arange(x.shape[i]) % sizes[g]]
         m = m.reshape((-1,) + (1,) * (x.ndim - i - 1))
         return jnp.where(m, y, x)
     flat_b = flatten(b)
@@ -260,10 +212,21 @@ def _flat(variables: Variables) -> Dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def _occurrences(spec: PermutationSpec, group: str) -> Tuple[Tuple[str, int, Axes], ...]:
-    """``(path, axis, axes of path)`` of every axis ``group`` permutes."""
+def _occurrences(spec: PermutationSpec, group: str, sizes: Tuple[Tuple[str, int], ...]
+                 ) -> Tuple[Tuple[str, int, Axes, Optional[Tuple[int, int]]], ...]:
+    """``(path, axis, axes of path, (start, stop) or None)`` of every axis ``group``
+    permutes: ``(start, stop)`` is each of its segments on a segmented axis."""
     table = spec.as_dict()
-    return tuple((path, axis, table[path]) for path, axis in spec.occurrences(group))
+    out: List[Tuple[str, int, Axes, Optional[Tuple[int, int]]]] = []
+    for path, axis in spec.occurrences(group):
+        entry = table[path][axis]
+        if isinstance(entry, tuple):
+            out.extend((path, axis, table[path], (start, stop))
+                       for seg, start, stop in segment_offsets(entry, dict(sizes))
+                       if seg == group)
+        else:
+            out.append((path, axis, table[path], None))
+    return tuple(out)
 
 
 def similarity(spec: PermutationSpec, a: Variables, b: Variables, perms: Perms,
@@ -286,8 +249,11 @@ def similarity(spec: PermutationSpec, a: Variables, b: Variables, perms: Perms,
     """
     fa, fb, n = _flat(a), _flat(b), sizes[group]
     s = None
-    for path, axis, axes in _occurrences(spec, group):
+    for path, axis, axes, part in _occurrences(spec, group, tuple(sorted(sizes.items()))):
         x, y = fa[path], _permute_leaf(fb[path], axes, perms, skip=axis)
+        if part is not None:
+            x = _xp(x).take(x, _xp(x).arange(*part), axis=axis)
+            y = _xp(y).take(y, _xp(y).arange(*part), axis=axis)
         if _xp(x) is np:  # no copy of float64 host arrays
             x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         else:
@@ -336,29 +302,44 @@ class _Sample:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached(learner: Any, feature_shape: Tuple[int, ...], names: Tuple[str, ...],
+def _cached(learner: Any, feature_shape: Tuple[int, ...], dtype: str, names: Tuple[str, ...],
             derivation: Derivation, sample: _Sample) -> PermutationSpec:
     del names  # part of the key only
     hp = sample.values()
-    x = jnp.zeros((2,) + tuple(feature_shape), jnp.float32)
-    params, collections = learner.init(jax.random.key(0), x)
-    variables = {**params, **collections}
-    sample_x = jax.random.normal(jax.random.key(1), x.shape, x.dtype)
-
-    def forward(v):
-        p = {"params": v["params"]}
-        return learner.apply_eval(p, {k: v[k] for k in v if k != "params"}, sample_x, hp)
+    variables, forward = _model(learner, feature_shape, dtype, hp)
     given = getattr(learner, "permutation_spec", None)
     spec = given if given is not None else derivation(variables, forward)
+    if not spec.groups:
+        notes = "; ".join(f"{where}: {why}" for where, why in spec.notes[:3])
+        fail(f"{FEW_UNITS}{' (' + notes + ')' if notes else ''}: use a crossover that moves "
+             f"no units ({UNIT_FREE})")
     verify(spec, variables, forward, jax.random.key(2))
     return spec
 
 
+def _model(learner: Any, feature_shape: Tuple[int, ...], dtype: str,
+           hp: Mapping[str, Any]) -> Tuple[Variables, Forward]:
+    """Member variables of ``learner`` and its evaluation on a fixed sample input: random
+    normals, or for integer inputs (tokens) the indices 0 and 1."""
+    shape = (2,) + tuple(feature_shape)
+    if jnp.issubdtype(jnp.dtype(dtype), jnp.integer):
+        sample_x = jax.random.randint(jax.random.key(1), shape, 0, 2).astype(dtype)
+    else:
+        sample_x = jax.random.normal(jax.random.key(1), shape, dtype)
+    params, collections = learner.init(jax.random.key(0), jnp.zeros(shape, dtype))
+    variables = {**params, **collections}
+
+    def forward(v):
+        p = {"params": v["params"]}
+        return learner.apply_eval(p, {k: v[k] for k in v if k != "params"}, sample_x, hp)
+    return variables, forward
+
+
 def spec_of(population: Any, derivation: Derivation = derive) -> PermutationSpec:
     """The population's permutation spec: the learner's, else ``derivation``'s (by
-    default :func:`derive`, from its layer chain); either is verified once with a
-    permuted forward pass of member 0 (cached per learner, input shape and
-    hyperparameter names).
+    default :func:`derive`, from the model's traced computation); either is verified
+    once with a permuted forward pass of member 0 (cached per learner, input shape
+    and dtype, and hyperparameter names).
 
     Args:
       population: a :class:`~genetic_dl.Population`.
@@ -368,7 +349,28 @@ def spec_of(population: Any, derivation: Derivation = derive) -> PermutationSpec
       The verified spec.
 
     Raises:
-      ValueError: no valid spec (see :func:`derive` and :func:`verify`).
+      ValueError: no valid spec (see :func:`derive` and :func:`verify`), or one
+        that permutes nothing.
     """
-    return _cached(population.learner, tuple(population.feature_shape),
+    return _cached(population.learner, tuple(population.feature_shape), _dtype(population),
                    tuple(sorted(population.hparams)), derivation, _Sample(population.hparams))
+
+
+def _dtype(population: Any) -> str:
+    return str(jnp.dtype(getattr(population, "feature_dtype", "float32")))
+
+
+def describe(population: Any) -> str:
+    """The population's permutation spec as Python source: its groups, the axes each
+    ties, the axes left in place and why; edit it and pass it as ``permutation_spec=``.
+
+    Args:
+      population: a :class:`~genetic_dl.Population`.
+
+    Returns:
+      The text of :meth:`~genetic_dl.PermutationSpec.describe` with unit counts.
+    """
+    spec = spec_of(population)
+    variables, _ = _model(population.learner, tuple(population.feature_shape),
+                          _dtype(population), _Sample(population.hparams).values())
+    return spec.describe(variables)

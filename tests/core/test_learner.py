@@ -197,7 +197,11 @@ def _eval(pop, variables, x):
                                   {"batch_stats": variables["batch_stats"]}, x, {})
 
 
-def test_permutation_spec_preserves_a_residual_bn_network_and_a_derived_one_is_refused(data):
+def _partition(spec):
+    return {frozenset(spec.occurrences(g)) for g in spec.groups}
+
+
+def test_permutation_spec_preserves_a_residual_bn_network_and_is_derived_from_it(data):
     pop, _ = gdl.train(_pop(data, [1e-2, 1e-2]), data, 1, batch_size=32)  # real statistics
     v = _variables(pop, 0)
     perms = {"C": jax.random.permutation(jax.random.key(5), 8)}
@@ -205,10 +209,8 @@ def test_permutation_spec_preserves_a_residual_bn_network_and_a_derived_one_is_r
     x = jnp.asarray(data.x_val[:32])
     assert not np.allclose(moved["params"]["Conv_0"]["kernel"], v["params"]["Conv_0"]["kernel"])
     np.testing.assert_allclose(_eval(pop, moved, x), _eval(pop, v, x), rtol=1e-5, atol=1e-5)
-    # derived from the layer chain, the block's channels get their own group: wrong
-    with pytest.raises(ValueError, match="explicit spec.*permutation_spec="):
-        gdl.evolve_weights(jax.random.key(1), pop, data, generations=2, epochs=1,
-                           batch_size=32, config=gdl.WeightGAConfig(crossover="per_neuron"))
+    # derived from the traced computation: the hand-written groups, whatever their names
+    assert _partition(gdl.permutation.spec_of(pop)) == _partition(SPEC_LEARNER.permutation_spec)
     # a wrong explicit spec is caught by the same permuted forward pass
     bad = dict(_residual_spec(), **{"params/Block_0/Conv_0/kernel": (None, None, "C", None)})
     bad_pop = pop.replace(learner=dataclasses.replace(

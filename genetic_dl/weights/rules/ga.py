@@ -329,8 +329,13 @@ class GARule(RuleBase):
     :class:`GAState`."""
 
     def init(self, key: jax.Array, population: Population) -> Optional[GAState]:
-        """The members' mutation scales when self-adaptive (all ``mutation_scale``)."""
+        """The members' mutation scales when self-adaptive (all ``mutation_scale``).
+
+        A crossover that moves units derives and verifies the permutation spec
+        here, before the first generation trains (a wrong one fails in seconds)."""
         del key
+        if self.config.crossover in UNIT_CROSSOVERS:
+            _unit_spec(population, self.config)
         if not self.config.self_adaptive:
             return None
         return GAState(jnp.full((population.size,), self.config.mutation_scale, jnp.float32))
