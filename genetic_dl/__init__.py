@@ -15,6 +15,7 @@ from .core.models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, co
 from .core.optimizers import OPTIMIZERS, make_optimizer
 from .core.population import Population, concat, init_population, take
 from .core.train import evaluate, fitness_from_metrics, predict, train
+from .core.member import Member, population_member
 from .operators.alignment import Alignment
 from .weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
 from .search.space import Choice, Float, Int, Space, default_space, space
@@ -46,4 +47,5 @@ __all__ = [
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
     "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
     "save_population", "PermutationSpec", "permutation", "synthetic", "tracking",
+    "Member", "population_member",
 ]

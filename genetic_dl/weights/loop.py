@@ -107,7 +107,9 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
                           best_fitness=best["fitness"], best_id=best["id"],
                           best_generation=best["generation"], best_metrics=best["metrics"],
                           history=state.history, lineage=state.lineage,
-                          hall_of_fame=list(state.hall))
+                          hall_of_fame=list(state.hall),
+                          best_collections=best.get("collections", {}),
+                          best_hparams=best.get("hparams", {}))
 
 
 def _advance(state: LoopState, rule: Rule, fit: jax.Array, metrics: Metrics,
