@@ -247,8 +247,6 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
                          batch_size=args.batch_size, config=config, fitness=args.fitness,
                          callbacks=[report, *trackers], resume=resume, on_state=save)
     _close(progress_bar)
-    if res.best_params is None:
-        raise UserError("every member diverged (NaN/inf loss): lower the learning rate (--lr)")
     parents = {c: (a, b) for _, c, a, b in res.lineage}
     records: List[Dict[str, Any]] = res.history  # member_ids, member_fitness: lists
     evaluations = [{"generation": h["generation"], "member_id": i, "fitness": f,

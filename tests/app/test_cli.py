@@ -88,6 +88,20 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
         assert len(lines) == 1 and lines[0].startswith("error:"), err
 
 
+def test_a_generation_in_which_every_member_diverges_exits_2_with_its_cause(
+        tmp_path, capsys, monkeypatch):
+    code, _, err = _in_process(capsys, monkeypatch, "evolve-weights", "--dataset", "iris",
+                               "--population", "3", "--generations", "2", "--epochs", "1",
+                               "--hidden", "8", "--batch-size", "16", "--optimizer", "sgd",
+                               "--lr", "1e9", "--quiet", "--out", str(tmp_path / "run"))
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: generation 0: every member failed (3 of 3 diverged in training"), err
+    assert "lower the learning rates" in lines[0]
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
 def test_datasets_lists_the_bundled_ones():
     proc = _cli("datasets")
     assert proc.returncode == 0
