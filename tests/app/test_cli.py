@@ -47,9 +47,12 @@ def test_evolve_weights_end_to_end(tmp_path):
     proc = _cli("evolve-weights", "--dataset", "iris", "--population", "4", "--generations",
                 "2", "--epochs", "2", "--batch-size", "16", "--hidden", "16", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert "gen   1" in proc.stdout
+    # the table names what it maximises (the negated validation loss) and that time adds up
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("gen   1"))
+    assert line.startswith("gen   1  -val_loss: best -") and " elapsed " in line, line
     result = json.loads((out / "result.json").read_text())
     assert result["dataset"] == "iris" and len(result["history"]) == 2
+    assert result["fitness"] == "-val_loss"
     assert result["budget_used"] == 16
     assert list(result["best"]["test"]) == ["loss", "accuracy", "precision", "recall", "f1", "auc"]
     assert result["best"]["val"]["accuracy"] > 0.5
@@ -147,6 +150,7 @@ def test_search_report_load_model_and_config_round_trip(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = (out / "report.md").read_text()
     assert "Best configuration" in report and "fitness.png" in report
+    assert "| generation | best val_accuracy | mean |" in report
     assert (out / "report.tex").read_text().startswith("\\documentclass")
 
 
