@@ -15,14 +15,16 @@ from .core.models import (CNNSpec, FramesSpec, MLPSpec, RNNSpec, build_model, co
 from .core.optimizers import OPTIMIZERS, make_optimizer
 from .core.population import Population, concat, init_population, take
 from .core.train import evaluate, fitness_from_metrics, predict, train
+from .core.member import Member, population_member
 from .operators.alignment import Alignment
 from .weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
+from .weights.loop import AllMembersFailed
 from .search.space import Choice, Float, Int, Space, default_space, space
 from .search.driver import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
                             RandomSearch, SearchResult, run_search)
 from .search.trainer_objective import TrainerObjective
 from .search.pbt_search import PBTSearch, PBTSearchResult, pbt_search
-from .app.rundir import load_model
+from .app.model_file import load_model, save_model
 from .app.cache import enable_compile_cache
 from .app.checkpoint import load_population, save_population
 from .operators import crossover, matching, mutation, permutation, selection
@@ -46,4 +48,5 @@ __all__ = [
     "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
     "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
     "save_population", "PermutationSpec", "permutation", "synthetic", "tracking",
+    "Member", "population_member", "save_model", "AllMembersFailed",
 ]

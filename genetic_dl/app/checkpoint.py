@@ -1,8 +1,9 @@
 """Checkpoints of the weight-GA loop and of searches: one msgpack file each, no pickle.
 
-A checkpoint holds the population (params, optimizer states, hyperparameters,
-member keys, ids), the GA's key, the history, the lineage, the best member and
-the run's resolved options. Files are written atomically (temp + fsync +
+A checkpoint holds the population (params, collections, optimizer states,
+hyperparameters, member keys, ids), the GA's key, the history, the lineage, the
+best member and the hall of fame (params, collections and hyperparameters each)
+and the run's resolved options. Files are written atomically (temp + fsync +
 rename) as ``checkpoints/ckpt_GGGGG.msgpack``, keeping the last two, so a
 killed run never leaves a half-written checkpoint behind.
 """
@@ -21,13 +22,17 @@ from flax import serialization
 from ..core.learner import Learner
 from ..core.models import ModelSpec
 from ..core.optimizers import OptimizerLike
-from ..core.population import Population, init_population
+from ..core.population import Population, index_members, init_population
 from .rundir import write_bytes
 from ..weights import LoopState
 from ..weights.rules.de import DEState
 from ..weights.rules.ga import GAState
 
 KEEP = 2
+# The weight-GA checkpoint's layout; a file of another format is refused.
+FORMAT = 3
+# The arrays of one best or hall-of-fame member, each saved under its own key.
+MEMBER_ARRAYS = ("params", "collections", "hparams")
 
 
 def _path(folder: str, generation: int) -> str:
@@ -85,17 +90,16 @@ def load_search(path: str) -> Dict[str, Any]:
 
 def save(folder: str, state: LoopState, run_options: Dict[str, Any]) -> str:
     """Writes ``state`` (and the run's options) atomically; returns the file's path."""
-    best = dict(state.best)
-    best_params = best.pop("params")
     meta = {"generation": state.generation, "spent": state.spent, "history": state.history,
-            "lineage": [list(x) for x in state.lineage], "best": best, "options": run_options,
-            "hall": [{k: v for k, v in h.items() if k != "params"} for h in state.hall],
-            "format": 2}
+            "lineage": [list(x) for x in state.lineage],
+            "best": {k: v for k, v in state.best.items() if k not in MEMBER_ARRAYS},
+            "options": run_options,
+            "hall": [{k: v for k, v in h.items() if k not in MEMBER_ARRAYS} for h in state.hall],
+            "format": FORMAT}
     tree = {"meta": json.dumps(meta), "key": np.asarray(state.key),
             "population": serialization.to_state_dict(jax.device_get(state.population)),
-            "best_params": serialization.to_state_dict(best_params) if best_params else {},
-            "hall_params": {str(i): serialization.to_state_dict(h["params"])
-                            for i, h in enumerate(state.hall)}}
+            "best": _member_arrays(state.best) if state.best.get("params") else {},
+            "hall": {str(i): _member_arrays(h) for i, h in enumerate(state.hall)}}
     if isinstance(state.rule_state, GAState):  # the GA's self-adaptive scales
         tree["ga_state"] = {"mutation_scale": np.asarray(state.rule_state.mutation_scale)}
     elif isinstance(state.rule_state, DEState):  # DE's evaluated targets
@@ -108,6 +112,24 @@ def save(folder: str, state: LoopState, run_options: Dict[str, Any]) -> str:
         raise TypeError(f"no checkpoint format for a rule state of type "
                         f"{type(state.rule_state).__name__}")
     return _write(folder, state.generation, tree)
+
+
+def _member_arrays(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """A best or hall-of-fame record's arrays as a state dict."""
+    params, collections = jax.device_get((record["params"], record.get("collections", {})))
+    return {"params": serialization.to_state_dict(params),
+            "collections": serialization.to_state_dict(collections),
+            "hparams": {k: np.asarray(v) for k, v in record.get("hparams", {}).items()}}
+
+
+def _restored(saved: Mapping[str, Any], template: Population) -> Dict[str, Any]:
+    """A record's arrays read back in the structure of ``template``'s member 0."""
+    like = index_members((template.params, template.collections), 0)
+    arrays = tuple(serialization.from_state_dict(t, saved[k])
+                   for t, k in zip(like, ("params", "collections")))
+    _check_shapes(arrays, like)
+    return {"params": arrays[0], "collections": arrays[1],
+            "hparams": {k: np.asarray(v) for k, v in saved["hparams"].items()}}
 
 
 def latest(folder: str) -> Optional[str]:
@@ -126,6 +148,10 @@ def options(path: str) -> Dict[str, Any]:
                          f"to resume from the previous checkpoint") from err
 
 
+class _OtherFormat(ValueError):
+    """A readable checkpoint of another format."""
+
+
 def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
     """Reads a checkpoint into a :class:`LoopState` shaped like ``template``.
 
@@ -137,17 +163,21 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
       ``(state, options)``.
 
     Raises:
-      ValueError: the file is corrupt or was written by a run of another shape.
+      ValueError: the file is corrupt, of another format, or was written by a run of
+        another shape.
     """
     try:
         with open(path, "rb") as f:
             tree = serialization.msgpack_restore(f.read())
         meta = json.loads(tree["meta"])
+        if meta.get("format") != FORMAT:
+            raise _OtherFormat(f"checkpoint {path!r} has format {meta.get('format')}, this "
+                               f"version reads format {FORMAT}: resume it with the version that "
+                               f"wrote it, or start a new run directory")
         population = serialization.from_state_dict(template, tree["population"])
-        member = template.member(0)
-        best = dict(meta["best"])
-        best["params"] = serialization.from_state_dict(member, tree["best_params"]) \
-            if tree["best_params"] else None
+        best = dict(meta["best"], params=None, collections={}, hparams={})
+        if tree["best"]:
+            best.update(_restored(tree["best"], template))
         rule_state: Union[GAState, DEState, None] = None
         if "ga_state" in tree:
             rule_state = GAState(jnp.asarray(tree["ga_state"]["mutation_scale"]))
@@ -156,9 +186,11 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
                 serialization.from_state_dict(template, tree["de_state"]["population"]),
                 jnp.asarray(tree["de_state"]["fitness"]),
                 {k: jnp.asarray(v) for k, v in tree["de_state"]["metrics"].items()})
-        hall = [dict(h, params=serialization.from_state_dict(member, tree["hall_params"][str(i)]))
-                for i, h in enumerate(meta.get("hall", []))]
+        hall = [dict(h, **_restored(tree["hall"][str(i)], template))
+                for i, h in enumerate(meta["hall"])]
         _check_shapes(population, template)
+    except _OtherFormat:
+        raise
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise ValueError(f"checkpoint {path!r} is corrupt or from a run of another shape "
                          f"({type(err).__name__}: {str(err)[:200]}); delete it to resume from "
@@ -174,8 +206,8 @@ def load(path: str, template: Population) -> Tuple[LoopState, Dict[str, Any]]:
     return state, meta["options"]
 
 
-def _check_shapes(population: Population, template: Population) -> None:
-    for a, b in zip(jax.tree_util.tree_leaves(population), jax.tree_util.tree_leaves(template)):
+def _check_shapes(arrays: Any, template: Any) -> None:
+    for a, b in zip(jax.tree_util.tree_leaves(arrays), jax.tree_util.tree_leaves(template)):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"array of shape {np.shape(a)} where the run expects {np.shape(b)}")
 

@@ -18,7 +18,7 @@ from .. import data as data_mod
 from . import checkpoint, rundir, tracking, watchdog
 from .arguments import UserError, build_parsers
 from .cache import enable_compile_cache
-from .report import make_plots, write_report
+from .report import fitness_label, make_plots, write_report
 from ..core import memory, sharding
 from ..core.models import (CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec, build_model,
                            spec_to_dict)
@@ -229,10 +229,12 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
 
     progress_bar = _progress(args, args.generations, "generations")
 
+    label = fitness_label(args.fitness)
+
     def report(gen: int, _pop: Population, rec: Mapping[str, Any]) -> bool:
-        _line(args, progress_bar, f"gen {gen:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
-              f"std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
-              f"budget {rec['network_epochs']} net-epochs  {rec['elapsed']:.1f}s", 1)
+        _line(args, progress_bar, f"gen {gen:3d}  {label}: best {rec['best']:.4f} "
+              f"mean {rec['mean']:.4f} std {rec['std']:.4f}  diversity {rec['diversity']:.4f}  "
+              f"budget {rec['network_epochs']} net-epochs  elapsed {rec['elapsed']:.1f}s", 1)
         return False
     resume = _resume_state(args, lambda path: checkpoint.load(path, pop)[0])
     _write_config(args)
@@ -247,8 +249,6 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
                          batch_size=args.batch_size, config=config, fitness=args.fitness,
                          callbacks=[report, *trackers], resume=resume, on_state=save)
     _close(progress_bar)
-    if res.best_params is None:
-        raise UserError("every member diverged (NaN/inf loss): lower the learning rate (--lr)")
     parents = {c: (a, b) for _, c, a, b in res.lineage}
     records: List[Dict[str, Any]] = res.history  # member_ids, member_fitness: lists
     evaluations = [{"generation": h["generation"], "member_id": i, "fitness": f,
@@ -264,7 +264,7 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
     _finish_trackers(trackers, {**best_config, "learning_rate": args.lr,
                                 "fitness": res.best_fitness, "metrics": res.best_metrics})
     return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
-                   {"lineage": [list(x) for x in res.lineage],
+                   {"fitness": label, "lineage": [list(x) for x in res.lineage],
                     "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
                                      for h in res.hall_of_fame]})
 
@@ -339,13 +339,15 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     options = _resolved(args)
     progress_bar = _progress(args, args.budget, "network-epochs")
 
+    label = fitness_label(args.metric)
+
     def report(rnd: int, rec: Mapping[str, Any]) -> bool:
         done = progress_bar.n if progress_bar is not None else 0
         _line(args, progress_bar,
-              f"round {rnd:3d}  best {rec['best']:.4f}  mean {rec['mean']:.4f}  "
-              f"std {rec['std']:.4f}  diversity {rec['diversity']:.3f}  "
-              f"best so far {rec['best_so_far']:.4f}  "
-              f"budget {rec['budget_used']:g}/{args.budget:g}  {rec['elapsed']:.1f}s",
+              f"round {rnd:3d}  {label}: best {rec['best']:.4f} mean {rec['mean']:.4f} "
+              f"std {rec['std']:.4f} best so far {rec['best_so_far']:.4f}  "
+              f"diversity {rec['diversity']:.3f}  "
+              f"budget {rec['budget_used']:g}/{args.budget:g}  elapsed {rec['elapsed']:.1f}s",
               rec["budget_used"] - done)
         return False
 
@@ -374,7 +376,7 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
                     **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
                    for e in res.evaluations]
     extra: Dict[str, Any] = {
-        "method": args.method,
+        "method": args.method, "fitness": label,
         "hall_of_fame": [{"config": e["config"], "fitness": e["fitness"]}
                          for e in res.hall_of_fame(5)]}
     if n_obj > 1:

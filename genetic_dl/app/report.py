@@ -6,7 +6,14 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..core.learner import maximized
 from .rundir import write_bytes
+
+
+def fitness_label(metric: str) -> str:
+    """What a run maximises, as its tables name it: ``val_accuracy``, or ``-val_loss`` for
+    a loss-like metric (negated, so that higher is better)."""
+    return f"val_{metric}" if maximized(metric) else f"-val_{metric}"
 
 
 def _read(run_dir: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
@@ -55,7 +62,7 @@ def make_plots(run_dir: str) -> List[str]:
     axes[0].plot(gens, best, marker="o", label="best")
     axes[0].errorbar(gens, mean, yerr=std, marker=".", capsize=2, label="mean ± std")
     axes[0].set_xlabel("generation")
-    axes[0].set_ylabel("fitness (validation)")
+    axes[0].set_ylabel(f"fitness ({result.get('fitness', 'validation')})")
     axes[0].legend()
     so_far, running = [], float("-inf")
     for h in hist:
@@ -153,7 +160,8 @@ def write_report(run_dir: str, latex: bool = False) -> List[str]:
     its validation and test metrics, and the plots."""
     result, _ = _read(run_dir)
     plots = make_plots(run_dir)
-    hist = [["generation", "best", "mean", "std", "budget used"]]
+    label = result.get("fitness", "fitness")  # older run directories do not name it
+    hist = [["generation", f"best {label}", "mean", "std", "budget used"]]
     hist += [[str(h["generation"]), _fmt(h["best"]), _fmt(h["mean"]), _fmt(h["std"]),
               _fmt(h["budget_used"])] for h in result["history"]]
     best = result["best"]

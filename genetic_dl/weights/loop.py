@@ -34,6 +34,29 @@ from .rules import Rule, rule_of
 from .rules.base import Metrics
 
 
+class AllMembersFailed(ValueError):
+    """Every member of a generation failed: no member is left to select from.
+
+    Attributes:
+      generation: the generation.
+      diverged: members whose training loss went NaN/inf (``population.failed``).
+      non_finite: the other members, whose validation fitness was NaN/inf.
+      state: the :class:`LoopState` with that generation's record (its ``best`` is the
+        best member of the earlier generations, if any).
+    """
+
+    def __init__(self, state: LoopState, diverged: int, non_finite: int):
+        gen = state.history[-1]["generation"]
+        super().__init__(
+            f"generation {gen}: every member failed ({diverged} of {diverged + non_finite} "
+            f"diverged in training with a NaN/inf loss, {non_finite} had non-finite validation "
+            f"metrics): lower the learning rates (hparams learning_rate, --lr) and check that "
+            f"the model's outputs fit its loss")
+        self.generation = gen
+        self.diverged, self.non_finite = diverged, non_finite
+        self.state = state
+
+
 def member_fitness(population: Population, data: Union[Dataset, Stream],
                    fitness: FitnessFn) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """``(fitness, metrics)`` of every member on the validation split (NaN: failed)."""
@@ -75,6 +98,10 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
 
     Returns:
       A :class:`WeightGAResult`.
+
+    Raises:
+      AllMembersFailed: every member of a generation failed (a ``ValueError``; one
+        failed member is only ranked last).
     """
     config = config or WeightGAConfig()
     if generations < 1:
@@ -96,6 +123,9 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
             state, population=population, spent=spent, best=best,
             hall=update_hall(state.hall, population, fit_np, gen, config.hall_of_fame),
             history=state.history + [record])
+        if not np.isfinite(fit_np).any():
+            diverged = int(np.asarray(population.failed).sum())
+            raise AllMembersFailed(state, diverged, population.size - diverged)
         stop = any(bool(cb(gen, population, record)) for cb in callbacks)
         if stop or gen == generations - 1:
             break
@@ -107,7 +137,9 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
                           best_fitness=best["fitness"], best_id=best["id"],
                           best_generation=best["generation"], best_metrics=best["metrics"],
                           history=state.history, lineage=state.lineage,
-                          hall_of_fame=list(state.hall))
+                          hall_of_fame=list(state.hall),
+                          best_collections=best.get("collections", {}),
+                          best_hparams=best.get("hparams", {}))
 
 
 def _advance(state: LoopState, rule: Rule, fit: jax.Array, metrics: Metrics,

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.member import Member, population_member
 from ..core.tables import fitness_summary
 from ..core.tables import to_pandas as records_to_pandas
 from ..core.population import Population
@@ -27,7 +28,10 @@ class WeightGAResult:
         diversity, network_epochs, elapsed).
       lineage: ``(generation, child_id, parent_a_id, parent_b_id)`` per child.
       hall_of_fame: the best distinct members ever seen, best first:
-        ``{fitness, id, generation, params}`` each.
+        ``{fitness, id, generation, params, collections, hparams}`` each.
+      best_collections: the best member's other variables (e.g. ``batch_stats``), which
+        it needs next to ``best_params`` to compute what it was scored on.
+      best_hparams: the best member's hyperparameters.
     """
     population: Population
     best_params: Any
@@ -38,6 +42,15 @@ class WeightGAResult:
     history: List[Dict[str, Any]]
     lineage: List[Tuple[int, int, int, int]]
     hall_of_fame: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_collections: Any = dataclasses.field(default_factory=dict)
+    best_hparams: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def best_member(self) -> Member:
+        """The best member as a :class:`~genetic_dl.core.member.Member` with the
+        population's learner (``gdl.save_model`` saves it)."""
+        return member_of(self.best_params, self.best_collections, self.best_hparams,
+                         self.population)
 
     def to_pandas(self, what: str = "history") -> Any:
         """``history`` (one row per generation; the best member's metrics one column each,
@@ -73,7 +86,8 @@ class LoopState:
       key: the GA's raw PRNG key.
       spent: network-epochs spent so far.
       history, lineage: as in :class:`WeightGAResult`.
-      best: ``{fitness, params, id, generation, metrics}`` of the best so far.
+      best: ``{fitness, params, collections, hparams, id, generation, metrics}`` of the
+        best so far.
       rule_state: the generation rule's own immutable state (``rule.init``, then
         each ``rule.step``'s): :class:`~genetic_dl.weights.rules.ga.GAState` (the
         self-adaptive mutation scales), :class:`~genetic_dl.weights.rules.de.DEState`
@@ -87,7 +101,8 @@ class LoopState:
     history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     lineage: List[Tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
     best: Dict[str, Any] = dataclasses.field(default_factory=lambda: {
-        "fitness": -np.inf, "params": None, "id": -1, "generation": -1, "metrics": {}})
+        "fitness": -np.inf, "params": None, "collections": {}, "hparams": {}, "id": -1,
+        "generation": -1, "metrics": {}})
     rule_state: Any = None
     hall: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -104,13 +119,29 @@ def update_hall(hall_of_fame: List[Dict[str, Any]], population: Population, fit:
         member = int(ids[i])
         if member not in hall or fit[i] > hall[member]["fitness"]:
             hall[member] = {"fitness": float(fit[i]), "id": member, "generation": gen,
-                            "params": None}
+                            "params": None, "collections": {}, "hparams": {}}
             fresh[member] = i
     ranked = sorted(hall.values(), key=lambda h: (-h["fitness"], h["id"]))[:size]
     for h in ranked:
-        if h["id"] in fresh:  # copy params only of members that made it in
-            h["params"] = jax.device_get(population.member(fresh[h["id"]]))
+        if h["id"] in fresh:  # copy the arrays only of members that made it in
+            h.update(_arrays(population_member(population, fresh[h["id"]])))
     return ranked
+
+
+def _arrays(member: Member) -> Dict[str, Any]:
+    """A member's arrays as the entries of a best or hall-of-fame record."""
+    return {"params": member.params, "collections": member.collections,
+            "hparams": dict(member.hparams)}
+
+
+def member_of(params: Any, collections: Any, hparams: Mapping[str, Any],
+              population: Population) -> Member:
+    """The :class:`~genetic_dl.core.member.Member` of a record's arrays, run by
+    ``population``'s learner."""
+    return Member(params=params, collections=collections,
+                  hparams={k: np.asarray(v) for k, v in hparams.items()},
+                  learner=population.learner, feature_shape=tuple(population.feature_shape),
+                  out_dim=int(population.out_dim))
 
 
 def generation_record(gen: int, population: Population, fit_np: np.ndarray,
@@ -127,7 +158,7 @@ def generation_record(gen: int, population: Population, fit_np: np.ndarray,
         i = int(np.nanargmax(fit_np))
         record["best_metrics"] = {k: float(v[i]) for k, v in metrics.items()}
         if fit_np[i] > best["fitness"]:
-            best = {"fitness": float(fit_np[i]), "params": jax.device_get(population.member(i)),
+            best = {"fitness": float(fit_np[i]), **_arrays(population_member(population, i)),
                     "id": int(population.ids[i]), "generation": gen,
                     "metrics": record["best_metrics"]}
     return record, best

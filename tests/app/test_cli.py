@@ -47,9 +47,12 @@ def test_evolve_weights_end_to_end(tmp_path):
     proc = _cli("evolve-weights", "--dataset", "iris", "--population", "4", "--generations",
                 "2", "--epochs", "2", "--batch-size", "16", "--hidden", "16", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert "gen   1" in proc.stdout
+    # the table names what it maximises (the negated validation loss) and that time adds up
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("gen   1"))
+    assert line.startswith("gen   1  -val_loss: best -") and " elapsed " in line, line
     result = json.loads((out / "result.json").read_text())
     assert result["dataset"] == "iris" and len(result["history"]) == 2
+    assert result["fitness"] == "-val_loss"
     assert result["budget_used"] == 16
     assert list(result["best"]["test"]) == ["loss", "accuracy", "precision", "recall", "f1", "auc"]
     assert result["best"]["val"]["accuracy"] > 0.5
@@ -86,6 +89,20 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
         assert code == 2, (args, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), err
+
+
+def test_a_generation_in_which_every_member_diverges_exits_2_with_its_cause(
+        tmp_path, capsys, monkeypatch):
+    code, _, err = _in_process(capsys, monkeypatch, "evolve-weights", "--dataset", "iris",
+                               "--population", "3", "--generations", "2", "--epochs", "1",
+                               "--hidden", "8", "--batch-size", "16", "--optimizer", "sgd",
+                               "--lr", "1e9", "--quiet", "--out", str(tmp_path / "run"))
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: generation 0: every member failed (3 of 3 diverged in training"), err
+    assert "lower the learning rates" in lines[0]
+    assert not (tmp_path / "run" / "result.json").exists()
 
 
 def test_datasets_lists_the_bundled_ones():
@@ -133,6 +150,7 @@ def test_search_report_load_model_and_config_round_trip(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = (out / "report.md").read_text()
     assert "Best configuration" in report and "fitness.png" in report
+    assert "| generation | best val_accuracy | mean |" in report
     assert (out / "report.tex").read_text().startswith("\\documentclass")
 
 
