@@ -16,12 +16,14 @@ traced ``dropout`` rate and ``widths`` as call arguments (``hparam_kwargs``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .models import ModelSpec, build_model
 from .pytree import Params, PyTree
@@ -265,8 +267,13 @@ class Learner:
             return -self.loss(outputs, batch)
         return dict(self.metrics)[self.score](outputs, batch)
 
-    def check(self, params: Params, collections: PyTree, batch: Batch, hp: Hparams) -> None:
-        """Raises ``ValueError`` when the outputs do not fit the loss or metrics."""
+    def check(self, params: Params, collections: PyTree, batch: Batch, hp: Hparams,
+              labels: str = "") -> None:
+        """Raises ``ValueError`` when the outputs do not fit the loss or metrics.
+
+        Abstract (shapes and dtypes only); ``labels`` describes the labels as
+        the user gave them, for the message.
+        """
         def run(p: Params, c: PyTree) -> Tuple[Any, Dict[str, jax.Array]]:
             out = self.apply_eval(p, c, batch["x"], hp)
             return out, self.evaluate(out, batch)
@@ -275,12 +282,57 @@ class Learner:
         except (TypeError, ValueError, IndexError) as err:
             raise ValueError(f"the model's outputs do not fit its loss or metrics: {err}. "
                              f"Make loss(outputs, batch) accept what the module returns "
-                             f"for x of shape {tuple(batch['x'].shape)}") from err
+                             f"for x of shape {tuple(batch['x'].shape)}"
+                             + (f"; {labels}" if labels else "")) from err
         for name, value in values.items():
             if value.shape != ():
                 raise ValueError(f"{name}(outputs, batch) returned shape {value.shape} for "
                                  f"outputs of shape {getattr(out, 'shape', '?')}: it must "
                                  f"return a scalar (take the mean over the batch)")
+
+    def check_loss(self, params: Params, collections: PyTree, batch: Mapping[str, Any],
+                   hp: Hparams, classes: Optional[int] = None) -> None:
+        """Raises ``ValueError`` when the loss of a sample batch is NaN or inf with the
+        first member's weights.
+
+        Concrete, one small jitted call. A class index past the output layer's
+        width makes cross-entropy NaN, and every member would fail unexplained.
+
+        Args:
+          params, collections, hp: stacked over members (member 0 is used).
+          batch: a few rows with the largest class index among them.
+          classes: the number of classes of class-index labels (default: the
+            largest label + 1).
+        """
+        out, loss = _first_member_loss(self, params, collections, hp, dict(batch))
+        if not np.isfinite(np.asarray(loss)).all():
+            raise ValueError(_nonfinite_message(np.asarray(loss), out, batch, classes))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _first_member_loss(learner: Learner, params: Params, collections: PyTree, hp: Hparams,
+                       batch: Batch) -> Tuple[Any, jax.Array]:
+    p, c, h = jax.tree_util.tree_map(lambda v: v[0], (params, collections, dict(hp)))
+    out = learner.apply_eval(p, c, batch["x"], h)
+    return out, learner.loss(out, batch)
+
+
+def _nonfinite_message(loss: np.ndarray, out: Any, batch: Mapping[str, Any],
+                       classes: Optional[int]) -> str:
+    """The one line of :meth:`Learner.check_loss`: outputs, labels and the likely fix."""
+    shapes = jax.tree_util.tree_map(lambda o: tuple(np.shape(o)), out)
+    head = (f"the model's loss is {'NaN' if np.isnan(loss).any() else 'inf'} on a sample batch "
+            f"with member 0's initial weights: outputs of shape {shapes}")
+    fix = "make the loss finite at initialisation (outputs that fit the labels)"
+    y = np.asarray(batch["y"]) if "y" in batch else None
+    if y is None:
+        return f"{head} for the batch's {sorted(batch)}; {fix}"
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        return f"{head} for labels of shape {y.shape} ({y.dtype}); {fix}"
+    classes = int(y.max()) + 1 if classes is None else int(classes)
+    if hasattr(out, "shape") and out.ndim and out.shape[-1] < classes:
+        fix = f"make the output layer's width fit the labels (e.g. nn.Dense({classes}))"
+    return f"{head} for labels up to {int(y.max())} ({classes} classes); {fix}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -170,7 +170,7 @@ def step_bytes(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_
       x_spec, y_spec: ``(shape, dtype name)`` of one minibatch's inputs and labels.
       hp_names: :func:`hparam_shapes`.
     """
-    x = jax.ShapeDtypeStruct(x_spec[0], jnp.float32)
+    x = jax.ShapeDtypeStruct(x_spec[0], jnp.dtype(x_spec[1]))
     y = jax.ShapeDtypeStruct(y_spec[0], jnp.dtype(y_spec[1]))
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
     key = jax.random.key_data(jax.random.key(0))
@@ -184,11 +184,12 @@ def step_bytes(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_
 
 
 @functools.lru_cache(maxsize=256)
-def _row_bytes(learner: Learner, feature_shape: Tuple[int, ...], hp_names: HparamShapes) -> float:
+def _row_bytes(learner: Learner, feature_shape: Tuple[int, ...], hp_names: HparamShapes,
+               dtype: str = "float32") -> float:
     params, collections = jax.eval_shape(learner.init, jax.random.key(0),
-                                         jax.ShapeDtypeStruct((1,) + feature_shape, jnp.float32))
+                                         jax.ShapeDtypeStruct((1,) + feature_shape, dtype))
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
-    x = jax.ShapeDtypeStruct((8,) + feature_shape, jnp.float32)
+    x = jax.ShapeDtypeStruct((8,) + feature_shape, dtype)
     jaxpr = jax.make_jaxpr(lambda p, c, h, xb: learner.apply_eval(p, c, xb, h))(
         params, collections, hp, x).jaxpr
     return _values(jaxpr) / 8
@@ -211,7 +212,7 @@ def eval_budget() -> int:
 
 def eval_rows(learner: Learner, feature_shape: Tuple[int, ...], members: int,
               hp_names: HparamShapes = (), at_most: int = 1024,
-              budget: Optional[int] = None) -> int:
+              budget: Optional[int] = None, dtype: str = "float32") -> int:
     """Rows per evaluation batch: as many as keep ``members`` members' activations
     under ``budget`` bytes (a multiple of 32, between 32 and ``at_most``).
 
@@ -227,31 +228,39 @@ def eval_rows(learner: Learner, feature_shape: Tuple[int, ...], members: int,
         (:func:`hparam_shapes`).
       at_most, budget: the largest batch, and the activation budget in bytes
         (default :func:`eval_budget`).
+      dtype: the dtype the model is fed (``"int32"`` for tokens).
     """
-    per_row = _row_bytes(learner, tuple(feature_shape), tuple(hp_names))
+    per_row = _row_bytes(learner, tuple(feature_shape), tuple(hp_names), dtype)
     budget = eval_budget() if budget is None else budget
     rows = int(budget // max(members * per_row, 1.0))
     return int(min(at_most, max(32, rows - rows % 32)))
+
+
+def _device_bytes(a: np.ndarray) -> int:
+    """Bytes of ``a`` on the devices: without x64, 64-bit arrays go there as 32-bit."""
+    a = np.asarray(a)
+    return int(a.size) * jax.dtypes.canonicalize_dtype(a.dtype).itemsize
 
 
 def _model(population: Population, data: Dataset, batch_size: int, devices: int,
            eval_batch: int) -> Callable[[int], MemoryEstimate]:
     """``size -> MemoryEstimate`` for populations shaped like ``population``."""
     arrays = [data.x_train, data.y_train, data.x_val, data.y_val]
-    data_bytes = devices * int(sum(np.asarray(a).nbytes for a in arrays))
+    data_bytes = devices * sum(_device_bytes(a) for a in arrays)
     leaves = jax.tree_util.tree_leaves(
         (population.params, population.opt_state, population.collections))
     per_member = sum(math.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves if x.ndim)
     hp_names = hparam_shapes(population)
-    x_spec = ((batch_size,) + tuple(data.feature_shape), "float32")
+    dtype = population.feature_dtype
+    x_spec = ((batch_size,) + tuple(data.feature_shape), dtype)
     y_spec = ((batch_size,) + tuple(np.shape(data.y_train)[1:]), str(data.y_train.dtype))
 
     def at(size: int) -> MemoryEstimate:
         rows = int(min(len(data.y_val), eval_rows(population.learner, population.feature_shape,
-                                                  size, hp_names, eval_batch)))
+                                                  size, hp_names, eval_batch, dtype=dtype)))
         train = step_bytes(population.learner, population.optimizer, x_spec, y_spec, hp_names)
         evaluate = rows * _row_bytes(population.learner, tuple(population.feature_shape),
-                                     hp_names)
+                                     hp_names, dtype)
         local = -(-size // devices)
         chunk = member_chunk(local, per_member, train)
         return MemoryEstimate(RUNTIME_BYTES, data_bytes, int(per_member * size),

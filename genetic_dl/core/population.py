@@ -11,7 +11,7 @@ from flax import struct
 from numpy.typing import ArrayLike
 
 from ..data import Dataset
-from ..errors import unknown
+from ..errors import check, check_choice, unknown
 from .learner import Learner, zoo_learner
 from .models import ModelSpec, build_model
 from .optimizers import (DEFAULT_HPARAMS, HPARAM_NAMES, OPTIMIZERS, OptimizerLike,
@@ -20,6 +20,9 @@ from .pytree import Params, PyTree
 
 if TYPE_CHECKING:  # stream.py imports this module
     from .stream import Stream
+
+# What a model may be fed: numbers, or integer indices (tokens).
+FEATURE_DTYPES = ("float32", "int32")
 
 
 # PyTreeNode's __init__ and replace are stubs: the dataclass it makes of a subclass defines them.
@@ -43,6 +46,8 @@ class Population(struct.PyTreeNode):  # pylint: disable=abstract-method
       learner, optimizer, feature_shape, out_dim: static configuration.
       collections: stacked mutable collections (e.g. ``batch_stats``),
         updated by training, used by evaluation, never mutated by the GA.
+      feature_dtype: static, the dtype the model is fed: ``"float32"``, or
+        ``"int32"`` for token indices (``Dataset(inputs="tokens")``).
     """
     params: Params
     opt_state: PyTree
@@ -55,6 +60,7 @@ class Population(struct.PyTreeNode):  # pylint: disable=abstract-method
     feature_shape: Tuple[int, ...] = struct.field(pytree_node=False)
     out_dim: int = struct.field(pytree_node=False)
     collections: PyTree = struct.field(default_factory=dict)
+    feature_dtype: str = struct.field(pytree_node=False, default="float32")
 
     @property
     def spec(self) -> Optional[ModelSpec]:
@@ -148,7 +154,7 @@ def _resolve_widths(widths: Any, size: int, spec: Optional[ModelSpec]) -> jax.Ar
 
 
 def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
-                    data: Union[Dataset, Stream, Tuple[Tuple[int, ...], int]], size: int,
+                    data: Union[Dataset, Stream, Tuple[Any, ...]], size: int,
                     optimizer: OptimizerLike = "adam",
                     hparams: Optional[Mapping[str, Any]] = None) -> Population:
     """Creates a population by mapping the model's init over split keys.
@@ -159,8 +165,9 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
       model: a zoo spec (``MLPSpec``...) or a :class:`~genetic_dl.Learner`
         (``Learner.from_linen(module, loss=...)``), shared by all members.
       data: a :class:`Dataset`, a :class:`~genetic_dl.Stream` (a Learner's
-        input shape is read from its first validation batch), or
-        ``(feature_shape, out_dim)``.
+        input shape and dtype are read from its first validation batch:
+        integer ``x`` is fed as int32 tokens), ``(feature_shape, out_dim)``
+        (float32 inputs) or ``(feature_shape, out_dim, "int32")`` for tokens.
       size: number of members P.
       optimizer: a key of :data:`~genetic_dl.core.optimizers.OPTIMIZERS`, or a
         function ``hparams -> optax.GradientTransformation`` of one member's
@@ -175,32 +182,22 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
 
     Raises:
       ValueError: an unknown optimizer, hyperparameters the optimizer needs
-        but were not given, or model outputs that do not fit the loss.
+        but were not given, model outputs that do not fit the loss, or (a
+        Learner on a Dataset or Stream) a loss that is NaN/inf on a sample
+        batch with member 0's initial weights, e.g. an output layer narrower
+        than the classes.
     """
     if not callable(optimizer) and optimizer not in OPTIMIZERS:
         unknown("optimizer", optimizer, OPTIMIZERS,
                 "or pass a function hparams -> optax.GradientTransformation")
     if size < 1:
         raise ValueError(f"population size must be at least 1, got {size}")
-    sample = None
-    if isinstance(data, Dataset):
-        feature_shape, out_dim = data.feature_shape, data.out_dim
-        sample = {"x": data.model_inputs(data.x_train[:2]), "y": data.y_train[:2]}
-    elif isinstance(data, tuple) and len(data) == 2:
-        feature_shape, out_dim = tuple(data[0]), int(data[1])
-    elif callable(getattr(data, "first_batch", None)):  # a Stream (its module imports this one)
-        if not isinstance(model, Learner):
-            raise ValueError("a zoo spec on a Stream needs its output width: pass data as "
-                             "(feature_shape, out_dim), e.g. ((28, 28), 10)")
-        first = data.first_batch("val")
-        sample = {k: np.asarray(v)[:2] for k, v in first.items()}
-        feature_shape, out_dim = tuple(np.shape(first["x"])[1:]), 0
-    else:
-        raise ValueError(f"data must be a Dataset, a Stream or (feature_shape, out_dim), got "
-                         f"{type(data).__name__}")
+    feature_shape, out_dim, dtype, sample, note = _data_shape(model, data)
     if isinstance(model, Learner):
         learner = model
     elif hasattr(model, "family"):
+        check(dtype == "float32", "a zoo spec takes float features, not int32 tokens: wrap a "
+              "flax module with an nn.Embed in gdl.Learner.from_linen(module, loss=...)")
         build_model(model, feature_shape, out_dim)  # validates the spec against the features
         learner = zoo_learner(model, feature_shape, out_dim)
     else:
@@ -210,25 +207,91 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
     hp = _resolve_hparams(optimizer, size, hparams, learner.spec)
     key = raw_key(key)
     keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(size))
-    if sample is not None and learner.spec is None:
-        sample = jax.tree_util.tree_map(jnp.asarray, sample)
+    dummy = jax.ShapeDtypeStruct((1,) + tuple(feature_shape), jnp.dtype(dtype))
+    checked = sample if learner.spec is None else None  # a user's learner, with a sample
+    if checked is not None or callable(optimizer):
         first = jax.tree_util.tree_map(lambda v: v[0], hp)
-        params, collections = jax.eval_shape(learner.init, keys[0],
-                                             jnp.zeros((1,) + tuple(feature_shape)))
-        learner.check(params, collections, sample, first)
+        params, collections = jax.eval_shape(learner.init, keys[0], dummy)
+        if checked is not None:
+            learner.check(params, collections, jax.tree_util.tree_map(jnp.asarray, checked),
+                          first, note)
         check_optimizer(optimizer, first, params)
-    elif callable(optimizer):
-        params, _ = jax.eval_shape(learner.init, keys[0], jnp.zeros((1,) + tuple(feature_shape)))
-        check_optimizer(optimizer, jax.tree_util.tree_map(lambda v: v[0], hp), params)
-    return _init(keys, hp, optimizer, feature_shape, out_dim, learner)
+    population = _init(keys, hp, optimizer, feature_shape, out_dim, learner, dtype)
+    if checked is not None:  # concrete: a NaN loss at initialisation fails every member, silently
+        classes = out_dim if isinstance(data, Dataset) and data.is_classification else None
+        learner.check_loss(population.params, population.collections, checked,
+                           population.hparams, classes)
+    return population
+
+
+def _data_shape(model: Any, data: Any) -> Tuple[Tuple[int, ...], int, str,
+                                                Optional[Dict[str, np.ndarray]], str]:
+    """``(feature_shape, out_dim, feature dtype, sample batch or None, note on its labels)``
+    of ``init_population``'s ``data``."""
+    if isinstance(data, Dataset):
+        return (data.feature_shape, data.out_dim, data.feature_dtype, _dataset_sample(data),
+                _labels_note(data.y_train, "y_train", data.task))
+    if isinstance(data, tuple) and len(data) in (2, 3):
+        dtype = np.dtype(data[2]).name if len(data) == 3 else "float32"
+        check_choice("feature dtype", dtype, FEATURE_DTYPES)
+        return tuple(data[0]), int(data[1]), dtype, None, ""
+    if callable(getattr(data, "first_batch", None)):  # a Stream (its module imports this one)
+        if not isinstance(model, Learner):
+            raise ValueError("a zoo spec on a Stream needs its output width: pass data as "
+                             "(feature_shape, out_dim), e.g. ((28, 28), 10)")
+        first = {k: np.asarray(v) for k, v in data.first_batch("val").items()}
+        rows = _sample_rows(first.get("y"), len(first["x"]))
+        dtype = "int32" if np.issubdtype(first["x"].dtype, np.integer) else "float32"
+        note = _labels_note(first["y"], "the Stream's y", None) if "y" in first else ""
+        return (tuple(first["x"].shape[1:]), 0, dtype, {k: v[rows] for k, v in first.items()},
+                note)
+    raise ValueError(f"data must be a Dataset, a Stream or (feature_shape, out_dim), got "
+                     f"{type(data).__name__}")
+
+
+def _sample_rows(y: Optional[np.ndarray], n: int) -> np.ndarray:
+    """The first two rows, and the row of the largest class index when ``y`` holds class
+    indices: an output layer too narrow for it gives a NaN loss on that row only."""
+    rows = list(range(min(2, n)))
+    if y is not None and y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and len(y):
+        rows.append(int(np.argmax(y)))
+    return np.asarray(rows)
+
+
+def _dataset_sample(data: Dataset) -> Dict[str, np.ndarray]:
+    """A few training rows with the largest class index of train and val among them."""
+    xs, ys = [], []
+    for split in ("train", "val"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        rows = _sample_rows(np.asarray(y), len(y))
+        if split == "val":  # train's first rows are enough
+            rows = rows[2:]
+        xs.append(np.asarray(x[rows]))
+        ys.append(np.asarray(y[rows]))
+    return {"x": data.model_inputs(np.concatenate(xs)), "y": np.concatenate(ys)}
+
+
+def _labels_note(y: Any, name: str, task: Optional[str]) -> str:
+    """The labels as given (dtype, shape, task), for errors of a loss that does not fit."""
+    y = np.asarray(y)
+    device = jax.dtypes.canonicalize_dtype(y.dtype)
+    note = f"{name} is {y.dtype}" + (f" ({device} on the device)" if device != y.dtype else "")
+    note += f" of shape {y.shape}"
+    if task == "regression":
+        note += (", taken as regression targets: for classes pass task='classification' "
+                 "(or integer labels)")
+    elif task is not None:
+        note += f", taken as {task} labels"
+    return note
 
 
 @functools.lru_cache(maxsize=256)
 def _init_fn(learner: Learner, optimizer: OptimizerLike, feature_shape: Tuple[int, ...],
-             out_dim: int) -> Callable[[jax.Array, Dict[str, jax.Array]], Tuple]:
+             out_dim: int, feature_dtype: str
+             ) -> Callable[[jax.Array, Dict[str, jax.Array]], Tuple]:
     # Cached so that a second population of the same shape does not recompile its init.
     del out_dim  # part of the cache key only
-    dummy = jnp.zeros((1,) + tuple(feature_shape), jnp.float32)
+    dummy = jnp.zeros((1,) + tuple(feature_shape), jnp.dtype(feature_dtype))
 
     def one(key_h: Tuple[jax.Array, Dict[str, jax.Array]]) -> Tuple:
         key, h = key_h
@@ -244,14 +307,15 @@ def _init_fn(learner: Learner, optimizer: OptimizerLike, feature_shape: Tuple[in
 
 
 def _init(keys: jax.Array, hp: Dict[str, jax.Array], optimizer: OptimizerLike,
-          feature_shape: Tuple[int, ...], out_dim: int, learner: Learner) -> Population:
-    init = _init_fn(learner, optimizer, tuple(feature_shape), int(out_dim))
+          feature_shape: Tuple[int, ...], out_dim: int, learner: Learner,
+          feature_dtype: str = "float32") -> Population:
+    init = _init_fn(learner, optimizer, tuple(feature_shape), int(out_dim), feature_dtype)
     params, opt_state, train_keys, collections = init(keys, hp)
     size = keys.shape[0]
     return Population(params=params, opt_state=opt_state, hparams=hp, keys=train_keys,
                       ids=jnp.arange(size, dtype=jnp.int32), failed=jnp.zeros(size, bool),
                       learner=learner, optimizer=optimizer, feature_shape=tuple(feature_shape),
-                      out_dim=int(out_dim), collections=collections)
+                      out_dim=int(out_dim), collections=collections, feature_dtype=feature_dtype)
 
 
 @jax.jit

@@ -45,7 +45,9 @@ class Stream:
     """Training batches from ``make_iter(epoch, seed)``; validation and test splits.
 
     Attributes:
-      make_iter: ``make_iter(epoch, seed) -> iterator of {"x": ..., "y": ..., ...}``.
+      make_iter: ``make_iter(epoch, seed) -> iterator of {"x": ..., "y": ..., ...}``;
+        ``x`` is fed to the model as given: integers as int32 (token indices),
+        anything else as float32.
       val: a dict of arrays (evaluated in batches of ``eval_batch``) or a
         callable returning an iterator of batches.
       test: the same, optional (final reports only).
@@ -161,6 +163,9 @@ def _seeds(keys: jax.Array) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames=("shared",))
 def _step(population: Population, batch: Mapping[str, jax.Array],
           shared: bool) -> Tuple[Population, jax.Array, jax.Array]:
+    # a batch's x as the population was built for: float32, or int32 token indices
+    batch = {**batch, "x": batch["x"].astype(population.feature_dtype)}
+
     def one(p: Params, s: PyTree, c: PyTree, h: Mapping[str, jax.Array], k: jax.Array,
             b: Mapping[str, jax.Array]) -> Any:
         tx = make_optimizer(population.optimizer, h)
@@ -230,6 +235,7 @@ def train_stream(population: Population, stream: Stream, epochs: int,
 @functools.partial(jax.jit, static_argnames=("rows",))
 def _outputs(population: Population, x: jax.Array, rows: int) -> Any:
     learner = population.learner
+    x = x.astype(population.feature_dtype)
     return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, rows))(
         population.params, population.collections, population.hparams)
 
@@ -256,7 +262,8 @@ def evaluate_stream(population: Population, stream: Stream, split: str = "val",
     del mesh  # evaluation runs on the population's own placement
     # all members' activations within the memory model's evaluation budget
     rows = memory.eval_rows(population.learner, population.feature_shape, population.size,
-                            memory.hparam_shapes(population), at_most=stream.eval_batch)
+                            memory.hparam_shapes(population), at_most=stream.eval_batch,
+                            dtype=population.feature_dtype)
     outs, labels, first = [], [], None
     for b in stream.batches(split):
         first = _check_batch(b, first if callable(stream.split(split)) else None, split)

@@ -48,15 +48,17 @@ HOST_CHUNK = 8192
 
 def _eval_batch(population: Population) -> int:
     return memory.eval_rows(population.learner, population.feature_shape, population.size,
-                            memory.hparam_shapes(population), EVAL_BATCH)
+                            memory.hparam_shapes(population), EVAL_BATCH,
+                            dtype=population.feature_dtype)
 
 
-def _scaler(mean: jax.Array, std: jax.Array,
-            scaled: bool) -> Optional[Callable[[jax.Array], jax.Array]]:
-    """Raw inputs (uint8 images) to the model's standardised float32, inside the program."""
-    if not scaled:
-        return None
-    return lambda v: (v.astype(jnp.float32) - mean) / std
+def _prep(mean: jax.Array, std: jax.Array, scaled: bool,
+          dtype: str) -> Callable[[jax.Array], jax.Array]:
+    """Stored inputs to what the model takes, inside the program: raw pixels standardised
+    to float32, anything else cast to ``dtype`` (int32 tokens stay integers)."""
+    if scaled:
+        return lambda v: (v.astype(jnp.float32) - mean) / std
+    return lambda v: v.astype(dtype)
 
 
 def _member_train(population: Population, params: Params, opt_state: PyTree,
@@ -66,7 +68,7 @@ def _member_train(population: Population, params: Params, opt_state: PyTree,
     """Trains one member (called under vmap); ``data = (x, y, xv, yv, mean, std)``."""
     x, y, xv, yv, mean, std = data
     learner = population.learner
-    prep = _scaler(mean, std, scaled) or (lambda v: v)
+    prep = _prep(mean, std, scaled, population.feature_dtype)
     tx = make_optimizer(population.optimizer, hp)
     n = x.shape[0]
     steps = n // batch_size
@@ -80,7 +82,7 @@ def _member_train(population: Population, params: Params, opt_state: PyTree,
         order = jax.random.permutation(k_perm, n)[:steps * batch_size].reshape(steps, batch_size)
         (p, s, c, k), (losses, scores) = jax.lax.scan(step, (p, s, c, k), order)
         val = {"x": xv, "y": yv}
-        out = learner.apply_eval_batched(p, c, xv, hp, eval_batch, _scaler(mean, std, scaled))
+        out = learner.apply_eval_batched(p, c, xv, hp, eval_batch, prep)
         record = {"train_loss": losses.mean(), "train_score": scores.mean(),
                   "val_loss": learner.loss(out, val), "val_score": learner.score_of(out, val)}
         return (p, s, c, k), record
@@ -110,7 +112,7 @@ def _train_local(population: Population, x: jax.Array, y: jax.Array, xv: jax.Arr
             population.hparams, population.keys)
     local = population.keys.shape[0]
     step = memory.step_bytes(population.learner, population.optimizer,
-                             ((batch_size,) + tuple(x.shape[1:]), "float32"),
+                             ((batch_size,) + tuple(x.shape[1:]), population.feature_dtype),
                              ((batch_size,) + tuple(y.shape[1:]), str(y.dtype)),
                              memory.hparam_shapes(population))
     chunk = chunk_members(population, local, step)
@@ -178,10 +180,12 @@ def _check_batch(batch_size: int, n: int) -> None:
 
 def _check_shape(population: Population, data: Dataset) -> None:
     if tuple(data.feature_shape) != tuple(population.feature_shape) \
-            or data.out_dim != population.out_dim:
-        raise ValueError(f"the population was built for features {population.feature_shape} "
-                         f"and {population.out_dim} outputs, but {data.name} has "
-                         f"{data.feature_shape} and {data.out_dim}: build it from this dataset")
+            or data.out_dim != population.out_dim \
+            or data.feature_dtype != population.feature_dtype:
+        raise ValueError(f"the population was built for {population.feature_dtype} features "
+                         f"{population.feature_shape} and {population.out_dim} outputs, but "
+                         f"{data.name} has {data.feature_dtype} {data.feature_shape} and "
+                         f"{data.out_dim}: build it from this dataset")
 
 
 def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
@@ -228,12 +232,17 @@ def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
 
 
 def predict(population: Population, x: Features, *, mesh: MeshArg = "auto") -> jax.Array:
-    """Outputs of every member on ``x``: logits or predictions, shape ``(P, n, out)``."""
+    """Outputs of every member on ``x`` (model inputs: float features, or integer tokens
+    for an int32 population): logits or predictions, shape ``(P, n, out)``."""
     eval_batch = _eval_batch(population)
+    given = np.asarray(x[:1]).dtype
+    if population.feature_dtype == "int32" and not np.issubdtype(given, np.integer):
+        raise ValueError(f"the population takes int32 token indices but x is {given}: pass "
+                         f"the integer tokens")
     if len(x) > HOST_CHUNK:
         return jnp.asarray(_outputs_by_chunk(population, x, NO_SCALING, False, eval_batch, mesh))
     return _run_sharded(functools.partial(_outputs, eval_batch=eval_batch), population,
-                        jnp.asarray(x, jnp.float32), *NO_SCALING, mesh=mesh)
+                        jnp.asarray(x, population.feature_dtype), *NO_SCALING, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("scaled", "eval_batch"))
@@ -243,7 +252,8 @@ def _evaluate(population: Population, x: jax.Array, y: jax.Array, mean: jax.Arra
     learner = population.learner
 
     def one(p: Params, c: PyTree, h: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
-        out = learner.apply_eval_batched(p, c, x, h, eval_batch, _scaler(mean, std, scaled))
+        out = learner.apply_eval_batched(p, c, x, h, eval_batch,
+                                         _prep(mean, std, scaled, population.feature_dtype))
         return learner.evaluate(out, {"x": x, "y": y})
     return jax.vmap(one)(population.params, population.collections, population.hparams)
 
@@ -252,7 +262,7 @@ def _evaluate(population: Population, x: jax.Array, y: jax.Array, mean: jax.Arra
 def _outputs(population: Population, x: jax.Array, mean: jax.Array, std: jax.Array,
              scaled: bool = False, eval_batch: int = 1024) -> Any:
     learner = population.learner
-    prep = _scaler(mean, std, scaled) or (lambda v: v.astype(jnp.float32))
+    prep = _prep(mean, std, scaled, population.feature_dtype)
     return jax.vmap(lambda p, c, h: learner.apply_eval_batched(p, c, x, h, eval_batch, prep))(
         population.params, population.collections, population.hparams)
 

@@ -7,17 +7,25 @@ feature standardisation is fitted on the training split only.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..errors import check_choice, fail as _fail
+from ..errors import check, check_choice, fail as _fail
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
 SPLITS = ("train", "val", "test")
+# How features are fed: numbers (float32), integer images standardised to float32
+# inside the programs, or integer indices (embeddings) fed as int32.
+FEATURES = "features"
+PIXELS = "pixels"
+TOKENS = "tokens"
+INPUTS = (FEATURES, PIXELS, TOKENS)
+INT32_MAX = np.iinfo(np.int32).max
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -28,14 +36,18 @@ class Dataset:
       name: a short name for reports.
       task: ``"classification"`` or ``"regression"``.
       x_train, y_train, x_val, y_val, x_test, y_test: numpy arrays. Features are
-        float32 with shape ``(n, *feature_shape)`` (uint8 images stay uint8:
-        see ``raw_inputs``); labels are int32 ``(n,)`` for classification and
-        float32 ``(n, targets)`` for regression.
+        float32 with shape ``(n, *feature_shape)`` (integer images and tokens stay
+        as given: see ``inputs``); labels are int32 ``(n,)`` for classification
+        and float32 ``(n, targets)`` for regression.
       num_classes: number of classes (classification) or regression targets.
       feature_mean, feature_std: the train split's standardisation, if any.
-      raw_inputs: the features are stored as given (uint8 images: a quarter of
-        float32's memory) and the jitted programs standardise each batch with
-        ``feature_mean``/``feature_std``; otherwise they are stored standardised.
+      raw_inputs: the features are pixels stored as given (uint8 images: a
+        quarter of float32's memory) and the jitted programs standardise each
+        batch with ``feature_mean``/``feature_std``.
+      inputs: how the model is fed: ``"features"`` (float32), ``"pixels"``
+        (integer images standardised to float32 inside the programs) or
+        ``"tokens"`` (integer indices fed as int32, never standardised);
+        empty means ``"pixels"`` if ``raw_inputs`` else ``"features"``.
     """
     name: str
     task: str
@@ -49,9 +61,27 @@ class Dataset:
     feature_mean: Optional[np.ndarray] = None
     feature_std: Optional[np.ndarray] = None
     raw_inputs: bool = False
+    inputs: str = ""
+
+    def __post_init__(self) -> None:
+        inputs = self.inputs or (PIXELS if self.raw_inputs else FEATURES)
+        check_choice("inputs", inputs, INPUTS)
+        check(not self.raw_inputs or inputs == PIXELS,
+              f"raw_inputs=True means inputs='pixels', not {inputs!r}: drop raw_inputs")
+        # frozen: the resolved kind is set once, here
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "raw_inputs", inputs == PIXELS)
+
+    @property
+    def feature_dtype(self) -> str:
+        """The dtype the model receives: ``"int32"`` for tokens, else ``"float32"``."""
+        return "int32" if self.inputs == TOKENS else "float32"
 
     def model_inputs(self, x: ArrayLike) -> np.ndarray:
-        """Features of this dataset as the model sees them (float32, standardised)."""
+        """Features of this dataset as the model sees them: float32 (pixels
+        standardised) or int32 tokens."""
+        if self.inputs == TOKENS:
+            return np.asarray(x, np.int32)
         return self.standardize(x) if self.raw_inputs else np.asarray(x, np.float32)
 
     def input_scaling(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -98,20 +128,28 @@ class Dataset:
     def from_arrays(cls, *, x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike,
                     y_val: ArrayLike, x_test: Optional[ArrayLike] = None,
                     y_test: Optional[ArrayLike] = None, task: Optional[str] = None,
-                    name: str = "arrays", standardize: bool = False) -> "Dataset":
+                    name: str = "arrays", standardize: bool = False,
+                    inputs: Optional[str] = None) -> "Dataset":
         """A dataset from research code's own arrays, as they are.
 
         The checks are :func:`make_dataset`'s; unlike it, features keep their
         dtype, labels may have any shape the learner's loss accepts (one-hot,
         soft, multi-target) and nothing is standardised unless ``standardize``.
+        Integer features other than uint8 need ``inputs``: the library cannot
+        tell token indices from pixels.
 
         Args:
           x_train, y_train, x_val, y_val: the training and validation splits.
           x_test, y_test: an optional test split (reports only).
           task: ``"classification"`` or ``"regression"``; guessed from the
-            label dtype when ``None``.
+            label dtype when ``None`` (float labels: regression, with a warning
+            when their values are whole numbers). Classification turns 1-D
+            whole-number float labels into int32 class indices.
           name: shown in reports.
           standardize: standardise features with the train split's statistics.
+          inputs: ``"features"``, ``"pixels"`` or ``"tokens"`` (see
+            :class:`Dataset`); ``None``: float features are ``"features"``,
+            uint8 ones ``"pixels"``, other integers must say which.
 
         Returns:
           A :class:`Dataset`.
@@ -121,16 +159,17 @@ class Dataset:
         splits = {"train": (x_train, y_train), "val": (x_val, y_val)}
         if x_test is not None and y_test is not None:
             splits["test"] = (x_test, y_test)
-        task, width, arrays = _validated(splits, task, None, AS_GIVEN)
+        inputs = _resolve_inputs(inputs, splits["train"][0], AS_GIVEN)
+        task, width, arrays = _validated(splits, task, None, AS_GIVEN, inputs)
         x_va, y_va = arrays["val"]
         x_te, y_te = arrays.get("test", (x_va[:0], y_va[:0]))
         return _assembled(name, task, width, (*arrays["train"], x_va, y_va, x_te, y_te),
-                          standardize)
+                          standardize, inputs)
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, task={self.task}, features={self.feature_shape}, "
-                f"classes={self.num_classes}, train={len(self.y_train)}, val={len(self.y_val)}, "
-                f"test={len(self.y_test)})")
+        return (f"Dataset({self.name!r}, task={self.task}, inputs={self.inputs}, "
+                f"features={self.feature_shape}, classes={self.num_classes}, "
+                f"train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +178,7 @@ class Checks:
     (lengths, empty splits, NaN/inf, feature shapes, task, output width) is shared.
 
     Attributes:
-      float_features: store features as float32 (uint8 images stay uint8);
+      float_features: store features as float32 (integer pixels stay as given);
         otherwise they keep their dtype.
       class_indices: classification labels must be a 1-D vector of integer
         class indices (stored int32) and regression targets are stored float32
@@ -156,15 +195,25 @@ Splits = Mapping[str, Tuple[Any, Any]]
 
 
 def _resolve_task(task: Optional[str], y_train: ArrayLike) -> str:
-    """``task``, or its guess from the label dtype (integers: classification), checked."""
+    """``task``, or its guess from the label dtype (integers: classification), checked.
+
+    Whole-number float labels guessed as regression targets get a warning: they
+    may well be class indices.
+    """
     if task is None:
-        task = CLASSIFICATION if np.issubdtype(np.asarray(y_train).dtype, np.integer) \
-            else REGRESSION
+        y = np.asarray(y_train)
+        task = CLASSIFICATION if np.issubdtype(y.dtype, np.integer) else REGRESSION
+        if (np.issubdtype(y.dtype, np.floating) and y.ndim == 1 and y.size
+                and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+            warnings.warn(f"y_train is {y.dtype} with whole-number values: taken as regression "
+                          f"targets because the labels are floats; for classes pass "
+                          f"task='classification' (or integer labels)", UserWarning, stacklevel=4)
     check_choice("task", task, TASKS)
     return task
 
 
-def _check_features(x: Any, name: str, checks: Checks) -> np.ndarray:
+def _as_features(x: Any, name: str) -> np.ndarray:
+    """``x`` as an array of examples, checked for shape (not for dtype)."""
     if not isinstance(x, np.ndarray):  # an ndarray (a memory map too) is used as it is
         try:
             x = np.asarray(x)
@@ -178,7 +227,41 @@ def _check_features(x: Any, name: str, checks: Checks) -> np.ndarray:
               f"reshape a single feature column with x.reshape(-1, 1)")
     if x.shape[0] == 0:
         _fail(f"{name} is empty: provide at least one example")
-    if x.dtype == np.uint8:  # images: kept as they are, standardised inside the programs
+    return x
+
+
+def _resolve_inputs(inputs: Optional[str], x_train: Any, checks: Checks) -> str:
+    """``inputs``, or its guess from ``x_train``'s dtype, checked against it.
+
+    uint8 features are pixels and floats features; other integers are
+    ambiguous (tokens or pixels) unless ``checks`` casts every feature to float32.
+    """
+    x = _as_features(x_train, "x_train")
+    integer = np.issubdtype(x.dtype, np.integer)
+    if inputs is None:
+        if x.dtype == np.uint8:
+            return PIXELS
+        if integer and not checks.float_features:
+            _fail(f"x_train has integer dtype {x.dtype}: pass inputs='tokens' (embedding "
+                  f"indices, fed to the model as int32) or inputs='pixels' (images, "
+                  f"standardised to float32); inputs='features' casts them to float32")
+        return FEATURES
+    check_choice("inputs", inputs, INPUTS)
+    check(inputs == FEATURES or integer,
+          f"inputs={inputs!r} needs integer features but x_train is {x.dtype}: pass "
+          f"inputs='features' for real numbers, or cast indices with x.astype(np.int32)")
+    return inputs
+
+
+def _check_features(x: Any, name: str, checks: Checks, inputs: str) -> np.ndarray:
+    x = _as_features(x, name)
+    if inputs != FEATURES:  # pixels and tokens: kept as they are
+        check(np.issubdtype(x.dtype, np.integer),
+              f"{name} has dtype {x.dtype} but inputs={inputs!r} needs integers: give every "
+              f"split the same integer dtype")
+        if inputs == TOKENS and (x.min() < 0 or x.max() > INT32_MAX):
+            _fail(f"{name} has token indices in [{x.min()}, {x.max()}]: tokens index embedding "
+                  f"rows and must be in [0, {INT32_MAX}]; map them to 0..vocab-1")
         return x
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
         _fail(f"{name} has dtype {x.dtype}: features must be real numbers")
@@ -206,15 +289,15 @@ def _check_labels(y: Any, n: int, name: str, task: str, num_classes: Optional[in
         _fail(f"{name} contains NaN or inf labels: drop or impute those rows")
     if task == REGRESSION:
         return y.astype(np.float32).reshape(n, -1) if checks.class_indices else y
-    if checks.class_indices:
-        if y.ndim != 1:
-            _fail(f"{name} has shape {y.shape}: classification labels must be a 1-D vector of "
-                  f"class indices (use y.argmax(-1) for one-hot labels)")
+    if checks.class_indices and y.ndim != 1:
+        _fail(f"{name} has shape {y.shape}: classification labels must be a 1-D vector of "
+              f"class indices (use y.argmax(-1) for one-hot labels)")
+    if y.ndim == 1:  # class indices
         if np.any(y != np.round(y)):
             _fail(f"{name} has non-integer values: classification needs integer class "
                   f"indices (or pass task='regression')")
-        y = y.astype(np.int32)
-    if y.ndim == 1:  # class indices
+        if checks.class_indices or not np.issubdtype(y.dtype, np.integer):
+            y = y.astype(np.int32)
         if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
             classes = "0..C-1" if num_classes is None else f"0..{num_classes - 1}"
             _fail(f"{name} has labels in [{y.min()}, {y.max()}] but the classes are {classes}: "
@@ -239,7 +322,8 @@ def _output_width(labels: Mapping[str, np.ndarray], task: str,
 
 
 def _validated(splits: Splits, task: Optional[str], num_classes: Optional[int],
-               checks: Checks) -> Tuple[str, int, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+               checks: Checks, inputs: str = FEATURES
+               ) -> Tuple[str, int, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
     """The one validation of a dataset's splits.
 
     Args:
@@ -247,6 +331,7 @@ def _validated(splits: Splits, task: Optional[str], num_classes: Optional[int],
       task: the task, or ``None`` to guess it from ``y_train``'s dtype.
       num_classes: the classes of class-index labels, or ``None`` to count them.
       checks: :data:`CHECKED` or :data:`AS_GIVEN`.
+      inputs: how the features are fed (:func:`_resolve_inputs`).
 
     Returns:
       ``(task, output width, {split: (x, y)})`` with the arrays as stored.
@@ -254,7 +339,7 @@ def _validated(splits: Splits, task: Optional[str], num_classes: Optional[int],
     task = _resolve_task(task, splits["train"][1])
     arrays = {}
     for split, (x, y) in splits.items():
-        x = _check_features(x, f"x_{split}", checks)
+        x = _check_features(x, f"x_{split}", checks, inputs)
         arrays[split] = (x, _check_labels(y, len(x), f"y_{split}", task, num_classes, checks))
     shapes = {s: a[0].shape[1:] for s, a in arrays.items()}
     if len(set(shapes.values())) > 1:
@@ -265,18 +350,21 @@ def _validated(splits: Splits, task: Optional[str], num_classes: Optional[int],
 
 
 def _assembled(name: str, task: str, width: int, arrays: Tuple[np.ndarray, ...],
-               standardize: bool) -> Dataset:
+               standardize: bool, inputs: str) -> Dataset:
     """The :class:`Dataset` of validated ``(x_train, y_train, x_val, y_val, x_test, y_test)``,
     standardised with the train split's statistics when ``standardize``."""
     x_tr, y_tr, x_va, y_va, x_te, y_te = arrays
     mean = std = None
-    raw = x_tr.dtype == np.uint8
-    if raw:  # uint8 stays uint8: the programs standardise each batch
+    check(not (standardize and inputs == TOKENS),
+          "standardize=True does not apply to inputs='tokens' (embedding indices are never "
+          "standardised): drop standardize")
+    if inputs == PIXELS:  # integers stay as they are: the programs standardise each batch
         mean, std = feature_stats(x_tr) if standardize else _unit_scaling(x_tr)
     elif standardize:
         (x_tr, x_va, x_te), mean, std = _standardise(
             *(np.asarray(a, np.float32) for a in (x_tr, x_va, x_te)))
-    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, width, mean, std, raw)
+    return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, width, mean, std,
+                   inputs=inputs)
 
 
 def _unit_scaling(x_train: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -373,11 +461,13 @@ def make_dataset(name: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Arra
     splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
     if x_val is not None and y_val is not None:
         splits["val"] = (x_val, y_val)
-    task, width, arrays = _validated(splits, task, num_classes, CHECKED)
+    inputs = _resolve_inputs(None, x_train, CHECKED)
+    task, width, arrays = _validated(splits, task, num_classes, CHECKED, inputs)
     x_tr, y_tr = arrays["train"]
     if "val" in arrays:
         x_va, y_va = arrays["val"]
     else:
         x_tr, y_tr, x_va, y_va = _carve_validation(x_tr, y_tr, val_fraction, seed,
                                                    task == CLASSIFICATION)
-    return _assembled(name, task, width, (x_tr, y_tr, x_va, y_va, *arrays["test"]), standardize)
+    return _assembled(name, task, width, (x_tr, y_tr, x_va, y_va, *arrays["test"]), standardize,
+                      inputs)

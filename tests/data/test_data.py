@@ -170,3 +170,66 @@ def test_a_folder_of_npy_files_is_memory_mapped_and_reads_like_an_npz(tmp_path):
     (tmp_path / "d" / "y_test.npy").unlink()
     with pytest.raises(ValueError, match="lacks y_test.npy"):
         gdl.load_dataset(str(tmp_path / "d"))
+
+
+def _from(x, y, **kw):
+    return gdl.Dataset.from_arrays(x_train=x[:20], y_train=y[:20], x_val=x[20:], y_val=y[20:],
+                                   **kw)
+
+
+def test_integer_features_say_how_they_are_fed():
+    rng = np.random.default_rng(0)
+    ids, y = rng.integers(0, 50, (30, 7)), np.arange(30) % 3
+    with pytest.raises(ValueError, match="integer dtype int64: pass inputs='tokens'.*"
+                                         "inputs='pixels'"):
+        _from(ids, y)
+    tokens = _from(ids, y, inputs="tokens")
+    assert tokens.inputs == "tokens" and tokens.feature_dtype == "int32"
+    assert tokens.x_train.dtype == np.int64 and not tokens.raw_inputs  # stored as given
+    np.testing.assert_array_equal(tokens.model_inputs(ids[:3]), ids[:3])  # never standardised
+    assert tokens.model_inputs(ids[:3]).dtype == np.int32
+    assert "inputs=tokens" in repr(tokens) and "task=classification" in repr(tokens)
+    pixels = _from(ids.astype(np.uint16), y, inputs="pixels", standardize=True)
+    assert pixels.raw_inputs and pixels.feature_dtype == "float32"
+    np.testing.assert_allclose(pixels.model_inputs(pixels.x_train).mean(0), 0, atol=1e-5)
+    assert _from(ids.astype(np.uint8), y).inputs == "pixels"  # uint8: images, as before
+    assert _from(ids.astype(np.float32), y).inputs == "features"
+    numbers = _from(ids, y, inputs="features")
+    assert numbers.model_inputs(ids[:2]).dtype == np.float32
+    # make_dataset keeps casting integer features other than uint8 to float32
+    made = gdl.make_dataset("ints", ids[:20], y[:20], ids[20:], y[20:])
+    assert made.inputs == "features" and made.x_train.dtype == np.float32
+
+
+@pytest.mark.parametrize("change,kw,message", [
+    (lambda x: x.astype(np.float32), {"inputs": "tokens"}, "needs integer features"),
+    (lambda x: x - 1, {"inputs": "tokens"}, r"token indices in \[-1, 48\]"),
+    (lambda x: x, {"inputs": "tokens", "standardize": True}, "never standardised"),
+    (lambda x: x, {"inputs": "words"}, "unknown inputs 'words'"),
+])
+def test_bad_token_inputs_are_one_line_errors(change, kw, message):
+    ids = np.random.default_rng(0).integers(0, 50, (30, 7))
+    ids[0, 0] = 0
+    ids[1, 1] = 49
+    with pytest.raises(ValueError, match=message) as err:
+        _from(change(ids), np.arange(30) % 3, **kw)
+    assert "\n" not in str(err.value)
+
+
+def test_float_labels_say_which_task_they_were_taken_as():
+    x = np.random.default_rng(1).normal(size=(30, 4))
+    whole = (np.arange(30) % 3).astype(np.float64)
+    with pytest.warns(UserWarning, match="y_train is float64 with whole-number values: taken as "
+                                         "regression targets.*task='classification'"):
+        guessed = _from(x, whole)
+    assert guessed.task == "regression" and "task=regression" in repr(guessed)
+    chosen = _from(x, whole, task="classification")
+    assert chosen.y_train.dtype == np.int32 and chosen.num_classes == 3
+    np.testing.assert_array_equal(chosen.y_val, whole[20:])
+    with pytest.raises(ValueError, match="non-integer"):
+        _from(x, whole + 0.5, task="classification")
+    import warnings  # pylint: disable=import-outside-toplevel
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real-valued targets and integer classes: no warning
+        assert _from(x, whole + 0.5).task == "regression"
+        assert _from(x, whole.astype(int)).task == "classification"
