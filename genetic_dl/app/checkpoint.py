@@ -224,7 +224,8 @@ def save_population(path: str, population: Population) -> str:
     """
     optimizer = population.optimizer if isinstance(population.optimizer, str) else None
     meta = {"size": population.size, "feature_shape": list(population.feature_shape),
-            "out_dim": population.out_dim, "optimizer": optimizer}
+            "out_dim": population.out_dim, "optimizer": optimizer,
+            "feature_dtype": population.feature_dtype}
     tree = {"meta": json.dumps(meta),
             "population": serialization.to_state_dict(jax.device_get(population))}
     write_bytes(path, serialization.msgpack_serialize(tree))
@@ -261,7 +262,8 @@ def load_population(path: str, learner: Union[Learner, ModelSpec],
     try:
         hp = {k: np.asarray(v) for k, v in saved["hparams"].items()}
         template = init_population(jax.random.key(0), learner,
-                                   (tuple(meta["feature_shape"]), meta["out_dim"]),
+                                   (tuple(meta["feature_shape"]), meta["out_dim"],
+                                    meta.get("feature_dtype", "float32")),
                                    meta["size"], optimizer, hp)
         population = serialization.from_state_dict(template, saved)
         _check_shapes(population, template)

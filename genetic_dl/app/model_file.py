@@ -50,7 +50,7 @@ def save_model(path: str, model: Union[WeightGAResult, Member]) -> str:
         fail(f"{path!r} is a folder: give save_model a file path, e.g. {path}/model.msgpack")
     spec = member.learner.spec if member.learner is not None else None
     meta = {"kind": KIND, "format": FORMAT, "feature_shape": list(member.feature_shape),
-            "out_dim": int(member.out_dim),
+            "out_dim": int(member.out_dim), "feature_dtype": member.feature_dtype,
             "spec": None if spec is None else spec_to_dict(spec)}
     tree = {"meta": json.dumps(meta),
             "params": serialization.to_state_dict(jax.device_get(member.params)),
@@ -86,15 +86,17 @@ def load_model(path: str,
         return rundir.load_model(path)
     meta, tree = _read(path)
     feature_shape, out_dim = tuple(meta["feature_shape"]), int(meta["out_dim"])
+    dtype = str(meta.get("feature_dtype", "float32"))
     if learner is None:
         if meta["spec"] is None:
             fail(f"{path!r} holds a user's model: pass the learner it was trained with, "
                  f"gdl.load_model(path, learner=learner)")
         learner = zoo_learner(spec_from_dict(meta["spec"]), feature_shape, out_dim)
-    params, collections = _fitted(path, tree, learner, feature_shape)
+    params, collections = _fitted(path, tree, learner, feature_shape, dtype)
     return Member(params=params, collections=collections,
                   hparams={k: np.asarray(v) for k, v in tree["hparams"].items()},
-                  learner=learner, feature_shape=feature_shape, out_dim=out_dim)
+                  learner=learner, feature_shape=feature_shape, out_dim=out_dim,
+                  feature_dtype=dtype)
 
 
 def _read(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -120,11 +122,11 @@ def _read(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 
 def _fitted(path: str, tree: Dict[str, Any], learner: Learner,
-            feature_shape: Tuple[int, ...]) -> Tuple[Any, Any]:
+            feature_shape: Tuple[int, ...], dtype: str) -> Tuple[Any, Any]:
     """The saved ``(params, collections)`` in the structure of ``learner``'s variables;
     a one-line error naming the first variable that differs."""
     params, collections = jax.eval_shape(learner.init, jax.random.key(0),
-                                         jnp.zeros((1,) + feature_shape, jnp.float32))
+                                         jnp.zeros((1,) + feature_shape, dtype))
     want = {**_shapes(params), **_shapes(collections)}
     have = {**_shapes(tree["params"]), **_shapes(tree["collections"])}
     for name in sorted(set(want) | set(have)):

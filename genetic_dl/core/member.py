@@ -37,6 +37,7 @@ class Member:
       learner: the :class:`~genetic_dl.Learner` it runs with (``None``: arrays only).
       feature_shape, out_dim: the shape of one example and the output width it was
         built for.
+      feature_dtype: the dtype of its inputs (``"int32"`` for tokens).
     """
     params: Params
     collections: PyTree
@@ -44,6 +45,7 @@ class Member:
     learner: Optional[Learner] = None
     feature_shape: Tuple[int, ...] = ()
     out_dim: int = 0
+    feature_dtype: str = "float32"
 
     def with_learner(self, learner: Learner) -> "Member":
         """This member run by ``learner``."""
@@ -65,7 +67,7 @@ class Member:
             keys=jnp.zeros((1, 2), jnp.uint32), ids=jnp.zeros((1,), jnp.int32),
             failed=jnp.zeros((1,), bool), learner=learner, optimizer="sgd",
             feature_shape=tuple(self.feature_shape), out_dim=int(self.out_dim),
-            collections=jax.tree_util.tree_map(one, self.collections))
+            feature_dtype=self.feature_dtype, collections=jax.tree_util.tree_map(one, self.collections))
 
     def predict(self, x: ArrayLike) -> Any:
         """The model's outputs on ``x`` (logits of a classifier: ``argmax(-1)`` gives classes).
@@ -77,7 +79,7 @@ class Member:
         Returns:
           ``(n, ...)`` outputs (numpy; a pytree of them for a model that returns one).
         """
-        x = np.asarray(x, np.float32)
+        x = np.asarray(x, self.feature_dtype)
         check(tuple(x.shape[1:]) == tuple(self.feature_shape),
               f"features of shape {tuple(x.shape[1:])} do not fit a model built for "
               f"{tuple(self.feature_shape)}: give an array of shape (n, "
@@ -110,4 +112,4 @@ def population_member(population: Population, i: int) -> Member:
     return Member(params=params, collections=collections,
                   hparams={k: np.asarray(v) for k, v in hparams.items()},
                   learner=population.learner, feature_shape=tuple(population.feature_shape),
-                  out_dim=int(population.out_dim))
+                  out_dim=int(population.out_dim), feature_dtype=population.feature_dtype)

@@ -357,7 +357,7 @@ def spec_of(population: Any, derivation: Derivation = derive) -> PermutationSpec
 
 
 def _dtype(population: Any) -> str:
-    return str(jnp.dtype(getattr(population, "feature_dtype", "float32")))
+    return str(jnp.dtype(population.feature_dtype))
 
 
 def describe(population: Any) -> str:
