@@ -27,6 +27,7 @@ Variables the spec does not name are never permuted.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import jax
@@ -110,7 +111,8 @@ class PermutationSpec:
         for g in self.groups:
             units = f": {sizes[g]} units" if g in sizes else ""
             ties = ", ".join(f"{p}[{i}]" for p, i in self.occurrences(g))
-            lines.append(f"    # {g}{units}, tying {ties}")
+            lines += textwrap.wrap(f"{g}{units}, tying {ties}", 96, initial_indent="    # ",
+                                   subsequent_indent="    #   ", break_on_hyphens=False)
         for where, why in self.notes:
             lines.append(f"    # not permuted: {where}: {why}")
         lines += [f"    {path!r}: {axes!r}," for path, axes in self.axes]

@@ -27,6 +27,7 @@ from ..operators.selection import rank_order
 from .space import Float
 from ..core.train import train
 from ..weights import WeightGAConfig, evolve_weights, member_fitness
+from ..weights.loop import AllMembersFailed
 
 BOUNDS = (("learning_rate", (1e-4, 3e-2)), ("weight_decay", (1e-6, 1e-2)), ("dropout", (0.0, 0.5)))
 # The best network so far: ``(fitness, params, hyperparameters and widths)``.
@@ -151,13 +152,22 @@ class PBTSearch:
             return False
 
         explored = tuple((n, b) for n, b in sorted(self.bounds) if n in pop.hparams)
-        res = evolve_weights(k_pbt, pop, data, epochs=self.ready,
-                             generations=int((budget - spent) // (self.population * self.ready)),
-                             batch_size=self.batch_size, fitness=self.metric, callbacks=[note],
-                             config=WeightGAConfig(rule="pbt", pbt_bounds=explored))
-        spent += self.population * self.ready * len(res.history)
-        if res.best_params is not None and res.best_fitness > best[0]:
-            best = (float(res.best_fitness), res.best_params, hparams_of_id[int(res.best_id)])
+        try:
+            res = evolve_weights(k_pbt, pop, data, epochs=self.ready,
+                                 generations=int((budget - spent)
+                                                 // (self.population * self.ready)),
+                                 batch_size=self.batch_size, fitness=self.metric,
+                                 callbacks=[note],
+                                 config=WeightGAConfig(rule="pbt", pbt_bounds=explored))
+            phase = (len(res.history), res.best_params, res.best_fitness, res.best_id)
+        except AllMembersFailed as failed:  # the rungs' best stands; nothing is left to exploit
+            last = failed.state
+            phase = (len(last.history), last.best["params"], last.best["fitness"],
+                     last.best["id"])
+        generations, params, fit, best_id = phase
+        spent += self.population * self.ready * generations
+        if params is not None and fit > best[0]:
+            best = (float(fit), params, hparams_of_id[int(best_id)])
         fitness, params, member = best
         true_spec, true_params = shrink(spec, params, [int(w) for w in member["widths"]])
         return PBTSearchResult(fitness, true_spec, true_params,

@@ -141,7 +141,7 @@ def member_of(params: Any, collections: Any, hparams: Mapping[str, Any],
     return Member(params=params, collections=collections,
                   hparams={k: np.asarray(v) for k, v in hparams.items()},
                   learner=population.learner, feature_shape=tuple(population.feature_shape),
-                  out_dim=int(population.out_dim))
+                  out_dim=int(population.out_dim), feature_dtype=population.feature_dtype)
 
 
 def generation_record(gen: int, population: Population, fit_np: np.ndarray,

@@ -75,3 +75,16 @@ def test_bad_options_say_what_to_change(options, message):
 def test_a_budget_below_the_rungs_is_refused(iris):
     with pytest.raises(ValueError, match="does not cover"):
         gdl.pbt_search(jax.random.key(0), iris, 40, **OPTIONS)
+
+
+def test_a_pbt_phase_whose_members_all_fail_keeps_the_rungs_best(iris, monkeypatch):
+    from genetic_dl.search import pbt_search as module
+    real = module.evolve_weights
+
+    def nan_fitness(*args, **kwargs):  # the real loop, every member's fitness NaN
+        return real(*args, **dict(kwargs, fitness=lambda m: m["loss"] * np.nan))
+    monkeypatch.setattr(module, "evolve_weights", nan_fitness)
+    res = gdl.pbt_search(jax.random.key(0), iris, 100, bounds=tuple(BOUNDS.items()), **OPTIONS)
+    halving = [h for h in res.history if h["phase"] == "halving"]
+    assert res.best_fitness == max(h["best"] for h in halving) and np.isfinite(res.best_fitness)
+    assert res.network_epochs == 48 + 4 * 2  # the rungs, then the one generation that failed
