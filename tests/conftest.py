@@ -20,6 +20,10 @@ if os.environ.get("GENETIC_DL_TEST_OPT", "") != "full":  # before JAX starts its
 else:
     TEST_XLA_FLAGS = ""
 
+# No persistent compilation cache in tests or the CLI processes they start: tests compile
+# with their own flags, and a cache shared by many processes is what users run, not this.
+os.environ["GENETIC_DL_CACHE"] = "off"
+
 import pytest  # noqa: E402  pylint: disable=wrong-import-position
 
 import genetic_dl as gdl  # noqa: E402  pylint: disable=wrong-import-position

@@ -4,9 +4,13 @@ A search compiles one training program per distinct shape (seconds each); the
 second run of the same search, or a resumed one, reads them from disk instead.
 The CLI turns the cache on; library users call :func:`enable_compile_cache`.
 Compiled programs are deterministic, so results do not depend on the cache.
+Each JAX version and device configuration (CPU device count, ``XLA_FLAGS``) gets
+a folder of its own: a process never loads an executable built for another
+configuration, which XLA cannot always detect and may crash on.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Optional
 
@@ -37,6 +41,7 @@ def enable_compile_cache(path: Optional[str] = None, min_compile_seconds: float 
     path = path or default_dir()
     if path is None:
         return None
+    path = os.path.join(path, configuration())
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:
@@ -44,3 +49,11 @@ def enable_compile_cache(path: Optional[str] = None, min_compile_seconds: float 
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     return path
+
+
+def configuration() -> str:
+    """The folder name of this process's compile configuration: the JAX version, the
+    requested CPU device count and a digest of ``XLA_FLAGS``."""
+    flags = hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12]
+    devices = getattr(jax.config, "jax_num_cpu_devices")  # a flag the stubs lack
+    return f"jax{jax.__version__}-cpu{devices}-{flags}"
