@@ -31,6 +31,9 @@ from .operators import crossover, matching, mutation, permutation, selection
 from .core import stopping
 from .data import synthetic
 from .app import tracking
+from .core.statistics import recompute_statistics
+from .operators import averaging
+from .weights.soups import Soups, soups
 
 __version__ = "0.1.0"
 
@@ -49,4 +52,5 @@ __all__ = [
     "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
     "save_population", "PermutationSpec", "permutation", "synthetic", "tracking",
     "Member", "population_member", "save_model", "AllMembersFailed",
+    "recompute_statistics", "averaging", "Soups", "soups",
 ]
