@@ -67,7 +67,8 @@ class Member:
             keys=jnp.zeros((1, 2), jnp.uint32), ids=jnp.zeros((1,), jnp.int32),
             failed=jnp.zeros((1,), bool), learner=learner, optimizer="sgd",
             feature_shape=tuple(self.feature_shape), out_dim=int(self.out_dim),
-            feature_dtype=self.feature_dtype, collections=jax.tree_util.tree_map(one, self.collections))
+            feature_dtype=self.feature_dtype,
+            collections=jax.tree_util.tree_map(one, self.collections))
 
     def predict(self, x: ArrayLike) -> Any:
         """The model's outputs on ``x`` (logits of a classifier: ``argmax(-1)`` gives classes).
