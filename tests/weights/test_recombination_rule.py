@@ -1,5 +1,7 @@
 """Recombination while a generation trains (WeightGAConfig.recombination): its options,
-rounds, determinism and resume, every rule."""
+rounds, determinism and resume, every rule, and the CLI's flags."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -93,3 +95,23 @@ def test_reruns_and_resumed_runs_are_bit_identical(iris, rule, method):
             np.testing.assert_array_equal(x, y)
     assert [h["member_fitness"] for h in off.history] != \
         [h["member_fitness"] for h in full.history]  # the recombination did something
+
+
+def test_the_cli_flags_reach_the_run(tmp_path, capsys, monkeypatch):
+    from genetic_dl.app import cli  # pylint: disable=import-outside-toplevel
+    args = cli.parse(["evolve-weights", "--recombination", "pull", "--recombination-rate",
+                      "0.25", "--recombination-period", "2"])
+    assert (args.recombination, args.recombination_rate, args.recombination_period) == \
+        ("pull", 0.25, 2)
+    monkeypatch.setenv("GENETIC_DL_CACHE", "off")
+    out = tmp_path / "run"
+    code = cli.main(["evolve-weights", "--dataset", "iris", "--population", "3",
+                     "--generations", "2", "--epochs", "2", "--batch-size", "16", "--hidden",
+                     "4", "--recombination", "wash", "--recombination-rate", "0.1", "--quiet",
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert len(result["history"]) == 2 and result["budget_used"] == 12
+    code = cli.main(["evolve-weights", "--recombination-rate", "2", "--recombination", "pull"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: recombination_rate must be in [0, 1]"), err
