@@ -70,23 +70,23 @@ def _each_like(params: Params, fn: Callable[..., jax.Array], opt_state: Any,
     return move(params), state
 
 
-def _random_order(key: jax.Array, alive: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
-    """Member indices along axis 0, independently at every position of ``shape``: the
-    alive members in random order, then the failed ones in index order."""
-    idx = jnp.arange(alive.shape[0]).reshape((-1,) + (1,) * len(shape))
-    u = jax.random.uniform(key, (alive.shape[0],) + shape)
-    return jnp.argsort(jnp.where(_along(alive, u), u, 2.0 + idx), axis=0)
-
-
-def _slot_rank(alive: jax.Array) -> jax.Array:
-    """Each member's place among the alive members (in index order), the failed after."""
-    return jnp.argsort(jnp.argsort(~alive, stable=True))
+def _random_order(key: jax.Array, alive: jax.Array) -> jax.Array:
+    """Member indices: the alive members in random order, then the failed ones in order."""
+    idx = jnp.arange(alive.shape[0])
+    u = jax.random.uniform(key, alive.shape)
+    return jnp.argsort(jnp.where(alive, u, 2.0 + idx))
 
 
 def wash(key: jax.Array, params: Params, opt_state: Any, rate: Any,
          alive: Optional[jax.Array] = None) -> Moved:
     """WASH's weight shuffle (Fournier et al., 2024): each weight position, with
     probability ``rate``, is permuted at random among the alive members.
+
+    The alive members are put in a random order once per call, and a shuffled position
+    shifts its values along that order by a random ``1..n-1`` places (n alive): each
+    member takes the entry of a uniformly drawn other member, the values at a position
+    are only permuted, and no sort runs per position (a per-position uniform
+    permutation, sorted, costs about as much as a round of training on small models).
 
     Args:
       key: PRNG key.
@@ -101,17 +101,21 @@ def wash(key: jax.Array, params: Params, opt_state: Any, rate: Any,
       the members; failed members and unshuffled positions unchanged.
     """
     alive = _alive(params, alive)
+    count = jnp.sum(alive)
+    k_order, k_leaves = jax.random.split(key)
+    order = _random_order(k_order, alive)
+    place = jnp.argsort(order)  # each member's place in the order
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    rank = _slot_rank(alive)
     perms = []
-    for leaf, k in zip(leaves, jax.random.split(key, len(leaves))):
-        k_mask, k_order = jax.random.split(k)
-        order = _random_order(k_order, alive, leaf.shape[1:])
-        # member i takes the value of the member at its own place in the random order
-        perm = jnp.take_along_axis(order, jnp.broadcast_to(_along(rank, order), order.shape),
-                                   axis=0)
-        shuffled = jax.random.uniform(k_mask, leaf.shape[1:]) < rate
-        perms.append(jnp.where(shuffled, perm, _along(jnp.arange(alive.shape[0]), perm)))
+    for leaf, k in zip(leaves, jax.random.split(k_leaves, len(leaves))):
+        k_mask, k_shift = jax.random.split(k)
+        shape = leaf.shape[1:]
+        shift = jax.random.randint(k_shift, shape, 1, jnp.maximum(count, 2))
+        shift = jnp.where((jax.random.uniform(k_mask, shape) < rate) & (count > 1), shift, 0)
+        own = _along(place, shift[None])
+        # member i takes the value of the member ``shift`` places after it in the order
+        src = jnp.where(_along(alive, own), (own + shift) % jnp.maximum(count, 1), own)
+        perms.append(order[src])
     return _each_like(params, lambda x, p: jnp.take_along_axis(x, p, axis=0), opt_state,
                       jax.tree_util.tree_unflatten(treedef, perms))
 
@@ -169,7 +173,7 @@ def pairwise_average(key: jax.Array, params: Params, opt_state: Any,
       too; failed and unpaired members untouched.
     """
     alive = _alive(params, alive)
-    order = _random_order(key, alive, ())
+    order = _random_order(key, alive)
     rank = jnp.argsort(order)
     other = rank ^ 1  # places 0-1, 2-3... are pairs
     count = jnp.sum(alive)
