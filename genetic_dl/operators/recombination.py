@@ -35,10 +35,10 @@ Params = Any
 Moved = Tuple[Params, Any]
 
 METHODS = ("none", "wash", "pull", "pairwise")
-# Default rate of each method per round of training (one epoch by default): WASH's
-# fraction of shuffled positions, PAPA's pull toward the mean (about what pulling 1 %
-# every 10 steps, the paper's setting, amounts to over a CIFAR-sized epoch), and
-# PAPA-2's full average of each pair.
+# Default rate of each method per round of training (one epoch by default), starting
+# points to tune: WASH's fraction of shuffled positions, PAPA's pull toward the mean (the
+# papers mix a little every few steps, which adds up over an epoch of hundreds of
+# steps), and PAPA-2's full average of each pair.
 DEFAULT_RATES: Dict[str, float] = {"none": 0.0, "wash": 0.01, "pull": 0.5, "pairwise": 1.0}
 
 
