@@ -13,6 +13,7 @@ from ..data import TASKS
 from ..operators.alignment import MATCH_TO
 from ..operators.crossover import CROSSOVERS
 from ..operators.matching import MATCHERS
+from ..operators.recombination import DEFAULT_RATES, METHODS as RECOMBINATIONS
 from ..operators.selection import SELECTIONS
 from ..search.driver import METHODS
 from ..weights.config import RULES
@@ -110,6 +111,20 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--mutation-rate", type=float, default=0.05)
     ev.add_argument("--mutation-scale", type=float, default=0.1)
     ev.add_argument("--elitism", type=int, default=1)
+    # None when not given (off, the method's rate, 1): a checkpoint of a run from before
+    # these options existed resumes
+    ev.add_argument("--recombination", choices=RECOMBINATIONS, default=None,
+                    help="mix the members while a generation trains, after every "
+                    "--recombination-period epochs: wash (WASH: a fraction of weight positions "
+                    "shuffled among the members), pull (PAPA: every member pulled toward the "
+                    "population's mean), pairwise (random pairs averaged); default none")
+    ev.add_argument("--recombination-rate", type=float, default=None,
+                    help="the shuffled fraction (wash) or the pull toward the mean (pull, "
+                    "pairwise), in [0, 1]; default " + ", ".join(
+                        f"{k} {v:g}" for k, v in DEFAULT_RATES.items() if k != "none"))
+    ev.add_argument("--recombination-period", type=int, default=None,
+                    help="epochs between recombinations (default 1); a generation recombines "
+                    "at its end too")
     ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
                     "(loss and mse are negated)")
     ev.add_argument("--stream", choices=("auto", "on", "off"), default="auto",

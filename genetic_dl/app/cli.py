@@ -219,7 +219,11 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
                             alignment=_alignment(args) if args.crossover == "aligned" else None,
                             mutation_rate=args.mutation_rate,
                             mutation_scale=args.mutation_scale,
-                            elitism=min(args.elitism, args.population))
+                            elitism=min(args.elitism, args.population),
+                            recombination=args.recombination or "none",
+                            recombination_rate=args.recombination_rate,
+                            recombination_period=(1 if args.recombination_period is None
+                                                  else args.recombination_period))
     hparams = {} if args.lr is None else {"learning_rate": args.lr}
     k_pop, k_ga = jax.random.split(jax.random.key(args.seed))
     pop = init_population(k_pop, spec, data, args.population, args.optimizer, hparams)

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
 
 import jax
 
 from ..operators import crossover as crossover_mod
+from ..operators import recombination as recombination_mod
 from ..operators import selection as selection_mod
 from ..operators.alignment import FIELDS as ALIGNMENT_FIELDS
 from ..operators.alignment import Alignment
-from ..errors import check_choice
+from ..errors import check, check_choice, fail
 
 
 RULES = ("ga", "pbt", "de", "none")
@@ -18,8 +20,9 @@ OPT_STATE_RULES = ("reset", "inherit", "average")
 FitnessFn = Union[str, Callable[[Dict[str, jax.Array]], jax.Array]]
 
 
+# a flat list of options, as the CLI's flags
 @dataclasses.dataclass(frozen=True)
-class WeightGAConfig:
+class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
     """Static options of the weight GA (hashable: part of the compiled step).
 
     Attributes:
@@ -52,6 +55,22 @@ class WeightGAConfig:
       pbt_quantile, pbt_bounds, pbt_resample: PBT options; bounds as
         ``(("learning_rate", (1e-4, 1e-1)), ...)``.
       de_f, de_cr: DE's F and CR.
+      recombination: mixing among the members while a generation trains, one of
+        :data:`~genetic_dl.operators.recombination.METHODS`: ``"none"``, ``"wash"``
+        (WASH: a fraction of weight positions shuffled among the members), ``"pull"``
+        (PAPA: every member pulled toward the population's mean) or ``"pairwise"``
+        (PAPA-2: random pairs pulled toward their mean); see
+        :mod:`~genetic_dl.operators.recombination`. It suits members of one ancestry
+        (:func:`~genetic_dl.operators.recombination.shared_start`).
+      recombination_rate: the method's rate in [0, 1] each round (WASH's shuffled
+        fraction, the pull's fraction); ``None``: the method's default,
+        :data:`~genetic_dl.operators.recombination.DEFAULT_RATES` (wash 0.01, pull 0.5,
+        pairwise 1.0).
+      recombination_period: epochs per round: a generation trains in rounds of this
+        many epochs (the last one shorter when they do not divide its epochs) and
+        recombines after each round, its last included, so every generation is
+        evaluated just after a recombination; a period longer than a generation
+        recombines once, at its end.
     """
     rule: str = "ga"
     selection: str = "tournament"
@@ -75,6 +94,9 @@ class WeightGAConfig:
     pbt_resample: float = 0.0
     de_f: float = 0.5
     de_cr: float = 0.9
+    recombination: str = "none"
+    recombination_rate: Optional[float] = None
+    recombination_period: int = 1
 
     def __post_init__(self) -> None:
         for name in ("crossover_prob", "mutation_rate", "mutation_scale", "mutation_decay",
@@ -89,10 +111,34 @@ class WeightGAConfig:
                                      (self.crossover, crossover_mod.CROSSOVERS, "crossover")):
             check_choice(what, value, options)
         self._resolve_alignment()
+        self._check_recombination()
         if not 0 <= self.mutation_rate <= 1 or not 0 <= self.crossover_prob <= 1:
             raise ValueError("mutation_rate and crossover_prob must be in [0, 1]")
         if self.elitism < 0 or self.mutation_scale < 0 or self.mutation_decay < 0:
             raise ValueError("elitism, mutation_scale and mutation_decay must be >= 0")
+
+    def _check_recombination(self) -> None:
+        check_choice("recombination", self.recombination, recombination_mod.METHODS)
+        if self.recombination_rate is not None:
+            try:
+                object.__setattr__(self, "recombination_rate", float(self.recombination_rate))
+            except (TypeError, ValueError):
+                fail(f"recombination_rate must be a number, got {self.recombination_rate!r}")
+            check(0 <= cast(float, self.recombination_rate) <= 1,
+                  f"recombination_rate must be in [0, 1], got {self.recombination_rate}")
+        given = self.recombination_period
+        period = 0 if isinstance(given, bool) or not isinstance(given, numbers.Integral) \
+            else int(given)
+        check(period >= 1, f"recombination_period must be a whole number of epochs >= 1, "
+              f"got {given!r}")
+        object.__setattr__(self, "recombination_period", period)
+
+    @property
+    def recombination_strength(self) -> float:
+        """The rate recombination uses: ``recombination_rate``, or the method's default."""
+        if self.recombination_rate is not None:
+            return self.recombination_rate
+        return recombination_mod.DEFAULT_RATES[self.recombination]
 
     def _resolve_alignment(self) -> None:
         """Moves aligned crossover's options from ``crossover_kw`` into ``alignment``."""

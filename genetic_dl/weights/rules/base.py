@@ -8,15 +8,22 @@ fitness, metrics)`` (the generation that survives evaluation: DE's greedy
 replacement, the identity otherwise); ``step(key, state, population, fitness,
 metrics, generation) -> (population, state, info)``, with ``info["parents"]`` the
 ``(P, 2)`` parent rows of the next generation's members.
+
+:class:`RuleBase`'s training recombines the members between rounds of epochs when
+the options ask for it (``WeightGAConfig.recombination``: WASH, PAPA), so every rule
+that inherits it can.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Protocol, Tuple, Union, runtime_checkable
+import functools
+from typing import Any, Dict, List, Mapping, Protocol, Tuple, Union, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 
 from ...core.population import Population
+from ...operators import recombination
 from ...core.train import train
 from ...core.stream import Stream
 from ...data import Dataset
@@ -24,6 +31,31 @@ from ..config import WeightGAConfig
 
 Metrics = Mapping[str, jax.Array]
 StepInfo = Dict[str, Any]
+# Folded into member 0's training key for the key of a recombination round: a stream
+# apart from the one its training splits.
+RECOMBINATION_STREAM = 0x5245434F
+
+
+def rounds(epochs: int, period: int) -> List[int]:
+    """The epochs of each round of a generation of ``epochs`` in rounds of ``period``
+    (the last shorter when ``period`` does not divide ``epochs``)."""
+    return [period] * (epochs // period) + ([epochs % period] if epochs % period else [])
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
+def _recombined(population: Population, method: str, rate: jax.Array) -> Population:
+    # the key is a function of the population alone: a rerun, or a run resumed from
+    # its LoopState, recombines exactly as the first
+    key = jax.random.fold_in(population.keys[0], RECOMBINATION_STREAM)
+    return recombination.recombine(key, population, method, rate)
+
+
+def recombined(population: Population, config: WeightGAConfig) -> Population:
+    """``population`` after one round's recombination (``config.recombination``, at
+    ``config.recombination_strength``), its key drawn from the members' training keys."""
+    out = _recombined(population, config.recombination,
+                      jnp.asarray(config.recombination_strength, jnp.float32))
+    return jax.block_until_ready(out)  # one program in flight (see core.population)
 
 
 @runtime_checkable
@@ -62,9 +94,17 @@ class RuleBase:
 
     def train(self, state: Any, population: Population, data: Union[Dataset, Stream],
               epochs: int, *, batch_size: int, mesh: Any) -> Population:
-        """``epochs`` epochs of every member's own optimizer."""
+        """``epochs`` epochs of every member's own optimizer; with recombination, in
+        rounds of ``config.recombination_period`` epochs, each followed by a
+        recombination of the members (the last round's too)."""
         del state
-        return train(population, data, epochs, batch_size=batch_size, mesh=mesh)[0]
+        plain = self.config.recombination == "none" or not isinstance(epochs, int) or epochs < 1
+        if plain:  # (train refuses epochs that are not a positive int)
+            return train(population, data, epochs, batch_size=batch_size, mesh=mesh)[0]
+        for length in rounds(epochs, self.config.recombination_period):
+            population = train(population, data, length, batch_size=batch_size, mesh=mesh)[0]
+            population = recombined(population, self.config)
+        return population
 
     def evaluated(self, state: Any, population: Population, fitness: jax.Array,
                   metrics: Metrics) -> Tuple[Population, jax.Array, Metrics]:

@@ -1,0 +1,117 @@
+"""Recombination while a generation trains (WeightGAConfig.recombination): its options,
+rounds, determinism and resume, every rule, and the CLI's flags."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import genetic_dl as gdl
+from genetic_dl.operators.recombination import shared_start
+from genetic_dl.weights import WeightGAConfig, evolve_weights
+from genetic_dl.weights.rules import RULE_CLASSES, RuleBase, rule_of
+from genetic_dl.weights.rules import base
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _members_equal(pop):
+    return all(np.array_equal(x[0], x[i]) for x in _leaves((pop.params, pop.opt_state))
+               if x.ndim > 1 for i in range(1, x.shape[0]))
+
+
+def test_options_default_off_with_per_method_rates_and_refuse_bad_values():
+    assert WeightGAConfig().recombination == "none"
+    assert [WeightGAConfig(recombination=m).recombination_strength
+            for m in ("wash", "pull", "pairwise")] == [0.01, 0.5, 1.0]
+    cfg = WeightGAConfig(recombination="wash", recombination_rate=0, recombination_period=3)
+    assert cfg.recombination_strength == 0.0 and isinstance(cfg.recombination_rate, float)
+    for kw, message in ((dict(recombination="papa"), "unknown recombination 'papa'"),
+                        (dict(recombination_rate=1.5), "recombination_rate must be in"),
+                        (dict(recombination_rate="x"), "recombination_rate must be a number"),
+                        (dict(recombination_period=0), "recombination_period must be"),
+                        (dict(recombination_period=1.5), "recombination_period must be")):
+        with pytest.raises(ValueError, match=message) as err:
+            WeightGAConfig(**kw)
+        assert "\n" not in str(err.value)
+
+
+def test_rounds_cover_the_generations_epochs():
+    assert base.rounds(5, 1) == [1] * 5
+    assert base.rounds(5, 2) == [2, 2, 1]
+    assert base.rounds(2, 4) == [2]
+
+
+def test_every_rule_trains_through_the_base_so_every_rule_recombines():
+    for name, cls in RULE_CLASSES.items():
+        assert cls.train is RuleBase.train, name
+
+
+def test_full_pull_makes_the_members_equal_after_every_round(iris):
+    pop = shared_start(gdl.init_population(jax.random.key(0), gdl.MLPSpec((8,)), iris, 4))
+    trained, _ = gdl.train(pop, iris, 1, batch_size=16)
+    assert not _members_equal(trained)  # each member its own data order: they drift apart
+    cfg = WeightGAConfig(rule="none", recombination="pull", recombination_rate=1.0)
+    equal = []
+    out = evolve_weights(jax.random.key(1), pop, iris, generations=3, epochs=2, batch_size=16,
+                         config=cfg, callbacks=[lambda g, p, r: equal.append(_members_equal(p))])
+    assert equal == [True] * 3 and out.history[-1]["diversity"] < 1e-6
+    # a generation of 2 epochs in rounds of 1 is not one round of 2
+    once = rule_of(WeightGAConfig(rule="none", recombination="pull", recombination_rate=1.0,
+                                  recombination_period=2))
+    twice = rule_of(cfg)
+    a = once.train(None, pop, iris, 2, batch_size=16, mesh=None)
+    b = twice.train(None, pop, iris, 2, batch_size=16, mesh=None)
+    assert _members_equal(a) and _members_equal(b)
+    assert not np.array_equal(_leaves(a.params)[0], _leaves(b.params)[0])
+
+
+def test_a_new_rate_reuses_the_compiled_recombination(iris):
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((4,)), iris, 4)
+    base.recombined(pop, WeightGAConfig(recombination="wash"))
+    compiled = base._recombined._cache_size()  # pylint: disable=protected-access
+    for rate in (0.2, 0.7):
+        base.recombined(pop, WeightGAConfig(recombination="wash", recombination_rate=rate))
+    assert base._recombined._cache_size() == compiled  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("rule,method", [("ga", "wash"), ("de", "pull"), ("pbt", "pairwise")])
+def test_reruns_and_resumed_runs_are_bit_identical(iris, rule, method):
+    pop = shared_start(gdl.init_population(jax.random.key(0), gdl.MLPSpec((4,)), iris, 4))
+    kw = dict(generations=3, epochs=2, batch_size=16,
+              config=WeightGAConfig(rule=rule, recombination=method, recombination_rate=0.3))
+    states = []
+    full = evolve_weights(jax.random.key(1), pop, iris, on_state=states.append, **kw)
+    again = evolve_weights(jax.random.key(1), pop, iris, **kw)
+    resumed = evolve_weights(jax.random.key(99), pop, iris, resume=states[0], **kw)
+    off = evolve_weights(jax.random.key(1), pop, iris,
+                         **{**kw, "config": WeightGAConfig(rule=rule)})
+    for run in (again, resumed):
+        assert [h["member_fitness"] for h in run.history] == \
+            [h["member_fitness"] for h in full.history]
+        for x, y in zip(_leaves(run.population.params), _leaves(full.population.params)):
+            np.testing.assert_array_equal(x, y)
+    assert [h["member_fitness"] for h in off.history] != \
+        [h["member_fitness"] for h in full.history]  # the recombination did something
+
+
+def test_the_cli_flags_reach_the_run(tmp_path, capsys, monkeypatch):
+    from genetic_dl.app import cli  # pylint: disable=import-outside-toplevel
+    args = cli.parse(["evolve-weights", "--recombination", "pull", "--recombination-rate",
+                      "0.25", "--recombination-period", "2"])
+    assert (args.recombination, args.recombination_rate, args.recombination_period) == \
+        ("pull", 0.25, 2)
+    monkeypatch.setenv("GENETIC_DL_CACHE", "off")
+    out = tmp_path / "run"
+    code = cli.main(["evolve-weights", "--dataset", "iris", "--population", "3",
+                     "--generations", "2", "--epochs", "2", "--batch-size", "16", "--hidden",
+                     "4", "--recombination", "wash", "--recombination-rate", "0.1", "--quiet",
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert len(result["history"]) == 2 and result["budget_used"] == 12
+    code = cli.main(["evolve-weights", "--recombination-rate", "2", "--recombination", "pull"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: recombination_rate must be in [0, 1]"), err
