@@ -32,7 +32,8 @@ from .core import stopping
 from .data import synthetic
 from .app import tracking
 from .core.statistics import recompute_statistics
-from .operators import averaging
+from .operators import averaging, recombination
+from .operators.recombination import shared_start
 from .weights.soups import Soups, soups
 
 __version__ = "0.1.0"
@@ -52,5 +53,5 @@ __all__ = [
     "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
     "save_population", "PermutationSpec", "permutation", "synthetic", "tracking",
     "Member", "population_member", "save_model", "AllMembersFailed",
-    "recompute_statistics", "averaging", "Soups", "soups",
+    "recompute_statistics", "averaging", "Soups", "soups", "recombination", "shared_start",
 ]

@@ -200,16 +200,7 @@ def test_sigkill_then_resume_gives_the_same_result(tmp_path):
     full = _cli(*RUN, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     killed = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "genetic_dl", *RUN, "--out", str(killed)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = killed / "checkpoints" / "ckpt_00003.msgpack"
-    deadline = time.time() + 300
-    while not target.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert target.exists() and not (killed / "result.json").exists()  # killed mid-way
+    _kill_at(RUN, killed, 3)
     resumed = _cli(*RUN, "--out", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _numbers(killed / "result.json") == _numbers(tmp_path / "full" / "result.json")
@@ -227,16 +218,27 @@ SEARCH = ["search", "--dataset", "iris", "--budget", "40", "--population", "4",
           "--families", "mlp", "--epochs", "2,3", "--seed", "2", "--space", NARROW, "--quiet"]
 
 
-def _kill_at(args, out, target):
+def _checkpoints(out):
+    """The numbers of the checkpoints in ``out`` (the run keeps only its latest few)."""
+    folder = out / "checkpoints"
+    names = [p.name for p in folder.glob("ckpt_*.msgpack")] if folder.is_dir() else []
+    return [int(n[len("ckpt_"):-len(".msgpack")]) for n in names]
+
+
+def _kill_at(args, out, first):
+    """Runs the CLI and SIGKILLs it once a checkpoint numbered ``first`` or later exists
+    (polling for one exact file could miss it: older checkpoints are deleted)."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "genetic_dl", *args, "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not target.exists() and time.time() < deadline and proc.poll() is None:
+    while (max(_checkpoints(out), default=-1) < first and time.time() < deadline
+           and proc.poll() is None):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert target.exists() and not (out / "result.json").exists()  # killed mid-way
+    assert max(_checkpoints(out), default=-1) >= first  # a checkpoint to resume from
+    assert not (out / "result.json").exists()  # killed mid-way
 
 
 def test_search_sigkill_then_resume_gives_the_same_result(tmp_path):
@@ -245,7 +247,7 @@ def test_search_sigkill_then_resume_gives_the_same_result(tmp_path):
     full = _cli(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     killed = tmp_path / "killed"
-    _kill_at(args, killed, killed / "checkpoints" / "ckpt_00002.msgpack")
+    _kill_at(args, killed, 2)
     resumed = _cli(*args, "--out", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     expected = _numbers(tmp_path / "full" / "result.json")
