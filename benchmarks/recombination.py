@@ -275,7 +275,7 @@ def print_tables(results):
                   "  ".join(f"{'vs ' + c:<23}" for c in CONTROLS))
             for arm, row in rows.items():
                 recs = list(arms_seeds[arm].values())
-                bar = np.mean([r["barrier"]["barrier"] for r in recs])
+                barr = np.mean([r["barrier"]["barrier"] for r in recs])
                 sec = np.mean([r["seconds"] for r in recs])
                 cells = []
                 for c in CONTROLS:
@@ -283,7 +283,7 @@ def print_tables(results):
                     cells.append(f"{'':<23}" if p is None else
                                  f"{100 * p['mean']:+6.2f} [{100 * p['lo']:+6.2f},"
                                  f"{100 * p['hi']:+6.2f}]")
-                print(f"  {arm:<17} {row['n']:>2} {row['mean']:>7.4f} {bar:>+8.3f} {sec:>6.1f}  "
+                print(f"  {arm:<17} {row['n']:>2} {row['mean']:>7.4f} {barr:>+8.3f} {sec:>6.1f}  "
                       + "  ".join(cells))
     return tables
 
@@ -304,7 +304,7 @@ def plot(results, path):
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
     for ax, (name, arms_seeds) in zip(axes[0], sets.items()):
         rows = paired_rows(arms_seeds, lambda r: r["test_accuracy"])
-        arms = [a for a in rows if "best_of_p" in rows[a]]
+        arms = [a for a, row in rows.items() if "best_of_p" in row]
         mean = np.array([100 * rows[a]["best_of_p"]["mean"] for a in arms])
         lo = np.array([100 * rows[a]["best_of_p"]["lo"] for a in arms])
         hi = np.array([100 * rows[a]["best_of_p"]["hi"] for a in arms])
@@ -321,6 +321,7 @@ def plot(results, path):
 
 
 def main():
+    """Runs the seeds asked for, merges them into --out and prints the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--set", nargs="+", choices=list(SETS), default=["digits_cnn"],
                         dest="sets")
