@@ -71,6 +71,10 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
         recombines after each round, its last included, so every generation is
         evaluated just after a recombination; a period longer than a generation
         recombines once, at its end.
+      shared_start: every member starts from member 0's params, collections and optimizer
+        state (:func:`~genetic_dl.operators.recombination.shared_start`), applied by
+        :func:`~genetic_dl.evolve_weights` before generation 0 (a resumed run's state
+        already has it): the one initialisation WASH and PAPA assume.
     """
     rule: str = "ga"
     selection: str = "tournament"
@@ -97,6 +101,7 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
     recombination: str = "none"
     recombination_rate: Optional[float] = None
     recombination_period: int = 1
+    shared_start: bool = False
 
     def __post_init__(self) -> None:
         for name in ("crossover_prob", "mutation_rate", "mutation_scale", "mutation_decay",
@@ -119,6 +124,8 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
 
     def _check_recombination(self) -> None:
         check_choice("recombination", self.recombination, recombination_mod.METHODS)
+        check(isinstance(self.shared_start, bool),
+              f"shared_start must be True or False, got {self.shared_start!r}")
         if self.recombination_rate is not None:
             try:
                 object.__setattr__(self, "recombination_rate", float(self.recombination_rate))

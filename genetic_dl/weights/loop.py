@@ -28,6 +28,7 @@ from ..core.population import Population, raw_key
 from ..core.train import evaluate, fitness_from_metrics
 from ..core.stream import Stream
 from ..data import Dataset
+from ..operators.recombination import shared_start
 from .config import FitnessFn, WeightGAConfig
 from .records import LoopState, WeightGAResult, generation_record, update_hall
 from .rules import Rule, rule_of
@@ -80,7 +81,8 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
 
     Args:
       key: PRNG key of the GA's own randomness (training uses member keys).
-      population: the initial population (e.g. from ``init_population``).
+      population: the initial population (e.g. from ``init_population``); with
+        ``config.shared_start``, every member first takes member 0's state.
       data: dataset; fitness only ever sees its validation split.
       generations: number of generations G (each trains ``epochs`` epochs).
       epochs: epochs per generation.
@@ -107,6 +109,8 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
     if generations < 1:
         raise ValueError(f"generations must be at least 1, got {generations}")
     rule = rule_of(config)
+    if resume is None and config.shared_start:
+        population = shared_start(population)
     state = resume or LoopState(generation=0, population=population, key=raw_key(key),
                                 rule_state=rule.init(key, population))
     start = time.perf_counter()

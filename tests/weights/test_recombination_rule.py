@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import genetic_dl as gdl
@@ -115,3 +116,36 @@ def test_the_cli_flags_reach_the_run(tmp_path, capsys, monkeypatch):
     code = cli.main(["evolve-weights", "--recombination-rate", "2", "--recombination", "pull"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: recombination_rate must be in [0, 1]"), err
+
+
+def test_shared_start_gives_every_member_member_0s_start_and_reruns_and_resumes_exactly(iris):
+    still = gdl.init_population(jax.random.key(0), gdl.MLPSpec((4,)), iris, 4,
+                                optimizer=lambda hp: optax.set_to_zero())  # nothing moves
+    seen = []
+    kw = dict(generations=1, epochs=1, batch_size=16,
+              callbacks=[lambda g, p, r: seen.append((p, r["member_fitness"]))])
+    for shared in (True, False):
+        evolve_weights(jax.random.key(1), still, iris,
+                       config=WeightGAConfig(rule="none", shared_start=shared), **kw)
+    (shared_pop, shared_fit), (own_pop, own_fit) = seen
+    for x, y in zip(_leaves(shared_pop.params), _leaves(still.params)):
+        np.testing.assert_array_equal(x, np.broadcast_to(y[0], x.shape))  # member 0's start
+    assert len(set(shared_fit)) == 1 and len(set(own_fit)) == 4
+    assert not _members_equal(own_pop)
+    with pytest.raises(ValueError, match="shared_start must be True or False"):
+        WeightGAConfig(shared_start="yes")
+    # GA steps make the members differ again; a resume must not collapse them a second time
+    pop = gdl.init_population(jax.random.key(0), gdl.MLPSpec((4,)), iris, 4)
+    kw = dict(generations=3, epochs=1, batch_size=16,
+              config=WeightGAConfig(rule="ga", shared_start=True, recombination="pull"))
+    states = []
+    full = evolve_weights(jax.random.key(1), pop, iris, on_state=states.append, **kw)
+    again = evolve_weights(jax.random.key(1), pop, iris, **kw)
+    resumed = evolve_weights(jax.random.key(99), pop, iris, resume=states[0], **kw)
+    assert not _members_equal(states[0].population)
+    for run in (again, resumed):
+        assert [h["member_fitness"] for h in run.history] == \
+            [h["member_fitness"] for h in full.history]
+        for x, y in zip(_leaves(run.population.params), _leaves(full.population.params)):
+            np.testing.assert_array_equal(x, y)
+
