@@ -125,8 +125,17 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--recombination-period", type=int, default=None,
                     help="epochs between recombinations (default 1); a generation recombines "
                     "at its end too")
+    ev.add_argument("--shared-start", action="store_true", default=None,
+                    help="every member starts from member 0's weights and optimizer state "
+                    "(the one initialisation that --recombination assumes)")
     ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
                     "(loss and mse are negated)")
+    ev.add_argument("--soups", action="store_true", default=None,
+                    help="after the run, make model soups of the final population (uniform "
+                    "and greedy averages), choose among them and its best member by --fitness "
+                    "on validation, and add to result.json each one's validation fitness "
+                    "(the prediction ensemble's too), the chosen name and the chosen model's "
+                    "test metrics; the best member's outputs stay as they are")
     ev.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
                     help="read training batches from the data's files instead of holding the "
                     "data in device memory: auto streams when the data does not fit next to "

@@ -34,11 +34,12 @@ from ..search import driver as search_mod
 from ..search.space import SEARCH_FAMILIES, Space, default_space
 from ..search.strategy import Strategy
 from ..search.trainer_objective import TrainerObjective
-from ..weights import LoopState, WeightGAConfig, evolve_weights
+from ..weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
+from ..weights.soups import soups
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume", "help"}
 # Options that do not change a run's numbers: a resumed run may differ in them.
-NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds"}
+NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds", "soups"}
 
 
 def parse(argv: List[str]) -> argparse.Namespace:
@@ -223,7 +224,8 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
                             recombination=args.recombination or "none",
                             recombination_rate=args.recombination_rate,
                             recombination_period=(1 if args.recombination_period is None
-                                                  else args.recombination_period))
+                                                  else args.recombination_period),
+                            shared_start=bool(args.shared_start))
     hparams = {} if args.lr is None else {"learning_rate": args.lr}
     k_pop, k_ga = jax.random.split(jax.random.key(args.seed))
     pop = init_population(k_pop, spec, data, args.population, args.optimizer, hparams)
@@ -267,10 +269,38 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
                    "member_id": res.best_id, "generation": res.best_generation}
     _finish_trackers(trackers, {**best_config, "learning_rate": args.lr,
                                 "fitness": res.best_fitness, "metrics": res.best_metrics})
+    extra: Dict[str, Any] = {
+        "fitness": label, "lineage": [list(x) for x in res.lineage],
+        "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
+                         for h in res.hall_of_fame]}
+    if args.soups:
+        extra["soups"] = _soups(args, res, data, label)
     return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
-                   {"fitness": label, "lineage": [list(x) for x in res.lineage],
-                    "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
-                                     for h in res.hall_of_fame]})
+                   extra)
+
+
+def _soups(args: argparse.Namespace, res: WeightGAResult, data: Dataset,
+           label: str) -> Dict[str, Any]:
+    """The ``--soups`` entry of result.json: the final population's soups, chosen on
+    validation, and the chosen model's test metrics (evaluated once).
+
+    Args:
+      args: the options (``--fitness``, ``--batch-size``, ``--quiet``).
+      res: the run's result.
+      data: the dataset.
+      label: what the fitness is called (``-val_loss``...).
+
+    Returns:
+      ``{"fitness": {candidate: validation fitness}, "chosen", "val", "test",
+      "ingredients": {candidate: member ids}}``.
+    """
+    made = soups(res, data, fitness=args.fitness, batch_size=args.batch_size)
+    if not args.quiet:
+        print(f"soups: chose {made.chosen_name}, {label} "
+              f"{made.fitness[made.chosen_name]:.4f} on validation")
+    return {"fitness": dict(made.fitness), "chosen": made.chosen_name,
+            "val": made.chosen_metrics, "test": made.test_metrics(data),
+            "ingredients": {k: list(v) for k, v in made.ingredients.items()}}
 
 
 def _training_data(args: argparse.Namespace, data: Dataset,

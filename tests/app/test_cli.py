@@ -317,3 +317,34 @@ def test_resume_with_nothing_to_resume_starts_afresh_and_says_so_when_quiet(tmp_
     assert proc.returncode == 0, proc.stderr
     assert "note: no checkpoint in" in proc.stderr and proc.stdout == ""
     assert (tmp_path / "never_ran" / "result.json").exists()
+
+
+def test_soups_add_the_chosen_model_to_result_json_and_round_trip_through_the_config(
+        tmp_path, capsys, monkeypatch):
+    run = ["evolve-weights", "--dataset", "iris", "--population", "4", "--generations", "2",
+           "--epochs", "2", "--batch-size", "16", "--hidden", "8", "--fitness", "accuracy",
+           "--shared-start", "--recombination", "pull"]
+    code, out, err = _in_process(capsys, monkeypatch, *run, "--soups", "--out",
+                                 str(tmp_path / "soups"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "soups" / "result.json").read_text())
+    made = result["soups"]
+    assert set(made["fitness"]) == {"best", "uniform", "greedy", "ensemble"}
+    assert made["chosen"] in ("best", "uniform", "greedy")
+    chosen = made["fitness"][made["chosen"]]
+    assert chosen == max(made["fitness"][c] for c in ("best", "uniform", "greedy"))
+    assert chosen == made["val"]["accuracy"] and 0 <= made["test"]["accuracy"] <= 1
+    assert f"soups: chose {made['chosen']}, val_accuracy {chosen:.4f} on validation" in out
+    # the best member's outputs are those of the same run without --soups
+    code, _, err = _in_process(capsys, monkeypatch, *run, "--quiet", "--out",
+                               str(tmp_path / "plain"))
+    assert code == 0, err
+    plain = json.loads((tmp_path / "plain" / "result.json").read_text())
+    assert {k: v for k, v in result.items() if k not in ("soups", "command")} == \
+        {k: v for k, v in plain.items() if k != "command"}
+    from genetic_dl.app import cli  # pylint: disable=import-outside-toplevel
+    again = cli.parse(["evolve-weights", "--config", str(tmp_path / "soups" / "config.toml")])
+    assert again.soups is True and again.shared_start is True
+    assert cli.parse(["evolve-weights"]).soups is None  # absent from config.toml unless given
+    help_text = cli.build_parsers()[1]["evolve-weights"].format_help()
+    assert "--soups" in help_text and "--shared-start" in help_text

@@ -149,3 +149,19 @@ def test_shared_start_gives_every_member_member_0s_start_and_reruns_and_resumes_
         for x, y in zip(_leaves(run.population.params), _leaves(full.population.params)):
             np.testing.assert_array_equal(x, y)
 
+
+def test_the_shared_start_flag_reaches_the_config(tmp_path, capsys, monkeypatch):
+    from genetic_dl.app import cli  # pylint: disable=import-outside-toplevel
+    configs = []
+
+    def spy(*args, **kwargs):
+        configs.append(kwargs["config"])
+        return evolve_weights(*args, **kwargs)
+    monkeypatch.setattr(cli, "evolve_weights", spy)
+    monkeypatch.setenv("GENETIC_DL_CACHE", "off")
+    for flags in ([], ["--shared-start"]):
+        code = cli.main(["evolve-weights", "--dataset", "iris", "--population", "2",
+                         "--generations", "1", "--epochs", "1", "--hidden", "4", "--quiet",
+                         *flags])
+        assert code == 0, capsys.readouterr().err
+    assert [c.shared_start for c in configs] == [False, True]
