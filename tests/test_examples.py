@@ -83,3 +83,24 @@ def test_an_example_model_evolves_with_unit_moving_crossovers_on_a_derived_spec(
     assert not np.allclose(moved["params"]["Dense_0"]["kernel"],
                            variables["params"]["Dense_0"]["kernel"])
     np.testing.assert_allclose(outputs(moved), outputs(variables), rtol=1e-4, atol=1e-4)
+
+
+def test_the_recombination_example_pulls_its_members_into_one_network_and_soups_it(capsys):
+    results, tests, soups = _example("recombination").main(["--quick", "--rate", "1"])
+    printed = capsys.readouterr().out
+    assert f"soups of the pull run: chose {soups.chosen_name}" in printed
+    assert set(tests) == {"pull", "none"} and all(0 <= a <= 1 for a in tests.values())
+    assert [r.history[-1]["network_epochs"] for r in results.values()] == [8, 8]  # equal compute
+
+    def one_network(pop):
+        return all(np.array_equal(x, np.broadcast_to(x[0], x.shape))
+                   for x in jax.tree_util.tree_leaves(pop.params))
+    # a full pull after the last epoch leaves every member the mean, so every soup is it
+    assert one_network(results["pull"].population) and not one_network(results["none"].population)
+    assert soups.fitness["uniform"] == soups.fitness["best"] == soups.fitness["greedy"]
+    for x, y in zip(jax.tree_util.tree_leaves(soups.uniform.params),
+                    jax.tree_util.tree_leaves(results["pull"].population.params)):
+        np.testing.assert_allclose(x, y[0], rtol=1e-6, atol=1e-7)
+    # the soup's reported validation accuracy is what gdl.evaluate measures of it
+    measured = gdl.evaluate(soups.chosen.population(), gdl.load_dataset("digits"), "val")
+    assert soups.chosen_metrics["accuracy"] == pytest.approx(float(measured["accuracy"][0]))
