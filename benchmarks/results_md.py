@@ -715,6 +715,63 @@ def _scaling_says(res: Results) -> str:
             f"{num(two[-1]['peak_rss_mb'], 0)} MB.")
 
 
+RECOMBINATION_CONTROLS = ("best_of_p", "best_of_p_shared", "pbt")
+
+
+def _recombination_rows(res: Results, name: str, what: str) -> List[List[str]]:
+    run = res["recombination"]
+    arms = run["sets"][name]
+    rows = []
+    for arm, row in run["tables"][name][what].items():
+        recs = list(arms[arm].values())
+        cells = [arm, str(row["n"]), num(100 * row["mean"], 2),
+                 num(mean([r["barrier"]["barrier"] for r in recs]), 3, sign=True)]
+        for control in RECOMBINATION_CONTROLS:
+            p = row.get(control)
+            cells.append("" if p is None else ci(p))
+        rows.append(cells)
+    return rows
+
+
+@block("recombination")
+def _recombination(res: Results) -> str:
+    run = res["recombination"]
+    parts = []
+    for name in run["tables"]:
+        cfg = run["settings"][name]
+        for what in run["tables"][name]:
+            parts.append(f"**{name}** (P = {cfg['P']}, {cfg['generations']} generations "
+                         f"× {cfg['epochs']} epochs), {what}: test accuracy %, loss barrier "
+                         f"between the final two best members, paired difference in points "
+                         f"(mean [95 % interval]):\n\n"
+                         + table(["arm", "seeds", "test acc %", "barrier"]
+                                 + [f"− {c}" for c in RECOMBINATION_CONTROLS],
+                                 _recombination_rows(res, name, what)))
+    return "\n\n".join(parts)
+
+
+@block("recombination_says")
+def _recombination_says(res: Results) -> str:
+    run = res["recombination"]
+    lines = []
+    for name, tabs in run["tables"].items():
+        for what, rows in tabs.items():
+            seeds = min(r["n"] for r in rows.values())
+            if seeds < 2:
+                lines.append(f"- {name}, {what}: {seeds} seed, no interval yet.")
+                continue
+            above = [a for a, r in rows.items()
+                     if all(c in r and r[c]["lo"] > 0 for c in ("best_of_p", "best_of_p_shared"))]
+            below = [a for a, r in rows.items() if "best_of_p" in r and r["best_of_p"]["hi"] < 0]
+            lines.append(f"- {name}, {what}, {seeds} seeds: "
+                         + (f"interval above zero against both best-of-P controls: "
+                            f"{listing(above)}" if above else
+                            "no arm's interval is above zero against both best-of-P controls")
+                         + (f"; below zero against best_of_p: {listing(below)}" if below else "")
+                         + ".")
+    return "\n".join(lines)
+
+
 @block("ga_step")
 def _ga_step(res: Results) -> str:
     step = res["scaling"]["ga_step"]

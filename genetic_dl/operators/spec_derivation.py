@@ -50,7 +50,10 @@ class _Tracer:
     # ---- values -------------------------------------------------------------------------
     def const(self, value: Any) -> Value:
         """A constant: an axis it varies along is fixed, any other is free."""
-        value = np.asarray(value)
+        try:
+            value = np.asarray(value)
+        except TypeError:  # PRNG key arrays have no numpy form: their axes stay fixed
+            return self.units.fresh(np.shape(value), INPUT), None
         nodes = []
         for axis, n in enumerate(value.shape):
             varies = n > 1 and (value.size > CONST_LIMIT or not np.array_equal(

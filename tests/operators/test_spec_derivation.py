@@ -267,3 +267,19 @@ def test_uniform_crossover_needs_no_spec():
     assert np.isfinite(result.best_fitness)
     printed = permutation.describe(pop)
     assert "primitive 'top_k'" in printed and "P0" in printed
+
+
+class _KeyConstant(nn.Module):
+    """A model that closes over a PRNG key (a constant without a numpy form)."""
+    @nn.compact
+    def __call__(self, x):
+        noise = jax.random.normal(KEY, (x.shape[-1],))
+        return nn.Dense(3)(nn.relu(nn.Dense(5)(x + noise)))
+
+
+KEY = jax.random.key(9)
+
+
+def test_a_key_closed_over_by_the_model_does_not_stop_the_derivation():
+    spec, variables, _ = _derive(_KeyConstant(), VECTORS)
+    assert permutation.group_sizes(spec, variables) == {"P0": 5}
