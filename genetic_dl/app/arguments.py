@@ -128,6 +128,10 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--shared-start", action="store_true", default=None,
                     help="every member starts from member 0's weights and optimizer state "
                     "(the one initialisation that --recombination assumes)")
+    ev.add_argument("--reset-statistics", type=int, default=None, metavar="BATCHES",
+                    help="after each generation's training, recompute BatchNorm statistics on "
+                    "this many training batches, so averaged or crossed members are scored "
+                    "with their own (default 0: off)")
     ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
                     "(loss and mse are negated)")
     ev.add_argument("--soups", action="store_true", default=None,

@@ -75,6 +75,11 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
         state (:func:`~genetic_dl.operators.recombination.shared_start`), applied by
         :func:`~genetic_dl.evolve_weights` before generation 0 (a resumed run's state
         already has it): the one initialisation WASH and PAPA assume.
+      reset_statistics: after each generation's training, every member's running
+        statistics (BatchNorm's) recomputed on this many training batches
+        (:func:`~genetic_dl.core.statistics.recompute_statistics`, REPAIR's reset):
+        members made by averaging, interpolation or crossover are evaluated with
+        statistics of their own weights, not their parents' (0: off; a Dataset only).
     """
     rule: str = "ga"
     selection: str = "tournament"
@@ -102,6 +107,7 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
     recombination_rate: Optional[float] = None
     recombination_period: int = 1
     shared_start: bool = False
+    reset_statistics: int = 0
 
     def __post_init__(self) -> None:
         for name in ("crossover_prob", "mutation_rate", "mutation_scale", "mutation_decay",
@@ -126,6 +132,10 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
         check_choice("recombination", self.recombination, recombination_mod.METHODS)
         check(isinstance(self.shared_start, bool),
               f"shared_start must be True or False, got {self.shared_start!r}")
+        check(isinstance(self.reset_statistics, int) and not isinstance(self.reset_statistics, bool)
+              and self.reset_statistics >= 0,
+              f"reset_statistics is a number of training batches (0: off), got "
+              f"{self.reset_statistics!r}")
         if self.recombination_rate is not None:
             try:
                 object.__setattr__(self, "recombination_rate", float(self.recombination_rate))

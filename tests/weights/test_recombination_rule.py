@@ -159,9 +159,10 @@ def test_the_shared_start_flag_reaches_the_config(tmp_path, capsys, monkeypatch)
         return evolve_weights(*args, **kwargs)
     monkeypatch.setattr(cli, "evolve_weights", spy)
     monkeypatch.setenv("GENETIC_DL_CACHE", "off")
-    for flags in ([], ["--shared-start"]):
+    for i, flags in enumerate(([], ["--shared-start", "--reset-statistics", "3"])):
         code = cli.main(["evolve-weights", "--dataset", "iris", "--population", "2",
                          "--generations", "1", "--epochs", "1", "--hidden", "4", "--quiet",
-                         *flags])
+                         "--out", str(tmp_path / str(i)), *flags])
         assert code == 0, capsys.readouterr().err
     assert [c.shared_start for c in configs] == [False, True]
+    assert [c.reset_statistics for c in configs] == [0, 3]

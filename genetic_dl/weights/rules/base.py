@@ -24,7 +24,9 @@ import jax.numpy as jnp
 
 from ...core.population import Population
 from ...operators import recombination
+from ...core.statistics import recompute_statistics
 from ...core.train import train
+from ...errors import fail
 from ...core.stream import Stream
 from ...data import Dataset
 from ..config import WeightGAConfig
@@ -96,14 +98,24 @@ class RuleBase:
               epochs: int, *, batch_size: int, mesh: Any) -> Population:
         """``epochs`` epochs of every member's own optimizer; with recombination, in
         rounds of ``config.recombination_period`` epochs, each followed by a
-        recombination of the members (the last round's too)."""
+        recombination of the members (the last round's too); with
+        ``config.reset_statistics``, the running statistics recomputed at the end."""
         del state
         plain = self.config.recombination == "none" or not isinstance(epochs, int) or epochs < 1
         if plain:  # (train refuses epochs that are not a positive int)
-            return train(population, data, epochs, batch_size=batch_size, mesh=mesh)[0]
-        for length in rounds(epochs, self.config.recombination_period):
-            population = train(population, data, length, batch_size=batch_size, mesh=mesh)[0]
-            population = recombined(population, self.config)
+            population = train(population, data, epochs, batch_size=batch_size, mesh=mesh)[0]
+        else:
+            for length in rounds(epochs, self.config.recombination_period):
+                population = train(population, data, length, batch_size=batch_size,
+                                   mesh=mesh)[0]
+                population = recombined(population, self.config)
+        if self.config.reset_statistics:
+            if not isinstance(data, Dataset):
+                fail("reset_statistics needs a Dataset (the statistics are recomputed from "
+                     "its training split): set it to 0 for a Stream")
+            population = recompute_statistics(population, data,
+                                              batches=self.config.reset_statistics,
+                                              batch_size=batch_size)
         return population
 
     def evaluated(self, state: Any, population: Population, fitness: jax.Array,
