@@ -4,18 +4,30 @@ Real-size workloads without a download: :func:`digit_images` makes MNIST-size
 uint8 images (digits upscaled, shifted and noised), :func:`moving_digits`
 Moving-MNIST-style sequences (Srivastava et al., 2015, "Unsupervised learning
 of video representations using LSTMs"): digits that move and bounce off the
-frame's edges. Both are seeded and deterministic.
+frame's edges, and :func:`captioned_moving_digits` the same clips with
+structured caption targets (each digit's identity, direction and first wall)
+and the sentences :func:`render_caption` writes from them. All are seeded and
+deterministic.
 """
 from __future__ import annotations
 
 import functools
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import check_choice
+from ..errors import check, check_choice
 
 LABELS = ("sum", "class")
+# Caption vocabularies. Directions are compass sectors of 45 degrees centred on
+# each name, of the digit's INITIAL velocity on screen (up is towards row 0);
+# walls name the edge a digit bounces off first during the clip ("none": it
+# bounces off none). A caption target row holds CAPTION_FIELDS per digit slot.
+DIRECTIONS = ("right", "up and right", "up", "up and left", "left", "down and left", "down",
+              "down and right")
+WALLS = ("none", "top", "bottom", "left", "right")
+CAPTION_FIELDS = ("digit", "direction", "wall")
+CAPTION_VOCAB = (10, len(DIRECTIONS), len(WALLS))
 
 
 @functools.lru_cache(maxsize=8)
@@ -80,6 +92,70 @@ def _bounce(start: np.ndarray, velocity: np.ndarray, steps: int, room: int) -> n
     return np.where(phase <= room, phase, period - phase)
 
 
+def _draw_motions(rng: np.random.Generator, n: int, size: int, digits: int, box: int,
+                  glyphs: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random glyphs, starts and velocities of ``digits`` digits in ``n`` clips.
+
+    Returns:
+      ``(picks, starts, velocities)``: glyph indices ``(n, digits)`` and float
+      ``(n, digits, 2)`` top-left corners and velocities as ``(y, x)`` pixels.
+    """
+    room = size - box
+    picks = np.zeros((n, digits), np.int64)
+    starts = np.zeros((n, digits, 2))
+    velocities = np.zeros((n, digits, 2))
+    for d in range(digits):  # the draws of moving_digits since its first version
+        picks[:, d] = rng.integers(0, glyphs, n)
+        speed = rng.uniform(size / 32, size / 16, n)
+        angle = rng.uniform(0, 2 * np.pi, n)
+        starts[:, d, 0] = rng.uniform(0, room, n)
+        velocities[:, d, 0] = speed * np.sin(angle)
+        starts[:, d, 1] = rng.uniform(0, room, n)
+        velocities[:, d, 1] = speed * np.cos(angle)
+    return picks, starts, velocities
+
+
+def _tracks(starts: np.ndarray, velocities: np.ndarray, frames: int, room: int) -> np.ndarray:
+    """Pixel positions ``(n, digits, frames, 2)`` (int64, ``(y, x)``) of bouncing digits."""
+    n, digits = starts.shape[:2]
+    out = np.zeros((n, digits, frames, 2), np.int64)
+    for d in range(digits):
+        for axis in (0, 1):
+            path = _bounce(starts[:, d, axis], velocities[:, d, axis], frames, room)
+            out[:, d, :, axis] = np.rint(path).astype(np.int64)
+    return out
+
+
+def _render(glyphs: np.ndarray, picks: np.ndarray, tracks: np.ndarray, size: int) -> np.ndarray:
+    """uint8 clips ``(n, frames, size, size)`` of glyphs ``picks`` at pixel ``tracks``;
+    overlapping digits combine by their maximum."""
+    n, digits, frames = tracks.shape[:3]
+    window = np.arange(glyphs.shape[-1])
+    out = np.zeros((n, frames, size, size), np.uint8)
+    for start in range(0, n, 512):  # bounded index memory for 10 k x 20 x 64 x 64
+        part = slice(start, min(n, start + 512))
+        seq = np.arange(part.stop - part.start)[:, None, None, None]
+        step = np.arange(frames)[None, :, None, None]
+        view = out[part]
+        for d in range(digits):
+            rows = tracks[part, d, :, 0][:, :, None, None] + window[None, None, :, None]
+            cols = tracks[part, d, :, 1][:, :, None, None] + window[None, None, None, :]
+            view[seq, step, rows, cols] = np.maximum(view[seq, step, rows, cols],
+                                                     glyphs[picks[part, d]][:, None])
+    return out
+
+
+def _box(size: int) -> int:
+    """Glyph size of a ``size``-pixel frame: 28 of 64, as in Moving MNIST."""
+    return max(8, size * 7 // 16)
+
+
+def _check_clip_args(what: str, n: int, frames: int, size: int, digits: int) -> None:
+    if n < 1 or frames < 1 or digits < 1 or size < 16:
+        raise ValueError(f"{what} needs n, frames, digits >= 1 and size >= 16, got "
+                         f"n={n}, frames={frames}, digits={digits}, size={size}")
+
+
 def moving_digits(n: int, *, frames: int = 10, size: int = 32, digits: int = 2,
                   label: str = "sum", seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Moving-MNIST-style sequences of ``digits`` bouncing digits, and their labels.
@@ -103,33 +179,157 @@ def moving_digits(n: int, *, frames: int = 10, size: int = 32, digits: int = 2,
       ``(sequences, labels)``: uint8 ``(n, frames, size, size)`` and int32 ``(n,)``.
     """
     check_choice("label", label, LABELS)
-    if n < 1 or frames < 1 or digits < 1 or size < 16:
-        raise ValueError(f"moving_digits needs n, frames, digits >= 1 and size >= 16, got "
-                         f"n={n}, frames={frames}, digits={digits}, size={size}")
-    rng = np.random.default_rng(seed)
-    box = max(8, size * 7 // 16)
+    _check_clip_args("moving_digits", n, frames, size, digits)
+    box = _box(size)
     glyphs, classes = _glyphs(box)
-    out = np.zeros((n, frames, size, size), np.uint8)
+    picks, starts, velocities = _draw_motions(np.random.default_rng(seed), n, size, digits,
+                                              box, len(glyphs))
     labels = np.zeros(n, np.int64)
-    room = size - box
-    tracks = []
-    for _ in range(digits):  # all random draws first: chunking below cannot change them
-        pick = rng.integers(0, len(glyphs), n)
-        speed = rng.uniform(size / 32, size / 16, n)
-        angle = rng.uniform(0, 2 * np.pi, n)
-        ys = _bounce(rng.uniform(0, room, n), speed * np.sin(angle), frames, room)
-        xs = _bounce(rng.uniform(0, room, n), speed * np.cos(angle), frames, room)
-        tracks.append((pick, np.rint(ys).astype(np.int64), np.rint(xs).astype(np.int64)))
-        labels = labels + classes[pick] if label == "sum" else labels * 10 + classes[pick]
-    window = np.arange(box)
-    for start in range(0, n, 512):  # bounded index memory for 10 k x 20 x 64 x 64
-        part = slice(start, min(n, start + 512))
-        seq = np.arange(part.stop - part.start)[:, None, None, None]
-        step = np.arange(frames)[None, :, None, None]
-        view = out[part]
-        for pick, ys, xs in tracks:
-            rows = ys[part][:, :, None, None] + window[None, None, :, None]
-            cols = xs[part][:, :, None, None] + window[None, None, None, :]
-            view[seq, step, rows, cols] = np.maximum(view[seq, step, rows, cols],
-                                                     glyphs[pick[part]][:, None])
+    for d in range(digits):  # in the order they were drawn
+        labels = labels + classes[picks[:, d]] if label == "sum" else \
+            labels * 10 + classes[picks[:, d]]
+    out = _render(glyphs, picks, _tracks(starts, velocities, frames, size - box), size)
     return out, labels.astype(np.int32)
+
+
+def _directions(velocities: np.ndarray) -> np.ndarray:
+    """Index in :data:`DIRECTIONS` of each ``(y, x)`` velocity's 45-degree sector."""
+    angle = np.arctan2(-velocities[..., 0], velocities[..., 1])  # rows grow downwards
+    return np.mod(np.rint(angle / (np.pi / 4)), 8).astype(np.int32)
+
+
+def _first_walls(starts: np.ndarray, velocities: np.ndarray, frames: int,
+                 room: int) -> np.ndarray:
+    """Index in :data:`WALLS` of the first wall each digit reaches before the last frame.
+
+    A digit moving at ``v`` from ``s`` reaches its wall on an axis at time
+    ``(room - s) / v`` (``v > 0``) or ``-s / v`` (``v < 0``); it bounces during
+    the clip when that time is below ``frames - 1``, so that a later frame shows
+    it coming back. Of two walls the earlier wins (the vertical one on a tie).
+    """
+    times = []
+    for axis in (0, 1):
+        s, v = starts[..., axis], velocities[..., axis]
+        safe = np.where(v == 0, 1.0, v)
+        times.append(np.where(v > 0, (room - s) / safe, np.where(v < 0, -s / safe, np.inf)))
+    vertical = np.where(velocities[..., 0] < 0, WALLS.index("top"), WALLS.index("bottom"))
+    horizontal = np.where(velocities[..., 1] < 0, WALLS.index("left"), WALLS.index("right"))
+    first = np.where(times[0] <= times[1], vertical, horizontal)
+    return np.where(np.minimum(*times) < frames - 1, first, 0).astype(np.int32)
+
+
+def _captioned(glyphs: np.ndarray, classes: np.ndarray, picks: np.ndarray, starts: np.ndarray,
+               velocities: np.ndarray, frames: int, size: int
+               ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """Clips, caption targets and captions of given glyphs, starts and velocities."""
+    room = size - glyphs.shape[-1]
+    tracks = _tracks(starts, velocities, frames, room)
+    n, digits = picks.shape
+    # slots: by the left edge in the first frame, then the top edge, then the draw order
+    order = np.stack([np.lexsort((np.arange(digits), tracks[i, :, 0, 0], tracks[i, :, 0, 1]))
+                      for i in range(n)])
+    fields = (classes[picks], _directions(velocities), _first_walls(starts, velocities, frames,
+                                                                    room))
+    targets = np.stack([np.take_along_axis(f, order, 1) for f in fields], -1)
+    targets = targets.reshape(n, digits * len(CAPTION_FIELDS)).astype(np.int32)
+    return _render(glyphs, picks, tracks, size), targets, render_captions(targets)
+
+
+def captioned_moving_digits(count: int, *, frames: int = 10, size: int = 32, digits: int = 2,
+                            seed: int = 0) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """:func:`moving_digits`'s clips with structured caption targets and their sentences.
+
+    The clips are those of ``moving_digits(count, frames=frames, size=size,
+    digits=digits, seed=seed)``. Each digit is a slot of three targets,
+    :data:`CAPTION_FIELDS`: its class (0-9), the :data:`DIRECTIONS` sector of
+    its initial velocity (after a bounce it keeps its initial direction) and the
+    first of :data:`WALLS` it bounces off during the clip (0: none). Slots are
+    ordered by the digit's left edge in the first frame, ties by its top edge.
+
+    Args:
+      count: number of clips.
+      frames: frames per clip.
+      size: frame height and width.
+      digits: digits per clip.
+      seed: the seed.
+
+    Returns:
+      ``(clips, targets, captions)``: uint8 ``(count, frames, size, size)``, int32
+      ``(count, 3 * digits)`` and ``render_caption(targets[i])`` for each clip,
+      e.g. ``"the 3 moves up and left and bounces off the top; the 7 moves right"``.
+    """
+    _check_clip_args("captioned_moving_digits", count, frames, size, digits)
+    box = _box(size)
+    glyphs, classes = _glyphs(box)
+    picks, starts, velocities = _draw_motions(np.random.default_rng(seed), count, size, digits,
+                                              box, len(glyphs))
+    return _captioned(glyphs, classes, picks, starts, velocities, frames, size)
+
+
+def captioned_clips(digit_classes: np.ndarray, starts: np.ndarray, velocities: np.ndarray, *,
+                    frames: int = 10, size: int = 32
+                    ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """Captioned clips of chosen digits from chosen positions at chosen velocities.
+
+    Each digit is drawn with the first scikit-learn glyph of its class; targets
+    and captions are as in :func:`captioned_moving_digits`.
+
+    Args:
+      digit_classes: int ``(n, digits)`` classes 0-9.
+      starts: ``(n, digits, 2)`` top-left corners ``(y, x)`` in pixels, each in
+        ``[0, size - size * 7 // 16]`` (the glyph fits in the frame).
+      velocities: ``(n, digits, 2)`` ``(y, x)`` pixels per frame (y grows downwards).
+      frames: frames per clip.
+      size: frame height and width.
+
+    Returns:
+      ``(clips, targets, captions)`` as :func:`captioned_moving_digits` returns them.
+    """
+    digit_classes = np.asarray(digit_classes)
+    starts, velocities = (np.asarray(a, np.float64) for a in (starts, velocities))
+    n, digits = digit_classes.shape if digit_classes.ndim == 2 else (0, 0)
+    check(starts.shape == velocities.shape == (n, digits, 2) and n > 0,
+          f"captioned_clips needs digit_classes (n, digits) and starts, velocities "
+          f"(n, digits, 2), got {digit_classes.shape}, {starts.shape}, {velocities.shape}")
+    _check_clip_args("captioned_clips", n, frames, size, digits)
+    box = _box(size)
+    check(bool(np.all((starts >= 0) & (starts <= size - box))),
+          f"captioned_clips starts must be in [0, {size - box}] (the glyph of {box} pixels fits "
+          f"a frame of {size}), got [{starts.min()}, {starts.max()}]")
+    check(bool(np.all((digit_classes >= 0) & (digit_classes <= 9))),
+          f"captioned_clips digit_classes must be 0-9, got [{digit_classes.min()}, "
+          f"{digit_classes.max()}]")
+    glyphs, classes = _glyphs(box)
+    picks = np.argmax(classes[None, :] == digit_classes.reshape(-1, 1), 1).reshape(n, digits)
+    return _captioned(glyphs, classes, picks, starts, velocities, frames, size)
+
+
+def render_caption(target_row: Sequence[int]) -> str:
+    """The sentence of one caption target row (true or predicted).
+
+    Args:
+      target_row: ``3 * digits`` class indices, :data:`CAPTION_FIELDS` per slot.
+
+    Returns:
+      e.g. ``"the 3 moves up and left and bounces off the top; the 7 moves right"``.
+    """
+    row = np.asarray(target_row)
+    check(row.ndim == 1 and row.size > 0 and row.size % len(CAPTION_FIELDS) == 0
+          and np.issubdtype(row.dtype, np.integer),
+          f"a caption target row is {len(CAPTION_FIELDS)} integers per digit "
+          f"({', '.join(CAPTION_FIELDS)}), got shape {row.shape} of {row.dtype}")
+    slots = row.reshape(-1, len(CAPTION_FIELDS))
+    check(bool(np.all((slots >= 0) & (slots < np.asarray(CAPTION_VOCAB)))),
+          f"caption targets out of their vocabularies {dict(zip(CAPTION_FIELDS, CAPTION_VOCAB))}: "
+          f"{row.tolist()}")
+    parts = []
+    for digit, direction, wall in slots.tolist():
+        bounce = f" and bounces off the {WALLS[wall]}" if wall else ""
+        parts.append(f"the {digit} moves {DIRECTIONS[direction]}{bounce}")
+    return "; ".join(parts)
+
+
+def render_captions(targets: np.ndarray) -> List[str]:
+    """:func:`render_caption` of each row of ``(n, 3 * digits)`` targets, e.g. a
+    ``captioned_moving_digits`` dataset's ``y_test`` (or a model's predictions)."""
+    return [render_caption(row) for row in np.asarray(targets)]

@@ -1,0 +1,126 @@
+"""Captioned moving digits: caption targets that agree with the clips, and their dataset."""
+import numpy as np
+import pytest
+
+from genetic_dl.data import synthetic as syn
+
+
+def _corners(clips):
+    """Top-left corner ``(n, frames, 2)`` of the ink of single-digit clips: the glyph's
+    position plus a constant offset, since a lone glyph is never clipped."""
+    ink = clips > 0
+    rows = np.argmax(ink.any(3), 2)
+    cols = np.argmax(ink.any(2), 2)
+    return np.stack([rows, cols], -1)
+
+
+def test_clips_are_moving_digits_with_targets_in_their_vocabularies():
+    x, targets, captions = syn.captioned_moving_digits(200, frames=6, size=24, digits=2, seed=3)
+    same, _ = syn.moving_digits(200, frames=6, size=24, digits=2, seed=3)
+    assert x.dtype == np.uint8 and x.shape == (200, 6, 24, 24) and np.array_equal(x, same)
+    assert targets.dtype == np.int32 and targets.shape == (200, 6) and len(captions) == 200
+    slots = targets.reshape(200, 2, 3)
+    for field, vocab in enumerate(syn.CAPTION_VOCAB):
+        assert set(np.unique(slots[..., field])) == set(range(vocab))  # all used, none beyond
+    assert syn.CAPTION_FIELDS == ("digit", "direction", "wall") and syn.WALLS[0] == "none"
+    assert all(syn.render_caption(t) == c for t, c in zip(targets, captions))
+    assert syn.render_captions(targets) == captions
+    # the slots hold the drawn digits (moving_digits' "class" label lists them in draw order)
+    _, drawn = syn.moving_digits(200, frames=1, size=24, digits=2, label="class", seed=3)
+    np.testing.assert_array_equal(np.sort(slots[..., 0], 1),
+                                  np.sort(np.stack([drawn // 10, drawn % 10], 1), 1))
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a = syn.captioned_moving_digits(16, frames=4, size=16, seed=5)
+    b = syn.captioned_moving_digits(16, frames=4, size=16, seed=5)
+    c = syn.captioned_moving_digits(16, frames=4, size=16, seed=6)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[1], c[1]) and a[2] != c[2]
+
+
+def test_direction_and_walls_agree_with_the_rendered_tracks():
+    x, targets, captions = syn.captioned_moving_digits(300, frames=6, size=64, digits=1, seed=0)
+    track = _corners(x)
+    step = np.diff(track, axis=1)
+    calm = targets[:, 2] == 0
+    assert 20 < calm.sum() < 280  # both kinds are drawn
+    for i in np.flatnonzero(calm):
+        # no bounce: each coordinate moves one way only, and the whole move is in the sector
+        assert all(np.all(step[i, :, a] >= 0) or np.all(step[i, :, a] <= 0) for a in (0, 1))
+        dy, dx = track[i, -1] - track[i, 0]
+        length = np.hypot(dy, dx)
+        angle = np.degrees(np.arctan2(-dy, dx))
+        centre = 45.0 * targets[i, 1]
+        slack = 22.5 + np.degrees(np.arcsin(min(1.0, np.sqrt(2) / length)))
+        assert abs((angle - centre + 180) % 360 - 180) <= slack, (captions[i], dy, dx)
+        words = set(syn.DIRECTIONS[targets[i, 1]].split())  # a named side is moved towards
+        for word, moved in (("right", dx), ("left", -dx), ("down", dy), ("up", -dy)):
+            assert word not in words or moved > 0, (captions[i], dy, dx)
+    far = _corners(x[:, :, ::-1, ::-1])  # distances of the ink to the bottom and right edges
+    box = 64 * 7 // 16
+    for i in np.flatnonzero(~calm):
+        wall = syn.WALLS[targets[i, 2]]
+        assert captions[i].endswith(f"bounces off the {wall}")
+        axis = 0 if wall in ("top", "bottom") else 1
+        gap = (track if wall in ("top", "left") else far)[i, :, axis]
+        margins = box - (64 - track[i, 0, axis] - far[i, 0, axis])  # blank rows (cols) of the box
+        # some frame shows the glyph's box within half a step (<= 2 px) and rounding of that wall
+        assert gap.min() <= margins + 2.5, (captions[i], gap, margins)
+
+
+def test_a_clip_built_to_bounce_off_the_top_says_so():
+    # one digit 3 moving straight up from row 2, one digit 7 moving right (no wall in reach)
+    x, targets, captions = syn.captioned_clips(
+        [[3, 7]], [[[2.0, 0.0], [10.0, 6.0]]], [[[-1.0, 0.0], [0.0, 1.0]]], frames=8, size=32)
+    assert captions == ["the 3 moves up and bounces off the top; the 7 moves right"]
+    np.testing.assert_array_equal(targets[0], [3, 2, 1, 7, 0, 0])
+    alone, _, _ = syn.captioned_clips([[3]], [[[2.0, 0.0]]], [[[-1.0, 0.0]]], frames=8, size=32)
+    rows = _corners(alone)[0, :, 0]
+    assert rows[2] == rows.min() < rows[0] and rows[-1] > rows[2]  # up, then back down
+
+
+@pytest.mark.parametrize("start,velocity,frames,caption", [
+    ((9.0, 9.0), (0.0, 1.0), 6, "the 5 moves right"),
+    ((9.0, 9.0), (0.0, -1.0), 6, "the 5 moves left"),
+    ((9.0, 9.0), (1.0, 1.0), 6, "the 5 moves down and right"),
+    ((9.0, 9.0), (-1.0, -1.0), 6, "the 5 moves up and left"),
+    ((9.0, 9.0), (-1.0, 0.0), 12, "the 5 moves up and bounces off the top"),
+    ((9.0, 9.0), (1.0, 0.0), 12, "the 5 moves down and bounces off the bottom"),
+    # left wall at t=3, top wall at t=6: the left one comes first; the initial direction stays
+    ((12.0, 6.0), (-2.0, -2.0), 10, "the 5 moves up and left and bounces off the left"),
+    ((12.0, 13.0), (0.0, 0.5), 11, "the 5 moves right"),  # at the wall on the last frame only
+    ((12.0, 13.0), (0.0, 0.5), 12, "the 5 moves right and bounces off the right"),
+])
+def test_explicit_motions_give_their_captions(start, velocity, frames, caption):
+    _, _, captions = syn.captioned_clips([[5]], [[start]], [[velocity]], frames=frames, size=32)
+    assert captions == [caption]
+
+
+def test_slots_are_ordered_left_to_right_then_top_to_bottom():
+    starts = [[[10.0, 12.0], [0.0, 3.0], [4.0, 12.0]]]
+    _, targets, captions = syn.captioned_clips([[1, 2, 3]], starts, np.zeros((1, 3, 2)) + 0.1,
+                                               frames=2, size=32)
+    np.testing.assert_array_equal(targets[0, ::3], [2, 3, 1])
+    assert captions[0].startswith("the 2 moves") and "; the 3 moves" in captions[0]
+
+
+@pytest.mark.parametrize("row,message", [
+    ([3, 2], "3 integers per digit"),
+    ([3.0, 2.0, 1.0], "3 integers per digit"),
+    ([3, 8, 0], "out of their vocabularies"),
+    ([10, 0, 0], "out of their vocabularies"),
+    ([1, 0, 5], "out of their vocabularies"),
+])
+def test_render_caption_rejects_bad_rows(row, message):
+    with pytest.raises(ValueError, match=message):
+        syn.render_caption(np.asarray(row))
+
+
+def test_captioned_clips_rejects_bad_inputs():
+    with pytest.raises(ValueError, match=r"starts must be in \[0, 18\]"):
+        syn.captioned_clips([[1]], [[[0.0, 19.0]]], [[[0.0, 1.0]]], size=32)
+    with pytest.raises(ValueError, match="needs digit_classes"):
+        syn.captioned_clips([1], [[[0.0, 0.0]]], [[[0.0, 1.0]]])
+    with pytest.raises(ValueError, match="0-9"):
+        syn.captioned_clips([[12]], [[[0.0, 0.0]]], [[[0.0, 1.0]]])
