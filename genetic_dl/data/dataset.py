@@ -38,8 +38,8 @@ class Dataset:
       x_train, y_train, x_val, y_val, x_test, y_test: numpy arrays. Features are
         float32 with shape ``(n, *feature_shape)`` (integer images and tokens stay
         as given: see ``inputs``); labels are int32 ``(n,)`` for classification
-        and float32 ``(n, targets)`` for regression.
-      num_classes: number of classes (classification) or regression targets.
+        and float32 ``(n, targets)`` for regression (int32 ``(n, slots)`` if ``slots``).
+      num_classes: number of classes (of slots: the largest vocabulary) or regression targets.
       feature_mean, feature_std: the train split's standardisation, if any.
       raw_inputs: the features are pixels stored as given (uint8 images: a
         quarter of float32's memory) and the jitted programs standardise each
@@ -48,6 +48,7 @@ class Dataset:
         (integer images standardised to float32 inside the programs) or
         ``"tokens"`` (integer indices fed as int32, never standardised);
         empty means ``"pixels"`` if ``raw_inputs`` else ``"features"``.
+      slots: 0, or the class indices per example (:func:`make_multi_slot_dataset`).
     """
     name: str
     task: str
@@ -62,6 +63,7 @@ class Dataset:
     feature_std: Optional[np.ndarray] = None
     raw_inputs: bool = False
     inputs: str = ""
+    slots: int = 0
 
     def __post_init__(self) -> None:
         inputs = self.inputs or (PIXELS if self.raw_inputs else FEATURES)
@@ -107,8 +109,8 @@ class Dataset:
 
     @property
     def out_dim(self) -> int:
-        """Width of the model's output layer."""
-        return self.num_classes
+        """Width of the model's output layer (slot-major ``slots * num_classes`` if slots)."""
+        return self.num_classes * self.slots if self.slots else self.num_classes
 
     @property
     def is_classification(self) -> bool:
@@ -169,6 +171,7 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, task={self.task}, inputs={self.inputs}, "
                 f"features={self.feature_shape}, classes={self.num_classes}, "
+                f"{f'slots={self.slots}, ' if self.slots else ''}"
                 f"train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)})")
 
 
@@ -183,13 +186,17 @@ class Checks:
       class_indices: classification labels must be a 1-D vector of integer
         class indices (stored int32) and regression targets are stored float32
         ``(n, targets)``; otherwise labels keep the shape and dtype they have.
+      class_slots: classification labels are ``(n, slots)`` class indices.
     """
     float_features: bool
     class_indices: bool
+    class_slots: bool = False
 
 
 CHECKED = Checks(float_features=True, class_indices=True)  # make_dataset
 AS_GIVEN = Checks(float_features=False, class_indices=False)  # Dataset.from_arrays
+SLOTTED = Checks(float_features=True, class_indices=True, class_slots=True)  # multi-slot
+_SLOTS = "multi-slot classification"  # make_multi_slot_dataset's task for make_dataset
 
 Splits = Mapping[str, Tuple[Any, Any]]
 
@@ -289,10 +296,13 @@ def _check_labels(y: Any, n: int, name: str, task: str, num_classes: Optional[in
         _fail(f"{name} contains NaN or inf labels: drop or impute those rows")
     if task == REGRESSION:
         return y.astype(np.float32).reshape(n, -1) if checks.class_indices else y
-    if checks.class_indices and y.ndim != 1:
+    if checks.class_slots and (y.ndim != 2 or y.shape[1] < 1):
+        _fail(f"{name} has shape {y.shape}: multi-slot labels are (examples, slots) classes")
+    if checks.class_indices and not checks.class_slots and y.ndim != 1:
         _fail(f"{name} has shape {y.shape}: classification labels must be a 1-D vector of "
-              f"class indices (use y.argmax(-1) for one-hot labels)")
-    if y.ndim == 1:  # class indices
+              f"class indices (use y.argmax(-1) for one-hot labels, or make_multi_slot_dataset "
+              f"for a class index per slot)")
+    if y.ndim == 1 or checks.class_slots:  # class indices
         if np.any(y != np.round(y)):
             _fail(f"{name} has non-integer values: classification needs integer class "
                   f"indices (or pass task='regression')")
@@ -305,11 +315,13 @@ def _check_labels(y: Any, n: int, name: str, task: str, num_classes: Optional[in
     return y
 
 
-def _output_width(labels: Mapping[str, np.ndarray], task: str,
-                  num_classes: Optional[int]) -> int:
-    """Classes of class-index labels; else the width of one example's labels."""
+def _output_width(labels: Mapping[str, np.ndarray], task: str, num_classes: Optional[int],
+                  checks: Checks) -> int:
+    """Classes of class-index labels (of slots too); else the width of one example's labels."""
     y_tr = labels["train"]
-    if task == CLASSIFICATION and y_tr.ndim == 1:  # class indices
+    if checks.class_slots:  # the same number of slots in every split
+        _output_width(labels, REGRESSION, None, CHECKED)
+    if task == CLASSIFICATION and (y_tr.ndim == 1 or checks.class_slots):  # class indices
         if len(np.unique(y_tr)) < 2:
             _fail(f"y_train has a single class ({y_tr[0]}): classification needs at least two")
         if num_classes is None:
@@ -345,12 +357,12 @@ def _validated(splits: Splits, task: Optional[str], num_classes: Optional[int],
     if len(set(shapes.values())) > 1:
         _fail(f"feature shapes differ between splits {shapes}: every split needs the same "
               f"feature shape")
-    width = _output_width({s: a[1] for s, a in arrays.items()}, task, num_classes)
+    width = _output_width({s: a[1] for s, a in arrays.items()}, task, num_classes, checks)
     return task, width, arrays
 
 
 def _assembled(name: str, task: str, width: int, arrays: Tuple[np.ndarray, ...],
-               standardize: bool, inputs: str) -> Dataset:
+               standardize: bool, inputs: str, slots: int = 0) -> Dataset:
     """The :class:`Dataset` of validated ``(x_train, y_train, x_val, y_val, x_test, y_test)``,
     standardised with the train split's statistics when ``standardize``."""
     x_tr, y_tr, x_va, y_va, x_te, y_te = arrays
@@ -364,7 +376,7 @@ def _assembled(name: str, task: str, width: int, arrays: Tuple[np.ndarray, ...],
         (x_tr, x_va, x_te), mean, std = _standardise(
             *(np.asarray(a, np.float32) for a in (x_tr, x_va, x_te)))
     return Dataset(name, task, x_tr, y_tr, x_va, y_va, x_te, y_te, width, mean, std,
-                   inputs=inputs)
+                   inputs=inputs, slots=slots)
 
 
 def _unit_scaling(x_train: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -435,8 +447,8 @@ def make_dataset(name: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Arra
     """Validates raw arrays and builds a :class:`Dataset`.
 
     Features are stored as float32 (uint8 images stay uint8); classification
-    labels must be 1-D integer class indices. :meth:`Dataset.from_arrays` runs
-    the same checks on arrays kept as they are.
+    labels must be 1-D integer class indices (``(n, slots)``: :func:`make_multi_slot_dataset`).
+    :meth:`Dataset.from_arrays` runs the same checks on arrays kept as they are.
 
     Args:
       name: name shown in reports.
@@ -461,13 +473,28 @@ def make_dataset(name: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Arra
     splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
     if x_val is not None and y_val is not None:
         splits["val"] = (x_val, y_val)
-    inputs = _resolve_inputs(None, x_train, CHECKED)
-    task, width, arrays = _validated(splits, task, num_classes, CHECKED, inputs)
+    checks = SLOTTED if task == _SLOTS else CHECKED
+    inputs = _resolve_inputs(None, x_train, checks)
+    task, width, arrays = _validated(splits, CLASSIFICATION if task == _SLOTS else task,
+                                     num_classes, checks, inputs)
     x_tr, y_tr = arrays["train"]
     if "val" in arrays:
         x_va, y_va = arrays["val"]
     else:
         x_tr, y_tr, x_va, y_va = _carve_validation(x_tr, y_tr, val_fraction, seed,
-                                                   task == CLASSIFICATION)
+                                                   task == CLASSIFICATION and checks == CHECKED)
     return _assembled(name, task, width, (x_tr, y_tr, x_va, y_va, *arrays["test"]), standardize,
-                      inputs)
+                      inputs, y_tr.shape[1] if checks == SLOTTED else 0)
+
+
+def make_multi_slot_dataset(name: str, x_train: ArrayLike, y_train: ArrayLike,
+                            x_test: ArrayLike, y_test: ArrayLike, *,
+                            x_val: Optional[ArrayLike] = None, y_val: Optional[ArrayLike] = None,
+                            num_classes: Optional[int] = None, val_fraction: float = 0.2,
+                            seed: int = 0, standardize: bool = True) -> Dataset:
+    """:func:`make_dataset` of multi-slot classification: int labels ``(n, slots)``, a class
+    index per slot (e.g. a caption's fields); ``num_classes`` is the largest slot vocabulary,
+    :attr:`Dataset.out_dim` ``slots * num_classes``; validation is carved unstratified."""
+    return make_dataset(name, x_train, y_train, x_test, y_test, x_val=x_val, y_val=y_val,
+                        task=_SLOTS, num_classes=num_classes, val_fraction=val_fraction,
+                        seed=seed, standardize=standardize)

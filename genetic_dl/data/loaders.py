@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import fail as _fail, unknown
-from .dataset import REGRESSION, Dataset, make_dataset
-from .synthetic import moving_digits
+from .dataset import REGRESSION, Dataset, make_dataset, make_multi_slot_dataset
+from .synthetic import captioned_moving_digits, moving_digits
 
 
 def _sklearn_split(x: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.25,
@@ -95,6 +95,36 @@ def _load_moving_digits(seed: int, **options: str) -> Dataset:
                         num_classes=classes, seed=seed)
 
 
+CAPTIONED_MOVING_DIGITS: Dict[str, Any] = {"count": 3000, "frames": 10, "size": 32, "digits": 2}
+
+
+def _load_captioned_moving_digits(seed: int, **options: str) -> Dataset:
+    """:func:`~genetic_dl.data.synthetic.captioned_moving_digits` as multi-slot classification:
+    labels are its ``(n, 3 * digits)`` caption targets (10 classes: the digit vocabulary is the
+    largest), the sentences ``synthetic.render_captions(data.y_test)``."""
+    for name in options:
+        if name not in CAPTIONED_MOVING_DIGITS:
+            unknown("captioned_moving_digits option", name, CAPTIONED_MOVING_DIGITS,
+                    "(e.g. captioned_moving_digits:frames=20,size=64,count=10000)")
+    opts = dict(CAPTIONED_MOVING_DIGITS, **options)
+    try:
+        count, frames, size, digits = (int(opts[k]) for k in ("count", "frames", "size", "digits"))
+    except ValueError:
+        _fail(f"captioned_moving_digits options count, frames, size and digits are integers, "
+              f"got {opts}")
+    x, y, _ = captioned_moving_digits(count, frames=frames, size=size, digits=digits, seed=0)
+    test = max(1, count // 5)
+    return make_multi_slot_dataset("captioned_moving_digits", x[test:], y[test:], x[:test],
+                                   y[:test], num_classes=10, seed=seed)
+
+
+# loaders that take options after a colon: name:key=value,...
+_WITH_OPTIONS: Dict[str, Callable[..., Dataset]] = {
+    "moving_digits": _load_moving_digits,
+    "captioned_moving_digits": _load_captioned_moving_digits,
+}
+
+
 DATASETS: Dict[str, Tuple[Callable[[int], Dataset], str]] = {
     "digits": (_load_digits, "8x8 handwritten digits, 10 classes, 1797 examples (scikit-learn)"),
     "iris": (_load_iris, "iris flowers, 3 classes, 4 features, 150 examples (scikit-learn)"),
@@ -106,6 +136,12 @@ DATASETS: Dict[str, Tuple[Callable[[int], Dataset], str]] = {
                       "(10 frames of 32x32 uint8, label: their sum, 19 classes), 3000 examples, "
                       "generated from scikit-learn's digits; options after a colon: "
                       "moving_digits:count=10000,frames=20,size=64,digits=2,label=sum|class"),
+    "captioned_moving_digits": (
+        _load_captioned_moving_digits, "moving_digits' clips with caption targets: per digit "
+        "(left to right) its class, direction (8) and first wall (none|top|bottom|left|right), "
+        "labels (n, 6) of 10 classes at most, 3000 examples; sentences: "
+        "synthetic.render_captions(y); options: "
+        "captioned_moving_digits:count=10000,frames=20,size=64,digits=2"),
 }
 
 
@@ -123,12 +159,13 @@ def load_dataset(name: str, *, seed: int = 0, task: Optional[str] = None) -> Dat
     """
     if os.path.isdir(name):
         return load_npy_dir(name, seed=seed, task=task)
-    if name.startswith("moving_digits:"):
+    prefix = name.split(":", 1)[0]
+    if ":" in name and prefix in _WITH_OPTIONS:
         try:
             options = dict(item.split("=", 1) for item in name.split(":", 1)[1].split(",") if item)
         except ValueError:
-            _fail(f"cannot read the options of {name!r}: write moving_digits:key=value,...")
-        return _load_moving_digits(seed, **options)
+            _fail(f"cannot read the options of {name!r}: write {prefix}:key=value,...")
+        return _WITH_OPTIONS[prefix](seed, **options)
     if name.endswith(".npz") or os.path.sep in name:
         return load_npz(name, seed=seed, task=task)
     if name not in DATASETS:

@@ -109,7 +109,8 @@ def test_datasets_lists_the_bundled_ones():
     proc = _cli("datasets")
     assert proc.returncode == 0
     assert [line.split()[0] for line in proc.stdout.splitlines()] == [
-        "digits", "iris", "mnist1d", "friedman", "binary", "moving_digits"]
+        "digits", "iris", "mnist1d", "friedman", "binary", "moving_digits",
+        "captioned_moving_digits"]
 
 
 # a narrow space: few shapes, so few training programs to compile (CI time)

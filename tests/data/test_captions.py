@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+import genetic_dl as gdl
 from genetic_dl.data import synthetic as syn
+from genetic_dl.data.dataset import make_multi_slot_dataset
 
 
 def _corners(clips):
@@ -124,3 +126,36 @@ def test_captioned_clips_rejects_bad_inputs():
         syn.captioned_clips([1], [[[0.0, 0.0]]], [[[0.0, 1.0]]])
     with pytest.raises(ValueError, match="0-9"):
         syn.captioned_clips([[12]], [[[0.0, 0.0]]], [[[0.0, 1.0]]])
+
+
+def test_loader_name_gives_multi_slot_labels_whose_captions_render():
+    data = gdl.load_dataset("captioned_moving_digits:count=40,frames=3,size=16,digits=2")
+    assert data.task == "classification" and data.slots == 6 and data.num_classes == 10
+    assert data.out_dim == 60 and data.feature_shape == (3, 16, 16) and data.raw_inputs
+    assert data.y_train.dtype == np.int32 and data.y_train.shape == (len(data.x_train), 6)
+    assert len(data.y_train) + len(data.y_val) == 32 and len(data.y_test) == 8
+    x, _, captions = syn.captioned_moving_digits(40, frames=3, size=16, digits=2, seed=0)
+    np.testing.assert_array_equal(data.x_test, x[:8])  # the test split is the first clips
+    assert syn.render_captions(data.y_test) == captions[:8]
+    assert "captioned_moving_digits" in gdl.DATASETS
+    with pytest.raises(ValueError, match="unknown captioned_moving_digits option 'label'"):
+        gdl.load_dataset("captioned_moving_digits:label=sum")
+
+
+def test_make_dataset_multi_slot_labels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4))
+    y = rng.integers(0, 5, (30, 3))
+    d = make_multi_slot_dataset("slots", x, y, x[:6], y[:6])
+    assert d.slots == 3 and d.num_classes == 5 and d.out_dim == 15 and d.y_val.shape[1] == 3
+    assert len(d.y_train) + len(d.y_val) == 30 and "slots=3" in repr(d)
+    with pytest.raises(ValueError, match="make_multi_slot_dataset for a class index"):
+        gdl.make_dataset("slots", x, y, x[:6], y[:6])  # not by default
+    with pytest.raises(ValueError, match="classes are 0..3"):
+        make_multi_slot_dataset("slots", x, y, x[:6], y[:6], num_classes=4)
+    with pytest.raises(ValueError, match="different width in each split"):
+        make_multi_slot_dataset("slots", x, y, x[:6], y[:6, :2])
+    with pytest.raises(ValueError, match=r"\(examples, slots\) classes"):
+        make_multi_slot_dataset("slots", x, y[:, 0], x[:6], y[:6, 0])
+    with pytest.raises(ValueError, match="non-integer values"):
+        make_multi_slot_dataset("slots", x, y + 0.5, x[:6], y[:6])
