@@ -198,6 +198,9 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
     elif hasattr(model, "family"):
         check(dtype == "float32", "a zoo spec takes float features, not int32 tokens: wrap a "
               "flax module with an nn.Embed in gdl.Learner.from_linen(module, loss=...)")
+        check(not getattr(data, "slots", 0), "the zoo's models predict one label per example, "
+              "this dataset has several (caption slots): wrap a flax module whose loss reads "
+              "(n, slots) labels in gdl.Learner.from_linen(module, loss=...)")
         build_model(model, feature_shape, out_dim)  # validates the spec against the features
         learner = zoo_learner(model, feature_shape, out_dim)
     else:

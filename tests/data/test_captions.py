@@ -159,3 +159,15 @@ def test_make_dataset_multi_slot_labels():
         make_multi_slot_dataset("slots", x, y[:, 0], x[:6], y[:6, 0])
     with pytest.raises(ValueError, match="non-integer values"):
         make_multi_slot_dataset("slots", x, y + 0.5, x[:6], y[:6])
+
+
+def test_a_zoo_model_on_caption_slots_is_refused_in_one_line(tmp_path):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    proc = subprocess.run(
+        [sys.executable, "-m", "genetic_dl", "evolve-weights", "--dataset",
+         "captioned_moving_digits:count=40,frames=4,size=16", "--model", "frames",
+         "--population", "2", "--generations", "1", "--epochs", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "caption slots" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
