@@ -190,7 +190,7 @@ HIGHER_ORDER: Dict[str, Callable[[_Tracer, Any, List[Value]], List[Value]]] = {
 
 
 # ---- the spec -------------------------------------------------------------------------------
-def _settle(units: AxisUnits, roots: Sequence[int]) -> Dict[int, int]:
+def _settle(units: AxisUnits) -> Dict[int, int]:
     """Each component's unit count; fixes components whose axes are not whole copies of
     their units or whose segments disagree, and the segments of fixed axes."""
     for r in list(units.parts):  # segments that are all one group: copies of it
@@ -218,7 +218,6 @@ def _settle(units: AxisUnits, roots: Sequence[int]) -> Dict[int, int]:
                 if bad:
                     units.fixed[leaf] = units.fixed.get(root, "a segment of another size")
                     changed = True
-    del roots
     return unit
 
 
@@ -246,7 +245,7 @@ def spec_from_jaxpr(variables: Any, forward: Callable[[Any], Any]) -> Permutatio
         for n in nodes:
             tracer.units.fix(n, OUTPUT)
     units = tracer.units
-    unit = _settle(units, [])
+    unit = _settle(units)
     names: Dict[int, str] = {}
     order = _call_order(variables, paths)
     axes: Dict[str, Tuple[Any, ...]] = {}
