@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data import Dataset
+from . import conv_layout
 from .learner import Learner
 from .optimizers import OptimizerLike, make_optimizer
 from .population import Population
@@ -163,13 +164,26 @@ class _LearnerOnly:
 @functools.lru_cache(maxsize=128)
 def step_bytes(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_spec: ArraySpec,
                hp_names: HparamShapes) -> int:
-    """Bytes of every value one member's training step computes (its jaxpr).
+    """Bytes of every value one member's training step computes (its jaxpr, as the
+    backend's :mod:`~genetic_dl.core.conv_layout` lowering runs it).
 
     Args:
       learner, optimizer: the population's.
       x_spec, y_spec: ``(shape, dtype name)`` of one minibatch's inputs and labels.
       hp_names: :func:`hparam_shapes`.
     """
+    step = step_jaxpr(learner, optimizer, x_spec, y_spec, hp_names)
+    return jaxpr_bytes(conv_layout.lowered(step, jax.default_backend())[1])
+
+
+def jaxpr_bytes(jaxpr: Any) -> int:
+    """Bytes of every value a (closed) jaxpr computes, a scan's body once per step."""
+    return _values(getattr(jaxpr, "jaxpr", jaxpr))
+
+
+def step_jaxpr(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_spec: ArraySpec,
+               hp_names: HparamShapes) -> Any:
+    """The closed jaxpr of one member's training step (arguments as :func:`step_bytes`)."""
     x = jax.ShapeDtypeStruct(x_spec[0], jnp.dtype(x_spec[1]))
     y = jax.ShapeDtypeStruct(y_spec[0], jnp.dtype(y_spec[1]))
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
@@ -180,7 +194,7 @@ def step_bytes(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_
     def step(p: Params, c: PyTree, h: Any, xb: jax.Array, yb: jax.Array) -> Any:
         tx = make_optimizer(optimizer, h)
         return member_step(pop, tx, h, (p, tx.init(p), c, key), {"x": xb, "y": yb})
-    return _values(jax.make_jaxpr(step)(params, collections, hp, x, y).jaxpr)
+    return jax.make_jaxpr(step)(params, collections, hp, x, y)
 
 
 @functools.lru_cache(maxsize=256)

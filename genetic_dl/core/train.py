@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import conv_layout
 from . import memory
 from . import sharding
 from ..data import Dataset
@@ -111,12 +112,16 @@ def _train_local(population: Population, x: jax.Array, y: jax.Array, xv: jax.Arr
     args = (population.params, population.opt_state, population.collections,
             population.hparams, population.keys)
     local = population.keys.shape[0]
-    step = memory.step_bytes(population.learner, population.optimizer,
-                             ((batch_size,) + tuple(x.shape[1:]), population.feature_dtype),
-                             ((batch_size,) + tuple(y.shape[1:]), str(y.dtype)),
-                             memory.hparam_shapes(population))
-    chunk = chunk_members(population, local, step)
+    step_spec = (population.learner, population.optimizer,
+                 ((batch_size,) + tuple(x.shape[1:]), population.feature_dtype),
+                 ((batch_size,) + tuple(y.shape[1:]), str(y.dtype)),
+                 memory.hparam_shapes(population))
+    lowering, step = conv_layout.lowered(memory.step_jaxpr(*step_spec), jax.default_backend())
     data = (x, y, xv, yv, mean, std)
+    if lowering == conv_layout.CPU_CONV_LOWERING:
+        return conv_layout.canonical_convolutions(
+            lambda a: sharding.map_chunks(lambda m: members(*m, data), a, 1))(args)
+    chunk = chunk_members(population, local, memory.jaxpr_bytes(step))
     if chunk >= local:
         return members(*args, data)
     return sharding.map_chunks(lambda a: members(*a, data), args, chunk)
