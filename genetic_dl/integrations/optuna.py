@@ -344,7 +344,8 @@ class GASampler(BaseGASampler):
             near = np.zeros((0, space.dim)) if state.evaluated is None else state.evaluated
             for batch in range(MAX_BATCHES):
                 genomes, _ = ga.ask(jax.random.fold_in(key, batch), state)
-                for child in np.asarray(genomes, np.float64)[self._elites:]:
+                for child in _snapped(np.asarray(genomes, np.float64)[self._elites:],
+                                      state.genomes):
                     coords = space.coordinates(child)
                     gap = space.separation(coords, near).min(initial=np.inf)
                     if len(kept) < self._slots() and space.key(child) not in taken and (
@@ -358,6 +359,15 @@ class GASampler(BaseGASampler):
                 kept.append(_rng(self._seed, 3, generation, len(kept)).uniform(size=space.dim))
             self._bred = {cache_key: kept}  # an older generation is done with
             return kept
+
+
+def _snapped(children: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """``children`` whose genes lie within float32 rounding of a parent's (``GA.ask``
+    breeds in float32) take that parent's exact value: a copied gene stays the value
+    the parent was evaluated at."""
+    gap = np.abs(children[:, None, :] - parents[None, :, :])  # (child, parent, gene)
+    nearest = parents[gap.argmin(1), np.arange(children.shape[1])]
+    return np.where(gap.min(1) < 1e-6, nearest, children)
 
 
 def _unique(trials: List[FrozenTrial]) -> List[FrozenTrial]:

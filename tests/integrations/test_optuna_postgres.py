@@ -48,7 +48,8 @@ def objective(trial):
 
 # argv: url, study, folder, role, population, trials. Roles: "barrier" waits with the
 # others for the file "go"; "sleeper" sleeps in its second trial; "survivor" fails stale
-# trials (heartbeat) and retries them once.
+# trials (heartbeat) and retries them once (Optuna's retry callback, which copies the failed
+# trial's params and attributes: the retry repeats its config by design).
 WORKER = """
 import os, sys, time, optuna
 sys.path[:0] = [os.environ["TESTS_DIR"], os.path.join(os.environ["TESTS_DIR"], "integrations")]
@@ -56,8 +57,12 @@ from test_optuna_postgres import objective
 from genetic_dl.integrations.optuna import GASampler
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 url, name, folder, role, population, trials = sys.argv[1:]
-storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2,
-    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+    retry = {"heartbeat_stale_trial_callback":
+             optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+else:
+    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2, **retry)
 study = optuna.load_study(study_name=name, storage=storage,
                           sampler=GASampler(population=int(population), seed=0))
 def sleepy(trial):
