@@ -175,9 +175,10 @@ class GASampler(BaseGASampler):
         self._lock = threading.Lock()
 
     def reseed_rng(self) -> None:
-        """Keeps the seeded draws (Optuna calls this for ``n_jobs > 1``, and its own
-        sampler tests expect new draws after it): workers sharing a storage must breed
-        the same children, and every draw is a function of the seed and the trial."""
+        """Keeps the seeded draws (Optuna calls this for ``n_jobs > 1``, and its sampler
+        test ``test_reseed_rng_change_sampling`` expects new draws after it): workers
+        sharing a storage must breed the same children, every draw a function of the
+        seed and the trial's number."""
 
     # --- Optuna's sampler interface -------------------------------------------------------
 
