@@ -1,12 +1,33 @@
 """genetic_dl's outer GA as an Optuna sampler.
 
 ``GASampler`` breeds each generation with :class:`genetic_dl.search.GA`'s own
-``ask`` (selection, crossover, mutation and duplicate renewal in the unit
-hypercube, :mod:`genetic_dl.search.space`), deterministically from the sampler's seed
-and the parents stored in the study. Workers that share one storage (RDB,
-``JournalStorage``) therefore breed the same children and each takes a different
-one. Generations and parents live in the study's attributes through Optuna's
-``BaseGASampler``.
+``ask`` (selection, crossover, mutation and renewal of repeats in the unit
+hypercube, :mod:`genetic_dl.search.space`), deterministically from the sampler's
+seed and the trials stored in the study.
+
+Several workers (threads, processes, machines) may share one storage (RDB,
+``JournalStorage``). Optuna's storages offer no compare-and-set on attributes,
+so a worker cannot claim a child; what every worker agrees on is the trial's
+number, which the storage assigns once, with no gaps, in creation order
+(``RDBStorage`` counts the earlier trials while holding a lock on the study's
+row; ``JournalStorage`` numbers trials in the order of its log). Trial ``n``
+is therefore slot ``n % N`` of generation ``n // N`` (``N = population -
+elitism`` new trials a generation, Optuna's ``population_size``). Generation
+``g`` is bred only from the trials numbered below ``g N``, and only once all
+of them have finished: from then on they never change, every worker reads the
+same ones, selects the same parents and breeds the same children with the same
+key, and slot ``i`` takes child ``i``. So each child is evaluated by exactly
+one trial, whichever worker runs it, and the children are those of a
+one-worker run. The price: a worker whose trial is in generation ``g`` waits
+(polling the storage) for the last trials of generation ``g - 1``; keep
+``population`` well above the number of workers.
+
+A killed worker leaves its trial running, and the next generation waits for
+it: use a storage with ``heartbeat_interval``, whose stale trials a waiting
+worker fails, as ``optimize`` does before each trial. Trials taken from
+Optuna's queue (``enqueue_trial``, ``RetryFailedTrialCallback``'s retries,
+which repeat the failed trial's config by design) keep their given params and
+fill their slot (its child goes unevaluated) as members of its generation.
 
 Example::
 
@@ -19,7 +40,10 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+import time
+import warnings
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,23 +51,34 @@ import jax
 import numpy as np
 
 try:
+    import optuna
     from optuna.distributions import (BaseDistribution, CategoricalDistribution,
                                       FloatDistribution, IntDistribution)
     from optuna.samplers import BaseGASampler
-    from optuna.search_space import IntersectionSearchSpace
+    from optuna.search_space import intersection_search_space
+    from optuna.storages import fail_stale_trials
     from optuna.study import Study, StudyDirection
     from optuna.trial import FrozenTrial, TrialState
 except ImportError as err:  # optuna is an optional extra
-    raise ImportError("genetic_dl.integrations.optuna needs optuna >= 4.2: "
+    raise ImportError("genetic_dl.integrations.optuna needs optuna >= 4.6: "
                       "pip install 'genetic-dl[optuna]'") from err
 
 from ..errors import check_choice
 from ..search.ga import GA, GAState
 from ..search.space import Choice, Float, Gene, Int, Space, config_key
 
+# Optuna 4.6 made relative sampling lazy: a trial waits for its generation inside the
+# objective, where the heartbeat runs, not in ask().
+if tuple(int(p) for p in optuna.__version__.split(".")[:2]) < (4, 6):
+    raise ImportError(f"genetic_dl.integrations.optuna needs optuna >= 4.6, found "
+                      f"{optuna.__version__}: pip install 'genetic-dl[optuna]'")
+
 CHILD_KEY = "GASampler:child"
 # Extra batches of children bred for one generation before giving up on new configs.
 MAX_BATCHES = 16
+# Seconds between warnings while a trial waits for its generation's parents.
+WAIT_WARNING_EVERY = 60.0
+_LOG = logging.getLogger(__name__)
 
 
 def gene_of(name: str, distribution: BaseDistribution) -> Gene:
@@ -79,30 +114,53 @@ def _name_word(name: str) -> int:
     return zlib.crc32(name.encode())  # stable across processes, unlike hash()
 
 
+def _trials(study: Study) -> List[FrozenTrial]:
+    """Every trial of the study, fresh from the storage (a pruner's view may filter some)."""
+    return study._storage.get_all_trials(  # pylint: disable=protected-access
+        study._study_id, deepcopy=False)  # pylint: disable=protected-access
+
+
+def _is_guest(trial: FrozenTrial) -> bool:
+    """Whether the trial came with its params (enqueued, or a retry of a failed trial)."""
+    return bool(trial.params) or "fixed_params" in trial.system_attrs
+
+
 class GASampler(BaseGASampler):
     """Optuna sampler running genetic_dl's outer GA (:class:`genetic_dl.search.GA`).
 
-    Relative sampling covers the study's intersection search space (Float with
-    log or step, Int with log or step, Categorical); a parameter outside it
-    (define-by-run) is drawn uniformly in its distribution. The first
-    generation is a Latin hypercube: each parameter's values fall one per
-    stratum of width ``1 / n`` (seeded strata). Failed and pruned trials never
-    become parents. A config already in the study is not proposed again: in
-    Optuna a repeat costs a trial (it is a free cache hit in ``run_search``),
-    so a child that repeats one is mutated again as ``GA.renew`` does; the
-    elites stay parents and are not re-run, so a generation holds
-    ``population - elitism`` new trials (``population`` when multi-objective,
-    with NSGA-II's (mu + lambda) selection of parents).
+    Relative sampling covers the intersection search space of the earlier
+    generations (Float with log or step, Int with log or step, Categorical); a
+    parameter outside it (define-by-run) is drawn uniformly in its
+    distribution. The first generation is a Latin hypercube: each parameter's
+    values fall one per stratum of width ``1 / n`` (seeded strata). Failed and
+    pruned trials never become parents. A child keeps ``GA.min_distance`` from
+    every config of the earlier generations: in Optuna a repeat costs a trial
+    (it is a free cache hit in ``run_search``), so a child that comes near one
+    is mutated again as ``GA.renew`` does; the elites stay parents and are not
+    re-run, so a generation holds ``population - elitism`` new trials
+    (``population`` when multi-objective, with NSGA-II's (mu + lambda)
+    selection of parents).
+
+    Trial ``n`` is child ``n % N`` of generation ``n // N`` (see the module's
+    notes), and a generation is bred once the previous one has finished. With
+    ask-and-tell, tell a generation's trials before suggesting in the next one.
 
     Args:
       population: individuals per generation (the GA's parents).
       seed: seeds the first generation, the breeding and independent sampling;
-        a sequential study with a seed is reproducible. ``None``: a random seed.
+        a study with a seed is reproducible, however many workers run it.
+        ``None``: a random seed of this sampler's own (workers sharing a
+        storage then breed different children: give them one seed).
+      wait_timeout: seconds a trial waits for the previous generation to finish
+        before it fails with an error; ``None``: as long as it takes (a warning
+        names the trials waited for every minute).
       **ga_options: any other :class:`~genetic_dl.search.GA` field
-        (``selection``, ``crossover``, ``mutation_rate``, ``elitism``...).
+        (``selection``, ``crossover``, ``mutation_rate``, ``elitism``,
+        ``min_distance``...).
     """
 
-    def __init__(self, population: int = 16, seed: Optional[int] = None, **ga_options: Any):
+    def __init__(self, population: int = 16, seed: Optional[int] = None,
+                 wait_timeout: Optional[float] = None, **ga_options: Any):
         options = sorted(f.name for f in dataclasses.fields(GA) if f.name != "population")
         for name in ga_options:
             check_choice("GA option", name, options, "(see genetic_dl.search.GA)")
@@ -112,46 +170,73 @@ class GASampler(BaseGASampler):
         self._elites = min(self._ga.elitism, population)
         super().__init__(population_size=population - self._elites)
         self._seed = int(np.random.default_rng().integers(2 ** 31)) if seed is None else int(seed)
-        self._search_space = IntersectionSearchSpace()
+        self._wait_timeout = wait_timeout
         self._bred: Dict[Tuple, List[np.ndarray]] = {}
         self._lock = threading.Lock()
 
+    def reseed_rng(self) -> None:
+        """Keeps the seeded draws (Optuna calls this for ``n_jobs > 1``, and its sampler
+        test ``test_reseed_rng_change_sampling`` expects new draws after it): workers
+        sharing a storage must breed the same children, every draw a function of the
+        seed and the trial's number."""
+
     # --- Optuna's sampler interface -------------------------------------------------------
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._use_objectives(study)
+        generation, slot = divmod(trial.number, self._slots())
+        storage = study._storage  # pylint: disable=protected-access
+        # a retry carries the failed trial's attributes: its own number decides
+        storage.set_trial_system_attr(trial._trial_id,  # pylint: disable=protected-access
+                                      self._get_generation_key(), generation)
+        storage.set_trial_system_attr(trial._trial_id,  # pylint: disable=protected-access
+                                      CHILD_KEY, None if _is_guest(trial) else slot)
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial
                                     ) -> Dict[str, BaseDistribution]:
-        return {n: d for n, d in self._search_space.calculate(study).items() if not d.single()}
+        generation = self.get_trial_generation(study, trial)
+        if generation == 0 or _is_guest(trial):
+            return {}
+        earlier = self._finished_below(study, trial, generation * self._slots())
+        return {n: d for n, d in intersection_search_space(earlier).items() if not d.single()}
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: Dict[str, BaseDistribution]) -> Dict[str, Any]:
         if not search_space:
             return {}
-        generation = self._generation(study, trial)
-        parents = self.get_parent_population(study, generation)
+        generation, slot = divmod(trial.number, self._slots())
+        parents = self._parents(study, generation)
         if not parents:
-            return {}  # the first generation: independent, stratified
+            return {}  # nothing of the last generations completed: independent draws
         space = space_of(search_space)
-        return space.decode(self._claim(study, trial, generation, space, parents).tolist())
-
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._use_objectives(study)
+        return space.decode(self._children(study, generation, space, parents)[slot].tolist())
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         gene = gene_of(param_name, param_distribution)
-        if self._generation(study, trial) == 0:
-            n = self._ga.population - self._elites  # Optuna's population_size
-            sweep, row = divmod(trial.number, n)
-            strata = _rng(self._seed, 0, sweep, _name_word(param_name)).permutation(n)
+        if self.get_trial_generation(study, trial) == 0:
+            n = self._slots()
+            strata = _rng(self._seed, 0, 0, _name_word(param_name)).permutation(n)
             jitter = _rng(self._seed, 1, trial.number, _name_word(param_name)).uniform()
-            return gene.decode((strata[row] + jitter) / n)
+            return gene.decode((strata[trial.number] + jitter) / n)
         return gene.decode(_rng(self._seed, 2, trial.number, _name_word(param_name)).uniform())
+
+    def get_trial_generation(self, study: Study, trial: FrozenTrial) -> int:
+        """``trial.number // N``: the generation its number puts it in."""
+        self._use_objectives(study)
+        return trial.number // self._slots()
+
+    def get_population(self, study: Study, generation: int) -> List[FrozenTrial]:
+        """The completed trials numbered in ``generation``'s slots."""
+        n = self._slots()
+        return [t for t in _trials(study) if t.state == TrialState.COMPLETE
+                and generation * n <= t.number < (generation + 1) * n]
 
     def select_parent(self, study: Study, generation: int) -> List[FrozenTrial]:
         """The GA's next parents: the previous parents' elites and the last generation
         (single objective), or NSGA-II's best ``population`` of both."""
         self._use_objectives(study)
-        previous = self.get_parent_population(study, generation - 1)
+        previous = self._parents(study, generation - 1)
         newest = self.get_population(study, generation - 1)
         if self._ga.objectives > 1:
             pool = _unique(previous + newest)
@@ -163,13 +248,11 @@ class GASampler(BaseGASampler):
         order = np.argsort(-np.nan_to_num(fit, nan=-np.inf), kind="stable")[:self._elites]
         return _unique([previous[i] for i in order] + newest)
 
-    # --- breeding -------------------------------------------------------------------------
+    # --- generations ----------------------------------------------------------------------
 
-    def _generation(self, study: Study, trial: FrozenTrial) -> int:
-        """The trial's generation as stored (a trial's snapshot may predate it)."""
-        stored = study._storage.get_trial_system_attrs(  # pylint: disable=protected-access
-            trial._trial_id).get(self._get_generation_key())  # pylint: disable=protected-access
-        return self.get_trial_generation(study, trial) if stored is None else stored
+    def _slots(self) -> int:
+        assert self.population_size is not None
+        return self.population_size
 
     def _use_objectives(self, study: Study) -> None:
         k = len(study.directions)
@@ -177,6 +260,41 @@ class GASampler(BaseGASampler):
             self._ga = dataclasses.replace(self._ga, objectives=k)
             self._elites = min(self._ga.elitism, self._ga.population) if k == 1 else 0
             self.population_size = self._ga.population - self._elites
+
+    def _parents(self, study: Study, generation: int) -> List[FrozenTrial]:
+        """The parents of ``generation`` in number order (the stored list may be in another)."""
+        return sorted(self.get_parent_population(study, generation), key=lambda t: t.number)
+
+    def _finished_below(self, study: Study, trial: FrozenTrial, end: int) -> List[FrozenTrial]:
+        """The trials numbered below ``end``, once every one of them has finished.
+
+        Polls the storage; where it has a heartbeat, fails the stale trials on the way
+        (a waiting worker may be the only one left).
+        """
+        start = warned = time.monotonic()
+        delay = 0.01
+        while True:
+            earlier = [t for t in _trials(study) if t.number < end]
+            waiting = [t.number for t in earlier if not t.state.is_finished()]
+            if not waiting:
+                return earlier
+            now = time.monotonic()
+            what = (f"trial {trial.number} (generation {trial.number // self._slots()}) waits "
+                    f"for trial(s) {waiting} of the previous generation to finish")
+            if self._wait_timeout is not None and now - start > self._wait_timeout:
+                raise RuntimeError(f"GASampler: {what} for more than {self._wait_timeout} s. "
+                                   "A killed worker leaves its trial RUNNING: give the storage "
+                                   "a heartbeat_interval, or fail it with study.tell")
+            if now - warned > WAIT_WARNING_EVERY:
+                _LOG.warning("GASampler: %s (%.0f s so far)", what, now - start)
+                warned = now
+            with warnings.catch_warnings():  # fail_stale_trials is experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(study)
+            time.sleep(delay)
+            delay = min(1.0, 2 * delay)
+
+    # --- breeding -------------------------------------------------------------------------
 
     @staticmethod
     def _fitness(study: Study, trial: FrozenTrial) -> Union[float, Tuple[float, ...]]:
@@ -193,59 +311,64 @@ class GASampler(BaseGASampler):
     def _breeding_state(self, study: Study, generation: int, space: Space,
                         parents: List[FrozenTrial]) -> GAState:
         """``GA.ask``'s state: the parents, the configs of earlier generations (not to
-        repeat) and, for screening, every completed trial."""
-        trials = study.get_trials(deepcopy=False)
-        gen_key = self._get_generation_key()
-        seen = frozenset(filter(None, (_config_key(t.params, space.names) for t in trials
-                                       if t.system_attrs.get(gen_key, generation) < generation)))
+        come near) and, for screening, their completed trials."""
+        earlier = [t for t in _trials(study) if t.number < generation * self._slots()
+                   and _config_key(t.params, space.names) is not None]
+        done = [t for t in earlier if t.state == TrialState.COMPLETE]
         archive = None
         if self._ga.screen > 1:
-            done = [t for t in trials if t.state == TrialState.COMPLETE
-                    and _config_key(t.params, space.names) is not None]
             archive = (self._genomes(space, done),
                        np.array([self._fitness(study, t) for t in done], np.float64))
+        genomes = self._genomes(space, earlier)
         return GAState(space=space, genomes=self._genomes(space, parents),
                        fitness=[self._fitness(study, t) for t in parents],
                        generation=generation - 1, lo=np.zeros(space.dim), hi=np.ones(space.dim),
-                       seen=seen, archive=archive)
+                       seen=frozenset(space.key(g) for g in genomes), archive=archive,
+                       evaluated=space.coordinates(genomes))
 
     def _children(self, study: Study, generation: int, space: Space,
-                  parents: List[FrozenTrial], batches: int) -> List[np.ndarray]:
-        """The first ``batches`` batches of the generation's children, bred by ``GA.ask``."""
+                  parents: List[FrozenTrial]) -> List[np.ndarray]:
+        """The generation's ``N`` children: the first bred by ``GA.ask`` (batch after
+        batch) that repeat no earlier config nor come within ``min_distance`` of one or
+        of each other; uniform draws if a nearly exhausted space has too few."""
         cache_key = (study._study_id, generation, space,  # pylint: disable=protected-access
                      tuple(t.number for t in parents))
-        bred = self._bred.setdefault(cache_key, [])
-        if not bred:
-            self._bred = {k: v for k, v in self._bred.items() if k == cache_key}  # older: done
-        if len(bred) < batches:
+        with self._lock:
+            if cache_key in self._bred:
+                return self._bred[cache_key]
             state = self._breeding_state(study, generation, space, parents)
             ga = self._ga if self._ga.renew == "never" else dataclasses.replace(
                 self._ga, renew="always")
             key = jax.random.fold_in(jax.random.key(self._seed), generation)
-            while len(bred) < batches:
-                genomes, _ = ga.ask(jax.random.fold_in(key, len(bred)), state)
-                bred.append(np.asarray(genomes, np.float64)[self._elites:])
-        return [g for batch in bred[:batches] for g in batch]
+            kept: List[np.ndarray] = []
+            taken = set(state.seen)
+            near = np.zeros((0, space.dim)) if state.evaluated is None else state.evaluated
+            for batch in range(MAX_BATCHES):
+                genomes, _ = ga.ask(jax.random.fold_in(key, batch), state)
+                for child in _snapped(np.asarray(genomes, np.float64)[self._elites:],
+                                      state.genomes):
+                    coords = space.coordinates(child)
+                    gap = space.separation(coords, near).min(initial=np.inf)
+                    if len(kept) < self._slots() and space.key(child) not in taken and (
+                            gap >= ga.min_distance):
+                        kept.append(child)
+                        taken.add(space.key(child))
+                        near = np.concatenate([near, coords])
+                if len(kept) == self._slots():
+                    break
+            while len(kept) < self._slots():
+                kept.append(_rng(self._seed, 3, generation, len(kept)).uniform(size=space.dim))
+            self._bred = {cache_key: kept}  # an older generation is done with
+            return kept
 
-    def _claim(self, study: Study, trial: FrozenTrial, generation: int, space: Space,
-               parents: List[FrozenTrial]) -> np.ndarray:
-        """The first child of the generation that no other trial took and whose config
-        is not in the study yet; the claim is recorded in the trial's attributes."""
-        with self._lock:
-            trials = study.get_trials(deepcopy=False)
-            gen_key = self._get_generation_key()
-            claimed = {t.system_attrs.get(CHILD_KEY) for t in trials
-                       if t.system_attrs.get(gen_key) == generation and t.number != trial.number}
-            taken = {_config_key(t.params, space.names) for t in trials}
-            for batches in range(1, MAX_BATCHES + 1):
-                children = self._children(study, generation, space, parents, batches)
-                for i, child in enumerate(children):
-                    if i not in claimed and space.key(child.tolist()) not in taken:
-                        study._storage.set_trial_system_attr(  # pylint: disable=protected-access
-                            trial._trial_id, CHILD_KEY, i)  # pylint: disable=protected-access
-                        return child
-            # every child repeats a config (a nearly exhausted space): a uniform draw
-            return _rng(self._seed, 3, trial.number).uniform(size=space.dim)
+
+def _snapped(children: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """``children`` whose genes lie within float32 rounding of a parent's (``GA.ask``
+    breeds in float32) take that parent's exact value: a copied gene stays the value
+    the parent was evaluated at."""
+    gap = np.abs(children[:, None, :] - parents[None, :, :])  # (child, parent, gene)
+    nearest = parents[gap.argmin(1), np.arange(children.shape[1])]
+    return np.where(gap.min(1) < 1e-6, nearest, children)
 
 
 def _unique(trials: List[FrozenTrial]) -> List[FrozenTrial]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import (AbstractSet, Any, Callable, FrozenSet, List, NamedTuple, Optional, Sequence,
+from typing import (Any, Callable, FrozenSet, List, NamedTuple, Optional, Sequence,
                     Tuple)
 
 import jax
@@ -74,29 +74,40 @@ def _nudge(key: jax.Array, genomes: jax.Array, redo: jax.Array, sigma: jax.Array
     return jnp.where(hit, jnp.clip(genome_ops.reflect(genomes + step, lo, hi), lo, hi), genomes)
 
 
-def _renew_duplicates(key: jax.Array, genomes: np.ndarray, first_child: int, space: Space,
-                      seen: AbstractSet[ConfigKey], lo: np.ndarray, hi: np.ndarray, sigma: float,
-                      when: str = "stalled", tries: int = 6) -> np.ndarray:
-    """Children whose config was evaluated before (or earlier in the batch) mutated
-    again, one gene at a time with a step that doubles each try, until they are new
-    (``when="stalled"``: only if every child is such a duplicate; see ``GA.renew``).
+def _renew_duplicates(key: jax.Array, genomes: np.ndarray, first_child: int, state: GAState,
+                      sigma: float, when: str = "stalled", min_distance: float = 0.0,
+                      tries: int = 12) -> np.ndarray:
+    """Children that repeat a config evaluated before (or earlier in the batch), or lie
+    within ``min_distance`` of one (:meth:`Space.separation`), mutated again, one gene at
+    a time with a step that doubles each try, until they are new. A near repeat costs
+    an evaluation, so it is always renewed; an exact repeat is a free cache hit, renewed
+    per ``when`` (``"stalled"``: only if every child repeats; see ``GA.renew``).
 
     Without it a converged population breeds copies of its best, whose evaluations
     are free cache hits: the round spends nothing, mutation decays, and the search
     stops with most of its budget unspent.
     """
-    genomes = np.asarray(genomes)
+    space, genomes = state.space, np.asarray(genomes)
     keys = [space.key(g) for g in genomes]
+    known = np.zeros((0, space.dim)) if state.evaluated is None else state.evaluated
     for attempt in range(tries):
-        taken, redo = set(seen), np.zeros(len(genomes), bool)
+        taken, exact = set(state.seen), np.zeros(len(genomes), bool)
         for i, k in enumerate(keys):
-            redo[i] = i >= first_child and k in taken
+            exact[i] = i >= first_child and k in taken
             taken.add(k)
-        if not redo.any() or (when == "stalled" and not redo[first_child:].all()):
-            break  # nothing to renew, or some children are new and this round evaluates them
+        near = np.zeros(len(genomes), bool)
+        if min_distance > 0:
+            coords = space.coordinates(genomes)
+            gap = space.separation(coords, np.concatenate([known, coords]))
+            gap[:, len(known):][np.triu_indices(len(genomes))] = np.inf  # earlier rows only
+            near = (gap.min(1) < min_distance) & ~exact & (np.arange(len(genomes)) >= first_child)
+        stalled = bool((exact | near)[first_child:].all())
+        redo = near | (exact & (when == "always" or stalled))
+        if not redo.any():
+            break
         genomes = np.asarray(_nudge(jax.random.fold_in(key, attempt), jnp.asarray(genomes),
                                     jnp.asarray(redo), jnp.float32(min(1.0, sigma * 2 ** attempt)),
-                                    jnp.asarray(lo), jnp.asarray(hi)), np.float64)
+                                    jnp.asarray(state.lo), jnp.asarray(state.hi)), np.float64)
         keys = [space.key(g) if r else k for g, k, r in zip(genomes, keys, redo)]
     return genomes
 
@@ -166,6 +177,8 @@ class GAState:
       lo, hi: ``(D,)`` bounds of the unit genomes (narrowed by refinement).
       seen: keys of every config evaluated so far (not to breed again).
       archive: ``(genomes, fitness)`` of every evaluation, for screening.
+      evaluated: ``(n, D)`` :meth:`Space.coordinates` of every config evaluated
+        (children keep ``GA.min_distance`` from them; ``None``: none known).
     """
     space: Space
     genomes: np.ndarray
@@ -175,6 +188,7 @@ class GAState:
     hi: np.ndarray
     seen: FrozenSet[ConfigKey] = frozenset()
     archive: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    evaluated: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass
@@ -196,7 +210,7 @@ class GA:
         search-space refinement after ``refine_after`` generations (0: off).
       objectives: number of objectives (>1: NSGA-II (mu + lambda) selection).
       renew: when children whose config was evaluated before are mutated again
-        (one gene, a step that doubles each try, up to 6 tries) until they are
+        (one gene, a step that doubles each try, up to 12 tries) until they are
         new: ``"stalled"`` (default) only in a round where every child is such
         a duplicate, ``"always"`` in every round, ``"never"``. Duplicates cost
         nothing (the cache answers), so without renewal a converged population
@@ -206,6 +220,15 @@ class GA:
         round evaluate ``population - elitism`` new configs, which found worse
         optima per evaluation than the default on the test functions (fewer
         rounds of selection per evaluation).
+      min_distance: how far a child must be from every evaluated config and
+        every earlier child to count as new (:meth:`Space.separation`: the
+        largest difference of a continuous gene in unit coordinates, a
+        differing discrete value or activity counting 1). A child nearer
+        costs an evaluation and teaches little (a copy of a parent whose
+        genome went through float32 differs in the 7th digit), so it is
+        renewed whenever ``renew`` is not ``"never"``. 0.01 (1 % of a gene's
+        range, of its log range for a log gene) bounds how finely the search
+        can resolve an optimum; 0: only exact repeats.
       screen: surrogate-assisted breeding (single objective): each child is bred
         ``screen`` times (other parents, cuts and mutations) and the version a
         density-ratio model of every evaluation so far rates best is kept
@@ -230,6 +253,7 @@ class GA:
     objectives: int = 1
     renew: str = "stalled"
     screen: int = 0
+    min_distance: float = 0.01
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -243,6 +267,8 @@ class GA:
             raise ValueError("mutation_rate must be in [0, 1]")
         if self.screen < 0:
             raise ValueError(f"screen must be >= 0 (0: off), got {self.screen}")
+        if not 0 <= self.min_distance <= 1:
+            raise ValueError(f"min_distance must be in [0, 1], got {self.min_distance}")
 
     def init_state(self, key: jax.Array, space: Space) -> GAState:
         """The first generation (not yet evaluated)."""
@@ -283,9 +309,8 @@ class GA:
                                                   picks.reshape(-1, 2)]).astype(int),
                           pool=state.genomes)
         if self.renew != "never":
-            genomes = _renew_duplicates(jax.random.fold_in(key, 1), genomes, n_elite,
-                                        state.space, state.seen, state.lo, state.hi,
-                                        self.mutation_sigma, self.renew)
+            genomes = _renew_duplicates(jax.random.fold_in(key, 1), genomes, n_elite, state,
+                                        self.mutation_sigma, self.renew, self.min_distance)
         return Proposal(np.asarray(genomes), lineage)
 
     def tell(self, state: GAState, genomes: np.ndarray, fitness: Sequence[Any]) -> GAState:
@@ -297,9 +322,12 @@ class GA:
             fitness = list(state.fitness) + fitness
             keep = np.argsort(-self._scalar(fitness), kind="stable")[:self.population]
             genomes, fitness = genomes[keep], [fitness[i] for i in keep]
-        archive = state.archive
+        archive, evaluated = state.archive, state.evaluated
+        new = [i for i, g in enumerate(genomes) if state.space.key(g) not in state.seen]
+        if self.min_distance > 0:
+            old_coords = np.zeros((0, state.space.dim)) if evaluated is None else evaluated
+            evaluated = np.concatenate([old_coords, state.space.coordinates(genomes[new])])
         if self.screen > 1 and self.objectives == 1:  # every evaluation, for the surrogate
-            new = [i for i, g in enumerate(genomes) if state.space.key(g) not in state.seen]
             old = archive or (np.zeros((0, state.space.dim)), np.zeros(0))
             archive = (np.concatenate([old[0], genomes[new]]),
                        np.concatenate([old[1], self._scalar(fitness)[new]]))
@@ -311,4 +339,5 @@ class GA:
                                               self.refine_epsilon, self.refine_min_width)
         return dataclasses.replace(state, genomes=genomes, fitness=fitness,
                                    generation=generation, lo=lo, hi=hi, archive=archive,
+                                   evaluated=evaluated,
                                    seen=state.seen | {state.space.key(g) for g in genomes})

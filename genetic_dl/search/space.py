@@ -183,6 +183,36 @@ class Space:
         """Hashable identity of the decoded config (the evaluation cache's key)."""
         return config_key(self.decode(u))
 
+    def coordinates(self, genomes: Any) -> np.ndarray:
+        """``(n, D)`` coordinates of the decoded configs of ``(n, D)`` unit genomes, for
+        :meth:`separation`: a continuous gene's unit coordinate, a discrete gene's
+        (``Int``, ``Choice``, ``Float`` with step) bin centre, NaN where a gene is inactive."""
+        rows = np.reshape(np.asarray(genomes, np.float64), (-1, self.dim))
+        out = np.full(rows.shape, np.nan)
+        for r, u in enumerate(rows):
+            config = self.decode(u.tolist())
+            for j, (name, gene) in enumerate(self.genes):
+                if name in config:
+                    out[r, j] = gene.encode(config[name]) if self.discrete[j] else min(
+                        max(float(u[j]), 0.0), 1.0)
+        return out
+
+    @property
+    def discrete(self) -> np.ndarray:
+        """``(D,)`` whether each gene takes a finite set of values."""
+        return np.array([not isinstance(g, Float) or g.step is not None for _, g in self.genes])
+
+    def separation(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``(m, n)`` distances between configs given by their :meth:`coordinates`: the
+        largest per-gene difference, a continuous gene's in unit coordinates (its range,
+        log scale for a log gene), and 1 for a discrete gene whose value differs or a
+        gene active in one config only (L-infinity; 0 for the same config)."""
+        x, y = np.asarray(a)[:, None, :], np.asarray(b)[None, :, :]
+        gap = np.abs(x - y)
+        gap = np.where(self.discrete & (gap > 0), 1.0, gap)
+        gap = np.where(np.isnan(x) != np.isnan(y), 1.0, np.nan_to_num(gap))
+        return np.max(gap, axis=-1, initial=0.0)
+
     def index(self, name: str) -> int:
         """Position of gene ``name`` in the genome."""
         return self.names.index(name)

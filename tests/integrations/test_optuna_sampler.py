@@ -1,6 +1,7 @@
 """The outer GA as an Optuna sampler: values inside their distributions, the GA's own
-children, seeded reproducibility, no repeated configs, failed/pruned trials never
-parents, define-by-run spaces, n_jobs and two processes sharing a journal file."""
+children, seeded reproducibility, no repeated or nearly repeated configs, failed/pruned
+trials never parents, define-by-run spaces, enqueued trials, waiting for a generation,
+n_jobs and two processes sharing a journal file (PostgreSQL: test_optuna_postgres.py)."""
 import os
 import subprocess
 import sys
@@ -73,15 +74,21 @@ def test_children_are_the_outer_GAs_own():
     gen0 = [t for t in study.trials if _generation(t) == 0]
     gen1 = [t for t in study.trials if _generation(t) == 1]
     space = space_of(gen0[0].distributions)
-    state = GAState(space=space, genomes=np.array([space.encode(t.params) for t in gen0]),
-                    fitness=[-t.value for t in gen0], generation=0, lo=np.zeros(space.dim),
-                    hi=np.ones(space.dim),
-                    seen=frozenset(space.key(space.encode(t.params)) for t in gen0))
+    genomes = np.array([space.encode(t.params) for t in gen0])
+    state = GAState(space=space, genomes=genomes, fitness=[-t.value for t in gen0],
+                    generation=0, lo=np.zeros(space.dim), hi=np.ones(space.dim),
+                    seen=frozenset(space.key(g) for g in genomes),
+                    evaluated=space.coordinates(genomes))
     ga = GA(population=6, crossover="two_point", mutation_rate=0.2, renew="always")
     want = ga.ask(jax.random.fold_in(jax.random.fold_in(jax.random.key(5), 1), 0), state)[0][1:]
     assert [t.system_attrs[CHILD_KEY] for t in gen1] == list(range(len(gen1)))
-    for t, genome in zip(gen1, want):
-        assert t.params == space.decode(genome)
+    for t, genome in zip(gen1, want):  # genes copied from a parent keep its exact value
+        bred = space.decode(genome)
+        assert t.params.keys() == bred.keys()
+        for name, value in t.params.items():
+            assert value == pytest.approx(bred[name], rel=1e-6, abs=1e-6), name
+    copied = {t.params["x"] for t in gen1} & {t.params["x"] for t in gen0}
+    assert copied  # some child took x from a parent: the very value, not its float32
 
 
 def test_a_seeded_sequential_study_is_reproducible():
@@ -131,12 +138,14 @@ def test_define_by_run_parameters_outside_the_shared_space_are_sampled_independe
     assert {t.params["kind"] for t in study.trials} == {"mlp", "cnn"}
 
 
-def test_parallel_threads_record_every_trial_once():
+def test_parallel_threads_record_every_trial_once_and_breed_a_sequential_studys_children():
     study = optuna.create_study(sampler=GASampler(population=6, seed=0))
     study.optimize(mixed, n_trials=30, n_jobs=2)
     assert sorted(t.number for t in study.trials) == list(range(30))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     _assert_inside(study.trials)
+    alone = _study(GASampler(population=6, seed=0), n_trials=30)
+    assert [t.params for t in study.trials] == [t.params for t in alone.trials]
 
 
 WORKER = """
@@ -166,9 +175,68 @@ def test_two_processes_sharing_a_journal_file_cooperate(tmp_path):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     _assert_inside(study.trials)
     assert max(_generation(t) for t in study.trials) >= 3
+    alone = _study(GASampler(6, seed=0), n_trials=30)
+    assert [t.params for t in study.trials] == [t.params for t in alone.trials]
+
+
+def three(trial):
+    """The reported function: one continuous, one integer and one categorical parameter."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    n = trial.suggest_int("n", 1, 8)
+    c = trial.suggest_categorical("c", ["a", "b", "c", "d"])
+    return (x - 0.3) ** 2 + abs(n - 3) + (c != "b")
+
+
+def test_bred_children_keep_away_from_every_earlier_config():
+    """Reported: x = 0.20521016 came back as 0.20521045 with the same n and c (a parent
+    copied through float32 genomes; now its exact value, a repeat), and children a hair
+    away from a known point re-evaluate it: each keeps GA.min_distance from them all."""
+    def gaps(**options):
+        out = []
+        for seed in range(6):
+            study = _study(GASampler(population=8, seed=seed, **options), fn=three, n_trials=21)
+            space = space_of(study.trials[0].distributions)
+            genomes = np.array([space.encode(t.params) for t in study.trials])
+            generation = np.array([_generation(t) for t in study.trials])
+            for g in (1, 2):
+                out.append(space.separation(space.coordinates(genomes[generation == g]),
+                                            space.coordinates(genomes[generation < g])).min(1))
+        return np.concatenate(out)
+    assert np.all(gaps() >= GA().min_distance)
+    old = gaps(min_distance=0.0)  # only exact repeats renewed, as before
+    assert np.any((old > 0) & (old < GA().min_distance))
+
+
+def test_enqueued_trials_keep_their_params_fill_their_slot_and_may_be_parents():
+    study = optuna.create_study(sampler=GASampler(population=4, seed=0))
+    best = {"x": 1.0, "lr": 0.01, "q": 0.0, "n": 5, "width": 8, "k": 2, "c": "b"}
+    study.enqueue_trial(best)
+    study.optimize(mixed, n_trials=9)
+    first = study.trials[0]
+    assert first.params == best and first.system_attrs[CHILD_KEY] is None
+    assert [_generation(t) for t in study.trials] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [t.system_attrs[CHILD_KEY] for t in study.trials[1:]] == [1, 2, 0, 1, 2, 0, 1, 2]
+    assert first.number in {t.number for t in study.sampler.get_parent_population(study, 1)}
+
+
+def test_a_trial_of_the_next_generation_waits_for_the_last_one_and_says_so():
+    study = optuna.create_study(sampler=GASampler(population=4, seed=0, wait_timeout=0.2))
+    first = [study.ask() for _ in range(3)]  # generation 0 (3 new trials: one elite)
+    values = [mixed(t) for t in first]
+    study.tell(first[0], values[0])
+    study.tell(first[1], values[1])
+    later = study.ask()
+    with pytest.raises(RuntimeError, match=r"trial 3 \(generation 1\) waits for trial\(s\) "
+                       r"\[2\] of the previous generation.*heartbeat_interval"):
+        mixed(later)
+    study.tell(first[2], values[2])
+    study.tell(later, mixed(later))
+    assert later.params and study.trials[3].system_attrs[CHILD_KEY] == 0
 
 
 def test_multi_objective_parents_keep_the_pareto_front():
+    """(mu + lambda): each generation's parents are the best of the previous parents and
+    the previous generation, the non-dominated ones first."""
     def two(trial):
         x, y = trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)
         return x, (1 - x) ** 2 + y
@@ -177,12 +245,15 @@ def test_multi_objective_parents_keep_the_pareto_front():
     _assert_inside(study.trials)
     sampler = study.sampler
     last = max(_generation(t) for t in study.trials)
-    parents = sampler.get_parent_population(study, last)
-    pool = [t for t in study.trials if _generation(t) is not None and _generation(t) < last]
-    front = genome_ops.pareto_front(-np.array([t.values for t in pool]))  # maximised
-    on_front, kept = {pool[i].number for i in front}, {t.number for t in parents}
-    assert len(kept) == 6
-    assert (kept <= on_front) if len(on_front) >= 6 else (on_front <= kept)
+    for g in range(2, last + 1):
+        pool = {t.number: t for t in sampler.get_parent_population(study, g - 1)}
+        pool.update((t.number, t) for t in study.trials if _generation(t) == g - 1)
+        pool = list(pool.values())
+        front = genome_ops.pareto_front(-np.array([t.values for t in pool]))  # maximised
+        on_front = {pool[i].number for i in front}
+        kept = {t.number for t in sampler.get_parent_population(study, g)}
+        assert len(kept) == 6
+        assert (kept <= on_front) if len(on_front) >= 6 else (on_front <= kept), g
 
 
 def test_it_beats_random_sampling_on_a_mixed_function():

@@ -99,3 +99,19 @@ def test_a_narrowed_space_decodes_only_the_values_it_allows(u):
 def test_bad_narrowing_raises_a_clear_error(narrow, message):
     with pytest.raises(ValueError, match=message):
         default_space(narrow=narrow)
+
+
+def test_separation_is_the_largest_gene_difference_a_differing_discrete_value_counting_one():
+    s = space({"x": Float(0, 10), "lr": Float(1e-4, 1, log=True), "q": Float(0, 1, step=0.5),
+               "n": Int(1, 8), "c": Choice(("a", "b")), "w": Int(8, 64)},
+              {"w": lambda c: c["c"] == "b"})
+    base = {"x": 5.0, "lr": 1e-2, "q": 0.5, "n": 3, "c": "a", "w": 16}
+    coords = s.coordinates(s.encode(base))
+
+    def gap(**change):
+        return float(s.separation(coords, s.coordinates(s.encode({**base, **change})))[0, 0])
+    assert gap() == 0.0
+    assert np.isclose(gap(x=5.5), 0.05) and np.isclose(gap(x=5.5, lr=1e-1), 0.25)  # log scale
+    assert gap(n=4) == gap(q=1.0) == gap(c="b") == 1.0  # "b" also makes w active
+    assert gap(w=32) == 0.0  # an inactive gene does not count
+    assert s.separation(coords, np.zeros((0, s.dim))).shape == (1, 0)
