@@ -19,7 +19,7 @@ from . import checkpoint, rundir, tracking, watchdog
 from .arguments import UserError, build_parsers
 from .cache import enable_compile_cache
 from .report import fitness_label, make_plots, write_report
-from ..core import memory, sharding
+from ..core import conv_layout, memory, sharding
 from ..core.models import (CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec, build_model,
                            spec_to_dict)
 from ..core.population import Population, init_population
@@ -108,6 +108,8 @@ def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: Mode
               "dataset": data.name, "best": {"config": best_config, "val": val, "test": test},
               "history": [{k: v for k, v in h.items() if k != "elapsed"} for h in history],
               "budget_used": history[-1]["budget_used"] if history else 0,
+              "lowering": conv_layout.model_lowering(model.apply, params, data.feature_shape,
+                                                     data.feature_dtype, jax.default_backend()),
               **(extra or {})}
     if not args.quiet:
         print("best (validation): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))

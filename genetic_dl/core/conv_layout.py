@@ -166,3 +166,17 @@ def lowered(step: Any, backend: str) -> Tuple[str, Any]:
     """``(lowering, step)``: the step's jaxpr as that lowering runs it (for its memory)."""
     name = lowering(step, backend)
     return name, (rewrite_jaxpr(step) if name == CPU_CONV_LOWERING else step)
+
+
+def model_lowering(apply: Callable[..., Any], variables: Any, feature_shape: Tuple[int, ...],
+                   dtype: str, backend: str) -> str:
+    """The lowering a model's population trains under on ``backend`` (for the run directory).
+
+    Args:
+      apply: the model's ``apply(variables, x)``.
+      variables: one network's variables.
+      feature_shape, dtype: one example's input shape and dtype.
+      backend: ``jax.default_backend()`` of the run.
+    """
+    x = jax.ShapeDtypeStruct((2,) + tuple(feature_shape), jnp.dtype(dtype))
+    return lowering(jax.make_jaxpr(apply)(variables, x), backend)

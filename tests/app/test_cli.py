@@ -54,6 +54,7 @@ def test_evolve_weights_end_to_end(tmp_path):
     assert result["dataset"] == "iris" and len(result["history"]) == 2
     assert result["fitness"] == "-val_loss"
     assert result["budget_used"] == 16
+    assert result["lowering"] == "xla"  # the zoo MLP has no convolutions to lower
     assert list(result["best"]["test"]) == ["loss", "accuracy", "precision", "recall", "f1", "auc"]
     assert result["best"]["val"]["accuracy"] > 0.5
 

@@ -1,4 +1,5 @@
 """Canonical-layout convolutions compute the same function, and the engine uses them."""
+import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -110,9 +111,12 @@ def test_engine_trains_conv_models_with_the_fixed_cpu_lowering(monkeypatch):
     y = rng.integers(0, 3, 48)
     data = gdl.Dataset.from_arrays(x_train=x[:32], y_train=y[:32], x_val=x[32:], y_val=y[32:])
     pop = gdl.init_population(jax.random.key(0), learner(), data, size=2)
-    step = jax.make_jaxpr(lambda v, a: learner().module.apply(v, a, train=False))(
-        jax.tree_util.tree_map(lambda p: p[0], {**pop.params, **pop.collections}), x[:4])
-    assert conv_layout.lowering(step, "cpu") == conv_layout.CPU_CONV_LOWERING
+    one = jax.tree_util.tree_map(lambda p: p[0], {**pop.params, **pop.collections})
+    lowering = functools.partial(conv_layout.model_lowering,
+                                 lambda v, a: learner().module.apply(v, a, train=False), one,
+                                 (6, 6, 2), "float32")
+    assert lowering("cpu") == conv_layout.CPU_CONV_LOWERING
+    assert lowering("gpu") == conv_layout.DEFAULT_LOWERING
     used = []
     original = conv_layout.canonical_convolutions
     monkeypatch.setattr(conv_layout, "canonical_convolutions",
