@@ -1,5 +1,6 @@
 """Canonical-layout convolutions compute the same function, and the engine uses them."""
 import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
