@@ -12,8 +12,9 @@ inheritance through morphisms, as LEMONADE, Elsken et al., 2019):
 - :func:`deepen`: activates the next residual block with its output layer
   zeroed, exact for any activation (Net2DeeperNet's identity layer is exact
   for ReLU only).
-- :func:`narrow`: keeps the units of largest weight magnitude and masks the
-  rest: approximate, the dropped units' contribution is lost
+- :func:`narrow`: keeps the most useful units (by weights, or measured on a
+  batch: :mod:`genetic_dl.operators.unit_scores`) and masks the rest:
+  approximate, the dropped units' contribution is lost
   (:func:`~genetic_dl.operators.spec_morphisms.output_change` measures it).
 
 The optimizer's moments take the map of the gradients (see :func:`widen`).
@@ -23,7 +24,7 @@ member of a stacked population.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -34,6 +35,7 @@ from ..core.padding import UnitGroup, unit_groups, widths_of
 from ..core.pytree import Params, PyTree
 from ..errors import check
 from .unit_maps import Flat, flatten, map_state, map_units, unflatten
+from .unit_scores import weight_scores
 
 Layer = Union[int, jax.Array]
 
@@ -137,23 +139,10 @@ def _perturb(flat: Flat, group: UnitGroup, added: jax.Array, noise: float,
     return out
 
 
-def unit_scores(flat: Flat, group: UnitGroup, full: int) -> jax.Array:
-    """``(W,)`` usefulness of each unit: the L2 norm of its incoming weights (and bias)
-    times that of its outgoing rows, a data-free estimate of how much it adds to the
-    next layer's input (magnitude pruning's criterion, Han et al., 2015)."""
-    incoming, outgoing = jnp.zeros(full), jnp.zeros(full)
-    for path, leaf in flat.items():
-        if path[-2] in group.producers:
-            incoming += jnp.sum(jnp.square(leaf).reshape(-1, full), axis=0)
-        elif path[-2] in group.readers and path[-1] == "kernel":
-            rows = leaf.reshape(leaf.shape[:-2] + (leaf.shape[-2] // full, full, leaf.shape[-1]))
-            outgoing += jnp.sum(jnp.square(jnp.moveaxis(rows, -2, 0)).reshape(full, -1), axis=1)
-    return jnp.sqrt(incoming * outgoing)
-
-
 def narrow(spec: ModelSpec, params: Params, widths: jax.Array, layer: Layer, new_width: Any,
-           opt_state: PyTree = None, depth: Any = 0.0) -> Child:
-    """Keeps ``layer``'s ``new_width`` most useful live units (:func:`unit_scores`).
+           opt_state: PyTree = None, depth: Any = 0.0,
+           scores: Optional[Mapping[int, jax.Array]] = None) -> Child:
+    """Keeps ``layer``'s ``new_width`` most useful live units.
 
     The kept units move to the front in their order and the rest behind them,
     where the width mask zeroes them: a permutation of units, exact in itself, so
@@ -169,24 +158,30 @@ def narrow(spec: ModelSpec, params: Params, widths: jax.Array, layer: Layer, new
       new_width: its new width, clipped to ``[1, w]``.
       opt_state: the member's optax state, or ``None``.
       depth: passed through to the child.
+      scores: ``{group index: (W,)}`` usefulness of the units, e.g.
+        :func:`~genetic_dl.operators.unit_scores.activation_scores` on a batch;
+        groups without are scored by their weights
+        (:func:`~genetic_dl.operators.unit_scores.weight_scores`).
 
     Returns:
       The :class:`Child`.
     """
     return _by_layer(spec, layer, functools.partial(_narrow, spec), params, opt_state,
-                     jnp.asarray(widths), jnp.asarray(depth), new_width)
+                     jnp.asarray(widths), jnp.asarray(depth), new_width, dict(scores or {}))
 
 
 def _narrow(spec: ModelSpec, layer: int, params: Params, opt_state: PyTree,
-            widths: jax.Array, depth: jax.Array, new_width: Any) -> Child:
+            widths: jax.Array, depth: jax.Array, new_width: Any,
+            scores: Dict[int, jax.Array]) -> Child:
     full = widths_of(spec)[layer]
     w = widths[layer].astype(jnp.int32)
     new = jnp.clip(jnp.asarray(new_width).astype(jnp.int32), 1, w)
     live = jnp.arange(full) < w
     flat = flatten(params)
     orders = []
-    for _, group in _groups(spec, layer):
-        score = jnp.where(live, unit_scores(flat, group, full), -jnp.inf)
+    for i, group in _groups(spec, layer):
+        score = scores[i] if i in scores else weight_scores(flat, group, full)
+        score = jnp.where(live, score, -jnp.inf)
         rank = jnp.argsort(jnp.argsort(-score, stable=True), stable=True)
         keep = live & (rank < new)
         # kept units first, in their order; then dropped live units; then the padding

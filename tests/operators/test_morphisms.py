@@ -14,6 +14,7 @@ from genetic_dl.core import train as train_mod
 from genetic_dl.operators import morphisms, permutation
 from genetic_dl.operators.population_morphs import DEEPEN, KEEP, NARROW, WIDEN, morph_population
 from genetic_dl.operators.spec_morphisms import change_activation, change_dropout, output_change
+from genetic_dl.operators.unit_scores import activation_scores
 from genetic_dl.operators.unit_maps import map_state
 
 # (padded spec, feature shape): an MLP and 2-D CNN with residual blocks, a 1-D CNN without
@@ -121,6 +122,25 @@ def test_narrowing_loses_only_the_dropped_units(spec, shape):
     assert float(change["max_abs"]) > 1e-3 and 0 < float(change["relative"])
 
 
+@pytest.mark.parametrize("spec,shape,layer", [
+    (gdl.MLPSpec((16, 16), blocks=1), (7,), 0), (gdl.CNNSpec((8, 8), 3, "max", (8,)), (8, 8), 1)],
+    ids=["mlp", "cnn"])
+def test_a_batch_shows_a_dead_unit_that_the_weights_call_useful(spec, shape, layer):
+    model, forward, params, x = _member(spec, shape)
+    producer, reader = ("Dense_0", "Dense_1") if spec.family == "mlp" else ("Conv_1", "Dense_0")
+    params["params"][producer]["bias"] = params["params"][producer]["bias"].at[0].set(-1e3)
+    params["params"][reader]["kernel"] = params["params"][reader]["kernel"] * 10.0
+    before = forward(params, WIDTHS, 1.0)
+    kwargs = {"depth": 1.0} if spec.blocks else {}
+    scores = activation_scores(model, params, x, WIDTHS, **kwargs)
+    assert float(scores[layer][0]) == 0.0 and jnp.all(scores[layer][6:] == 0.0)
+    by_data = morphisms.narrow(spec, params, WIDTHS, layer, WIDTHS[layer] - 1, depth=1.0,
+                               scores=scores)
+    assert _max_change(forward(by_data.params, by_data.widths, 1.0), before) < 1e-5
+    by_weights = morphisms.narrow(spec, params, WIDTHS, layer, WIDTHS[layer] - 1, depth=1.0)
+    assert _max_change(forward(by_weights.params, by_weights.widths, 1.0), before) > 1e-3
+
+
 def _adam_state(spec, shape, steps=3):
     """Params and an Adam state after a few steps, so that every moment is non-zero."""
     model, forward, params, x = _member(spec, shape)
@@ -202,16 +222,18 @@ def _population(size=4):
 def test_a_population_morphs_as_each_member_would():
     pop = _population()
     op = jnp.asarray([KEEP, WIDEN, NARROW, DEEPEN])
-    layer, width = jnp.asarray([0, 1, 0, 1]), jnp.asarray([9, 11, 3, 9])
+    layer, width = jnp.asarray([0, 1, 1, 1]), jnp.asarray([9, 11, 3, 9])
     key = jax.random.key(8)
-    out = morph_population(key, pop, op, layer, width)
-    assert out.hparams["widths"].tolist() == [[5, 6], [5, 11], [3, 6], [5, 6]]
+    x = jax.random.normal(jax.random.key(9), (8, 7))
+    out = morph_population(key, pop, op, layer, width, batch=x)
+    assert out.hparams["widths"].tolist() == [[5, 6], [5, 11], [5, 3], [5, 6]]
     assert out.hparams["depth"].tolist() == [1, 1, 1, 2]
     spec, keys = pop.spec, jax.random.split(key, 4)
     states = [jax.tree_util.tree_map(lambda v, i=i: v[i], pop.opt_state) for i in range(4)]
+    scores = activation_scores(pop.model, pop.member(2), x, WIDTHS, jnp.float32(1))
     expect = [morphisms.Child(pop.member(0), states[0], WIDTHS, 1.0),
               morphisms.widen(keys[1], spec, pop.member(1), WIDTHS, 1, 11, states[1]),
-              morphisms.narrow(spec, pop.member(2), WIDTHS, 0, 3, states[2]),
+              morphisms.narrow(spec, pop.member(2), WIDTHS, 1, 3, states[2], scores=scores),
               morphisms.deepen(keys[3], spec, pop.member(3), WIDTHS, 1.0, states[3])]
     for i, child in enumerate(expect):
         got = (out.member(i), jax.tree_util.tree_map(lambda v, i=i: v[i], out.opt_state))
