@@ -11,7 +11,7 @@ share compiled programs.
 ``Learner.from_linen`` wraps any ``flax.linen.Module``; the bundled zoo
 (:class:`~genetic_dl.core.models.MLPSpec` and friends) is built the same way by
 :func:`zoo_learner`, adding only that the zoo's modules take the per-member
-traced ``dropout`` rate and ``widths`` as call arguments (``hparam_kwargs``).
+traced ``dropout`` rate, ``widths`` and ``depth`` as call arguments (``hparam_kwargs``).
 """
 from __future__ import annotations
 
@@ -409,8 +409,9 @@ def zoo_learner(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -
     """The learner of a bundled model spec (MLP, CNN, RNN, frames)."""
     module = build_model(spec, tuple(feature_shape), int(out_dim))
     dropout = spec.dropout > 0
+    depth = (("depth", "depth"),) if getattr(spec, "blocks", 0) else ()
     return ZooLearner(module=module, loss=zoo_loss,
                       train_kwargs=(("train", True),) if dropout else (),
                       rngs=("dropout",) if dropout else (),
-                      hparam_kwargs=(("dropout_rate", "dropout"), ("widths", "widths")),
+                      hparam_kwargs=(("dropout_rate", "dropout"), ("widths", "widths")) + depth,
                       spec=spec)

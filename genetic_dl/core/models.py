@@ -10,7 +10,9 @@ widths, rngs={"dropout": key})``. The dropout rate is an argument, not a module
 attribute, so that it can be a traced per-member value under ``vmap``; so are
 ``widths`` (MLP and CNN): units of hidden layer i at or beyond ``widths[i]``
 are masked to zero, so members of different widths share one padded shape
-(see :mod:`genetic_dl.core.padding`).
+(see :mod:`genetic_dl.core.padding`); and ``depth`` (MLP and CNN with
+``blocks``): residual block b is active while ``b < depth``, so members of
+different depths share one shape too.
 """
 from __future__ import annotations
 
@@ -49,10 +51,13 @@ class MLPSpec:
       activation: a key of :data:`ACTIVATIONS`.
       dropout: default dropout rate; a model with ``dropout == 0`` has no
         dropout layers at all (no random numbers drawn per step).
+      blocks: residual blocks ``h + Dense(act(Dense(h)))`` after the last hidden
+        layer, at its width (params ``Block_b_in``, ``Block_b_out``).
     """
     hidden: Tuple[int, ...] = (128, 128)
     activation: str = "relu"
     dropout: float = 0.0
+    blocks: int = 0
     family = "mlp"
 
     def __post_init__(self) -> None:
@@ -60,6 +65,13 @@ class MLPSpec:
         _check(all(h > 0 for h in self.hidden), f"MLP widths must be positive, got {self.hidden}")
         check_choice("activation", self.activation, ACTIVATIONS)
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _check_blocks(self.blocks, self.hidden)
+
+
+def _check_blocks(blocks: int, widths: Tuple[int, ...]) -> None:
+    _check(isinstance(blocks, int) and blocks >= 0,
+           f"blocks must be a non-negative int, got {blocks!r}")
+    _check(blocks == 0 or len(widths) > 0, "residual blocks need a hidden layer to add to")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +86,8 @@ class CNNSpec:
       dense: widths of the dense head after flattening.
       activation: a key of :data:`ACTIVATIONS`.
       dropout: default dropout rate of the dense head (0: no dropout layers).
+      blocks: residual blocks ``h + Conv(act(Conv(h)))`` after the last conv
+        layer and before its pool, at its width (``Block_b_in``, ``Block_b_out``).
     """
     filters: Tuple[int, ...] = (32, 32)
     kernel_size: int = 3
@@ -81,6 +95,7 @@ class CNNSpec:
     dense: Tuple[int, ...] = (64,)
     activation: str = "relu"
     dropout: float = 0.0
+    blocks: int = 0
     family = "cnn"
 
     def __post_init__(self) -> None:
@@ -93,6 +108,7 @@ class CNNSpec:
         check_choice("pool", self.pool, POOLS)
         check_choice("activation", self.activation, ACTIVATIONS)
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _check_blocks(self.blocks, self.filters)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +182,8 @@ def spec_to_dict(spec: ModelSpec) -> Dict[str, Any]:
     """Returns a JSON/TOML-friendly dict, inverse of :func:`spec_from_dict`."""
     out: Dict[str, Any] = {"family": spec.family}
     for k, v in dataclasses.asdict(spec).items():
+        if k == "blocks" and v == 0:  # so that specs without blocks read the same everywhere
+            continue
         out[k] = list(v) if isinstance(v, tuple) else v
     return out
 
@@ -229,6 +247,27 @@ def _mask_units(x: jax.Array, widths: Optional[jax.Array], i: int) -> jax.Array:
     return x * (jnp.arange(x.shape[-1]) < widths[i]).astype(x.dtype)
 
 
+def _residual_blocks(module: nn.Module, spec: Union[MLPSpec, CNNSpec], x: jax.Array,
+                     widths: Optional[jax.Array], depth: Optional[jax.Array]) -> jax.Array:
+    """``spec.blocks`` residual blocks ``x + layer(act(layer(x)))`` at ``x``'s width, each
+    masked like the last hidden layer; block b adds nothing unless ``b < depth``."""
+    act = ACTIVATIONS[spec.activation]
+    last = len(spec.hidden if isinstance(spec, MLPSpec) else spec.filters) - 1
+    width = x.shape[-1]
+
+    def layer(name: str) -> nn.Module:
+        if isinstance(spec, MLPSpec):
+            return nn.Dense(width, name=name, parent=module)
+        return PatchConv(width, spec.kernel_size, name=name, parent=module)
+    for b in range(spec.blocks):
+        y = _mask_units(act(layer(f"Block_{b}_in")(x)), widths, last)
+        y = _mask_units(layer(f"Block_{b}_out")(y), widths, last)
+        if depth is not None:
+            y = y * (jnp.asarray(depth) > b).astype(y.dtype)
+        x = x + y
+    return x
+
+
 def _dropout(x: jax.Array, rate: Rate, train: bool, module: nn.Module) -> jax.Array:
     if not train:
         return x
@@ -250,24 +289,30 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
-                 widths: Optional[jax.Array] = None) -> jax.Array:
+                 widths: Optional[jax.Array] = None,
+                 depth: Optional[jax.Array] = None) -> jax.Array:
         act = ACTIVATIONS[self.spec.activation]
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.spec.hidden):
             x = _mask_units(act(nn.Dense(width)(x)), widths, i)
             if self.spec.dropout > 0:
                 x = _dropout(x, dropout_rate, train, self)
+        x = _residual_blocks(self, self.spec, x, widths, depth)
         return nn.Dense(self.out_dim)(x)
 
 
 def _conv_stack(module: nn.Module, spec: Union[CNNSpec, FramesSpec], x: jax.Array,
-                widths: Optional[jax.Array] = None) -> jax.Array:
+                widths: Optional[jax.Array] = None, depth: Optional[jax.Array] = None
+                ) -> jax.Array:
     """``spec``'s conv layers (``Conv_i``), each followed by a 2-stride pool while the
-    spatial size allows; ``x`` is ``(B, *spatial, C)``."""
+    spatial size allows, a CNN's residual blocks before the last pool; ``x`` is
+    ``(B, *spatial, C)``."""
     act = ACTIVATIONS[spec.activation]
     for i, filters in enumerate(spec.filters):
         x = act(PatchConv(filters, spec.kernel_size, name=f"Conv_{i}", parent=module)(x))
         x = _mask_units(x, widths, i)
+        if isinstance(spec, CNNSpec) and i == len(spec.filters) - 1:
+            x = _residual_blocks(module, spec, x, widths, depth)
         if spec.pool != "none" and min(x.shape[1:-1]) >= 2:
             x = _pool2(x, spec.pool)
     return x
@@ -280,11 +325,12 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
-                 widths: Optional[jax.Array] = None) -> jax.Array:
+                 widths: Optional[jax.Array] = None,
+                 depth: Optional[jax.Array] = None) -> jax.Array:
         act = ACTIVATIONS[self.spec.activation]
         if x.ndim in (2, 3):  # (B, L) signal or (B, H, W) grey image: add a channel axis
             x = x[..., None]
-        x = _conv_stack(self, self.spec, x, widths)
+        x = _conv_stack(self, self.spec, x, widths, depth)
         x = x.reshape(x.shape[0], -1)
         for width in self.spec.dense:
             x = act(nn.Dense(width)(x))

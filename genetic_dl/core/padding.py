@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -55,26 +55,50 @@ def padded_width(specs: Sequence[ModelSpec]) -> int:
     return 1 << max(0, math.ceil(math.log2(widest)))
 
 
-def _layer_modules(spec: ModelSpec) -> Tuple[List[str], List[str]]:
-    """Names of the padded layers, and of the layer that reads each one's output."""
+@dataclasses.dataclass(frozen=True)
+class UnitGroup:
+    """Hidden units that are one set: produced together, read together, masked together.
+
+    Attributes:
+      layer: the index of the width (in ``widths``) that masks these units.
+      producers: modules whose kernel's last axis and bias hold the units.
+      readers: modules whose kernel rows (axis -2) read them; a flattened conv
+        output interleaves channels, so row = position * W + unit.
+    """
+    layer: int
+    producers: Tuple[str, ...]
+    readers: Tuple[str, ...]
+
+
+def unit_groups(spec: ModelSpec) -> Tuple[UnitGroup, ...]:
+    """The unit groups of a padded spec: one per hidden layer, then one per residual block's
+    inner layer; a block's output adds to the last hidden layer, so it joins that group."""
     n = len(widths_of(spec))
+    blocks = getattr(spec, "blocks", 0)
+    ins = tuple(f"Block_{b}_in" for b in range(blocks))
+    outs = tuple(f"Block_{b}_out" for b in range(blocks))
     if isinstance(spec, MLPSpec):
-        return [f"Dense_{i}" for i in range(n)], [f"Dense_{i + 1}" for i in range(n)]
-    return [f"Conv_{i}" for i in range(n)], [f"Conv_{i + 1}" for i in range(n - 1)] + ["Dense_0"]
+        producers = [f"Dense_{i}" for i in range(n)]
+        readers = [f"Dense_{i + 1}" for i in range(n)]
+    else:
+        producers = [f"Conv_{i}" for i in range(n)]
+        readers = [f"Conv_{i + 1}" for i in range(n - 1)] + ["Dense_0"]
+    groups = [UnitGroup(i, (producers[i],) + (outs if i == n - 1 else ()),
+                        (readers[i],) + (ins if i == n - 1 else ())) for i in range(n)]
+    return tuple(groups) + tuple(UnitGroup(n - 1, (i,), (o,)) for i, o in zip(ins, outs))
 
 
 def _plan(spec: ModelSpec, widths: Sequence[int], flat: Dict[Tuple, Any]) -> Dict[Tuple, tuple]:
     """Per leaf of one member's padded params: the index arrays of its true entries."""
     padded = widths_of(spec)
-    producers, readers = _layer_modules(spec)
     plan = {path: tuple(np.arange(d) for d in leaf.shape) for path, leaf in flat.items()}
-    for width, full, producer, reader in zip(widths, padded, producers, readers):
-        width = int(width)
+    for group in unit_groups(spec):
+        width, full = int(widths[group.layer]), padded[group.layer]
         for path, leaf in flat.items():
             module = path[-2]
-            if module == producer:  # its own units: the last axis
+            if module in group.producers:  # its own units: the last axis
                 plan[path] = plan[path][:-1] + (np.arange(width),)
-            elif module == reader and path[-1] == "kernel":  # inputs: rows of the reader
+            elif module in group.readers and path[-1] == "kernel":  # inputs: rows of the reader
                 rows = leaf.shape[-2]
                 # a flattened conv output interleaves channels: row = position * W + channel
                 rows_kept = (np.arange(rows // full)[:, None] * full
@@ -120,9 +144,9 @@ def embed(spec: ModelSpec, true_params: Params, template: Params) -> Params:
 
 
 def _pad_like(spec: ModelSpec, flat_template: Dict[Tuple, Any]) -> ModelSpec:
-    producers, _ = _layer_modules(spec)
+    groups = unit_groups(spec)
     full = {p[-2]: leaf.shape[-1] for p, leaf in flat_template.items() if p[-1] == "bias"}
-    return pad_spec(spec, full[producers[0]]) if producers else spec
+    return pad_spec(spec, full[groups[0].producers[0]]) if groups else spec
 
 
 def rescale_init(spec: ModelSpec, params: Params, widths: ArrayLike) -> Params:
@@ -137,13 +161,12 @@ def rescale_init(spec: ModelSpec, params: Params, widths: ArrayLike) -> Params:
       widths: ``(P, layers)`` true widths.
     """
     padded = np.asarray(widths_of(spec), np.float32)
-    _, readers = _layer_modules(spec)
     scale = jnp.sqrt(padded[None, :] / jnp.asarray(widths, jnp.float32))  # (P, layers)
     flat = dict(traverse_util.flatten_dict(params))
-    for i, reader in enumerate(readers):
+    for group in unit_groups(spec):
         for path, leaf in flat.items():
-            if path[-2] == reader and path[-1] == "kernel":
-                flat[path] = leaf * scale[:, i].reshape((-1,) + (1,) * (leaf.ndim - 1))
+            if path[-2] in group.readers and path[-1] == "kernel":
+                flat[path] = leaf * scale[:, group.layer].reshape((-1,) + (1,) * (leaf.ndim - 1))
     return traverse_util.unflatten_dict(flat)
 
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # stream.py imports this module
 
 # What a model may be fed: numbers, or integer indices (tokens).
 FEATURE_DTYPES = ("float32", "int32")
+# Per-member true shapes inside a padded spec (core.padding): layer widths, active blocks.
+SHAPE_HPARAMS = ("widths", "depth")
 
 
 # PyTreeNode's __init__ and replace are stubs: the dataclass it makes of a subclass defines them.
@@ -109,13 +111,12 @@ def _resolve_hparams(optimizer: OptimizerLike, size: int,
     if callable(optimizer):
         return _resolve_user_hparams(size, hparams, spec)
     for name in hparams:
-        if name not in HPARAM_NAMES and name != "widths":
-            unknown("hyperparameter", name, (*HPARAM_NAMES, "widths"))
+        if name not in HPARAM_NAMES and name not in SHAPE_HPARAMS:
+            unknown("hyperparameter", name, (*HPARAM_NAMES, *SHAPE_HPARAMS))
     defaults = dict(DEFAULT_HPARAMS[optimizer], dropout=spec.dropout if spec else 0.0)
     out = {name: _per_member(name, hparams.get(name, defaults[name]), size)
            for name in HPARAM_NAMES}
-    if "widths" in hparams:
-        out["widths"] = _resolve_widths(hparams["widths"], size, spec)
+    out.update(_resolve_shape(hparams, size, spec))
     if spec is None and np.any(np.asarray(out["dropout"]) > 0):
         raise ValueError("per-member dropout is a zoo feature: a user's module keeps its own "
                          "dropout rate")
@@ -134,9 +135,27 @@ def _resolve_user_hparams(size: int, hparams: Dict[str, Any],
     """An optimizer function's hyperparameters: the user's names, as given."""
     if spec is not None and "dropout" not in hparams:
         hparams["dropout"] = spec.dropout
-    out = {k: _per_member(k, v, size) for k, v in sorted(hparams.items()) if k != "widths"}
+    out = {k: _per_member(k, v, size) for k, v in sorted(hparams.items())
+           if k not in SHAPE_HPARAMS}
+    out.update(_resolve_shape(hparams, size, spec))
+    return out
+
+
+def _resolve_shape(hparams: Mapping[str, Any], size: int,
+                   spec: Optional[ModelSpec]) -> Dict[str, jax.Array]:
+    """The padded members' true shapes among ``hparams``: widths and depth."""
+    out = {}
     if "widths" in hparams:
         out["widths"] = _resolve_widths(hparams["widths"], size, spec)
+    if "depth" in hparams:
+        blocks = getattr(spec, "blocks", 0)
+        check(blocks > 0, "a per-member depth needs residual blocks: build the spec with "
+              "blocks > 0 (e.g. MLPSpec(blocks=2))")
+        depth = _per_member("depth", hparams["depth"], size)
+        check(bool(np.all((np.asarray(depth) >= 0) & (np.asarray(depth) <= blocks)
+                          & (np.asarray(depth) == np.round(np.asarray(depth))))),
+              f"depth must be a whole number of blocks in [0, {blocks}]")
+        out["depth"] = depth
     return out
 
 
@@ -175,7 +194,8 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
       hparams: per-member hyperparameters, each a scalar or a ``(P,)`` array;
         missing ones take the named optimizer's defaults (dropout: the spec's).
         Optional ``widths``, ``(P, layers)``: each member's true layer widths
-        inside the spec's padded ones (:mod:`genetic_dl.core.padding`).
+        inside the spec's padded ones (:mod:`genetic_dl.core.padding`); and
+        ``depth``, ``(P,)``: how many of the spec's residual blocks are active.
 
     Returns:
       A :class:`Population` of ``size`` members.

@@ -6,7 +6,7 @@ import pytest
 
 import genetic_dl as gdl
 
-SPECS = [gdl.MLPSpec((16, 8), "gelu"), gdl.MLPSpec((), "relu"),
+SPECS = [gdl.MLPSpec((16, 8), "gelu"), gdl.MLPSpec((), "relu"), gdl.MLPSpec((8,), blocks=2),
          gdl.CNNSpec((4, 8), 3, "max", (16,)), gdl.CNNSpec((4,), 5, "avg", ()),
          gdl.CNNSpec((4,), 3, "none", (8,), "tanh", dropout=0.1),
          gdl.RNNSpec("gru", 8), gdl.RNNSpec("lstm", 8, 2), gdl.RNNSpec("simple", 8, dropout=0.2)]
@@ -45,6 +45,7 @@ def test_wrong_dimensionality_is_refused():
     (lambda: gdl.MLPSpec((0,)), "positive"), (lambda: gdl.MLPSpec(activation="foo"), "activation"),
     (lambda: gdl.CNNSpec(pool="median"), "pool"), (lambda: gdl.RNNSpec("transformer"), "cell"),
     (lambda: gdl.MLPSpec(dropout=1.0), "dropout"),
+    (lambda: gdl.MLPSpec((), blocks=1), "hidden layer"), (lambda: gdl.CNNSpec(blocks=-1), "blocks"),
     (lambda: gdl.spec_from_dict({"family": "mlp", "widths": [3]}), "unknown mlp option"),
 ])
 def test_bad_specs(bad, message):

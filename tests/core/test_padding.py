@@ -31,7 +31,9 @@ def test_reshape_pooling_equals_flax_pooling(shape):
 
 CASES = [(gdl.MLPSpec((16, 8, 32), "sigmoid"), (40,)),
          (gdl.CNNSpec((4, 8), 3, "max", (16,)), (40,)),
-         (gdl.CNNSpec((4, 8), 3, "avg", (16,), "tanh"), (8, 8))]
+         (gdl.CNNSpec((4, 8), 3, "avg", (16,), "tanh"), (8, 8)),
+         (gdl.MLPSpec((16, 8, 24), "tanh", blocks=2), (40,)),  # residual blocks: masked too
+         (gdl.CNNSpec((4, 8), 3, "max", (16,), blocks=1), (8, 8))]
 
 
 @pytest.mark.parametrize("spec,shape", CASES, ids=repr)
@@ -66,6 +68,19 @@ def test_padded_member_trains_exactly_like_the_true_member(spec, digits):
     for a, b in zip(jax.tree_util.tree_leaves(shrunk),
                     jax.tree_util.tree_leaves(true_pop.member(0))):
         assert jnp.allclose(a, b, atol=2e-4)
+
+
+def test_depth_is_a_whole_number_of_a_spec_s_blocks():
+    spec = gdl.MLPSpec((8,), blocks=2)
+    for depth, message in (([0.5, 1], "whole number"), ([3, 0], r"\[0, 2\]")):
+        with pytest.raises(ValueError, match=message):
+            gdl.init_population(jax.random.key(0), spec, ((4,), 3), 2, "adam", {"depth": depth})
+    with pytest.raises(ValueError, match="blocks > 0"):
+        gdl.init_population(jax.random.key(0), gdl.MLPSpec((8,)), ((4,), 3), 2, "adam",
+                            {"depth": 0})
+    pop = gdl.init_population(jax.random.key(0), spec, ((4,), 3), 2, "adam", {"depth": [0, 2]})
+    assert pop.hparams["depth"].tolist() == [0, 2]
+    assert dict(pop.learner.hparam_kwargs)["depth"] == "depth"
 
 
 def test_rescaled_init_has_the_true_fan_in_scale():
