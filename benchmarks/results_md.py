@@ -1448,6 +1448,28 @@ def _real_size_cli(res: Results) -> str:
 # --- stream and A/B ------------------------------------------------------------------------
 
 
+CONV_LAYOUT_TARGET = 1.5  # the ResNet population within 1.5x of the plain one-by-one loop
+CONV_LAYOUT_ARMS = {"population": "gdl.train (canonical convolutions, one member at a time)",
+                    "population_xla": "gdl.train with XLA's own layouts",
+                    "jax_loop": "plain JAX, members one after another",
+                    "jax_vmap": "plain JAX, one vmapped step per minibatch"}
+
+
+@block("conv_layout")
+def _conv_layout(res: Results) -> str:
+    run = res["conv_layout"]
+    rows = [[CONV_LAYOUT_ARMS[arm], str(row["rounds"]), num(row["median_s"]),
+             span([row["min_s"], row["max_s"]]), f"{row['peak_mb']:.0f}"]
+            for arm, row in run["table"].items()]
+    ratio = run["population_over_loop"]
+    return (table(["arm", "rounds", "median s / epoch", "range", "peak MB"], rows) + "\n\n"
+            + wrap(f"Population ÷ one-by-one loop, per round: median "
+                   f"{vs(ratio['median'], CONV_LAYOUT_TARGET, at_most=True)} (range "
+                   f"{vs(ratio['min'], CONV_LAYOUT_TARGET, at_most=True)}–"
+                   f"{vs(ratio['max'], CONV_LAYOUT_TARGET, at_most=True)}); target ≤ {CONV_LAYOUT_TARGET}×: "
+                   f"{met(ratio['max'] <= CONV_LAYOUT_TARGET)} in every round."))
+
+
 @block("stream")
 def _stream(res: Results) -> str:
     rows = res["stream_throughput"]["table"]
