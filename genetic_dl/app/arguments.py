@@ -140,6 +140,10 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
                     "on validation, and add to result.json each one's validation fitness "
                     "(the prediction ensemble's too), the chosen name and the chosen model's "
                     "test metrics; the best member's outputs stay as they are")
+    ev.add_argument("--soup-repair", action="store_true", default=None,
+                    help="with --soups and a model without BatchNorm: rescale each average's "
+                    "hidden units to the mean and spread its members' units have on training "
+                    "batches (REPAIR, Jordan et al. 2023)")
     ev.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
                     help="read training batches from the data's files instead of holding the "
                     "data in device memory: auto streams when the data does not fit next to "

@@ -39,7 +39,7 @@ from ..weights.soups import soups
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume", "help"}
 # Options that do not change a run's numbers: a resumed run may differ in them.
-NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds", "soups"}
+NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds", "soups", "soup_repair"}
 
 
 def parse(argv: List[str]) -> argparse.Namespace:
@@ -294,14 +294,16 @@ def _soups(args: argparse.Namespace, res: WeightGAResult, data: Dataset,
       label: what the fitness is called (``-val_loss``...).
 
     Returns:
-      ``{"fitness": {candidate: validation fitness}, "chosen", "val", "test",
+      ``{"fitness": {candidate: validation fitness}, "chosen", "repair", "val", "test",
       "ingredients": {candidate: member ids}}``.
     """
-    made = soups(res, data, fitness=args.fitness, batch_size=args.batch_size)
+    made = soups(res, data, fitness=args.fitness, batch_size=args.batch_size,
+                 repair=bool(args.soup_repair))
     if not args.quiet:
         print(f"soups: chose {made.chosen_name}, {label} "
               f"{made.fitness[made.chosen_name]:.4f} on validation")
     return {"fitness": dict(made.fitness), "chosen": made.chosen_name,
+            "repair": bool(args.soup_repair),
             "val": made.chosen_metrics, "test": made.test_metrics(data),
             "ingredients": {k: list(v) for k, v in made.ingredients.items()}}
 

@@ -326,11 +326,12 @@ def test_soups_add_the_chosen_model_to_result_json_and_round_trip_through_the_co
     run = ["evolve-weights", "--dataset", "iris", "--population", "4", "--generations", "2",
            "--epochs", "2", "--batch-size", "16", "--hidden", "8", "--fitness", "accuracy",
            "--shared-start", "--recombination", "pull"]
-    code, out, err = _in_process(capsys, monkeypatch, *run, "--soups", "--out",
-                                 str(tmp_path / "soups"))
+    code, out, err = _in_process(capsys, monkeypatch, *run, "--soups", "--soup-repair",
+                                 "--out", str(tmp_path / "soups"))
     assert code == 0, err
     result = json.loads((tmp_path / "soups" / "result.json").read_text())
     made = result["soups"]
+    assert made["repair"] is True
     assert set(made["fitness"]) == {"best", "uniform", "greedy", "ensemble"}
     assert made["chosen"] in ("best", "uniform", "greedy")
     chosen = made["fitness"][made["chosen"]]
