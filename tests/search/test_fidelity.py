@@ -1,4 +1,6 @@
 """Multi-fidelity generations: promotion by rung, continued training, costs and resume."""
+import time
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -200,3 +202,12 @@ def test_a_build_objective_counts_flops_by_xla_against_its_reference(iris):
     assert objective.costs({"width": 8, "epochs": 2})["flop_epochs"] == 2.0
     # 4 -> 64 -> 3 against 4 -> 8 -> 3: 8 times the multiply-adds, biases and relu aside
     assert objective.costs({"width": 64, "epochs": 1})["flop_epochs"] == pytest.approx(8, 0.05)
+
+
+def test_a_budget_in_seconds_stops_after_the_round_that_spends_it():
+    box = gdl.BlackBox(lambda c: time.sleep(0.01) or c["a"])
+    res = search.run_search(search.RandomSearch(batch=4), SPACE, box, 0.2, 0,
+                            budget_unit="seconds")
+    assert res.budget_used >= 0.2 and all(h["budget_used"] < 0.2 for h in res.history[:-1])
+    assert res.budget_used == pytest.approx(sum(e["cost"] for e in res.evaluations))
+    assert min(e["cost"] for e in res.evaluations) >= 0.01  # a round's time, shared
