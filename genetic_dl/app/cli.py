@@ -412,9 +412,9 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
                 "elapsed": h["elapsed"], "best_config": h["best_config"]} for h in res.history]
     evaluations = [{"round": e["round"], "budget_used": e["budget_used"],
                     "fitness": first_objective(e["fitness"]), "cost": e["cost"], "id": e["id"],
-                    **{k: e[k] for k in (*res.costs, "rung_epochs") if k in e},
                     "parent_a": (e["parents"] or (None, None))[0],
                     "parent_b": (e["parents"] or (None, None))[1],
+                    **{k: e[k] for k in (*res.costs, "rung_epochs") if k in e},
                     **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
                    for e in res.evaluations]
     extra: Dict[str, Any] = {
