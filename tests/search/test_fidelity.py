@@ -103,12 +103,20 @@ def test_cost_is_the_epochs_trained_and_a_flop_budget_stops_in_time():
     full = sum(SPACE.decode(e["genome"])["epochs"] for e in res.evaluations
                if e["round"] == 0)  # what the first generation costs without rungs
     assert sum(e["cost"] for e in res.evaluations if e["round"] < 3) < full / 3
-    flops = search.run_search(search.GA(population=9, fidelity=Fidelity(1, 3)), SPACE, Curve(),
-                              150, 0, budget_unit="flop_epochs")
+    def in_flops(budget):
+        return search.run_search(search.GA(population=9, fidelity=Fidelity(1, 3)), SPACE,
+                                 Curve(), budget, 0, budget_unit="flop_epochs")
+    flops, unbounded = in_flops(150), in_flops(400)
     spent = sum(e["flop_epochs"] for e in flops.evaluations)
     assert flops.budget_used == spent == flops.costs["flop_epochs"] <= 150
     assert flops.costs["network_epochs"] < spent  # width 2 networks cost double
-    assert spent > 150 - 2 * 27  # it stopped only when the next rung could not fit
+    # the run is the unbounded one up to the first evaluation that would overrun 150
+    # FLOP-epochs (not 150 network-epochs: those come later), which it skips
+    stop = int(np.argmax(np.cumsum([e["flop_epochs"] for e in unbounded.evaluations]) > 150))
+    assert sum(e["network_epochs"] for e in unbounded.evaluations[:stop + 1]) <= 150
+    configs = [e["config"] for e in flops.evaluations]
+    assert configs[:stop] == [e["config"] for e in unbounded.evaluations[:stop]]
+    assert unbounded.evaluations[stop]["config"] not in configs[stop:]
     with pytest.raises(ValueError, match="budget_unit"):
         search.run_search("random", SPACE, Curve(), 10, 0, budget_unit="joules")
 
@@ -165,18 +173,18 @@ def _fidelity_run(iris, space_, budget, **kw):
 
 
 def test_a_trainer_search_in_rungs_repeats_and_resumes_across_a_rung(iris, iris_space):
-    full, _ = _fidelity_run(iris, iris_space, 24)
-    again, _ = _fidelity_run(iris, iris_space, 24)
+    full, _ = _fidelity_run(iris, iris_space, 16)
+    again, _ = _fidelity_run(iris, iris_space, 16)
     fits = [e["fitness"] for e in full.evaluations]
     assert fits == [e["fitness"] for e in again.evaluations]
     assert {e["rung_epochs"] for e in full.evaluations} >= {1, 2}
-    assert full.budget_used == full.costs["network_epochs"] <= 24
-    part, trainer = _fidelity_run(iris, iris_space, 24, callbacks=[lambda r, rec: r >= 0])
+    assert full.budget_used == full.costs["network_epochs"] <= 16
+    part, trainer = _fidelity_run(iris, iris_space, 16, callbacks=[lambda r, rec: r >= 0])
     assert len(part.evaluations) == 4 and trainer.paused.held  # stopped after the first rung
     resumed_trainer = TrainerObjective(iris, seed=1)
     resumed_trainer.load_state_dict(trainer.state_dict())
     resumed = search.run_search(search.GA(population=4, fidelity=Fidelity(1, 2)), iris_space,
-                                resumed_trainer, 24, 5, replay=part.evaluations)
+                                resumed_trainer, 16, 5, replay=part.evaluations)
     assert [e["fitness"] for e in resumed.evaluations] == fits
     assert [e["cost"] for e in resumed.evaluations] == [e["cost"] for e in full.evaluations]
 
