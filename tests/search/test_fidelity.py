@@ -103,6 +103,7 @@ def test_cost_is_the_epochs_trained_and_a_flop_budget_stops_in_time():
     full = sum(SPACE.decode(e["genome"])["epochs"] for e in res.evaluations
                if e["round"] == 0)  # what the first generation costs without rungs
     assert sum(e["cost"] for e in res.evaluations if e["round"] < 3) < full / 3
+
     def in_flops(budget):
         return search.run_search(search.GA(population=9, fidelity=Fidelity(1, 3)), SPACE,
                                  Curve(), budget, 0, budget_unit="flop_epochs")
