@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import check
+from .space import Space
 from .strategy import Lineage, Proposal
 
 # How far below the lowest fitness of a higher rung a lower rung's best is put, relative
@@ -104,9 +105,9 @@ class Ladder:
                         self.epochs)
 
 
-def first_rung(fidelity: Fidelity, genomes: np.ndarray, own: Sequence[int]) -> Ladder:
-    """A generation of ``genomes`` about to train its first rung."""
-    own_epochs = np.asarray(own, int)
+def first_rung(fidelity: Fidelity, space: Space, genomes: np.ndarray) -> Ladder:
+    """A generation of ``genomes`` (of ``space``) about to train its first rung."""
+    own_epochs = np.array([fidelity.own_epochs(space.decode(g)) for g in genomes], int)
     n = len(own_epochs)
     return Ladder(genomes=np.asarray(genomes), own=own_epochs, rung=0, live=np.arange(n),
                   epochs=fidelity.rung_epochs(0, own_epochs), reached=np.full(n, -1),

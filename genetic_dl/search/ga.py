@@ -336,13 +336,8 @@ class GA:
         """``proposal`` at the first rung's epochs with ``fidelity``; as it is without."""
         if self.fidelity is None:
             return proposal
-        ladder = first_rung(self.fidelity, proposal.genomes, self._own(state, proposal.genomes))
-        return proposal._replace(epochs=ladder.epochs)
-
-    def _own(self, state: GAState, genomes: np.ndarray) -> List[int]:
-        """Each genome's own epochs (its last rung's)."""
-        assert self.fidelity is not None
-        return [self.fidelity.own_epochs(state.space.decode(g)) for g in genomes]
+        return proposal._replace(
+            epochs=first_rung(self.fidelity, state.space, proposal.genomes).epochs)
 
     def tell(self, state: GAState, genomes: np.ndarray, fitness: Sequence[Any]) -> GAState:
         """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection.
@@ -350,8 +345,7 @@ class GA:
         the told rung promotes its best (:func:`~genetic_dl.search.fidelity.climb`)."""
         if self.fidelity is None:
             return self._replace(state, genomes, fitness)
-        ladder = state.ladder or first_rung(self.fidelity, np.asarray(genomes),
-                                            self._own(state, np.asarray(genomes)))
+        ladder = state.ladder or first_rung(self.fidelity, state.space, np.asarray(genomes))
         ladder = climb(self.fidelity, ladder, [float(f) for f in fitness])
         if not ladder.done:
             return dataclasses.replace(state, ladder=ladder)

@@ -89,7 +89,7 @@ class TrainerObjective(Objective):
     pad_widths: bool = False
     lamarckian: bool = False
     kept: TrainedArchive = dataclasses.field(default_factory=TrainedArchive)
-    _shapes: Set[GroupKey] = dataclasses.field(default_factory=set, repr=False)
+    _shapes: Set[Tuple[Any, ...]] = dataclasses.field(default_factory=set, repr=False)
     groups_trained: int = 0
     build: Optional[Build] = None
     flop_reference: Optional[Config] = None
