@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import candidate_fitness
-from .config_groups import (DEFAULTS, Build, GroupKey, built_hparams, bucket, config_flops,
+from .config_groups import (DEFAULTS, Build, built_hparams, bucket, config_flops,
                             config_to_spec, group_by, group_key, zoo_members)
 from ..data import Dataset
 from ..core.models import ModelSpec, build_model
