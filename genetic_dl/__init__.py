@@ -20,8 +20,8 @@ from .operators.alignment import Alignment
 from .weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
 from .weights.loop import AllMembersFailed
 from .search.space import Choice, Float, Int, Space, default_space, space
-from .search.driver import (GA, TPE, BlackBox, DifferentialEvolution, GridSearch, Objective,
-                            RandomSearch, SearchResult, run_search)
+from .search.driver import (GA, TPE, BlackBox, DifferentialEvolution, Fidelity, GridSearch,
+                            Objective, RandomSearch, SearchResult, run_search)
 from .search.trainer_objective import TrainerObjective
 from .search.pbt_search import PBTSearch, PBTSearchResult, pbt_search
 from .app.model_file import load_model, save_model
@@ -49,7 +49,8 @@ __all__ = [
     "matching",
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
     "TPE", "BlackBox", "DifferentialEvolution", "GridSearch", "Objective", "RandomSearch",
-    "SearchResult", "run_search", "TrainerObjective", "load_model", "enable_compile_cache",
+    "SearchResult", "run_search", "Fidelity", "TrainerObjective", "load_model",
+    "enable_compile_cache",
     "stopping", "initialize_hosts", "Learner", "Metric", "metric", "Stream", "load_population",
     "save_population", "PermutationSpec", "permutation", "synthetic", "tracking",
     "Member", "population_member", "save_model", "AllMembersFailed",

@@ -19,6 +19,10 @@ from ..search.driver import METHODS
 from ..weights.config import RULES
 
 
+# --budget-unit's choices and the run_search unit each names (None: the objective's cost).
+BUDGET_UNITS = {"network-epochs": None, "flop-epochs": "flop_epochs", "seconds": "seconds"}
+
+
 class UserError(Exception):
     """An error in the user's input: reported in one line, exit status 2."""
 
@@ -158,7 +162,26 @@ def _search_parser(se: argparse.ArgumentParser) -> None:
     """The options of ``genetic-dl search``."""
     _common(se)
     se.add_argument("--method", choices=sorted(METHODS), default="ga")
-    se.add_argument("--budget", type=float, default=200, help="network-epochs to spend")
+    se.add_argument("--budget", type=float, default=200,
+                    help="what the search may spend, in --budget-unit")
+    # None when not given (network-epochs, off, 3): a checkpoint of a run from before these
+    # options existed resumes
+    se.add_argument("--budget-unit", choices=BUDGET_UNITS, default=None,
+                    help="what --budget counts: network-epochs (the default), flop-epochs "
+                    "(network-epochs each weighted by the network's training FLOPs per example "
+                    "over those of an MLP of two 64-unit layers, so wider and deeper networks "
+                    "cost more) or seconds of wall time (checked after each round, so the last "
+                    "one may overrun; such a run does not repeat, nor resume bit-identically). "
+                    "result.json reports network-epochs and FLOP-epochs used either way")
+    se.add_argument("--min-epochs", type=int, default=None,
+                    help="multi-fidelity generations (--method ga): each generation's children "
+                    "first train this many epochs; only the best 1/--eta train on, --eta times "
+                    "as many epochs per rung, up to their epochs gene, continuing from where "
+                    "they stopped; selection ranks children by the rung they reached, then by "
+                    "fitness (default: off, every child trains its epochs)")
+    se.add_argument("--eta", type=int, default=None,
+                    help="with --min-epochs: each rung keeps the best 1/eta of its children "
+                    "and trains them eta times as long (default 3)")
     se.add_argument("--population", type=int, default=16, help="GA/DE population")
     se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space")
     se.add_argument("--metric", default=None, help="validation metric to maximise (default: "

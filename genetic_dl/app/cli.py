@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .. import data as data_mod
 from . import checkpoint, rundir, tracking, watchdog
-from .arguments import UserError, build_parsers
+from .arguments import BUDGET_UNITS, UserError, build_parsers
 from .cache import enable_compile_cache
 from .report import fitness_label, make_plots, write_report
 from ..core import conv_layout, memory, sharding
@@ -31,6 +31,7 @@ from ..data import Dataset
 from ..errors import check_choice
 from ..operators.alignment import Alignment
 from ..search import driver as search_mod
+from ..search.fidelity import Fidelity
 from ..search.space import SEARCH_FAMILIES, Space, default_space
 from ..search.strategy import Strategy
 from ..search.trainer_objective import TrainerObjective
@@ -348,6 +349,7 @@ def _search_space(args: argparse.Namespace) -> Tuple[Tuple[str, ...], Space]:
 def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     """Runs ``genetic-dl search``; returns the exit status."""
     _check_positive(args, ("population", "budget", "checkpoint_every"))
+    fidelity = _fidelity(args)
     families, space = _search_space(args)
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
     if args.metric is None:
@@ -357,7 +359,8 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
         raise UserError(f"--objectives metric,params needs --method ga (NSGA-II), random or "
                         f"grid; {args.method} optimises one objective")
     methods: Dict[str, Callable[[], Strategy[Any]]] = {
-        "ga": lambda: search_mod.GA(population=args.population, objectives=n_obj),
+        "ga": lambda: search_mod.GA(population=args.population, objectives=n_obj,
+                                    fidelity=fidelity),
         "de": lambda: search_mod.DifferentialEvolution(population=max(4, args.population)),
         "random": lambda: search_mod.RandomSearch(batch=args.population),
         "grid": lambda: search_mod.GridSearch(batch=args.population),
@@ -366,8 +369,9 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     objective = TrainerObjective(data, seed=args.seed, metric=args.metric,
                                  multi_objective="params" if n_obj > 1 else None,
                                  lamarckian=args.lamarckian, pad_widths=args.pad_widths)
+    unit = args.budget_unit or "network-epochs"
     if not args.quiet:
-        print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} network-epochs, "
+        print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} {unit}, "
               f"families {','.join(families)}")
     resume = _resume_state(args, checkpoint.load_search)
     replay: List[Dict[str, Any]] = []
@@ -376,7 +380,7 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
         replay = resume["evaluations"]
     _write_config(args)
     options = _resolved(args)
-    progress_bar = _progress(args, args.budget, "network-epochs")
+    progress_bar = _progress(args, args.budget, unit)
 
     label = fitness_label(args.metric)
 
@@ -399,7 +403,8 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     trackers = _trackers(args)
     res = search_mod.run_search(method, space, objective,
                                 args.budget, jax.random.key(args.seed), objectives=n_obj,
-                                callbacks=[report, *trackers], replay=replay, on_round=save)
+                                callbacks=[report, *trackers], replay=replay, on_round=save,
+                                budget_unit=BUDGET_UNITS[unit])
     _close(progress_bar)
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")
@@ -407,15 +412,17 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],
                 "diversity": h["diversity"], "best_so_far": h["best_so_far"],
                 "budget_used": h["budget_used"],
+                **{k: v for k, v in h.items() if k.endswith("_used") and k != "budget_used"},
                 "elapsed": h["elapsed"], "best_config": h["best_config"]} for h in res.history]
     evaluations = [{"round": e["round"], "budget_used": e["budget_used"],
                     "fitness": first_objective(e["fitness"]), "cost": e["cost"], "id": e["id"],
                     "parent_a": (e["parents"] or (None, None))[0],
                     "parent_b": (e["parents"] or (None, None))[1],
+                    **{k: e[k] for k in (*res.costs, "rung_epochs") if k in e},
                     **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
                    for e in res.evaluations]
     extra: Dict[str, Any] = {
-        "method": args.method, "fitness": label,
+        "method": args.method, "fitness": label, "budget_unit": unit, "costs": res.costs,
         "hall_of_fame": [{"config": e["config"], "fitness": e["fitness"]}
                          for e in res.hall_of_fame(5)]}
     if n_obj > 1:
@@ -423,6 +430,17 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
                             "params": -e["fitness"][1]} for e in res.pareto]
     return _finish(args, argv, data, objective.best["spec"], objective.best["params"],
                    objective.best["config"], history, evaluations, extra)
+
+
+def _fidelity(args: argparse.Namespace) -> Optional[Fidelity]:
+    """Multi-fidelity generations from ``--min-epochs`` and ``--eta`` (``None``: off)."""
+    if args.min_epochs is None and args.eta is not None:
+        raise UserError("--eta sets the rungs of --min-epochs: give --min-epochs too")
+    if args.min_epochs is not None and (args.method != "ga" or args.objectives != "metric"):
+        raise UserError("--min-epochs trains the GA's generations in rungs ranked by one "
+                        "metric: use --method ga and --objectives metric")
+    eta = 3 if args.eta is None else args.eta
+    return None if args.min_epochs is None else Fidelity(args.min_epochs, eta)
 
 
 def _narrowing(text: Union[str, Sequence[str]]) -> Dict[str, List[str]]:
