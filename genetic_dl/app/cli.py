@@ -19,6 +19,7 @@ from . import checkpoint, rundir, tracking, watchdog
 from .arguments import BUDGET_UNITS, UserError, build_parsers
 from .cache import enable_compile_cache
 from .report import fitness_label, make_plots, write_report
+from .soup_entry import soup_entry
 from ..core import conv_layout, memory, sharding
 from ..core.models import (CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec, build_model,
                            spec_to_dict)
@@ -35,8 +36,7 @@ from ..search.fidelity import Fidelity
 from ..search.space import SEARCH_FAMILIES, Space, default_space
 from ..search.strategy import Strategy
 from ..search.trainer_objective import TrainerObjective
-from ..weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
-from ..weights.soups import soups
+from ..weights import LoopState, WeightGAConfig, evolve_weights
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume", "help"}
 # Options that do not change a run's numbers: a resumed run may differ in them.
@@ -278,35 +278,9 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
         "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
                          for h in res.hall_of_fame]}
     if args.soups:
-        extra["soups"] = _soups(args, res, data, label)
+        extra["soups"] = soup_entry(args, res, data, label)
     return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
                    extra)
-
-
-def _soups(args: argparse.Namespace, res: WeightGAResult, data: Dataset,
-           label: str) -> Dict[str, Any]:
-    """The ``--soups`` entry of result.json: the final population's soups, chosen on
-    validation, and the chosen model's test metrics (evaluated once).
-
-    Args:
-      args: the options (``--fitness``, ``--batch-size``, ``--quiet``).
-      res: the run's result.
-      data: the dataset.
-      label: what the fitness is called (``-val_loss``...).
-
-    Returns:
-      ``{"fitness": {candidate: validation fitness}, "chosen", "repair", "val", "test",
-      "ingredients": {candidate: member ids}}``.
-    """
-    made = soups(res, data, fitness=args.fitness, batch_size=args.batch_size,
-                 repair=bool(args.soup_repair))
-    if not args.quiet:
-        print(f"soups: chose {made.chosen_name}, {label} "
-              f"{made.fitness[made.chosen_name]:.4f} on validation")
-    return {"fitness": dict(made.fitness), "chosen": made.chosen_name,
-            "repair": bool(args.soup_repair),
-            "val": made.chosen_metrics, "test": made.test_metrics(data),
-            "ingredients": {k: list(v) for k, v in made.ingredients.items()}}
 
 
 def _training_data(args: argparse.Namespace, data: Dataset,
