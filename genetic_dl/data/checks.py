@@ -28,7 +28,6 @@ INPUTS = (FEATURES, PIXELS, TOKENS)
 INT32_MAX = np.iinfo(np.int32).max
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Checks:
     """How :func:`make_dataset` and :meth:`Dataset.from_arrays` differ; every other check
@@ -68,7 +67,8 @@ def _resolve_task(task: Optional[str], y_train: ArrayLike, caller: int) -> str:
                 and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
             warnings.warn(f"y_train is {y.dtype} with whole-number values: taken as regression "
                           f"targets because the labels are floats; for classes pass "
-                          f"task='classification' (or integer labels)", UserWarning, stacklevel=caller)
+                          f"task='classification' (or integer labels)", UserWarning,
+                          stacklevel=caller)
     check_choice("task", task, TASKS)
     return task
 
@@ -215,7 +215,6 @@ def validated(splits: Splits, task: Optional[str], num_classes: Optional[int],
               f"feature shape")
     width = _output_width({s: a[1] for s, a in arrays.items()}, task, num_classes, checks)
     return task, width, arrays
-
 
 
 def slot_vocabularies(slot_classes: Optional[Sequence[int]], labels: Mapping[str, np.ndarray],

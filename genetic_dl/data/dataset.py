@@ -20,6 +20,7 @@ from .checks import (AS_GIVEN, CHECKED, CLASSIFICATION, FEATURES, INPUTS, PIXELS
 __all__ = ["CLASSIFICATION", "REGRESSION", "TASKS", "SPLITS", "Dataset", "feature_stats",
            "make_dataset", "make_multi_slot_dataset"]
 
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """Train / validation / test arrays of one supervised task.
@@ -183,7 +184,6 @@ class Dataset:
                 f"features={self.feature_shape}, classes={self.num_classes}, "
                 f"{f'slots={self.slots}, ' if self.slots else ''}"
                 f"train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)})")
-
 
 
 def _assembled(name: str, task: str, width: int, arrays: Tuple[np.ndarray, ...],

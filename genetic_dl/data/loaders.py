@@ -219,9 +219,9 @@ def load_npz(path: str, *, seed: int = 0, task: Optional[str] = None,
 def _made(name: str, arrays: Dict[str, Any], task: Optional[str], val_fraction: float,
           seed: int) -> Dataset:
     """The dataset of a file's arrays (:data:`NPY_SPLITS` and optionally ``slot_classes``)."""
-    splits = [arrays[k] if k in arrays else None for k in NPY_SPLITS]
-    x_tr, y_tr, x_va, y_va, x_te, y_te = (s if s is None or k.startswith("x") else np.asarray(s)
-                                          for k, s in zip(NPY_SPLITS, splits))
+    x_tr, y_tr = arrays["x_train"], np.asarray(arrays["y_train"])
+    x_te, y_te = arrays["x_test"], np.asarray(arrays["y_test"])
+    x_va, y_va = arrays.get("x_val"), None if "y_val" not in arrays else np.asarray(arrays["y_val"])
     if "slot_classes" not in arrays:
         return make_dataset(name, x_tr, y_tr, x_te, y_te, x_val=x_va, y_val=y_va, task=task,
                             val_fraction=val_fraction, seed=seed)
@@ -242,9 +242,9 @@ def load_npy_dir(path: str, *, seed: int = 0, task: Optional[str] = None,
 
     The folder holds ``x_train.npy, y_train.npy, x_test.npy, y_test.npy`` and
     optionally ``x_val.npy, y_val.npy`` (and ``slot_classes.npy``), as
-    :func:`load_npz` reads them from an archive. Unlike an ``.npz`` (numpy cannot map an archive), each file is
-    opened with ``mmap_mode="r"``: uint8 images are read from the page cache,
-    not copied, until a program needs them.
+    :func:`load_npz` reads them from an archive. Unlike an ``.npz`` (numpy
+    cannot map an archive), each file is opened with ``mmap_mode="r"``: uint8
+    images are read from the page cache, not copied, until a program needs them.
 
     Returns:
       The validated :class:`Dataset`.

@@ -228,7 +228,7 @@ def _overlaps(glyphs: np.ndarray, picks: np.ndarray, tracks: np.ndarray) -> np.n
     Pixel ``i`` of digit a's glyph box is pixel ``i - shift`` of digit b's, where
     ``shift`` is b's corner minus a's; a pair meets where both are :data:`INK`.
     """
-    n, digits, frames = tracks.shape[:3]
+    n, digits = tracks.shape[:2]
     box = glyphs.shape[-1]
     ink = glyphs >= INK
     window = np.arange(box)
