@@ -199,8 +199,9 @@ def write_report(run_dir: str, latex: bool = False) -> List[str]:
     write_bytes(os.path.join(run_dir, "report.md"), md.encode())
     written = ["report.md"]
     if latex:
+        strip = ["captions.png"] if "![captions.png]" in md else []
         write_bytes(os.path.join(run_dir, "report.tex"), _latex(result, hist, config, metrics,
-                                                                plots).encode())
+                                                                strip + plots).encode())
         written.append("report.tex")
     return written + plots
 

@@ -49,7 +49,8 @@ class Checks:
 CHECKED = Checks(float_features=True, class_indices=True)  # make_dataset
 AS_GIVEN = Checks(float_features=False, class_indices=False)  # Dataset.from_arrays
 SLOTTED = Checks(float_features=True, class_indices=True, class_slots=True)  # multi-slot
-SLOTTED_AS_GIVEN = Checks(float_features=False, class_indices=True, class_slots=True)
+SLOTTED_AS_GIVEN = Checks(float_features=False, class_indices=True,
+                          class_slots=True)  # Dataset.from_arrays(slot_classes=...)
 
 Splits = Mapping[str, Tuple[Any, Any]]
 

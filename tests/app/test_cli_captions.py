@@ -48,8 +48,9 @@ def test_evolve_weights_caption_end_to_end(tmp_path, capsys, monkeypatch):
     assert [c["exact_match"] for c in captions] == list((predicted == data.y_test[:4]).all(1))
     assert np.allclose(model.predict_proba(data.x_test[:4]).sum(-1), 1, atol=1e-5)
     assert (out / "captions.png").stat().st_size > 0
-    code, _, err = _in_process(capsys, monkeypatch, "report", str(out))
+    code, _, err = _in_process(capsys, monkeypatch, "report", str(out), "--latex")
     assert code == 0, err
+    assert "{captions.png}" in (out / "report.tex").read_text()
     report = (out / "report.md").read_text()
     assert "## Example captions" in report and "![captions.png](captions.png)" in report
     assert f"| 0 | {captions[0]['true']} | {captions[0]['predicted']} |" in report
