@@ -82,13 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     """The options of ``genetic-dl evolve-weights``."""
     _common(ev)
-    ev.add_argument("--model", choices=("mlp", "cnn", "rnn", "frames"), default="mlp",
-                    help="frames: a CNN per frame then a recurrent layer, for image sequences")
+    ev.add_argument("--model", choices=("mlp", "cnn", "rnn", "frames", "caption"), default="mlp",
+                    help="frames: a CNN per frame then a recurrent layer, for image sequences; "
+                    "caption: the same with one head per caption slot, for videos with "
+                    "caption slots (captioned_moving_digits)")
     ev.add_argument("--hidden", type=_ints, default=None,
-                    help="MLP widths (default 128,128) / CNN or frames filters (default 16,32) / "
-                    "RNN hidden,layers (default 64,1)")
+                    help="MLP widths (default 128,128) / CNN, frames or caption filters (default "
+                    "16,32) / RNN hidden,layers (default 64,1)")
     ev.add_argument("--cell", choices=("gru", "lstm", "simple"), default="gru",
-                    help="recurrent cell of --model rnn and frames")
+                    help="recurrent cell of --model rnn, frames and caption")
     ev.add_argument("--activation", default="relu")
     ev.add_argument("--population", type=int, default=16)
     ev.add_argument("--generations", type=int, default=5)
@@ -136,8 +138,8 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
                     help="after each generation's training, recompute BatchNorm statistics on "
                     "this many training batches, so averaged or crossed members are scored "
                     "with their own (default 0: off)")
-    ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
-                    "(loss and mse are negated)")
+    ev.add_argument("--fitness", default=None, help="validation metric to maximise "
+                    "(loss and mse are negated; default loss, slot_accuracy for --model caption)")
     ev.add_argument("--soups", action="store_true", default=None,
                     help="after the run, make model soups of the final population (uniform "
                     "and greedy averages), choose among them and its best member by --fitness "
@@ -183,9 +185,11 @@ def _search_parser(se: argparse.ArgumentParser) -> None:
                     help="with --min-epochs: each rung keeps the best 1/eta of its children "
                     "and trains them eta times as long (default 3)")
     se.add_argument("--population", type=int, default=16, help="GA/DE population")
-    se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space")
+    se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space "
+                    "(caption: alone, for a dataset with caption slots)")
     se.add_argument("--metric", default=None, help="validation metric to maximise (default: "
-                    "accuracy for classification, r2 for regression)")
+                    "accuracy for classification, r2 for regression, slot_accuracy for "
+                    "caption slots)")
     se.add_argument("--epochs", type=_ints, default=(5, 10, 20, 40),
                     help="choices of the epochs gene (training epochs per candidate)")
     se.add_argument("--space", default="",

@@ -17,12 +17,13 @@ from tqdm import tqdm
 from .. import data as data_mod
 from . import checkpoint, rundir, tracking, watchdog
 from .arguments import BUDGET_UNITS, UserError, build_parsers
+from .captions import caption_examples, write_caption_strip
 from .cache import enable_compile_cache
 from .report import fitness_label, make_plots, write_report
 from .soup_entry import soup_entry
 from ..core import conv_layout, memory, sharding
-from ..core.models import (CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec, build_model,
-                           spec_to_dict)
+from ..core.models import (CaptionSpec, CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec,
+                           build_model, spec_to_dict)
 from ..core.population import Population, init_population
 from ..core.pytree import Params
 from ..core.stream import Stream
@@ -86,7 +87,13 @@ def _alignment(args: argparse.Namespace) -> Alignment:
                      passes=passes)
 
 
-def _spec(args: argparse.Namespace) -> ModelSpec:
+def _spec(args: argparse.Namespace, data: Dataset) -> ModelSpec:
+    if args.model == "caption":  # one head per caption slot of the data
+        if not data.slots:
+            raise UserError("--model caption predicts caption slots, (n, slots) labels, but "
+                            "this dataset has one label per example: use --model frames")
+        return CaptionSpec(args.hidden or (16, 32), cell=args.cell, activation=args.activation,
+                           slot_classes=data.slot_classes)
     if args.model == "mlp":
         return MLPSpec(args.hidden or (128, 128), args.activation)
     if args.model == "cnn":  # small enough for minutes per generation on 60 k images
@@ -104,6 +111,7 @@ def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: Mode
     model = build_model(spec, data.feature_shape, data.out_dim)
     val = split_metrics(model, params, data, "val")
     test = split_metrics(model, params, data, "test")
+    captions = caption_examples(model, params, data) if data.slots else []
     # wall-clock fields stay in history.csv: result.json holds only reproducible numbers
     result = {"command": "genetic-dl " + " ".join(argv), "seed": args.seed,
               "dataset": data.name, "best": {"config": best_config, "val": val, "test": test},
@@ -111,7 +119,7 @@ def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: Mode
               "budget_used": history[-1]["budget_used"] if history else 0,
               "lowering": conv_layout.model_lowering(model.apply, params, data.feature_shape,
                                                      data.feature_dtype, jax.default_backend()),
-              **(extra or {})}
+              **({"captions": captions} if captions else {}), **(extra or {})}
     if not args.quiet:
         print("best (validation): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
         print("best (test):       " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
@@ -120,6 +128,8 @@ def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: Mode
         rundir.write_csv(os.path.join(args.out, "evaluations.csv"), evaluations)
         rundir.save_model(os.path.join(args.out, "best_model"), spec, params, data,
                           {"config": best_config})
+        if captions:
+            write_caption_strip(os.path.join(args.out, "captions.png"), data, captions)
         rundir.write_json(os.path.join(args.out, "result.json"), result)
         make_plots(args.out)
         if not args.quiet:
@@ -218,7 +228,7 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
     _check_positive(args, ("population", "generations", "epochs", "batch_size",
                            "checkpoint_every"))
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
-    spec = _spec(args)
+    spec = _spec(args, data)
     config = WeightGAConfig(rule=args.rule, crossover=args.crossover, selection=args.selection,
                             alignment=_alignment(args) if args.crossover == "aligned" else None,
                             mutation_rate=args.mutation_rate,
@@ -233,6 +243,7 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
     hparams = {} if args.lr is None else {"learning_rate": args.lr}
     k_pop, k_ga = jax.random.split(jax.random.key(args.seed))
     pop = init_population(k_pop, spec, data, args.population, args.optimizer, hparams)
+    args.fitness = args.fitness or pop.learner.default_fitness()
     if not args.quiet:
         print(f"{data!r}\n{spec}, P={args.population}, G={args.generations}, "
               f"{args.epochs} epoch(s)/generation, {jax.device_count()} device(s)")
@@ -326,8 +337,13 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     fidelity = _fidelity(args)
     families, space = _search_space(args)
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
+    if families != ("caption",) if data.slots else "caption" in families:
+        raise UserError("this dataset has caption slots: search it with --families caption"
+                        if data.slots else "--families caption searches a dataset with caption "
+                        "slots (e.g. captioned_moving_digits), alone: drop it here")
     if args.metric is None:
-        args.metric = "accuracy" if data.is_classification else "r2"
+        args.metric = "slot_accuracy" if data.slots else \
+            "accuracy" if data.is_classification else "r2"
     n_obj = 2 if args.objectives == "metric,params" else 1
     if n_obj > 1 and args.method not in ("ga", "random", "grid"):
         raise UserError(f"--objectives metric,params needs --method ga (NSGA-II), random or "

@@ -17,7 +17,7 @@ import numpy as np
 from ..data import Dataset
 from ..core.flops import TRAINING_PASSES, traced_flops, training_flops
 from ..core.learner import Learner
-from ..core.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
+from ..core.models import CaptionSpec, CNNSpec, MLPSpec, ModelSpec, RNNSpec
 from ..core.optimizers import OptimizerLike
 from ..core.padding import member_widths, pad_spec, padded_width, widths_of
 from ..core.population import index_members, init_population
@@ -38,8 +38,13 @@ DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.
             "rnn_layers": 1}
 
 
-def config_to_spec(config: Config) -> ModelSpec:
-    """The model spec of a search config (missing genes take :data:`DEFAULTS`)."""
+def config_to_spec(config: Config, slot_classes: Tuple[int, ...] = ()) -> ModelSpec:
+    """The model spec of a search config (missing genes take :data:`DEFAULTS`).
+
+    The caption family (a frames CNN of ``layers`` conv layers of ``width_i``
+    filters, ``kernel_size``, an ``rnn_cell`` of ``rnn_hidden`` units, one head
+    per slot) predicts the dataset's ``slot_classes``.
+    """
     c = dict(DEFAULTS, **config)
     dropout = 0.1 if c["dropout"] > 0.005 else 0.0  # dropout layers present; rate is per member
     layers = int(c["layers"])
@@ -51,7 +56,12 @@ def config_to_spec(config: Config) -> ModelSpec:
                        c["activation"], dropout)
     if c["family"] == "rnn":
         return RNNSpec(c["rnn_cell"], int(c["rnn_hidden"]), int(c["rnn_layers"]), dropout)
-    unknown("model family", c["family"], ("mlp", "cnn", "rnn"))
+    if c["family"] == "caption":
+        return CaptionSpec(tuple(min(w, 64) for w in widths), int(c["kernel_size"]),
+                           cell=c["rnn_cell"], hidden=int(c["rnn_hidden"]),
+                           activation=c["activation"], dropout=dropout,
+                           slot_classes=slot_classes)
+    unknown("model family", c["family"], ("mlp", "cnn", "rnn", "caption"))
 
 
 def group_key(config: Config, data: Union[Dataset, Stream], *, pad_widths: bool = False,
@@ -65,7 +75,7 @@ def group_key(config: Config, data: Union[Dataset, Stream], *, pad_widths: bool 
     if build is not None:
         learner, optimizer = build(config)
         return learner, optimizer, batch
-    spec = config_to_spec(config)
+    spec = config_to_spec(config, data.slot_classes if isinstance(data, Dataset) else ())
     return (pad_spec(spec, 1) if pad_widths else spec), c["optimizer"], batch
 
 
@@ -82,12 +92,12 @@ def bucket(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
-def zoo_members(configs: Sequence[Config], pad_widths: bool
+def zoo_members(configs: Sequence[Config], pad_widths: bool, slot_classes: Tuple[int, ...] = ()
                 ) -> Tuple[ModelSpec, List[ModelSpec], Dict[str, Union[np.ndarray, jax.Array]]]:
     """The zoo group's shared spec, each member's spec and the per-member
     hyperparameters (learning rate, weight decay; dropout and unit widths when
-    the spec has them)."""
-    specs = [config_to_spec(c) for c in configs]
+    the spec has them); ``slot_classes``: the dataset's, for the caption family."""
+    specs = [config_to_spec(c, slot_classes) for c in configs]
     spec = specs[0]
     padded = pad_widths and bool(widths_of(spec))
     if padded:

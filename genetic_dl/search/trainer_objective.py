@@ -206,7 +206,8 @@ class TrainerObjective(Objective):
             learner = self.build(configs[0])[0]
             return init_population(self._next_key(), learner, self.data, size, optimizer,
                                    built_hparams(configs, optimizer)), [None] * size
-        spec, specs, hp = zoo_members(configs, self.pad_widths)
+        spec, specs, hp = zoo_members(configs, self.pad_widths,
+                                      candidate_fitness.zoo_data(self.data).slot_classes)
         pop = init_population(self._next_key(), spec, self.data, size, optimizer, hp)
         if "widths" in hp:
             pop = dataclasses.replace(pop, params=rescale_init(spec, pop.params, hp["widths"]))
