@@ -136,7 +136,8 @@ def config_flops(config: Config, data: Union[Dataset, Stream],
     if build is None:
         if not isinstance(data, Dataset):
             raise ValueError("a zoo config's FLOPs need an in-memory Dataset (its shapes)")
-        return float(training_flops(config_to_spec(config), data.feature_shape, data.out_dim))
+        spec = config_to_spec(config, tuple(getattr(data, "slot_classes", ())))
+        return float(training_flops(spec, data.feature_shape, data.out_dim))
     learner, optimizer = build(config)
     pop = init_population(jax.random.key(0), learner, data, 1, optimizer,
                           built_hparams([config], optimizer))

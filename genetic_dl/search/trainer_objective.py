@@ -138,7 +138,8 @@ class TrainerObjective(Objective):
 
     def _network_flops(self, config: Config) -> float:
         """Training FLOPs per example of ``config``'s network (cached by its shape)."""
-        shape = config_to_spec(config) if self.build is None else self.build(config)
+        shape = (config_to_spec(config, tuple(getattr(self.data, "slot_classes", ())))
+                 if self.build is None else self.build(config))
         if shape not in self._flops:
             self._flops[shape] = config_flops(config, self.data, self.build)
         return self._flops[shape]
