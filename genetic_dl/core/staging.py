@@ -1,0 +1,310 @@
+"""Streamed batches staged in chunks of steps, made on a background thread.
+
+The stream path trains a chunk of up to K steps per program (a loop over the
+steps, ``vmap`` over the members). A chunk is one array per batch key, shaped
+``(members, K, batch, ...)`` (``(K, batch, ...)`` when every member gets the
+same batches), and the number of its steps to train (an epoch's last chunk may
+fill fewer of its slots). Chunks are built on the host and put on the devices
+by a producer thread while the previous chunk trains. K is a fixed rule: enough
+steps to amortise a dispatch, within :data:`STAGE_BYTES`; training gives the
+same bits for any K.
+
+Members' batches come either from their own ``make_iter`` iterators, drawn into
+the chunk's buffer, or, for row-addressable data (:class:`Rows`, as
+:meth:`~genetic_dl.Stream.from_dataset` makes), from every member's row indices
+at once: one vectorised gather per chunk.
+
+Memory: one chunk trains, one waits in the queue of programs, and the next one
+is made, on the host and then on the devices. A chunk's bytes times
+:func:`in_flight` is what the memory model counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import queue
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, cast
+
+import jax
+import numpy as np
+
+Batch = Dict[str, np.ndarray]
+# ``{key: (shape, dtype)}`` of one member's minibatch as staged.
+Specs = Dict[str, Tuple[Tuple[int, ...], np.dtype]]
+
+# A chunk's arrays (every member, every step) stay under this many bytes...
+STAGE_BYTES = 16 << 20
+# ... and hold at most this many steps: a dispatch costs about as much as one small
+# step, so 64 leave it under 2 % of the chunk.
+MAX_STAGE_STEPS = 64
+# Seconds a closing producer is given to finish the batch it is reading.
+JOIN_SECONDS = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Training data addressable by row: every member's batches gathered at once.
+
+    Attributes:
+      count: rows in the training split.
+      batch_size: rows per batch; each epoch draws ``count // batch_size`` full
+        batches per member.
+      take: ``take(rows) -> {"x": ..., "y": ...}`` for an int array ``rows`` of any
+        shape ``(..., batch)``: arrays of leading shape ``rows.shape``; ``"x"`` as
+        stored (the program applies ``scaling``).
+      scaling: ``(mean, std)`` the program standardises ``"x"`` with, or ``None``.
+    """
+    count: int
+    batch_size: int
+    take: Callable[[np.ndarray], Batch]
+    scaling: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+    def order(self, seed: int) -> np.ndarray:
+        """One epoch's ``(steps, batch)`` row indices for ``seed`` (sorted within a batch,
+        for the page cache)."""
+        steps = self.count // self.batch_size
+        rows = np.random.default_rng(seed).permutation(self.count)[:steps * self.batch_size]
+        return np.sort(rows.reshape(steps, self.batch_size), axis=1)
+
+
+def check_batch(batch: Any, first: Optional[Dict[str, Tuple]], where: str) -> Dict[str, Tuple]:
+    """``{key: shape}`` of a yielded batch; a clear ValueError when it is not one batch
+    of arrays of one leading size, or differs from the ``first`` batch's shapes."""
+    if not isinstance(batch, Mapping) or "x" not in batch:
+        raise ValueError(f"{where} yielded {type(batch).__name__}, not a dict with 'x' (and "
+                         f"the keys your loss reads, e.g. 'y'): yield {{'x': ..., 'y': ...}}")
+    shapes = {k: tuple(np.shape(v)) for k, v in batch.items()}
+    sizes = {s[0] if s else None for s in shapes.values()}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"{where} yielded arrays of different batch sizes {shapes}: every "
+                         f"array of a batch needs the same leading size")
+    if first is not None and shapes != first:
+        raise ValueError(f"{where} yielded a batch of shapes {shapes} after {first}: yield "
+                         f"batches of one shape (drop or pad the last, smaller batch)")
+    return shapes
+
+
+def _same_shapes(batch: Any, first: Dict[str, Tuple]) -> bool:
+    """Whether ``batch`` is a dict of arrays of ``first``'s keys and shapes (fast: per batch)."""
+    try:
+        return len(batch) == len(first) and all(batch[k].shape == s for k, s in first.items())
+    except (AttributeError, KeyError, TypeError):
+        return False
+
+
+def specs_of(batch: Mapping[str, Any]) -> Specs:
+    """Shapes and staged dtypes of a batch (64-bit values staged as JAX holds them)."""
+    return {k: (tuple(np.shape(v)), np.dtype(jax.dtypes.canonicalize_dtype(np.asarray(v).dtype)))
+            for k, v in batch.items()}
+
+
+def steps_per_chunk(step_bytes: int, requested: Optional[int] = None) -> int:
+    """K, the steps trained per program: ``requested``, else as many as fit
+    :data:`STAGE_BYTES` (at most :data:`MAX_STAGE_STEPS`, at least 1)."""
+    if requested is not None:
+        return requested
+    return int(max(1, min(MAX_STAGE_STEPS, STAGE_BYTES // max(step_bytes, 1))))
+
+
+def even_steps(total: int, at_most: int) -> int:
+    """Steps per chunk that split ``total`` steps into the fewest chunks of at most
+    ``at_most`` steps, as evenly as they go (the last chunk at most one step shorter)."""
+    chunks = -(-total // at_most)
+    return -(-total // chunks)
+
+
+def slots(steps: int) -> int:
+    """A chunk's step slots for K = ``steps``: at least 2, since XLA compiles a step read
+    from an axis of length 1 differently (the same sums, rounded differently)."""
+    return max(2, steps)
+
+
+def in_flight(replicas: int) -> int:
+    """Chunks resident at once, counted as the memory model counts them: on the devices
+    (``replicas`` copies each: a shared chunk is whole on every device) the training
+    one, the queued one and the next one; the next one on the host; and freed chunks
+    the allocator keeps for reuse (peak RSS above the process before training reaches
+    about 7.3 unshared chunks over long epochs: tests/core/test_memory.py)."""
+    return 4 + 4 * replicas
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one run stages its batches.
+
+    Attributes:
+      specs: one member's minibatch as staged.
+      members: members staged (the population padded to the devices), 0 when
+        every member gets the same batches.
+      size: the population's members (the padded ones copy member 0's batches).
+      steps: K, steps per chunk (in :func:`slots` slots).
+      placement: where chunks go (a sharding, or ``None``: the default device).
+    """
+    specs: Specs
+    members: int
+    size: int
+    steps: int
+    placement: Optional[jax.sharding.Sharding] = None
+
+    @property
+    def step_bytes(self) -> int:
+        """Bytes of one staged step (every member's batch)."""
+        one = sum(int(np.prod(s)) * d.itemsize for s, d in self.specs.values())
+        return one * max(self.members, 1)
+
+    def buffer(self) -> Batch:
+        """An empty chunk."""
+        lead = (self.members, slots(self.steps)) if self.members else (slots(self.steps),)
+        return {k: np.empty(lead + s, d) for k, (s, d) in self.specs.items()}
+
+    def put(self, chunk: Batch) -> Any:
+        """``chunk`` with its padded members' batches copied from member 0, on the devices."""
+        if self.members > self.size:
+            for v in chunk.values():
+                v[self.size:] = v[:1]
+        return jax.device_put(chunk, self.placement)
+
+
+# Marks the end of an epoch among the chunks.
+EPOCH_END = "epoch end"
+# ``(steps, arrays on the devices)``: a chunk to train, or EPOCH_END.
+Chunk = Tuple[int, Any]
+
+
+def iterator_chunks(plan: Plan, epochs: Iterator[Sequence[Iterator[Batch]]]) -> Iterator[Any]:
+    """Chunks drawn from each epoch's iterators (one per staged member, or one shared);
+    an epoch ends with its shortest iterator."""
+    first = {k: s for k, (s, _) in plan.specs.items()}
+    for epoch, iters in enumerate(epochs):
+        steps, done = 0, False
+        while not done:
+            chunk = plan.buffer()
+            filled = 0
+            while filled < plan.steps:
+                batches = [next(it, None) for it in iters]
+                if any(b is None for b in batches):
+                    done = True
+                    break
+                for i, b in enumerate(cast(List[Batch], batches)):
+                    if not _same_shapes(b, first):
+                        check_batch(b, first, "make_iter")  # says what is wrong
+                    for k, v in b.items():
+                        chunk[k][(i, filled) if plan.members else filled] = v
+                filled += 1
+            if filled < plan.steps:  # the epoch's last chunk: only the slots it fills
+                chunk = {k: np.ascontiguousarray(v[:, :slots(filled)] if plan.members
+                                                 else v[:slots(filled)])
+                         for k, v in chunk.items()}
+            if filled:  # the slots past ``filled`` are never read
+                item = (filled, plan.put(chunk))
+                del chunk  # only the chunk on the devices waits for the consumer
+                yield item
+                steps += filled
+        if not steps:
+            raise ValueError(f"make_iter yielded no batch in epoch {epoch}: it must yield at "
+                             f"least one {{'x': ..., 'y': ...}} per epoch")
+        yield EPOCH_END
+
+
+def row_chunks(plan: Plan, rows: Rows, seeds: np.ndarray) -> Iterator[Any]:
+    """Chunks gathered from ``rows``: epoch ``e`` of member ``i`` in the order of
+    ``seeds[e, i]`` (of ``seeds[e, 0]`` for every member when the stream is shared)."""
+    width = slots(plan.steps)
+    for epoch_seeds in seeds:
+        if plan.members:
+            order = np.stack([rows.order(int(s)) for s in epoch_seeds[:plan.size]])
+            order = np.concatenate([order, np.repeat(order[:1], plan.members - plan.size, 0)])
+        else:
+            order = rows.order(int(epoch_seeds[0]))
+        total = order.shape[-2]
+        for start in range(0, total, plan.steps):
+            index = order[..., start:start + width, :]
+            if index.shape[-2] < width:  # unread slots: any rows
+                pad = [(0, 0)] * index.ndim
+                pad[-2] = (0, width - index.shape[-2])
+                index = np.pad(index, pad)
+            arrays = jax.device_put(dict(rows.take(index)), plan.placement)
+            yield min(plan.steps, total - start), arrays
+        yield EPOCH_END
+
+
+class Prefetch:
+    """The items of ``source`` made on a background thread, one ahead of the consumer.
+
+    The producer makes an item only once the consumer has taken the previous one,
+    so at most two are alive: the one in use and the next. An exception raised in
+    ``source`` is raised again, unchanged, where the consumer takes the next item.
+    Use it as a context manager: leaving it (an error, KeyboardInterrupt) stops the
+    producer at its next item.
+    """
+
+    def __init__(self, source: Iterator[Any], name: str = "genetic_dl-prefetch"):
+        self._source = source
+        self._items: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
+        self._slot = threading.Semaphore(1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def __enter__(self) -> "Prefetch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        try:
+            while self._acquire():
+                try:
+                    item = next(self._source)
+                except StopIteration:
+                    self._items.put(("done", None))
+                    return
+                self._items.put(("item", item))
+                del item
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            self._items.put(("error", exc))  # raised again in the consumer
+        finally:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
+
+    def _acquire(self) -> bool:
+        while not self._stop.is_set():
+            # released by the consumer when it takes the item made in this slot
+            if self._slot.acquire(timeout=0.05):  # pylint: disable=consider-using-with
+                return not self._stop.is_set()
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            kind, value = self._items.get()
+            self._slot.release()  # the producer makes the next item while this one is used
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+            del value
+
+    def close(self) -> None:
+        """Stops the producer and waits for it (up to :data:`JOIN_SECONDS`)."""
+        self._stop.set()
+        self._slot.release()
+        if self._thread.is_alive():
+            self._thread.join(JOIN_SECONDS)
+
+
+def first_batches(iters: List[Iterator[Batch]]) -> Tuple[Batch, List[Iterator[Batch]]]:
+    """The first member's first batch, and the iterators with it put back."""
+    first = next(iters[0], None)
+    if first is None:
+        raise ValueError("make_iter yielded no batch in epoch 0: it must yield at least one "
+                         "{'x': ..., 'y': ...} per epoch")
+    check_batch(first, None, "make_iter")
+    return first, [_chain(first, iters[0])] + iters[1:]
+
+
+def _chain(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
+    yield first
+    yield from rest
