@@ -165,48 +165,51 @@ class Plan:
         return jax.device_put(chunk, self.placement)
 
 
-# Marks the end of an epoch among the chunks.
-EPOCH_END = "epoch end"
-# ``(steps, arrays on the devices)``: a chunk to train, or EPOCH_END.
-Chunk = Tuple[int, Any]
+# ``(steps, arrays on the devices, whether it ends its epoch)``: a chunk to train.
+Chunk = Tuple[int, Any, bool]
 
 
-def iterator_chunks(plan: Plan, epochs: Iterator[Sequence[Iterator[Batch]]]) -> Iterator[Any]:
+def _draw(iters: Sequence[Iterator[Batch]],
+          first: Dict[str, Tuple]) -> Optional[List[Batch]]:
+    """The next step's batches of every iterator, or ``None`` once one has ended."""
+    batches = [next(it, None) for it in iters]
+    if any(b is None for b in batches):
+        return None
+    for b in cast(List[Batch], batches):
+        if not _same_shapes(b, first):
+            check_batch(b, first, "make_iter")  # says what is wrong
+    return cast(List[Batch], batches)
+
+
+def iterator_chunks(plan: Plan, epochs: Iterator[Sequence[Iterator[Batch]]]) -> Iterator[Chunk]:
     """Chunks drawn from each epoch's iterators (one per staged member, or one shared);
-    an epoch ends with its shortest iterator."""
+    an epoch ends with its shortest iterator. One step is drawn ahead, so that the
+    epoch's last chunk is known as such."""
     first = {k: s for k, (s, _) in plan.specs.items()}
     for epoch, iters in enumerate(epochs):
-        steps, done = 0, False
-        while not done:
+        ahead = _draw(iters, first)
+        if ahead is None:
+            raise ValueError(f"make_iter yielded no batch in epoch {epoch}: it must yield at "
+                             f"least one {{'x': ..., 'y': ...}} per epoch")
+        while ahead is not None:
             chunk = plan.buffer()
             filled = 0
-            while filled < plan.steps:
-                batches = [next(it, None) for it in iters]
-                if any(b is None for b in batches):
-                    done = True
-                    break
-                for i, b in enumerate(cast(List[Batch], batches)):
-                    if not _same_shapes(b, first):
-                        check_batch(b, first, "make_iter")  # says what is wrong
+            while ahead is not None and filled < plan.steps:
+                for i, b in enumerate(ahead):
                     for k, v in b.items():
                         chunk[k][(i, filled) if plan.members else filled] = v
                 filled += 1
+                ahead = _draw(iters, first)
             if filled < plan.steps:  # the epoch's last chunk: only the slots it fills
                 chunk = {k: np.ascontiguousarray(v[:, :slots(filled)] if plan.members
                                                  else v[:slots(filled)])
                          for k, v in chunk.items()}
-            if filled:  # the slots past ``filled`` are never read
-                item = (filled, plan.put(chunk))
-                del chunk  # only the chunk on the devices waits for the consumer
-                yield item
-                steps += filled
-        if not steps:
-            raise ValueError(f"make_iter yielded no batch in epoch {epoch}: it must yield at "
-                             f"least one {{'x': ..., 'y': ...}} per epoch")
-        yield EPOCH_END
+            item = (filled, plan.put(chunk), ahead is None)  # unfilled slots are never read
+            del chunk  # only the chunk on the devices waits for the consumer
+            yield item
 
 
-def row_chunks(plan: Plan, rows: Rows, seeds: np.ndarray) -> Iterator[Any]:
+def row_chunks(plan: Plan, rows: Rows, seeds: np.ndarray) -> Iterator[Chunk]:
     """Chunks gathered from ``rows``: epoch ``e`` of member ``i`` in the order of
     ``seeds[e, i]`` (of ``seeds[e, 0]`` for every member when the stream is shared)."""
     width = slots(plan.steps)
@@ -224,8 +227,7 @@ def row_chunks(plan: Plan, rows: Rows, seeds: np.ndarray) -> Iterator[Any]:
                 pad[-2] = (0, width - index.shape[-2])
                 index = np.pad(index, pad)
             arrays = jax.device_put(dict(rows.take(index)), plan.placement)
-            yield min(plan.steps, total - start), arrays
-        yield EPOCH_END
+            yield min(plan.steps, total - start), arrays, start + plan.steps >= total
 
 
 class Prefetch:

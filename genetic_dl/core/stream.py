@@ -46,6 +46,8 @@ Split = Union[Mapping[str, Any], Callable[[], Iterable[Batch]]]
 MeshArg = Union[Mesh, None, str]
 # ``(mean, std)`` the program standardises staged raw features with, or ``None``.
 Scaling = Optional[Tuple[Any, Any]]
+# The validation split as one batch, and the scaling its stored "x" takes in the program.
+ValBatch = Tuple[Mapping[str, Any], Scaling]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +165,10 @@ class _ModelInputs:
     def __getitem__(self, index: Any) -> np.ndarray:
         return self._data.model_inputs(self._x[index])
 
+    def stored(self, n: int) -> np.ndarray:
+        """The first ``n`` rows as stored."""
+        return np.asarray(self._x[:n])
+
 
 def _seeds(keys: np.ndarray) -> np.ndarray:
     """One int seed per member from its PRNG key."""
@@ -189,12 +195,23 @@ def _prep(population: Population, scaling: Scaling) -> Callable[[jax.Array], jax
 
 
 def _chunk_local(population: Population, chunk: Mapping[str, jax.Array], steps: jax.Array,
-                 scaling: Scaling, shared: bool) -> Tuple:
-    """One device's members trained over the first ``steps`` of a chunk's slots.
+                 evaluate: jax.Array, val: Optional[ValBatch], scaling: Scaling,
+                 shared: bool, rows: int) -> Tuple:
+    """One device's members trained over the first ``steps`` of a chunk's slots, then
+    scored on ``val`` when ``evaluate`` (the epoch's last chunk).
 
-    ``steps`` is traced: one program trains any number of its chunk's slots (an
-    epoch's last chunk fills fewer), compiled alike whatever the count."""
-    prep = _prep(population, scaling)
+    ``steps`` and ``evaluate`` are traced: one program trains any number of its chunk's
+    slots (an epoch's last chunk fills fewer), compiled alike whatever the count."""
+    prep, learner = _prep(population, scaling), population.learner
+
+    def scores(p: Any, c: Any, h: Any) -> Tuple[jax.Array, jax.Array]:
+        if val is None:  # scored batch by batch after the program (evaluate_stream)
+            return jnp.zeros(()), jnp.zeros(())
+        batch, val_scaling = val
+        out = learner.apply_eval_batched(p, c, batch["x"], h, rows,
+                                         _prep(population, val_scaling))
+        labels = {key: v for key, v in batch.items() if key != "x"}
+        return learner.loss(out, labels), learner.score_of(out, labels)
 
     def member(state: Tuple, batches: Mapping[str, jax.Array]) -> Tuple:
         p, s, c, h, k = state
@@ -210,7 +227,10 @@ def _chunk_local(population: Population, chunk: Mapping[str, jax.Array], steps: 
             return state, losses.at[i].set(loss), scores.at[i].set(score)
         empty = jnp.zeros(length, jnp.float32)
         (p, s, c, k), loss, score = jax.lax.fori_loop(0, steps, step, ((p, s, c, k), empty, empty))
-        return p, s, c, k, loss, score
+        shapes = jax.eval_shape(scores, p, c, h)
+        got = jax.lax.cond(evaluate, scores, lambda *_: jax.tree_util.tree_map(
+            lambda a: jnp.zeros(a.shape, a.dtype), shapes), p, c, h)
+        return (p, s, c, k, loss, score) + tuple(got)
     state = (population.params, population.opt_state, population.collections,
              population.hparams, population.keys)
     lead = 1 if shared else 2  # (steps, ...) or (members, steps, ...)
@@ -227,19 +247,35 @@ def _chunk_local(population: Population, chunk: Mapping[str, jax.Array], steps: 
                                      per_member)
 
 
-@functools.partial(jax.jit, static_argnames=("shared", "mesh"))
+@functools.partial(jax.jit, static_argnames=("shared", "rows", "mesh"))
 def _train_chunk(population: Population, chunk: Mapping[str, jax.Array], steps: jax.Array,
-                 scaling: Scaling, shared: bool,
-                 mesh: Optional[Mesh] = None) -> Tuple[Population, Any, Any]:
-    fn: Callable[..., Tuple] = functools.partial(_chunk_local, shared=shared)
+                 evaluate: jax.Array, val: Optional[ValBatch], scaling: Scaling,
+                 shared: bool, rows: int, mesh: Optional[Mesh] = None) -> Tuple:
+    fn: Callable[..., Tuple] = functools.partial(_chunk_local, shared=shared, rows=rows)
     if mesh is not None:  # every device trains its own members
         split, whole = PartitionSpec(sharding.AXIS), PartitionSpec()
         fn = jax.shard_map(fn, mesh=mesh,
-                           in_specs=(split, whole if shared else split, whole, whole),
+                           in_specs=(split, whole if shared else split) + (whole,) * 4,
                            out_specs=split, check_vma=False)
-    params, opt_state, collections, keys, loss, score = fn(population, chunk, steps, scaling)
-    return population.replace(params=params, opt_state=opt_state, collections=collections,
-                              keys=keys), loss, score
+    params, opt_state, collections, keys, loss, score, val_loss, val_score = fn(
+        population, chunk, steps, evaluate, val, scaling)
+    return (population.replace(params=params, opt_state=opt_state, collections=collections,
+                               keys=keys), loss, score, {"loss": val_loss, "score": val_score})
+
+
+def _val_batch(stream: Stream) -> Optional[ValBatch]:
+    """The validation split as one batch, scored inside the epoch's last program, when it
+    is a dict of at most ``eval_batch`` rows; ``None``: evaluated batch by batch. A
+    Dataset's features stay as stored (standardised in the program, as in training)."""
+    if not isinstance(stream.val, Mapping) or len(stream.val["x"]) > stream.eval_batch:
+        return None
+    n = len(stream.val["x"])
+    batch = {k: np.asarray(v[:n]) for k, v in stream.val.items()}
+    staging.check_batch(batch, None, "val")
+    stored = stream.val["x"]
+    if isinstance(stored, _ModelInputs) and stream.rows is not None:
+        return {**batch, "x": stored.stored(n)}, stream.rows.scaling
+    return batch, None
 
 
 def _model_spec(population: Population, specs: staging.Specs,
@@ -270,6 +306,11 @@ def _estimate(population: Population, stream: Stream, specs: staging.Specs,
     scaling = None if stream.rows is None else stream.rows.scaling
     base = memory.stream_estimate(population, _model_spec(population, specs, scaling), devices,
                                   stream.eval_batch, len(val.get("x", ())))
+    val_batch = _val_batch(stream)  # on every device while training, when scored there
+    if val_batch is not None:
+        base = dataclasses.replace(base, data=devices * sum(
+            v.size * jax.dtypes.canonicalize_dtype(v.dtype).itemsize
+            for v in val_batch[0].values()))
     replicas = devices if stream.shared else 1
     return plan, base, plan.step_bytes * staging.in_flight(replicas)
 
@@ -354,23 +395,27 @@ def train_stream(population: Population, stream: Stream, epochs: int,
     if mesh is not None:
         population, _ = sharding.pad_members(population, mesh.devices.size)
         population = sharding.shard_members(population, mesh)
+    val_batch = _val_batch(stream)
+    val_on = None if val_batch is None else sharding.replicate(val_batch, mesh)
+    rows = memory.eval_rows(population.learner, population.feature_shape, population.size,
+                            memory.hparam_shapes(population), at_most=stream.eval_batch,
+                            dtype=population.feature_dtype)
     epoch: Dict[str, List[Tuple[Any, int]]] = {"loss": [], "score": []}
     train: List[Dict[str, List[Tuple[Any, int]]]] = []
     val: List[Dict[str, jax.Array]] = []
     with staging.Prefetch(chunks) as staged:
-        for item in staged:
-            if item == staging.EPOCH_END:  # the epoch's chunks are dispatched
-                val.append(evaluate_stream(population, stream, "val", mesh=None, metrics=False))
-                train.append(epoch)
-                epoch = {"loss": [], "score": []}
-                continue
-            steps, chunk = item
-            del item
-            population, loss, score = _train_chunk(population, chunk, np.int32(steps), scaling,
-                                                   shared=stream.shared, mesh=mesh)
+        for steps, chunk, last in staged:
+            population, loss, score, scored = _train_chunk(
+                population, chunk, np.int32(steps), np.bool_(last), val_on, scaling,
+                shared=stream.shared, rows=rows, mesh=mesh)
             del chunk  # the program holds it until it has trained
             epoch["loss"].append((loss, steps))
             epoch["score"].append((score, steps))
+            if last:
+                val.append(scored if val_on is not None else
+                           evaluate_stream(population, stream, "val", mesh=None, metrics=False))
+                train.append(epoch)
+                epoch = {"loss": [], "score": []}
             dispatched = [v for e in train + [epoch] for v, _ in e["loss"]]
             if len(dispatched) >= 2:  # the one before this chunk has trained: freed
                 dispatched[-2].block_until_ready()
