@@ -1445,6 +1445,44 @@ def _real_size_cli(res: Results) -> str:
             f"{num(search['wall_s'] / search['budget_used'], 0)} s per network-epoch.")
 
 
+# --- captions ------------------------------------------------------------------------------
+
+
+@block("captions")
+def _captions(res: Results) -> str:
+    run = res["captions"]
+    val, test, base = run["val"], run["test"], run["majority"]
+    rows = [[name, num(test[f"f1_{s}"]), num(base["f1"][s]), num(100 * test[f"accuracy_{s}"], 1),
+             num(100 * base["accuracy"][s], 1)] for s, name in enumerate(base["slots"])]
+    examples = "; ".join(f"\"{e['true']}\" captioned \"{e['predicted']}\" "
+                         f"({'exact' if e['exact_match'] else 'not exact'})"
+                         for e in run["captions"][:2])
+    below = [name for s, name in enumerate(base["slots"]) if test[f"f1_{s}"] <= base["f1"][s]]
+    weakest = sorted(range(len(base["slots"])), key=lambda s: test[f"f1_{s}"])[:2]
+    history = run["history"]
+    says = (f"{'Every' if not below else 'Not every'} slot's test F1 is above its majority "
+            f"baseline{'' if not below else ' (not: ' + ', '.join(below) + ')'}; the weakest "
+            f"slots are {' and '.join(base['slots'][s] for s in weakest)}. The best validation "
+            f"fitness {'still rose' if history[-1] > history[-2] else 'did not rise'} in the "
+            f"last generation.")
+    return (f"`{run['run']}` (`{run['command'].strip()}`, {run['machine']}, jax {base['jax']}): "
+            f"{base['train']} training, {base['val']} validation and {base['test']} test clips "
+            f"(the loader's default clips: 10 frames of 32×32, two digits), "
+            f"{num(run['budget_used'], 0)} network-epochs in "
+            f"{num(run['wall_s'] / 60, 1)} minutes, compiles included. The best {run['fitness']} "
+            f"of each generation: {', '.join(num(100 * h, 1) for h in run['history'])} %. "
+            f"The best member, selected "
+            f"on {run['fitness']} ({num(100 * val['slot_accuracy'], 1)} %), on test: caption "
+            f"exact match {num(100 * test['exact_match'], 1)} %, mean slot accuracy "
+            f"{num(100 * test['slot_accuracy'], 1)} %, macro F1 averaged over slots "
+            f"{num(test['f1'])} (precision {num(test['precision'])}, recall "
+            f"{num(test['recall'])}, one-vs-rest AUC {num(test['auc'])}). Per slot, against "
+            f"always predicting the training split's most frequent class (majority):\n\n"
+            + table(["slot", "test F1", "majority F1", "test accuracy %", "majority accuracy %"],
+                    rows)
+            + f"\n\n{says} The first test videos: {examples}.")
+
+
 # --- stream and A/B ------------------------------------------------------------------------
 
 

@@ -19,6 +19,10 @@ from ..search.driver import METHODS
 from ..weights.config import RULES
 
 
+# --budget-unit's choices and the run_search unit each names (None: the objective's cost).
+BUDGET_UNITS = {"network-epochs": None, "flop-epochs": "flop_epochs", "seconds": "seconds"}
+
+
 class UserError(Exception):
     """An error in the user's input: reported in one line, exit status 2."""
 
@@ -78,13 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _evolve_parser(ev: argparse.ArgumentParser) -> None:
     """The options of ``genetic-dl evolve-weights``."""
     _common(ev)
-    ev.add_argument("--model", choices=("mlp", "cnn", "rnn", "frames"), default="mlp",
-                    help="frames: a CNN per frame then a recurrent layer, for image sequences")
+    ev.add_argument("--model", choices=("mlp", "cnn", "rnn", "frames", "caption"), default="mlp",
+                    help="frames: a CNN per frame then a recurrent layer, for image sequences; "
+                    "caption: the same with one head per caption slot, for videos with "
+                    "caption slots (captioned_moving_digits)")
     ev.add_argument("--hidden", type=_ints, default=None,
-                    help="MLP widths (default 128,128) / CNN or frames filters (default 16,32) / "
-                    "RNN hidden,layers (default 64,1)")
+                    help="MLP widths (default 128,128) / CNN, frames or caption filters (default "
+                    "16,32) / RNN hidden,layers (default 64,1)")
     ev.add_argument("--cell", choices=("gru", "lstm", "simple"), default="gru",
-                    help="recurrent cell of --model rnn and frames")
+                    help="recurrent cell of --model rnn, frames and caption")
     ev.add_argument("--activation", default="relu")
     ev.add_argument("--population", type=int, default=16)
     ev.add_argument("--generations", type=int, default=5)
@@ -132,14 +138,18 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
                     help="after each generation's training, recompute BatchNorm statistics on "
                     "this many training batches, so averaged or crossed members are scored "
                     "with their own (default 0: off)")
-    ev.add_argument("--fitness", default="loss", help="validation metric to maximise "
-                    "(loss and mse are negated)")
+    ev.add_argument("--fitness", default=None, help="validation metric to maximise "
+                    "(loss and mse are negated; default loss, slot_accuracy for --model caption)")
     ev.add_argument("--soups", action="store_true", default=None,
                     help="after the run, make model soups of the final population (uniform "
                     "and greedy averages), choose among them and its best member by --fitness "
                     "on validation, and add to result.json each one's validation fitness "
                     "(the prediction ensemble's too), the chosen name and the chosen model's "
                     "test metrics; the best member's outputs stay as they are")
+    ev.add_argument("--soup-repair", action="store_true", default=None,
+                    help="with --soups and a model without BatchNorm: rescale each average's "
+                    "hidden units to the mean and spread its members' units have on training "
+                    "batches (REPAIR, Jordan et al. 2023)")
     ev.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
                     help="read training batches from the data's files instead of holding the "
                     "data in device memory: auto streams when the data does not fit next to "
@@ -154,11 +164,32 @@ def _search_parser(se: argparse.ArgumentParser) -> None:
     """The options of ``genetic-dl search``."""
     _common(se)
     se.add_argument("--method", choices=sorted(METHODS), default="ga")
-    se.add_argument("--budget", type=float, default=200, help="network-epochs to spend")
+    se.add_argument("--budget", type=float, default=200,
+                    help="what the search may spend, in --budget-unit")
+    # None when not given (network-epochs, off, 3): a checkpoint of a run from before these
+    # options existed resumes
+    se.add_argument("--budget-unit", choices=BUDGET_UNITS, default=None,
+                    help="what --budget counts: network-epochs (the default), flop-epochs "
+                    "(network-epochs each weighted by the network's training FLOPs per example "
+                    "over those of an MLP of two 64-unit layers, so wider and deeper networks "
+                    "cost more) or seconds of wall time (checked after each round, so the last "
+                    "one may overrun; such a run does not repeat, nor resume bit-identically). "
+                    "result.json reports network-epochs and FLOP-epochs used either way")
+    se.add_argument("--min-epochs", type=int, default=None,
+                    help="multi-fidelity generations (--method ga): each generation's children "
+                    "first train this many epochs; only the best 1/--eta train on, --eta times "
+                    "as many epochs per rung, up to their epochs gene, continuing from where "
+                    "they stopped; selection ranks children by the rung they reached, then by "
+                    "fitness (default: off, every child trains its epochs)")
+    se.add_argument("--eta", type=int, default=None,
+                    help="with --min-epochs: each rung keeps the best 1/eta of its children "
+                    "and trains them eta times as long (default 3)")
     se.add_argument("--population", type=int, default=16, help="GA/DE population")
-    se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space")
+    se.add_argument("--families", default="mlp,cnn,rnn", help="model families in the space "
+                    "(caption: alone, for a dataset with caption slots)")
     se.add_argument("--metric", default=None, help="validation metric to maximise (default: "
-                    "accuracy for classification, r2 for regression)")
+                    "accuracy for classification, r2 for regression, slot_accuracy for "
+                    "caption slots)")
     se.add_argument("--epochs", type=_ints, default=(5, 10, 20, 40),
                     help="choices of the epochs gene (training epochs per candidate)")
     se.add_argument("--space", default="",

@@ -16,12 +16,14 @@ from tqdm import tqdm
 
 from .. import data as data_mod
 from . import checkpoint, rundir, tracking, watchdog
-from .arguments import UserError, build_parsers
+from .arguments import BUDGET_UNITS, UserError, build_parsers
+from .captions import caption_examples, write_caption_strip
 from .cache import enable_compile_cache
 from .report import fitness_label, make_plots, write_report
+from .soup_entry import soup_entry
 from ..core import conv_layout, memory, sharding
-from ..core.models import (CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec, build_model,
-                           spec_to_dict)
+from ..core.models import (CaptionSpec, CNNSpec, FramesSpec, MLPSpec, ModelSpec, RNNSpec,
+                           build_model, spec_to_dict)
 from ..core.population import Population, init_population
 from ..core.pytree import Params
 from ..core.stream import Stream, estimate_stream
@@ -31,15 +33,15 @@ from ..data import Dataset
 from ..errors import check_choice
 from ..operators.alignment import Alignment
 from ..search import driver as search_mod
+from ..search.fidelity import Fidelity
 from ..search.space import SEARCH_FAMILIES, Space, default_space
 from ..search.strategy import Strategy
 from ..search.trainer_objective import TrainerObjective
-from ..weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
-from ..weights.soups import soups
+from ..weights import LoopState, WeightGAConfig, evolve_weights
 
 SKIP_IN_CONFIG = {"command", "config", "out", "quiet", "latex", "run_dir", "resume", "help"}
 # Options that do not change a run's numbers: a resumed run may differ in them.
-NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds", "soups"}
+NOT_COMPARED_ON_RESUME = {"checkpoint_every", "watchdog_seconds", "soups", "soup_repair"}
 
 
 def parse(argv: List[str]) -> argparse.Namespace:
@@ -85,7 +87,13 @@ def _alignment(args: argparse.Namespace) -> Alignment:
                      passes=passes)
 
 
-def _spec(args: argparse.Namespace) -> ModelSpec:
+def _spec(args: argparse.Namespace, data: Dataset) -> ModelSpec:
+    if args.model == "caption":  # one head per caption slot of the data
+        if not data.slots:
+            raise UserError("--model caption predicts caption slots, (n, slots) labels, but "
+                            "this dataset has one label per example: use --model frames")
+        return CaptionSpec(args.hidden or (16, 32), cell=args.cell, activation=args.activation,
+                           slot_classes=data.slot_classes)
     if args.model == "mlp":
         return MLPSpec(args.hidden or (128, 128), args.activation)
     if args.model == "cnn":  # small enough for minutes per generation on 60 k images
@@ -103,6 +111,7 @@ def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: Mode
     model = build_model(spec, data.feature_shape, data.out_dim)
     val = split_metrics(model, params, data, "val")
     test = split_metrics(model, params, data, "test")
+    captions = caption_examples(model, params, data) if data.slots else []
     # wall-clock fields stay in history.csv: result.json holds only reproducible numbers
     result = {"command": "genetic-dl " + " ".join(argv), "seed": args.seed,
               "dataset": data.name, "best": {"config": best_config, "val": val, "test": test},
@@ -110,7 +119,7 @@ def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: Mode
               "budget_used": history[-1]["budget_used"] if history else 0,
               "lowering": conv_layout.model_lowering(model.apply, params, data.feature_shape,
                                                      data.feature_dtype, jax.default_backend()),
-              **(extra or {})}
+              **({"captions": captions} if captions else {}), **(extra or {})}
     if not args.quiet:
         print("best (validation): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
         print("best (test):       " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
@@ -119,6 +128,8 @@ def _finish(args: argparse.Namespace, argv: List[str], data: Dataset, spec: Mode
         rundir.write_csv(os.path.join(args.out, "evaluations.csv"), evaluations)
         rundir.save_model(os.path.join(args.out, "best_model"), spec, params, data,
                           {"config": best_config})
+        if captions:
+            write_caption_strip(os.path.join(args.out, "captions.png"), data, captions)
         rundir.write_json(os.path.join(args.out, "result.json"), result)
         make_plots(args.out)
         if not args.quiet:
@@ -217,7 +228,7 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
     _check_positive(args, ("population", "generations", "epochs", "batch_size",
                            "checkpoint_every"))
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
-    spec = _spec(args)
+    spec = _spec(args, data)
     config = WeightGAConfig(rule=args.rule, crossover=args.crossover, selection=args.selection,
                             alignment=_alignment(args) if args.crossover == "aligned" else None,
                             mutation_rate=args.mutation_rate,
@@ -232,6 +243,7 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
     hparams = {} if args.lr is None else {"learning_rate": args.lr}
     k_pop, k_ga = jax.random.split(jax.random.key(args.seed))
     pop = init_population(k_pop, spec, data, args.population, args.optimizer, hparams)
+    args.fitness = args.fitness or pop.learner.default_fitness()
     if not args.quiet:
         print(f"{data!r}\n{spec}, P={args.population}, G={args.generations}, "
               f"{args.epochs} epoch(s)/generation, {jax.device_count()} device(s)")
@@ -277,33 +289,9 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
         "hall_of_fame": [{k: h[k] for k in ("id", "generation", "fitness")}
                          for h in res.hall_of_fame]}
     if args.soups:
-        extra["soups"] = _soups(args, res, data, label)
+        extra["soups"] = soup_entry(args, res, data, label)
     return _finish(args, argv, data, spec, res.best_params, best_config, history, evaluations,
                    extra)
-
-
-def _soups(args: argparse.Namespace, res: WeightGAResult, data: Dataset,
-           label: str) -> Dict[str, Any]:
-    """The ``--soups`` entry of result.json: the final population's soups, chosen on
-    validation, and the chosen model's test metrics (evaluated once).
-
-    Args:
-      args: the options (``--fitness``, ``--batch-size``, ``--quiet``).
-      res: the run's result.
-      data: the dataset.
-      label: what the fitness is called (``-val_loss``...).
-
-    Returns:
-      ``{"fitness": {candidate: validation fitness}, "chosen", "val", "test",
-      "ingredients": {candidate: member ids}}``.
-    """
-    made = soups(res, data, fitness=args.fitness, batch_size=args.batch_size)
-    if not args.quiet:
-        print(f"soups: chose {made.chosen_name}, {label} "
-              f"{made.fitness[made.chosen_name]:.4f} on validation")
-    return {"fitness": dict(made.fitness), "chosen": made.chosen_name,
-            "val": made.chosen_metrics, "test": made.test_metrics(data),
-            "ingredients": {k: list(v) for k, v in made.ingredients.items()}}
 
 
 def _training_data(args: argparse.Namespace, data: Dataset,
@@ -348,16 +336,23 @@ def _search_space(args: argparse.Namespace) -> Tuple[Tuple[str, ...], Space]:
 def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     """Runs ``genetic-dl search``; returns the exit status."""
     _check_positive(args, ("population", "budget", "checkpoint_every"))
+    fidelity = _fidelity(args)
     families, space = _search_space(args)
     data = data_mod.load_dataset(args.dataset, seed=args.seed, task=args.task)
+    if families != ("caption",) if data.slots else "caption" in families:
+        raise UserError("this dataset has caption slots: search it with --families caption"
+                        if data.slots else "--families caption searches a dataset with caption "
+                        "slots (e.g. captioned_moving_digits), alone: drop it here")
     if args.metric is None:
-        args.metric = "accuracy" if data.is_classification else "r2"
+        args.metric = "slot_accuracy" if data.slots else \
+            "accuracy" if data.is_classification else "r2"
     n_obj = 2 if args.objectives == "metric,params" else 1
     if n_obj > 1 and args.method not in ("ga", "random", "grid"):
         raise UserError(f"--objectives metric,params needs --method ga (NSGA-II), random or "
                         f"grid; {args.method} optimises one objective")
     methods: Dict[str, Callable[[], Strategy[Any]]] = {
-        "ga": lambda: search_mod.GA(population=args.population, objectives=n_obj),
+        "ga": lambda: search_mod.GA(population=args.population, objectives=n_obj,
+                                    fidelity=fidelity),
         "de": lambda: search_mod.DifferentialEvolution(population=max(4, args.population)),
         "random": lambda: search_mod.RandomSearch(batch=args.population),
         "grid": lambda: search_mod.GridSearch(batch=args.population),
@@ -366,8 +361,9 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     objective = TrainerObjective(data, seed=args.seed, metric=args.metric,
                                  multi_objective="params" if n_obj > 1 else None,
                                  lamarckian=args.lamarckian, pad_widths=args.pad_widths)
+    unit = args.budget_unit or "network-epochs"
     if not args.quiet:
-        print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} network-epochs, "
+        print(f"{data!r}\nsearch: {args.method}, budget {args.budget:g} {unit}, "
               f"families {','.join(families)}")
     resume = _resume_state(args, checkpoint.load_search)
     replay: List[Dict[str, Any]] = []
@@ -376,7 +372,7 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
         replay = resume["evaluations"]
     _write_config(args)
     options = _resolved(args)
-    progress_bar = _progress(args, args.budget, "network-epochs")
+    progress_bar = _progress(args, args.budget, unit)
 
     label = fitness_label(args.metric)
 
@@ -399,7 +395,8 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     trackers = _trackers(args)
     res = search_mod.run_search(method, space, objective,
                                 args.budget, jax.random.key(args.seed), objectives=n_obj,
-                                callbacks=[report, *trackers], replay=replay, on_round=save)
+                                callbacks=[report, *trackers], replay=replay, on_round=save,
+                                budget_unit=BUDGET_UNITS[unit])
     _close(progress_bar)
     if not objective.best:
         raise UserError("no candidate trained successfully: raise --budget or check the data")
@@ -407,15 +404,17 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
     history = [{"generation": h["round"], "best": h["best"], "mean": h["mean"], "std": h["std"],
                 "diversity": h["diversity"], "best_so_far": h["best_so_far"],
                 "budget_used": h["budget_used"],
+                **{k: v for k, v in h.items() if k.endswith("_used") and k != "budget_used"},
                 "elapsed": h["elapsed"], "best_config": h["best_config"]} for h in res.history]
     evaluations = [{"round": e["round"], "budget_used": e["budget_used"],
                     "fitness": first_objective(e["fitness"]), "cost": e["cost"], "id": e["id"],
                     "parent_a": (e["parents"] or (None, None))[0],
                     "parent_b": (e["parents"] or (None, None))[1],
+                    **{k: e[k] for k in (*res.costs, "rung_epochs") if k in e},
                     **({"params": -e["fitness"][1]} if n_obj > 1 else {}), **e["config"]}
                    for e in res.evaluations]
     extra: Dict[str, Any] = {
-        "method": args.method, "fitness": label,
+        "method": args.method, "fitness": label, "budget_unit": unit, "costs": res.costs,
         "hall_of_fame": [{"config": e["config"], "fitness": e["fitness"]}
                          for e in res.hall_of_fame(5)]}
     if n_obj > 1:
@@ -423,6 +422,17 @@ def search_command(args: argparse.Namespace, argv: List[str]) -> int:
                             "params": -e["fitness"][1]} for e in res.pareto]
     return _finish(args, argv, data, objective.best["spec"], objective.best["params"],
                    objective.best["config"], history, evaluations, extra)
+
+
+def _fidelity(args: argparse.Namespace) -> Optional[Fidelity]:
+    """Multi-fidelity generations from ``--min-epochs`` and ``--eta`` (``None``: off)."""
+    if args.min_epochs is None and args.eta is not None:
+        raise UserError("--eta sets the rungs of --min-epochs: give --min-epochs too")
+    if args.min_epochs is not None and (args.method != "ga" or args.objectives != "metric"):
+        raise UserError("--min-epochs trains the GA's generations in rungs ranked by one "
+                        "metric: use --method ga and --objectives metric")
+    eta = 3 if args.eta is None else args.eta
+    return None if args.min_epochs is None else Fidelity(args.min_epochs, eta)
 
 
 def _narrowing(text: Union[str, Sequence[str]]) -> Dict[str, List[str]]:

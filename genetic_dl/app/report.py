@@ -126,8 +126,10 @@ def structure(config: Dict[str, Any]) -> str:
                f"x{config.get('rnn_layers', 1)}"
     widths = "-".join(str(config.get(f"width_{i}", 64)) for i in range(int(config.get("layers",
                                                                                       2))))
-    kernel = f" k{config.get('kernel_size', 3)}" if family == "cnn" else ""
-    return f"{family} {widths}{kernel} {config.get('activation', 'relu')}"
+    kernel = f" k{config.get('kernel_size', 3)}" if family in ("cnn", "caption") else ""
+    recurrent = f" {config.get('rnn_cell', 'gru')} {config.get('rnn_hidden', 64)}" \
+        if family == "caption" else ""
+    return f"{family} {widths}{kernel}{recurrent} {config.get('activation', 'relu')}"
 
 
 def _candidates(history: List[Dict[str, Any]]) -> List[List[str]]:
@@ -155,9 +157,23 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
 
 
+def _captions(run_dir: str, result: Dict[str, Any]) -> str:
+    """The report's section of a caption model's example test videos (empty for other runs)."""
+    examples = result.get("captions") or []
+    if not examples:
+        return ""
+    rows = [["test video", "true caption", "predicted caption", "exact match"]]
+    rows += [[str(e["index"]), e["true"], e["predicted"], "yes" if e["exact_match"] else "no"]
+             for e in examples]
+    image = "![captions.png](captions.png)\n\n" \
+        if os.path.exists(os.path.join(run_dir, "captions.png")) else ""
+    return (f"## Example captions\n\nThe best model's captions of the first test videos "
+            f"(frames left to right).\n\n{image}{_table(rows)}\n\n")
+
+
 def write_report(run_dir: str, latex: bool = False) -> List[str]:
     """Writes ``report.md`` (and ``report.tex``): setup, per-generation table, best config,
-    its validation and test metrics, and the plots."""
+    its validation and test metrics, example captions of a caption model, and the plots."""
     result, _ = _read(run_dir)
     plots = make_plots(run_dir)
     label = result.get("fitness", "fitness")  # older run directories do not name it
@@ -178,13 +194,14 @@ def write_report(run_dir: str, latex: bool = False) -> List[str]:
           f"## Per generation (validation fitness)\n\n{_table(hist)}\n\n{tuning}"
           f"## Best configuration\n\n{_table(config)}\n\n"
           f"## Best model's metrics\n\nSelection used the validation split only; test was "
-          f"evaluated once, at the end.\n\n{_table(metrics)}\n\n"
+          f"evaluated once, at the end.\n\n{_table(metrics)}\n\n{_captions(run_dir, result)}"
           + "".join(f"![{p}]({p})\n\n" for p in plots))
     write_bytes(os.path.join(run_dir, "report.md"), md.encode())
     written = ["report.md"]
     if latex:
+        strip = ["captions.png"] if "![captions.png]" in md else []
         write_bytes(os.path.join(run_dir, "report.tex"), _latex(result, hist, config, metrics,
-                                                                plots).encode())
+                                                                strip + plots).encode())
         written.append("report.tex")
     return written + plots
 

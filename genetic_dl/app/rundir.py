@@ -15,12 +15,14 @@ import tempfile
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 from numpy.typing import ArrayLike
 
 from ..data import Dataset
-from ..core.models import ModelSpec, build_model, spec_from_dict, spec_to_dict
+from ..core.caption_metrics import slot_logits
+from ..core.models import CaptionSpec, ModelSpec, build_model, spec_from_dict, spec_to_dict
 from ..core.pytree import Params
 from ..core.tables import to_pandas
 
@@ -144,13 +146,21 @@ class LoadedModel:
         return np.asarray(self.model.apply(self.params, x))
 
     def predict(self, x: ArrayLike) -> np.ndarray:
-        """Class indices (classification) or predicted values (regression)."""
+        """Class indices (classification; a caption model's ``(n, slots)``) or predicted
+        values (regression)."""
         out = self.outputs(x)
+        if isinstance(self.spec, CaptionSpec):
+            return np.asarray(slot_logits(jnp.asarray(out), self.spec.slot_classes)).argmax(-1)
         return out.argmax(-1) if self.meta["task"] == "classification" else out
 
     def predict_proba(self, x: ArrayLike) -> np.ndarray:
-        """Class probabilities (classification only)."""
-        return np.asarray(jax.nn.softmax(self.outputs(x), -1))
+        """Class probabilities (classification only; a caption model's ``(n, slots,
+        classes)``, zero beyond each slot's vocabulary)."""
+        out = self.outputs(x)
+        if isinstance(self.spec, CaptionSpec):
+            logits = slot_logits(jnp.asarray(out), self.spec.slot_classes)
+            return np.asarray(jax.nn.softmax(logits, -1))
+        return np.asarray(jax.nn.softmax(out, -1))
 
 
 def load_model(run_dir: str) -> LoadedModel:

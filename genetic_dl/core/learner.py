@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .caption_metrics import CaptionLoss, caption_metrics, slot_accuracy
 from .models import ModelSpec, build_model
 from .pytree import Params, PyTree
 from .metrics import accuracy, compute_metrics, loss_fn, r2_score
@@ -186,6 +187,10 @@ class Learner:
         return NnxLearner(module=make_module, loss=loss, metrics=base.metrics,
                           train_kwargs=_pairs(train_kwargs), eval_kwargs=_pairs(eval_kwargs),
                           score=base.score, permutation_spec=base.permutation_spec)
+
+    def default_fitness(self) -> str:
+        """The metric the weight GA selects on when none is named: ``"loss"`` (negated)."""
+        return "loss"
 
     def maximize(self, name: str) -> bool:
         """Whether metric ``name`` is maximised (``loss`` never is)."""
@@ -405,10 +410,37 @@ class ZooLearner(Learner):
         return r2_score(outputs, batch["y"])
 
 
+@dataclasses.dataclass(frozen=True)
+class CaptionLearner(Learner):
+    """A learner of the zoo's caption family: ``(n, slots)`` labels, each slot of its own
+    vocabulary (the spec's ``slot_classes``); metrics of
+    :func:`~genetic_dl.core.caption_metrics.caption_metrics`, score and default fitness
+    the mean slot accuracy."""
+
+    def evaluate(self, outputs: Any, batch: Batch) -> Dict[str, jax.Array]:
+        return caption_metrics(outputs, batch["y"], self._slot_classes())
+
+    def score_of(self, outputs: Any, batch: Batch) -> jax.Array:
+        return slot_accuracy(outputs, batch["y"], self._slot_classes())
+
+    def default_fitness(self) -> str:
+        return "slot_accuracy"
+
+    def _slot_classes(self) -> Tuple[int, ...]:
+        return tuple(getattr(self.spec, "slot_classes"))
+
+
 def zoo_learner(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -> Learner:
-    """The learner of a bundled model spec (MLP, CNN, RNN, frames)."""
+    """The learner of a bundled model spec (MLP, CNN, RNN, frames, caption)."""
     module = build_model(spec, tuple(feature_shape), int(out_dim))
     dropout = spec.dropout > 0
+    if spec.family == "caption":
+        slot_classes = tuple(getattr(spec, "slot_classes"))
+        return CaptionLearner(module=module, loss=CaptionLoss(slot_classes),
+                              train_kwargs=(("train", True),) if dropout else (),
+                              rngs=("dropout",) if dropout else (),
+                              hparam_kwargs=(("dropout_rate", "dropout"), ("widths", "widths")),
+                              score="slot_accuracy", spec=spec)
     depth = (("depth", "depth"),) if getattr(spec, "blocks", 0) else ()
     return ZooLearner(module=module, loss=zoo_loss,
                       train_kwargs=(("train", True),) if dropout else (),

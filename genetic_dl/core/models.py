@@ -1,6 +1,7 @@
 """Network families built from plain, hashable structure specs.
 
-A spec (:class:`MLPSpec`, :class:`CNNSpec`, :class:`RNNSpec`) is a frozen
+A spec (:class:`MLPSpec`, :class:`CNNSpec`, :class:`RNNSpec`, :class:`FramesSpec`,
+:class:`CaptionSpec`) is a frozen
 dataclass of ints, strings and tuples: the outer GA mutates specs, the
 population engine uses them as static (compile-time) configuration, and the
 population itself only ever holds params pytrees, never module objects.
@@ -174,8 +175,40 @@ class FramesSpec:
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
 
-ModelSpec = Union[MLPSpec, CNNSpec, RNNSpec, FramesSpec]
-SPECS = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec, "frames": FramesSpec}
+@dataclasses.dataclass(frozen=True)
+class CaptionSpec(FramesSpec):
+    """The frames encoder (:class:`FramesSpec`) with one head per caption slot.
+
+    For videos whose labels are ``(n, slots)`` class indices (a caption's
+    fields, e.g. ``captioned_moving_digits``): the recurrent layer's last state
+    feeds ``slots`` dense heads, head ``s`` of ``slot_classes[s]`` logits. The
+    output is slot-major ``(n, slots * C)``, ``C = max(slot_classes)``, each head
+    padded with zeros that the caption loss masks out.
+
+    Attributes:
+      slot_classes: each slot's number of classes (a dataset's ``slot_classes``).
+      others: as :class:`FramesSpec`.
+    """
+    slot_classes: Tuple[int, ...] = ()
+    family = "caption"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "slot_classes", tuple(int(c) for c in self.slot_classes))
+        _check(len(self.slot_classes) > 0 and min(self.slot_classes) >= 1,
+               f"a caption model needs each slot's number of classes, slot_classes="
+               f"{self.slot_classes}: pass the dataset's, CaptionSpec(slot_classes="
+               f"data.slot_classes)")
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the output: ``slots * max(slot_classes)``."""
+        return len(self.slot_classes) * max(self.slot_classes)
+
+
+ModelSpec = Union[MLPSpec, CNNSpec, RNNSpec, FramesSpec, CaptionSpec]
+SPECS = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec, "frames": FramesSpec,
+         "caption": CaptionSpec}
 
 
 def spec_to_dict(spec: ModelSpec) -> Dict[str, Any]:
@@ -358,6 +391,24 @@ class RNN(nn.Module):
         return nn.Dense(self.out_dim)(x)
 
 
+def _encode_frames(module: nn.Module, spec: FramesSpec, x: jax.Array, dropout_rate: Rate,
+                   train: bool) -> jax.Array:
+    """The state a frames model's heads read: ``spec``'s CNN on every frame of ``x``
+    (``(B, T, H, W[, C])``), a dense embedding, the recurrent layer's last state and
+    dropout. Called from ``module``'s compact call, whose layers these are."""
+    if x.ndim == 4:  # (B, T, H, W) grey frames: add a channel axis
+        x = x[..., None]
+    batch, steps = x.shape[:2]
+    frames = _conv_stack(module, spec, x.reshape((batch * steps,) + x.shape[2:]))
+    act = ACTIVATIONS[spec.activation]
+    z = act(nn.Dense(spec.embed)(frames.reshape(batch * steps, -1)))
+    z = _outputs(nn.RNN(RNN_CELLS[spec.cell](features=spec.hidden))(
+        z.reshape(batch, steps, -1)))[:, -1]
+    if spec.dropout > 0:
+        z = _dropout(z, dropout_rate, train, module)
+    return z
+
+
 class Frames(nn.Module):
     """Flax frames model built from a :class:`FramesSpec`: CNN per frame, RNN over time."""
     spec: FramesSpec
@@ -367,20 +418,28 @@ class Frames(nn.Module):
     def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
                  widths: Optional[jax.Array] = None) -> jax.Array:
         del widths  # never padded
-        if x.ndim == 4:  # (B, T, H, W) grey frames: add a channel axis
-            x = x[..., None]
-        batch, steps = x.shape[:2]
-        frames = _conv_stack(self, self.spec, x.reshape((batch * steps,) + x.shape[2:]))
-        act = ACTIVATIONS[self.spec.activation]
-        z = act(nn.Dense(self.spec.embed)(frames.reshape(batch * steps, -1)))
-        z = _outputs(nn.RNN(RNN_CELLS[self.spec.cell](features=self.spec.hidden))(
-            z.reshape(batch, steps, -1)))[:, -1]
-        if self.spec.dropout > 0:
-            z = _dropout(z, dropout_rate, train, self)
-        return nn.Dense(self.out_dim)(z)
+        z = _encode_frames(self, self.spec, x, dropout_rate, train)  # before the head: its
+        return nn.Dense(self.out_dim)(z)  # layers are named in the order they are made
 
 
-_MODULES = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "frames": Frames}
+class Caption(nn.Module):
+    """Flax caption model built from a :class:`CaptionSpec`: the frames encoder, then one
+    dense head per slot (``Slot_s``), zero-padded to slot-major ``(B, slots * C)``."""
+    spec: CaptionSpec
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, dropout_rate: Rate = 0.0, train: bool = False,
+                 widths: Optional[jax.Array] = None) -> jax.Array:
+        del widths  # never padded
+        z = _encode_frames(self, self.spec, x, dropout_rate, train)
+        width = max(self.spec.slot_classes)
+        heads = [jnp.pad(nn.Dense(v, name=f"Slot_{s}")(z), ((0, 0), (0, width - v)))
+                 for s, v in enumerate(self.spec.slot_classes)]
+        return jnp.concatenate(heads, -1)
+
+
+_MODULES = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "frames": Frames, "caption": Caption}
 
 
 def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]) -> None:
@@ -394,8 +453,8 @@ def check_input(spec: ModelSpec, feature_shape: Tuple[int, ...]) -> None:
     elif spec.family == "rnn":
         _check(1 <= rank <= 2, f"an RNN takes sequences (L,) or (T, F); features of shape "
                f"{feature_shape} do not fit: reshape them to (steps, features) or use an MLP")
-    elif spec.family == "frames":
-        _check(rank in (3, 4), f"the frames model takes image sequences (T, H, W) or "
+    elif spec.family in ("frames", "caption"):
+        _check(rank in (3, 4), f"the {spec.family} model takes image sequences (T, H, W) or "
                f"(T, H, W, C); features of shape {feature_shape} are not a sequence of images: "
                f"use --model cnn for single images or rnn for (steps, features)")
 
@@ -413,6 +472,11 @@ def build_model(spec: ModelSpec, feature_shape: Tuple[int, ...], out_dim: int) -
     """
     check_choice("model family", spec.family, _MODULES)
     check_input(spec, tuple(feature_shape))
+    if isinstance(spec, CaptionSpec):
+        _check(int(out_dim) == spec.out_dim,
+               f"a caption model of slot_classes {list(spec.slot_classes)} has "
+               f"{spec.out_dim} outputs, not {out_dim}: build it with the dataset's "
+               f"slot_classes")
     return _MODULES[spec.family](spec=spec, out_dim=int(out_dim))
 
 

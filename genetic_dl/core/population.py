@@ -218,9 +218,7 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
     elif hasattr(model, "family"):
         check(dtype == "float32", "a zoo spec takes float features, not int32 tokens: wrap a "
               "flax module with an nn.Embed in gdl.Learner.from_linen(module, loss=...)")
-        check(not getattr(data, "slots", 0), "the zoo's models predict one label per example, "
-              "this dataset has several (caption slots): wrap a flax module whose loss reads "
-              "(n, slots) labels in gdl.Learner.from_linen(module, loss=...)")
+        _check_slots(model, data)
         build_model(model, feature_shape, out_dim)  # validates the spec against the features
         learner = zoo_learner(model, feature_shape, out_dim)
     else:
@@ -245,6 +243,25 @@ def init_population(key: jax.Array, model: Union[ModelSpec, Learner],
         learner.check_loss(population.params, population.collections, checked,
                            population.hparams, classes)
     return population
+
+
+def _check_slots(spec: ModelSpec, data: Any) -> None:
+    """Raises ``ValueError`` unless the zoo ``spec`` predicts what ``data``'s labels hold: the
+    caption family one class per slot of the dataset's ``slot_classes``, the others one label."""
+    slot_classes = getattr(data, "slot_classes", ())
+    if spec.family != "caption":
+        check(not slot_classes, f"the {spec.family} model predicts one label per example, this "
+              f"dataset has several (caption slots): use --model caption (CaptionSpec("
+              f"slot_classes=data.slot_classes)), or wrap a flax module whose loss reads "
+              f"(n, slots) labels in gdl.Learner.from_linen(module, loss=...)")
+        return
+    if isinstance(data, Dataset):
+        check(bool(slot_classes), "the caption model predicts caption slots, (n, slots) labels, "
+              "but this dataset has one label per example: use --model frames")
+        check(tuple(getattr(spec, "slot_classes")) == tuple(slot_classes),
+              f"the caption model's slot_classes {list(getattr(spec, 'slot_classes'))} are not "
+              f"the dataset's {list(slot_classes)}: build it with "
+              f"CaptionSpec(slot_classes=data.slot_classes)")
 
 
 def _data_shape(model: Any, data: Any) -> Tuple[Tuple[int, ...], int, str,

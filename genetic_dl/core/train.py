@@ -24,6 +24,7 @@ from . import sharding
 from ..data import Dataset
 from ..errors import check_choice
 from .learner import Learner, maximized, zoo_learner
+from .caption_metrics import caption_metric_names, caption_metrics
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
 from .optimizers import make_optimizer
 from .population import Population
@@ -325,30 +326,45 @@ def evaluate(population: Population, data: Union[Dataset, Stream], split: str = 
                         population, x, y, *data.input_scaling(), mesh=mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "classification", "rows"))
+def _zoo_metrics(outputs: jax.Array, y: jax.Array, classification: bool,
+                 slot_classes: Tuple[int, ...]) -> Dict[str, jax.Array]:
+    """A zoo model's metrics: the caption family's for slots, else the task's."""
+    if slot_classes:
+        return caption_metrics(outputs, y, slot_classes)
+    return compute_metrics(outputs, y, classification)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "classification", "rows", "slot_classes"))
 def _split_metrics(model: nn.Module, params: Params, x: jax.Array, y: jax.Array,
-                   classification: bool, rows: int) -> Dict[str, jax.Array]:
+                   classification: bool, rows: int,
+                   slot_classes: Tuple[int, ...] = ()) -> Dict[str, jax.Array]:
     # One program: op by op, the metrics' few dozen ops would each compile on first use.
     n = x.shape[0]
     if n <= rows:
         # a module without mutable collections returns only its outputs
-        return compute_metrics(cast(jax.Array, model.apply(params, x)), y, classification)
+        return _zoo_metrics(cast(jax.Array, model.apply(params, x)), y, classification,
+                            slot_classes)
     count = -(-n // rows)  # batches of rows, the last padded: memory flat in the split's size
     padded = jnp.concatenate([x, jnp.zeros((count * rows - n,) + x.shape[1:], x.dtype)])
     out = jax.lax.map(lambda xb: model.apply(params, xb),
                       padded.reshape((count, rows) + x.shape[1:]))
-    return compute_metrics(out.reshape((count * rows,) + out.shape[2:])[:n], y, classification)
+    return _zoo_metrics(out.reshape((count * rows,) + out.shape[2:])[:n], y, classification,
+                        slot_classes)
 
 
 def split_metrics(model: nn.Module, params: Params, data: Dataset, split: str) -> Dict[str, float]:
     """Every metric of one network (``model``, a zoo module, with ``params``) on one split,
-    as floats."""
+    as floats (a caption model's: :func:`~genetic_dl.core.caption_metrics.caption_metrics`)."""
     x, y = data.split(split)
     rows = memory.eval_rows(zoo_learner(model.spec, data.feature_shape, data.out_dim),
                             data.feature_shape, 1, at_most=EVAL_BATCH)
+    slot_classes = tuple(getattr(model.spec, "slot_classes", ()))
     m = _split_metrics(model, params, jnp.asarray(data.model_inputs(x)), jnp.asarray(y),
-                       data.is_classification, rows)
-    names = CLASSIFICATION_METRICS if data.is_classification else REGRESSION_METRICS
+                       data.is_classification, rows, slot_classes)
+    if slot_classes:
+        names = caption_metric_names(len(slot_classes))
+    else:
+        names = CLASSIFICATION_METRICS if data.is_classification else REGRESSION_METRICS
     return {k: float(m[k]) for k in names}  # jit returns dicts sorted by key
 
 

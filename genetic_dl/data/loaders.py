@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import fail as _fail, unknown
 from .dataset import REGRESSION, Dataset, make_dataset, make_multi_slot_dataset
-from .synthetic import captioned_moving_digits, moving_digits
+from .synthetic import CAPTION_VOCAB, captioned_moving_digits, moving_digits
 
 
 def _sklearn_split(x: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.25,
@@ -100,8 +100,9 @@ CAPTIONED_MOVING_DIGITS: Dict[str, Any] = {"count": 3000, "frames": 10, "size": 
 
 def _load_captioned_moving_digits(seed: int, **options: str) -> Dataset:
     """:func:`~genetic_dl.data.synthetic.captioned_moving_digits` as multi-slot classification:
-    labels are its ``(n, 3 * digits)`` caption targets (10 classes: the digit vocabulary is the
-    largest), the sentences ``synthetic.render_captions(data.y_test)``."""
+    labels are its ``(n, 4 * digits)`` caption targets, ``slot_classes`` their vocabularies
+    (:data:`~genetic_dl.data.synthetic.CAPTION_VOCAB` per digit), the sentences
+    ``synthetic.render_captions(data.y_test)``."""
     for name in options:
         if name not in CAPTIONED_MOVING_DIGITS:
             unknown("captioned_moving_digits option", name, CAPTIONED_MOVING_DIGITS,
@@ -115,7 +116,7 @@ def _load_captioned_moving_digits(seed: int, **options: str) -> Dataset:
     x, y, _ = captioned_moving_digits(count, frames=frames, size=size, digits=digits, seed=0)
     test = max(1, count // 5)
     return make_multi_slot_dataset("captioned_moving_digits", x[test:], y[test:], x[:test],
-                                   y[:test], num_classes=10, seed=seed)
+                                   y[:test], slot_classes=CAPTION_VOCAB * digits, seed=seed)
 
 
 # loaders that take options after a colon: name:key=value,...
@@ -138,9 +139,9 @@ DATASETS: Dict[str, Tuple[Callable[[int], Dataset], str]] = {
                       "moving_digits:count=10000,frames=20,size=64,digits=2,label=sum|class"),
     "captioned_moving_digits": (
         _load_captioned_moving_digits, "moving_digits' clips with caption targets: per digit "
-        "(left to right) its class, direction (8) and first wall (none|top|bottom|left|right), "
-        "labels (n, 6) of 10 classes at most, 3000 examples; sentences: "
-        "synthetic.render_captions(y); options: "
+        "(left to right) its class, direction (8), first wall (none|top|bottom|left|right) and "
+        "whether it overlaps another digit, labels (n, 8), 3000 examples; sentences: "
+        "synthetic.render_captions(y); --model caption; options: "
         "captioned_moving_digits:count=10000,frames=20,size=64,digits=2"),
 }
 
@@ -176,13 +177,18 @@ def load_dataset(name: str, *, seed: int = 0, task: Optional[str] = None) -> Dat
     return data
 
 
+NPY_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
 def load_npz(path: str, *, seed: int = 0, task: Optional[str] = None,
              val_fraction: float = 0.2) -> Dataset:
     """Loads user data from an ``.npz`` file.
 
     The file holds ``x_train, y_train, x_test, y_test`` and optionally
     ``x_val, y_val``. Integer labels mean classification, floats regression,
-    unless ``task`` says otherwise.
+    unless ``task`` says otherwise. With ``slot_classes`` (int, one per label
+    column) the labels are ``(n, slots)`` class indices, slot ``i`` of
+    ``slot_classes[i]`` classes (:func:`~genetic_dl.data.dataset.make_multi_slot_dataset`).
 
     Args:
       path: path of the ``.npz`` file.
@@ -207,12 +213,27 @@ def load_npz(path: str, *, seed: int = 0, task: Optional[str] = None,
         _fail(f"{path!r} lacks array(s) {', '.join(missing)}: it needs x_train, y_train, "
               f"x_test, y_test (and optionally x_val, y_val); it has {', '.join(arrays) or 'none'}")
     name = os.path.splitext(os.path.basename(path))[0]
-    return make_dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"],
-                        arrays["y_test"], x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
-                        task=task, val_fraction=val_fraction, seed=seed)
+    return _made(name, arrays, task, val_fraction, seed)
 
 
-NPY_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+def _made(name: str, arrays: Dict[str, Any], task: Optional[str], val_fraction: float,
+          seed: int) -> Dataset:
+    """The dataset of a file's arrays (:data:`NPY_SPLITS` and optionally ``slot_classes``)."""
+    x_tr, y_tr = arrays["x_train"], np.asarray(arrays["y_train"])
+    x_te, y_te = arrays["x_test"], np.asarray(arrays["y_test"])
+    x_va, y_va = arrays.get("x_val"), None if "y_val" not in arrays else np.asarray(arrays["y_val"])
+    if "slot_classes" not in arrays:
+        return make_dataset(name, x_tr, y_tr, x_te, y_te, x_val=x_va, y_val=y_va, task=task,
+                            val_fraction=val_fraction, seed=seed)
+    vocab = np.asarray(arrays["slot_classes"])
+    if vocab.ndim != 1 or not np.issubdtype(vocab.dtype, np.integer):
+        _fail(f"{name}'s slot_classes has shape {vocab.shape} of {vocab.dtype}: it is one "
+              f"integer per label column, each slot's number of classes")
+    if task not in (None, "classification"):
+        _fail(f"{name} has slot_classes (multi-slot classification): drop task={task!r}")
+    return make_multi_slot_dataset(name, x_tr, y_tr, x_te, y_te, x_val=x_va, y_val=y_va,
+                                   slot_classes=vocab.tolist(), val_fraction=val_fraction,
+                                   seed=seed)
 
 
 def load_npy_dir(path: str, *, seed: int = 0, task: Optional[str] = None,
@@ -220,16 +241,16 @@ def load_npy_dir(path: str, *, seed: int = 0, task: Optional[str] = None,
     """Loads user data from a folder of ``.npy`` files, memory-mapped.
 
     The folder holds ``x_train.npy, y_train.npy, x_test.npy, y_test.npy`` and
-    optionally ``x_val.npy, y_val.npy``, as :func:`load_npz` reads them from an
-    archive. Unlike an ``.npz`` (numpy cannot map an archive), each file is
-    opened with ``mmap_mode="r"``: uint8 images are read from the page cache,
-    not copied, until a program needs them.
+    optionally ``x_val.npy, y_val.npy`` (and ``slot_classes.npy``), as
+    :func:`load_npz` reads them from an archive. Unlike an ``.npz`` (numpy
+    cannot map an archive), each file is opened with ``mmap_mode="r"``: uint8
+    images are read from the page cache, not copied, until a program needs them.
 
     Returns:
       The validated :class:`Dataset`.
     """
     arrays = {}
-    for key in NPY_SPLITS:
+    for key in (*NPY_SPLITS, "slot_classes"):
         file = os.path.join(path, key + ".npy")
         if not os.path.exists(file):
             continue
@@ -243,9 +264,4 @@ def load_npy_dir(path: str, *, seed: int = 0, task: Optional[str] = None,
         _fail(f"folder {path!r} lacks {', '.join(k + '.npy' for k in missing)}: it needs "
               f"x_train.npy, y_train.npy, x_test.npy, y_test.npy (and optionally x_val.npy, "
               f"y_val.npy)")
-    name = os.path.basename(os.path.normpath(path))
-    return make_dataset(name, arrays["x_train"], np.asarray(arrays["y_train"]),
-                        arrays["x_test"], np.asarray(arrays["y_test"]),
-                        x_val=arrays.get("x_val"),
-                        y_val=None if "y_val" not in arrays else np.asarray(arrays["y_val"]),
-                        task=task, val_fraction=val_fraction, seed=seed)
+    return _made(os.path.basename(os.path.normpath(path)), arrays, task, val_fraction, seed)

@@ -5,8 +5,9 @@ uint8 images (digits upscaled, shifted and noised), :func:`moving_digits`
 Moving-MNIST-style sequences (Srivastava et al., 2015, "Unsupervised learning
 of video representations using LSTMs"): digits that move and bounce off the
 frame's edges, and :func:`captioned_moving_digits` the same clips with
-structured caption targets (each digit's identity, direction and first wall)
-and the sentences :func:`render_caption` writes from them. All are seeded and
+structured caption targets (each digit's identity, direction, first wall and
+whether it overlaps another digit) and the sentences :func:`render_caption`
+writes from them. All are seeded and
 deterministic.
 """
 from __future__ import annotations
@@ -22,12 +23,15 @@ LABELS = ("sum", "class")
 # Caption vocabularies. Directions are compass sectors of 45 degrees centred on
 # each name, of the digit's INITIAL velocity on screen (up is towards row 0);
 # walls name the edge a digit bounces off first during the clip ("none": it
-# bounces off none). A caption target row holds CAPTION_FIELDS per digit slot.
+# bounces off none); overlap is 1 when the digit's ink meets another digit's
+# ink in some frame. A caption target row holds CAPTION_FIELDS per digit slot.
 DIRECTIONS = ("right", "up and right", "up", "up and left", "left", "down and left", "down",
               "down and right")
 WALLS = ("none", "top", "bottom", "left", "right")
-CAPTION_FIELDS = ("digit", "direction", "wall")
-CAPTION_VOCAB = (10, len(DIRECTIONS), len(WALLS))
+CAPTION_FIELDS = ("digit", "direction", "wall", "overlap")
+CAPTION_VOCAB = (10, len(DIRECTIONS), len(WALLS), 2)
+# A glyph pixel at least this bright is ink: overlaps are of ink, not of glyph boxes.
+INK = 128
 
 
 @functools.lru_cache(maxsize=8)
@@ -218,6 +222,35 @@ def _first_walls(starts: np.ndarray, velocities: np.ndarray, frames: int,
     return np.where(np.minimum(*times) < frames - 1, first, 0).astype(np.int32)
 
 
+def _overlaps(glyphs: np.ndarray, picks: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+    """Whether each digit's ink meets another digit's ink in some frame: bool ``(n, digits)``.
+
+    Pixel ``i`` of digit a's glyph box is pixel ``i - shift`` of digit b's, where
+    ``shift`` is b's corner minus a's; a pair meets where both are :data:`INK`.
+    """
+    n, digits = tracks.shape[:2]
+    box = glyphs.shape[-1]
+    ink = glyphs >= INK
+    window = np.arange(box)
+    out = np.zeros((n, digits), bool)
+    for start in range(0, n, 512):  # bounded index memory, as _render
+        part = slice(start, min(n, start + 512))
+        seq = np.arange(part.stop - part.start)[:, None, None, None]
+        for a in range(digits):
+            for b in range(a + 1, digits):
+                shift = tracks[part, b] - tracks[part, a]  # (m, frames, 2)
+                rows = window[None, None, :] - shift[..., :1]  # b's row at a's row i
+                cols = window[None, None, :] - shift[..., 1:]
+                inside = (((rows >= 0) & (rows < box))[..., :, None]
+                          & ((cols >= 0) & (cols < box))[..., None, :])
+                other = ink[picks[part, b]][seq, np.clip(rows, 0, box - 1)[..., :, None],
+                                            np.clip(cols, 0, box - 1)[..., None, :]]
+                meet = (other & inside & ink[picks[part, a]][:, None]).any((1, 2, 3))
+                out[part, a] |= meet
+                out[part, b] |= meet
+    return out
+
+
 def _captioned(glyphs: np.ndarray, classes: np.ndarray, picks: np.ndarray, starts: np.ndarray,
                velocities: np.ndarray, frames: int, size: int
                ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
@@ -228,8 +261,8 @@ def _captioned(glyphs: np.ndarray, classes: np.ndarray, picks: np.ndarray, start
     # slots: by the left edge in the first frame, then the top edge, then the draw order
     order = np.stack([np.lexsort((np.arange(digits), tracks[i, :, 0, 0], tracks[i, :, 0, 1]))
                       for i in range(n)])
-    fields = (classes[picks], _directions(velocities), _first_walls(starts, velocities, frames,
-                                                                    room))
+    fields = (classes[picks], _directions(velocities),
+              _first_walls(starts, velocities, frames, room), _overlaps(glyphs, picks, tracks))
     targets = np.stack([np.take_along_axis(f, order, 1) for f in fields], -1)
     targets = targets.reshape(n, digits * len(CAPTION_FIELDS)).astype(np.int32)
     return _render(glyphs, picks, tracks, size), targets, render_captions(targets)
@@ -240,11 +273,13 @@ def captioned_moving_digits(count: int, *, frames: int = 10, size: int = 32, dig
     """:func:`moving_digits`'s clips with structured caption targets and their sentences.
 
     The clips are those of ``moving_digits(count, frames=frames, size=size,
-    digits=digits, seed=seed)``. Each digit is a slot of three targets,
+    digits=digits, seed=seed)``. Each digit is a slot of four targets,
     :data:`CAPTION_FIELDS`: its class (0-9), the :data:`DIRECTIONS` sector of
-    its initial velocity (after a bounce it keeps its initial direction) and the
-    first of :data:`WALLS` it bounces off during the clip (0: none). Slots are
-    ordered by the digit's left edge in the first frame, ties by its top edge.
+    its initial velocity (after a bounce it keeps its initial direction), the
+    first of :data:`WALLS` it bounces off during the clip (0: none) and whether
+    its ink meets another digit's in some frame (1: overlaps; pixels of at least
+    :data:`INK`). Slots are ordered by the digit's left edge in the first frame,
+    ties by its top edge, then by the order the digits were drawn.
 
     Args:
       count: number of clips.
@@ -255,8 +290,9 @@ def captioned_moving_digits(count: int, *, frames: int = 10, size: int = 32, dig
 
     Returns:
       ``(clips, targets, captions)``: uint8 ``(count, frames, size, size)``, int32
-      ``(count, 3 * digits)`` and ``render_caption(targets[i])`` for each clip,
-      e.g. ``"the 3 moves up and left and bounces off the top; the 7 moves right"``.
+      ``(count, 4 * digits)`` and ``render_caption(targets[i])`` for each clip,
+      e.g. ``"the 3 moves up and left, bounces off the top and overlaps another
+      digit; the 7 moves right and overlaps another digit"``.
     """
     _check_clip_args("captioned_moving_digits", count, frames, size, digits)
     box = _box(size)
@@ -308,10 +344,11 @@ def render_caption(target_row: Sequence[int]) -> str:
     """The sentence of one caption target row (true or predicted).
 
     Args:
-      target_row: ``3 * digits`` class indices, :data:`CAPTION_FIELDS` per slot.
+      target_row: ``4 * digits`` class indices, :data:`CAPTION_FIELDS` per slot.
 
     Returns:
-      e.g. ``"the 3 moves up and left and bounces off the top; the 7 moves right"``.
+      e.g. ``"the 3 moves up and left and bounces off the top; the 7 moves right"``
+      or ``"the 3 moves up, bounces off the top and overlaps another digit; ..."``.
     """
     row = np.asarray(target_row)
     check(row.ndim == 1 and row.size > 0 and row.size % len(CAPTION_FIELDS) == 0
@@ -323,13 +360,16 @@ def render_caption(target_row: Sequence[int]) -> str:
           f"caption targets out of their vocabularies {dict(zip(CAPTION_FIELDS, CAPTION_VOCAB))}: "
           f"{row.tolist()}")
     parts = []
-    for digit, direction, wall in slots.tolist():
-        bounce = f" and bounces off the {WALLS[wall]}" if wall else ""
-        parts.append(f"the {digit} moves {DIRECTIONS[direction]}{bounce}")
+    for digit, direction, wall, overlap in slots.tolist():
+        extra = ([f"bounces off the {WALLS[wall]}"] if wall else []) + \
+            (["overlaps another digit"] if overlap else [])
+        tail = f", {extra[0]} and {extra[1]}" if len(extra) == 2 else \
+            "".join(f" and {e}" for e in extra)
+        parts.append(f"the {digit} moves {DIRECTIONS[direction]}{tail}")
     return "; ".join(parts)
 
 
 def render_captions(targets: np.ndarray) -> List[str]:
-    """:func:`render_caption` of each row of ``(n, 3 * digits)`` targets, e.g. a
+    """:func:`render_caption` of each row of ``(n, 4 * digits)`` targets, e.g. a
     ``captioned_moving_digits`` dataset's ``y_test`` (or a model's predictions)."""
     return [render_caption(row) for row in np.asarray(targets)]

@@ -344,7 +344,7 @@ class GASampler(BaseGASampler):
             taken = set(state.seen)
             near = np.zeros((0, space.dim)) if state.evaluated is None else state.evaluated
             for batch in range(MAX_BATCHES):
-                genomes, _ = ga.ask(jax.random.fold_in(key, batch), state)
+                genomes = ga.ask(jax.random.fold_in(key, batch), state).genomes
                 for child in _snapped(np.asarray(genomes, np.float64)[self._elites:],
                                       state.genomes):
                     coords = space.coordinates(child)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data import Dataset
+from ..core.caption_metrics import caption_metric_names, slot_accuracy
 from ..core.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
 from ..core.models import MLPSpec, ModelSpec, build_model, count_params
 from ..core.population import Population
@@ -25,7 +26,10 @@ from ..errors import check_choice
 
 
 def zoo_metrics(data: Dataset) -> Tuple[str, ...]:
-    """The metrics a zoo config can be scored on for ``data``'s task."""
+    """The metrics a zoo config can be scored on for ``data``'s task (caption slots: the
+    caption family's)."""
+    if data.slots:
+        return caption_metric_names(data.slots)
     return CLASSIFICATION_METRICS if data.is_classification else REGRESSION_METRICS
 
 
@@ -48,8 +52,9 @@ def validation_fitness(population: Population, data: Union[Dataset, Stream], met
     ``history`` is the training call's: its last validation loss and score are
     read from there, which saves compiling an evaluation program per shape.
     """
-    score = ("accuracy" if zoo_data(data).is_classification else "r2") \
-        if population.spec is not None else population.learner.score
+    score = population.learner.score
+    if population.spec is not None and score is None:  # the caption family names its own
+        score = "accuracy" if zoo_data(data).is_classification else "r2"
     from_hist = {"loss": "val_loss", score: "val_score"}
     if metric in from_hist:
         value = np.asarray(history[from_hist[metric]][:, -1], np.float64)
@@ -87,14 +92,16 @@ def composite_fitness(value: np.ndarray, population: Population, data: Dataset, 
 
 def noisy_accuracy(population: Population, data: Dataset, sigma: float,
                    seed: int) -> np.ndarray:
-    """Validation accuracy under gaussian input noise of std ``sigma`` (zeros for
-    regression)."""
+    """Validation accuracy (caption slots: mean slot accuracy) under gaussian input noise of
+    std ``sigma`` (zeros for regression)."""
     if not data.is_classification:
         return np.zeros(population.size)
     x = data.model_inputs(data.x_val)
     noise = np.random.default_rng(seed).normal(0.0, sigma, x.shape)
     out = predict(population, jnp.asarray(x + noise, jnp.float32))
     y_val = jnp.asarray(data.y_val)
+    if data.slots:
+        return np.asarray(jax.vmap(lambda o: slot_accuracy(o, y_val, data.slot_classes))(out))
     return np.asarray(jax.vmap(lambda o: compute_metrics(o, y_val, True)["accuracy"])(out))
 
 

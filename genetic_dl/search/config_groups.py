@@ -15,10 +15,12 @@ import jax
 import numpy as np
 
 from ..data import Dataset
+from ..core.flops import TRAINING_PASSES, traced_flops, training_flops
 from ..core.learner import Learner
-from ..core.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
+from ..core.models import CaptionSpec, CNNSpec, MLPSpec, ModelSpec, RNNSpec
 from ..core.optimizers import OptimizerLike
 from ..core.padding import member_widths, pad_spec, padded_width, widths_of
+from ..core.population import index_members, init_population
 from ..core.stream import Stream
 from ..errors import unknown
 
@@ -28,6 +30,7 @@ Build = Callable[[Config], Tuple[Learner, OptimizerLike]]
 # What configs that train as one population share: (shape, optimizer, batch size).
 GroupKey = Tuple[Union[ModelSpec, Learner], OptimizerLike, int]
 Key = TypeVar("Key", bound=Hashable)
+Item = TypeVar("Item")
 
 DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.0,
             "weight_decay": 0.0, "optimizer": "adam", "family": "mlp", "layers": 2,
@@ -35,8 +38,13 @@ DEFAULTS = {"learning_rate": 1e-3, "batch_size": 64, "epochs": 10, "dropout": 0.
             "rnn_layers": 1}
 
 
-def config_to_spec(config: Config) -> ModelSpec:
-    """The model spec of a search config (missing genes take :data:`DEFAULTS`)."""
+def config_to_spec(config: Config, slot_classes: Tuple[int, ...] = ()) -> ModelSpec:
+    """The model spec of a search config (missing genes take :data:`DEFAULTS`).
+
+    The caption family (a frames CNN of ``layers`` conv layers of ``width_i``
+    filters, ``kernel_size``, an ``rnn_cell`` of ``rnn_hidden`` units, one head
+    per slot) predicts the dataset's ``slot_classes``.
+    """
     c = dict(DEFAULTS, **config)
     dropout = 0.1 if c["dropout"] > 0.005 else 0.0  # dropout layers present; rate is per member
     layers = int(c["layers"])
@@ -48,7 +56,12 @@ def config_to_spec(config: Config) -> ModelSpec:
                        c["activation"], dropout)
     if c["family"] == "rnn":
         return RNNSpec(c["rnn_cell"], int(c["rnn_hidden"]), int(c["rnn_layers"]), dropout)
-    unknown("model family", c["family"], ("mlp", "cnn", "rnn"))
+    if c["family"] == "caption":
+        return CaptionSpec(tuple(min(w, 64) for w in widths), int(c["kernel_size"]),
+                           cell=c["rnn_cell"], hidden=int(c["rnn_hidden"]),
+                           activation=c["activation"], dropout=dropout,
+                           slot_classes=slot_classes)
+    unknown("model family", c["family"], ("mlp", "cnn", "rnn", "caption"))
 
 
 def group_key(config: Config, data: Union[Dataset, Stream], *, pad_widths: bool = False,
@@ -62,14 +75,14 @@ def group_key(config: Config, data: Union[Dataset, Stream], *, pad_widths: bool 
     if build is not None:
         learner, optimizer = build(config)
         return learner, optimizer, batch
-    spec = config_to_spec(config)
+    spec = config_to_spec(config, data.slot_classes if isinstance(data, Dataset) else ())
     return (pad_spec(spec, 1) if pad_widths else spec), c["optimizer"], batch
 
 
-def group_by(configs: Sequence[Config], key: Callable[[Config], Key]) -> Dict[Key, List[int]]:
-    """Indices of ``configs`` grouped by ``key(config)``, groups in first-seen order."""
+def group_by(items: Sequence[Item], key: Callable[[Item], Key]) -> Dict[Key, List[int]]:
+    """Indices of ``items`` grouped by ``key(item)``, groups in first-seen order."""
     groups: Dict[Key, List[int]] = {}
-    for i, c in enumerate(configs):
+    for i, c in enumerate(items):
         groups.setdefault(key(c), []).append(i)
     return groups
 
@@ -79,12 +92,12 @@ def bucket(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
-def zoo_members(configs: Sequence[Config], pad_widths: bool
+def zoo_members(configs: Sequence[Config], pad_widths: bool, slot_classes: Tuple[int, ...] = ()
                 ) -> Tuple[ModelSpec, List[ModelSpec], Dict[str, Union[np.ndarray, jax.Array]]]:
     """The zoo group's shared spec, each member's spec and the per-member
     hyperparameters (learning rate, weight decay; dropout and unit widths when
-    the spec has them)."""
-    specs = [config_to_spec(c) for c in configs]
+    the spec has them); ``slot_classes``: the dataset's, for the caption family."""
+    specs = [config_to_spec(c, slot_classes) for c in configs]
     spec = specs[0]
     padded = pad_widths and bool(widths_of(spec))
     if padded:
@@ -113,3 +126,22 @@ def built_hparams(configs: Sequence[Config], optimizer: OptimizerLike) -> Dict[s
 
 def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def config_flops(config: Config, data: Union[Dataset, Stream],
+                 build: Optional[Build] = None) -> float:
+    """Training FLOPs per example of ``config``'s network: counted analytically for a
+    zoo config (:func:`~genetic_dl.core.flops.training_flops`), by XLA's cost analysis
+    of one example's forward pass (times three) for a ``build``'s learner."""
+    if build is None:
+        if not isinstance(data, Dataset):
+            raise ValueError("a zoo config's FLOPs need an in-memory Dataset (its shapes)")
+        return float(training_flops(config_to_spec(config), data.feature_shape, data.out_dim))
+    learner, optimizer = build(config)
+    pop = init_population(jax.random.key(0), learner, data, 1, optimizer,
+                          built_hparams([config], optimizer))
+    one = index_members(pop, 0)
+    x = jax.ShapeDtypeStruct((1,) + tuple(pop.feature_shape), np.dtype(pop.feature_dtype))
+    return TRAINING_PASSES * traced_flops(
+        lambda p, c, h, xs: learner.apply_eval(p, c, xs, h), one.params, one.collections,
+        one.hparams, x)

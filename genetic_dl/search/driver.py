@@ -3,67 +3,39 @@
 Every method is a :class:`~genetic_dl.search.strategy.Strategy` over unit genomes (see
 :mod:`genetic_dl.search.space`): ``ga``, ``random``, ``grid``, ``de`` and, with optuna
 installed, ``tpe``, one file each. :func:`run_search` drives any of them against an
-:class:`Objective` under a budget counted in the objective's cost units
-(network-epochs for the bundled trainer, calls for a black box). An identical config
-is never evaluated twice (the cache costs nothing).
+:class:`~genetic_dl.search.objective.Objective` under a budget counted in the
+objective's cost units (network-epochs for the bundled trainer, calls for a black
+box), in another unit it measures (FLOP-epochs), or in wall seconds. An identical
+config is never evaluated twice (the cache costs nothing). A strategy may propose
+rungs (configs cut to fewer epochs, :mod:`genetic_dl.search.fidelity`); the
+objective then continues each network from its previous rung.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import jax
 import numpy as np
 
 from ..core.tables import first_objective as _first
-from ..core.tables import fitness_summary
 from ..core.tables import to_pandas as records_to_pandas
 from ..errors import check_choice
 from . import genome_ops
 from .de import DifferentialEvolution
+from .fidelity import Fidelity
 from .ga import GA
 from .grid_search import GridSearch
+from .ledger import SECONDS, Ledger
+from .objective import BlackBox, Config, Objective
 from .random_search import RandomSearch
-from .space import ConfigKey, Space
+from .space import ConfigKey, Space, config_key
 from .strategy import Lineage, Strategy
 from .tpe import TPE
 
-Config = Dict[str, Any]
-
-
-class Objective:
-    """What a search optimises: a batch of configs -> fitness (maximised).
-
-    Subclasses implement :meth:`evaluate` (a batch, so a trainer can train
-    configs of one shape together) and :meth:`cost` (known before evaluation, so
-    the budget is never overrun). Fitness is a float, or a tuple for
-    multi-objective search; NaN marks a failure.
-    """
-
-    def cost(self, config: Config) -> float:  # pylint: disable=unused-argument
-        """Budget units ``config`` will consume (default 1: one call)."""
-        return 1.0
-
-    def evaluate(self, configs: List[Config]) -> List[Any]:
-        """Fitness of each config."""
-        raise NotImplementedError
-
-    def trained(self) -> Dict[str, Any]:
-        """The best model it trained so far, ``{"params", "spec", ...}``, when it keeps
-        one (:class:`~genetic_dl.search.trainer_objective.TrainerObjective`); ``{}`` otherwise."""
-        return {}
-
-
-@dataclasses.dataclass
-class BlackBox(Objective):
-    """Wraps ``f(config) -> float`` (or tuple) as an objective costing 1 per call."""
-    fn: Callable[[Config], Any]
-
-    def evaluate(self, configs: List[Config]) -> List[Any]:
-        """``fn`` of each config."""
-        return [self.fn(c) for c in configs]
+__all__ = ["BlackBox", "Config", "Fidelity", "Objective", "SearchResult", "run_search", "METHODS",
+           "GA", "DifferentialEvolution", "GridSearch", "RandomSearch", "TPE"]
 
 
 def _nan_like(objectives: int) -> Union[float, Tuple[float, ...]]:
@@ -82,13 +54,18 @@ class SearchResult:
     Attributes:
       best_config, best_fitness: the best evaluated config (first objective /
         scalar fitness for ranking).
-      evaluations: one dict per evaluated config: id, config, fitness, cost,
-        budget_used after it, round, genome, and parents (ids of the two
-        evaluations it was bred from; the GA only, ``None`` otherwise).
+      evaluations: one dict per evaluated config: id, config, fitness, cost
+        (in the budget's unit), what it spent in each unit the objective measures
+        (``network_epochs``, ``flop_epochs``...), budget_used after it, round,
+        genome, parents (ids of the two evaluations it was bred from, a
+        rung's continuation: its previous rung twice; the GA only, ``None``
+        otherwise) and, for a rung, ``rung_epochs`` (its config's epochs).
       history: one dict per round: round, best, mean, std (of that round's
         fitness), diversity (mean per-gene std of its genomes), best_so_far,
-        budget_used, elapsed, best_config.
+        budget_used, the total of each measured unit (``network_epochs_used``...),
+        elapsed, best_config.
       budget_used: cost actually spent (cache hits are free).
+      costs: the total spent in each unit the objective measures.
       pareto: for multi-objective runs, the non-dominated evaluations.
       best_params, best_spec: the best trained network's params and model spec,
         when the objective trains networks (:class:`~genetic_dl.TrainerObjective`).
@@ -99,6 +76,7 @@ class SearchResult:
     history: List[Dict[str, Any]]
     budget_used: float
     pareto: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    costs: Dict[str, float] = dataclasses.field(default_factory=dict)
     best_params: Any = None
     best_spec: Any = None
 
@@ -116,40 +94,25 @@ class SearchResult:
         return records_to_pandas(rows)
 
 
-def _plan(keys: Sequence[ConfigKey], configs: Sequence[Config], cache: Mapping[ConfigKey, Any],
-          objective: Objective, left: float) -> List[int]:
-    """Indices of the new, distinct configs that fit in the ``left`` budget, in order."""
-    todo: List[int] = []
-    seen: Set[ConfigKey] = set()
-    for i, (k, c) in enumerate(zip(keys, configs)):
-        if k in cache or k in seen:
-            continue
-        cost = float(objective.cost(c))
-        if cost <= left + 1e-9:
-            todo.append(i)
-            seen.add(k)
-            left -= cost
-    return todo
-
-
 def run_search(method: Union[str, Strategy[Any]], space: Space, objective: Objective,
                budget: float, key: Union[int, jax.Array], *, objectives: int = 1,
                max_stalled_rounds: int = 20,
                callbacks: Sequence[Callable[[int, Dict[str, Any]], bool]] = (),
                replay: Sequence[Dict[str, Any]] = (),
-               on_round: Optional[Callable[[SearchResult], None]] = None) -> SearchResult:
+               on_round: Optional[Callable[[SearchResult], None]] = None,
+               budget_unit: Optional[str] = None) -> SearchResult:
     """Runs ``method`` on ``objective`` until ``budget`` is spent.
 
     A config whose cost does not fit in the remaining budget is not evaluated, so
-    the budget is never exceeded; a config seen before is answered from the cache
-    at no cost.
+    the budget is never exceeded (but by the last round of a budget in seconds);
+    a config seen before is answered from the cache at no cost.
 
     Args:
       method: a strategy instance (``GA()``, ``RandomSearch()``...) or a name
         of :data:`METHODS`.
       space: the search space.
       objective: an :class:`Objective` (wrap ``f(config)`` with :class:`BlackBox`).
-      budget: total cost allowed.
+      budget: total cost allowed, in ``budget_unit``.
       key: PRNG key.
       objectives: number of objectives the fitness has.
       max_stalled_rounds: stop after this many rounds that evaluate nothing new.
@@ -161,6 +124,13 @@ def run_search(method: Union[str, Strategy[Any]], space: Space, objective: Objec
         it reaches the interrupted run's state exactly and continues from it
         (every method is deterministic given its key and the fitness it is told).
       on_round: called with the result so far after each round (checkpoints).
+      budget_unit: what ``budget`` counts: ``None`` the objective's
+        :meth:`~Objective.cost`; a unit of its :meth:`~Objective.costs`
+        (``"network_epochs"`` or ``"flop_epochs"`` for the bundled trainer); or
+        ``"seconds"`` of wall time, checked after each round, so the last round
+        may overrun it. A budget in seconds stops wherever the machine's speed
+        puts it: a replayed (resumed) run repeats the past exactly but ends
+        elsewhere than an uninterrupted one.
 
     Returns:
       A :class:`SearchResult`.
@@ -172,20 +142,25 @@ def run_search(method: Union[str, Strategy[Any]], space: Space, objective: Objec
         raise ValueError(f"the budget must be positive, got {budget}")
     key, k_init = jax.random.split(jax.random.key(key) if isinstance(key, int) else key)
     state = method.init_state(k_init, space)
-    book = _Book(replayed={space.key(e["genome"]): e for e in replay})
+    book = Ledger(replayed={_replay_key(space, objective, e): e for e in replay},
+                  unit=budget_unit)
     history: List[Dict[str, Any]] = []
     stalled, rnd, start = 0, 0, time.perf_counter()
     while book.used < budget and stalled < max_stalled_rounds:
+        since = time.perf_counter()
         key, k_ask = jax.random.split(key)
-        genomes, lineage = method.ask(k_ask, state)
-        genomes = np.asarray(genomes, np.float64)
+        proposal = method.ask(k_ask, state)
+        genomes = np.asarray(proposal.genomes, np.float64)
         if genomes.size == 0:
             break  # e.g. the grid is exhausted
-        configs = [space.decode(u) for u in genomes]
-        keys = [space.key(u) for u in genomes]
-        todo = _plan(keys, configs, book.cache, objective, budget - book.used)
-        fits = book.record(objective, rnd, genomes, configs, keys, todo,
-                           _parents(lineage, todo, book.ids, space))
+        configs, rung = _configs(space, objective, genomes, proposal.epochs)
+        keys = [config_key(c) for c in configs]
+        todo, spent = book.plan(objective, keys, configs,
+                                np.inf if budget_unit == SECONDS else budget - book.used)
+        fits = book.record(objective, rnd, genomes,
+                           keys if rung is None else [space.key(u) for u in genomes], configs,
+                           keys, todo, spent,
+                           _parents(proposal.lineage, todo, book.genome_ids, space), rung, since)
         state = method.tell(state, genomes,
                             [book.cache.get(k, _nan_like(objectives)) for k in keys])
         stalled = 0 if todo else stalled + 1
@@ -194,54 +169,39 @@ def run_search(method: Union[str, Strategy[Any]], space: Space, objective: Objec
                                        time.perf_counter() - start)
             history.append(record)
             if on_round is not None:
-                on_round(_result(book.evaluations, history, book.used, objectives))
+                on_round(_result(book, history, objectives))
             if any(bool(cb(rnd, record)) for cb in callbacks):
                 break
         rnd += 1
-    evaluations, used = book.evaluations, book.used
-    result = _result(evaluations, history, used, objectives)
+    return _with_trained(_result(book, history, objectives), objective)
+
+
+def _with_trained(result: SearchResult, objective: Objective) -> SearchResult:
+    """``result`` with the best network the objective trained, if it keeps one."""
     trained = objective.trained() if isinstance(objective, Objective) else {}
-    result.best_params, result.best_spec = trained.get("params"), trained.get("spec")
-    return result
+    return dataclasses.replace(result, best_params=trained.get("params"),
+                               best_spec=trained.get("spec"))
 
 
-@dataclasses.dataclass
-class _Book:
-    """A search's ledger: cache, evaluations, ids, budget spent, best so far."""
-    replayed: Dict[ConfigKey, Dict[str, Any]]
-    cache: Dict[ConfigKey, Any] = dataclasses.field(default_factory=dict)
-    ids: Dict[ConfigKey, int] = dataclasses.field(default_factory=dict)  # config key -> id
-    evaluations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
-    used: float = 0.0
-    best_so_far: float = -math.inf
+def _configs(space: Space, objective: Objective, genomes: np.ndarray,
+             epochs: Optional[np.ndarray]) -> Tuple[List[Config], Optional[List[int]]]:
+    """The configs of ``genomes`` and, for a rung, each one's epochs: cut to them by
+    :meth:`Objective.at_epochs`, unless the objective does not train in epochs."""
+    configs = [space.decode(u) for u in genomes]
+    if epochs is None:
+        return configs, None
+    cut = [objective.at_epochs(c, int(e)) for c, e in zip(configs, epochs)]
+    if any(c is None for c in cut):
+        return configs, None
+    return cast(List[Config], cut), [int(e) for e in epochs]
 
-    def record(self, objective: Objective, rnd: int, genomes: np.ndarray,
-               configs: Sequence[Config], keys: Sequence[ConfigKey], todo: Sequence[int],
-               parents: Mapping[int, List[int]]) -> List[Any]:
-        """Evaluates (or replays) ``todo`` and books each evaluation; returns the fitness."""
-        fits = _evaluate(objective, [configs[i] for i in todo], [keys[i] for i in todo],
-                         self.replayed)
-        for i, f in zip(todo, fits):
-            self.cache[keys[i]] = f
-            self.ids[keys[i]] = len(self.evaluations)
-            cost = float(objective.cost(configs[i]))
-            self.used += cost
-            self.evaluations.append({"id": len(self.evaluations), "config": configs[i],
-                                     "fitness": f, "cost": cost, "budget_used": self.used,
-                                     "round": rnd, "genome": genomes[i].tolist(),
-                                     "parents": parents.get(i)})
-        return fits
 
-    def round_record(self, rnd: int, genomes: np.ndarray, configs: Sequence[Config],
-                     fits: Sequence[Any], elapsed: float) -> Dict[str, Any]:
-        """The round's history record."""
-        firsts = [_first(f) for f in fits]
-        self.best_so_far = max(self.best_so_far, max((f for f in firsts if np.isfinite(f)),
-                                                     default=-math.inf))
-        return {"round": rnd, **fitness_summary(_first(f) for f in fits),
-                "diversity": float(np.mean(np.std(genomes, axis=0))),
-                "best_so_far": self.best_so_far, "budget_used": self.used, "elapsed": elapsed,
-                "best_config": configs[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]}
+def _replay_key(space: Space, objective: Objective, evaluation: Mapping[str, Any]) -> ConfigKey:
+    """The cache key of a past evaluation, from its genome (and rung)."""
+    if "rung_epochs" not in evaluation:
+        return space.key(evaluation["genome"])
+    cut = objective.at_epochs(space.decode(evaluation["genome"]), int(evaluation["rung_epochs"]))
+    return config_key(cut if cut is not None else space.decode(evaluation["genome"]))
 
 
 def _parents(lineage: Optional[Lineage], todo: Sequence[int], ids: Mapping[ConfigKey, int],
@@ -260,22 +220,9 @@ def _parents(lineage: Optional[Lineage], todo: Sequence[int], ids: Mapping[Confi
     return out
 
 
-def _evaluate(objective: Objective, configs: Sequence[Config], keys: Sequence[ConfigKey],
-              replayed: Mapping[ConfigKey, Mapping[str, Any]]) -> List[Any]:
-    """Fitness of ``configs``: from ``replayed`` (a resumed run's past) or by evaluating."""
-    fresh = [i for i, k in enumerate(keys) if k not in replayed]
-    fits = dict(zip(fresh, objective.evaluate([configs[i] for i in fresh]) if fresh else []))
-    return [fits[i] if i in fits else _tuple(replayed[k]["fitness"]) for i, k in enumerate(keys)]
-
-
-def _tuple(fitness: Any) -> Any:
-    """A fitness read back from JSON: lists are multi-objective tuples."""
-    return tuple(fitness) if isinstance(fitness, list) else fitness
-
-
-def _result(evaluations: List[Dict[str, Any]], history: List[Dict[str, Any]], used: float,
-            objectives: int) -> SearchResult:
-    """The result of a search that made ``evaluations``."""
+def _result(book: Ledger, history: List[Dict[str, Any]], objectives: int) -> SearchResult:
+    """The result of a search that made ``book``'s evaluations."""
+    evaluations = book.evaluations
     scores = np.array([_first(e["fitness"]) for e in evaluations], np.float64)
     best: Optional[Dict[str, Any]] = None
     if scores.size and np.isfinite(scores).any():
@@ -286,5 +233,5 @@ def _result(evaluations: List[Dict[str, Any]], history: List[Dict[str, Any]], us
         pareto = [evaluations[i] for i in genome_ops.pareto_front(objs)]
     return SearchResult(best_config=best["config"] if best else None,
                         best_fitness=best["fitness"] if best else None,
-                        evaluations=evaluations, history=history, budget_used=used,
-                        pareto=pareto)
+                        evaluations=evaluations, history=history, budget_used=book.used,
+                        pareto=pareto, costs=dict(book.measured))

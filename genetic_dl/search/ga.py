@@ -21,6 +21,7 @@ from jax.typing import ArrayLike
 from . import genome_ops
 from ..operators import selection as selection_mod
 from ..errors import check_choice
+from .fidelity import Fidelity, Ladder, climb, first_rung, ranked_fitness
 from .space import ConfigKey, Space
 from .strategy import Lineage, Proposal
 
@@ -179,6 +180,8 @@ class GAState:
       archive: ``(genomes, fitness)`` of every evaluation, for screening.
       evaluated: ``(n, D)`` :meth:`Space.coordinates` of every config evaluated
         (children keep ``GA.min_distance`` from them; ``None``: none known).
+      ladder: the generation climbing its rungs with ``GA.fidelity`` (``None``
+        between generations).
     """
     space: Space
     genomes: np.ndarray
@@ -189,6 +192,7 @@ class GAState:
     seen: FrozenSet[ConfigKey] = frozenset()
     archive: Optional[Tuple[np.ndarray, np.ndarray]] = None
     evaluated: Optional[np.ndarray] = None
+    ladder: Optional[Ladder] = None
 
 
 @dataclasses.dataclass
@@ -234,6 +238,15 @@ class GA:
         density-ratio model of every evaluation so far rates best is kept
         (:func:`density_ratio`, the criterion of TPE, Bergstra et al., 2011).
         ``0`` or ``1``: off (the GA as it was).
+      fidelity: multi-fidelity generations (:mod:`genetic_dl.search.fidelity`):
+        a generation's children train ``min_epochs`` first and only the best
+        ``1/eta`` train on, rung by rung, up to their own epochs; selection
+        ranks children by the rung they reached, then by fitness. Needs an
+        objective that trains in epochs and continues a network across rungs
+        (:class:`~genetic_dl.search.trainer_objective.TrainerObjective`); a
+        black box is evaluated once per config, its later rungs free repeats.
+        Single objective only. ``None`` (default): every child trains its own
+        epochs.
     """
     population: int = 16
     init: str = "lhs"
@@ -254,6 +267,7 @@ class GA:
     renew: str = "stalled"
     screen: int = 0
     min_distance: float = 0.01
+    fidelity: Optional[Fidelity] = None
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -269,6 +283,9 @@ class GA:
             raise ValueError(f"screen must be >= 0 (0: off), got {self.screen}")
         if not 0 <= self.min_distance <= 1:
             raise ValueError(f"min_distance must be in [0, 1], got {self.min_distance}")
+        if self.fidelity is not None and self.objectives > 1:
+            raise ValueError("multi-fidelity generations rank one objective: use fidelity=None "
+                             "with objectives > 1")
 
     def init_state(self, key: jax.Array, space: Space) -> GAState:
         """The first generation (not yet evaluated)."""
@@ -286,8 +303,10 @@ class GA:
         """Genomes to evaluate next with their :class:`Lineage`: for each genome the
         rows of the evaluated population it came from (elites: ``(i, i)``; none for
         the first generation)."""
+        if state.ladder is not None:
+            return state.ladder.proposal()
         if state.fitness is None:
-            return Proposal(state.genomes)
+            return self._first_rung(state, Proposal(state.genomes))
         gen = state.generation
         fit = jnp.asarray(self._scalar(state.fitness), jnp.float32)
         n_elite = min(self.elitism, self.population) if self.objectives == 1 else 0
@@ -311,10 +330,30 @@ class GA:
         if self.renew != "never":
             genomes = _renew_duplicates(jax.random.fold_in(key, 1), genomes, n_elite, state,
                                         self.mutation_sigma, self.renew, self.min_distance)
-        return Proposal(np.asarray(genomes), lineage)
+        return self._first_rung(state, Proposal(np.asarray(genomes), lineage))
+
+    def _first_rung(self, state: GAState, proposal: Proposal) -> Proposal:
+        """``proposal`` at the first rung's epochs with ``fidelity``; as it is without."""
+        if self.fidelity is None:
+            return proposal
+        return proposal._replace(
+            epochs=first_rung(self.fidelity, state.space, proposal.genomes).epochs)
 
     def tell(self, state: GAState, genomes: np.ndarray, fitness: Sequence[Any]) -> GAState:
-        """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection."""
+        """Replacement: generational with elitism, or NSGA-II's (mu + lambda) selection.
+        With ``fidelity`` a generation is replaced once its last rung is told; until then
+        the told rung promotes its best (:func:`~genetic_dl.search.fidelity.climb`)."""
+        if self.fidelity is None:
+            return self._replace(state, genomes, fitness)
+        ladder = state.ladder or first_rung(self.fidelity, state.space, np.asarray(genomes))
+        ladder = climb(self.fidelity, ladder, [float(f) for f in fitness])
+        if not ladder.done:
+            return dataclasses.replace(state, ladder=ladder)
+        return self._replace(dataclasses.replace(state, ladder=None), ladder.genomes,
+                             [float(f) for f in ranked_fitness(ladder.reached, ladder.fitness)])
+
+    def _replace(self, state: GAState, genomes: np.ndarray, fitness: Sequence[Any]) -> GAState:
+        """The state after a whole generation was evaluated to ``fitness``."""
         genomes = np.asarray(genomes)
         fitness = list(fitness)
         if state.fitness is not None and self.objectives > 1:

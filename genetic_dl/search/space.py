@@ -312,7 +312,7 @@ MAX_LAYERS = 4
 
 def _layer_active(i: int) -> Callable[[Dict[str, Any]], bool]:
     def active(config: Dict[str, Any]) -> bool:
-        return config["family"] in ("mlp", "cnn") and config["layers"] > i
+        return config["family"] in ("mlp", "cnn", "caption") and config["layers"] > i
     return active
 
 
@@ -320,16 +320,18 @@ def _not_rnn(config: Dict[str, Any]) -> bool:
     return config["family"] != "rnn"
 
 
-def _family(name: str) -> Callable[[Dict[str, Any]], bool]:
+def _family(*names: str) -> Callable[[Dict[str, Any]], bool]:
     def active(config: Dict[str, Any]) -> bool:
-        return config["family"] == name
+        return config["family"] in names
     return active
 
 
-SEARCH_FAMILIES = ("mlp", "cnn", "rnn")  # the model families default_space searches
+# the model families default_space searches; caption: a dataset's caption slots (--families)
+SEARCH_FAMILIES = ("mlp", "cnn", "rnn", "caption")
+DEFAULT_FAMILIES = ("mlp", "cnn", "rnn")
 
 
-def default_space(families: Sequence[str] = SEARCH_FAMILIES,
+def default_space(families: Sequence[str] = DEFAULT_FAMILIES,
                   epochs: Sequence[int] = (5, 10, 20, 40),
                   narrow: Optional[Mapping[str, Sequence[Any]]] = None) -> Space:
     """The space the seed documents name: training hyperparameters and structure.
@@ -337,6 +339,8 @@ def default_space(families: Sequence[str] = SEARCH_FAMILIES,
     Genes: learning_rate, batch_size, epochs, dropout, weight_decay, optimizer,
     family, layers, width_0..3 (MLP widths / CNN filters, active up to the layer
     count), activation, kernel_size (CNN), rnn_cell, rnn_hidden, rnn_layers (RNN).
+    The caption family (videos with caption slots) reads layers, width_i (its
+    frames CNN), activation, kernel_size, rnn_cell and rnn_hidden.
 
     Args:
       families: model families the ``family`` gene chooses from.
@@ -365,8 +369,9 @@ def default_space(families: Sequence[str] = SEARCH_FAMILIES,
                   "rnn_layers": Int(1, 2)})
     conditions = {f"width_{i}": _layer_active(i) for i in range(MAX_LAYERS)}
     conditions.update({"layers": _not_rnn, "activation": _not_rnn})
-    conditions.update({"kernel_size": _family("cnn"), "rnn_cell": _family("rnn"),
-                       "rnn_hidden": _family("rnn"), "rnn_layers": _family("rnn")})
+    conditions.update({"kernel_size": _family("cnn", "caption"),
+                       "rnn_cell": _family("rnn", "caption"),
+                       "rnn_hidden": _family("rnn", "caption"), "rnn_layers": _family("rnn")})
     result = space(genes, conditions).restrict(narrow or {})
     layers = result.gene("layers")
     most = max(layers.options) if isinstance(layers, Choice) else layers.hi

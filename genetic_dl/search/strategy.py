@@ -5,8 +5,9 @@ A strategy is a value whose state is an immutable value of its own type; the dri
 a :class:`Proposal`: the genomes to evaluate and, when they were bred, their
 :class:`Lineage` (the parents' rows in the pool they were bred from), so the driver
 can record ancestry without knowing how the strategy keeps its population. A
-strategy that trains its children in rungs (continuing the promising ones) keeps its
-rungs in its state and proposes the continuations as genomes like any others.
+strategy that trains its children in rungs (continuing the promising ones, see
+:mod:`genetic_dl.search.fidelity`) keeps its rungs in its state and proposes the
+continuations as genomes like any others, with the epochs each trains to.
 """
 from __future__ import annotations
 
@@ -35,9 +36,12 @@ class Lineage:
 
 
 class Proposal(NamedTuple):
-    """What :meth:`Strategy.ask` returns: unpacks as ``genomes, lineage``."""
+    """What :meth:`Strategy.ask` returns: ``genomes``, their ``lineage`` and, for a rung
+    of multi-fidelity training, the ``epochs`` each genome's network trains to
+    (``None``: each config's own)."""
     genomes: np.ndarray
     lineage: Optional[Lineage] = None
+    epochs: Optional[np.ndarray] = None
 
 
 @runtime_checkable

@@ -73,7 +73,8 @@ def member_fitness(population: Population, data: Union[Dataset, Stream],
 
 def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, Stream], *,
                    generations: int, epochs: int, batch_size: int = 64,
-                   config: Optional[WeightGAConfig] = None, fitness: FitnessFn = "loss",
+                   config: Optional[WeightGAConfig] = None,
+                   fitness: Optional[FitnessFn] = None,
                    callbacks: Sequence[Callable[[int, Population, Mapping[str, Any]], bool]] = (),
                    mesh: Union[Mesh, str, None] = "auto", resume: Optional[LoopState] = None,
                    on_state: Optional[Callable[[LoopState], None]] = None) -> WeightGAResult:
@@ -89,7 +90,9 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
       batch_size: minibatch size.
       config: GA options; ``WeightGAConfig()`` when ``None``.
       fitness: a metric name (``"loss"``: negated validation loss,
-        ``"accuracy"``, ``"f1"``...) or ``f(metrics) -> (P,)`` to maximise.
+        ``"accuracy"``, ``"f1"``...) or ``f(metrics) -> (P,)`` to maximise;
+        ``None``: the learner's default (``"loss"``; the caption family's
+        ``"slot_accuracy"``, the mean slot accuracy).
       callbacks: ``cb(generation, population, record) -> stop?`` after each
         generation's evaluation.
       mesh: as in :func:`~genetic_dl.core.train.train`.
@@ -106,6 +109,7 @@ def evolve_weights(key: jax.Array, population: Population, data: Union[Dataset, 
         failed member is only ranked last).
     """
     config = config or WeightGAConfig()
+    fitness = fitness or (resume.population if resume else population).learner.default_fitness()
     if generations < 1:
         raise ValueError(f"generations must be at least 1, got {generations}")
     rule = rule_of(config)

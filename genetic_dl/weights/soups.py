@@ -29,6 +29,7 @@ from ..core.train import fitness_from_metrics, predict
 from ..data import Dataset
 from ..errors import check
 from ..operators.averaging import uniform_average
+from ..operators.repair import repair as repair_average
 from .config import FitnessFn
 from .loop import member_fitness
 from .records import WeightGAResult
@@ -143,7 +144,7 @@ def _check_widths(population: Population, ok: np.ndarray) -> None:
 
 def soups(population: Union[Population, WeightGAResult], data: Dataset, *,
           fitness: FitnessFn = "loss", batch_size: int = 64, batches: Optional[int] = None,
-          key: Optional[jax.Array] = None) -> Soups:
+          key: Optional[jax.Array] = None, repair: bool = False) -> Soups:
     """Model soups of a population, its best member and its ensemble, on validation.
 
     Failed members (``population.failed``, or non-finite validation fitness) are
@@ -162,6 +163,9 @@ def soups(population: Union[Population, WeightGAResult], data: Dataset, *,
         :func:`~genetic_dl.evolve_weights`.
       batch_size, batches, key: the training batches statistics are recomputed on
         (:func:`~genetic_dl.core.statistics.recompute_statistics`).
+      repair: for a norm-free model (no collections), rescale every average's units
+        to its ingredients' statistics (:func:`~genetic_dl.operators.repair.repair`)
+        on the first ``batch_size * (batches or 4)`` training rows.
 
     Returns:
       A :class:`Soups`.
@@ -180,7 +184,7 @@ def soups(population: Union[Population, WeightGAResult], data: Dataset, *,
     order = [int(i) for i in np.argsort(-np.where(ok, fit, -np.inf), kind="stable") if ok[i]]
     ids = np.asarray(population.ids)
     best = population_member(population, order[0])
-    average = _averager(population, best, data, batch_size, batches, key)
+    average = _averager(population, best, data, (batch_size, batches, key, repair))
     score: Callable[[Member], Tuple[float, Dict[str, float]]] = functools.partial(
         _score, data=data, fitness=fitness)
 
@@ -210,11 +214,13 @@ def soups(population: Union[Population, WeightGAResult], data: Dataset, *,
                  chosen_name=chosen)
 
 
-def _averager(population: Population, best: Member, data: Dataset, batch_size: int,
-              batches: Optional[int], key: Optional[jax.Array]
+def _averager(population: Population, best: Member, data: Dataset,
+              options: Tuple[int, Optional[int], Optional[jax.Array], bool]
               ) -> Callable[[List[int]], Member]:
     """``average(indices)``: the uniform soup of those members, with the best member's
-    hyperparameters and, when the learner has collections, recomputed statistics."""
+    hyperparameters and, when the learner has collections, recomputed statistics
+    (else, with ``repair`` in ``options = (batch_size, batches, key, repair)``, REPAIR)."""
+    batch_size, batches, key, repaired = options
     cache: Dict[Tuple[int, ...], Member] = {}
 
     def average(indices: List[int]) -> Member:
@@ -230,6 +236,13 @@ def _averager(population: Population, best: Member, data: Dataset, batch_size: i
                                        batch_size=batch_size, key=key)
             member = dataclasses.replace(member, collections=jax.device_get(
                 jax.tree_util.tree_map(lambda v: v[0], one.collections)))
+        elif repaired and len(indices) > 1:
+            x = jnp.asarray(data.model_inputs(data.x_train[:batch_size * (batches or 4)]))
+            ends = jax.tree_util.tree_map(lambda p: p[np.asarray(sorted(indices))],
+                                          population.params)
+            hp = {k: jnp.asarray(v) for k, v in best.hparams.items()}
+            member = dataclasses.replace(member, params=jax.device_get(repair_average(
+                population.learner, ends, np.ones(len(indices)), params, {}, x, hp)))
         cache[tuple(sorted(indices))] = member
         return member
     return average

@@ -261,6 +261,27 @@ def test_search_sigkill_then_resume_gives_the_same_result(tmp_path):
     assert wrong.returncode == 2 and "other options" in wrong.stderr
 
 
+def test_a_search_in_rungs_resumes_after_sigkill_and_reports_both_costs(tmp_path):
+    args = SEARCH + ["--method", "ga", "--min-epochs", "1", "--eta", "2"]
+    full = _cli(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    killed = tmp_path / "killed"
+    _kill_at(args, killed, 2)  # a generation trains 3 rungs: most checkpoints fall inside one
+    resumed = _cli(*args, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = _numbers(tmp_path / "full" / "result.json")
+    assert _numbers(killed / "result.json") == expected
+    costs = expected["costs"]
+    assert costs["network_epochs"] == expected["budget_used"] <= 40
+    assert 0 < costs["flop_epochs"] < costs["network_epochs"]  # smaller than the 64x64 MLP
+    with open(tmp_path / "full" / "evaluations.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["rung_epochs"] for r in rows} >= {"1", "2"}
+    assert sum(float(r["network_epochs"]) for r in rows) == costs["network_epochs"]
+    bad = _cli(*SEARCH, "--method", "random", "--min-epochs", "1")
+    assert bad.returncode == 2 and "--method ga" in bad.stderr
+
+
 def test_multi_objective_search_writes_a_pareto_front(tmp_path, capsys, monkeypatch):
     out = tmp_path / "mo"
     code, _, err = _in_process(capsys, monkeypatch, "search", "--dataset", "iris", "--budget",
@@ -326,11 +347,12 @@ def test_soups_add_the_chosen_model_to_result_json_and_round_trip_through_the_co
     run = ["evolve-weights", "--dataset", "iris", "--population", "4", "--generations", "2",
            "--epochs", "2", "--batch-size", "16", "--hidden", "8", "--fitness", "accuracy",
            "--shared-start", "--recombination", "pull"]
-    code, out, err = _in_process(capsys, monkeypatch, *run, "--soups", "--out",
-                                 str(tmp_path / "soups"))
+    code, out, err = _in_process(capsys, monkeypatch, *run, "--soups", "--soup-repair",
+                                 "--out", str(tmp_path / "soups"))
     assert code == 0, err
     result = json.loads((tmp_path / "soups" / "result.json").read_text())
     made = result["soups"]
+    assert made["repair"] is True
     assert set(made["fitness"]) == {"best", "uniform", "greedy", "ensemble"}
     assert made["chosen"] in ("best", "uniform", "greedy")
     chosen = made["fitness"][made["chosen"]]

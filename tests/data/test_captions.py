@@ -20,11 +20,12 @@ def test_clips_are_moving_digits_with_targets_in_their_vocabularies():
     x, targets, captions = syn.captioned_moving_digits(200, frames=6, size=24, digits=2, seed=3)
     same, _ = syn.moving_digits(200, frames=6, size=24, digits=2, seed=3)
     assert x.dtype == np.uint8 and x.shape == (200, 6, 24, 24) and np.array_equal(x, same)
-    assert targets.dtype == np.int32 and targets.shape == (200, 6) and len(captions) == 200
-    slots = targets.reshape(200, 2, 3)
+    assert targets.dtype == np.int32 and targets.shape == (200, 8) and len(captions) == 200
+    slots = targets.reshape(200, 2, 4)
     for field, vocab in enumerate(syn.CAPTION_VOCAB):
         assert set(np.unique(slots[..., field])) == set(range(vocab))  # all used, none beyond
-    assert syn.CAPTION_FIELDS == ("digit", "direction", "wall") and syn.WALLS[0] == "none"
+    assert syn.CAPTION_FIELDS == ("digit", "direction", "wall", "overlap")
+    assert syn.WALLS[0] == "none" and syn.CAPTION_VOCAB[-1] == 2
     assert all(syn.render_caption(t) == c for t, c in zip(targets, captions))
     assert syn.render_captions(targets) == captions
     # the slots hold the drawn digits (moving_digits' "class" label lists them in draw order)
@@ -76,7 +77,7 @@ def test_a_clip_built_to_bounce_off_the_top_says_so():
     x, targets, captions = syn.captioned_clips(
         [[3, 7]], [[[2.0, 0.0], [10.0, 6.0]]], [[[-1.0, 0.0], [0.0, 1.0]]], frames=8, size=32)
     assert captions == ["the 3 moves up and bounces off the top; the 7 moves right"]
-    np.testing.assert_array_equal(targets[0], [3, 2, 1, 7, 0, 0])
+    np.testing.assert_array_equal(targets[0], [3, 2, 1, 0, 7, 0, 0, 0])
     alone, _, _ = syn.captioned_clips([[3]], [[[2.0, 0.0]]], [[[-1.0, 0.0]]], frames=8, size=32)
     rows = _corners(alone)[0, :, 0]
     assert rows[2] == rows.min() < rows[0] and rows[-1] > rows[2]  # up, then back down
@@ -103,16 +104,42 @@ def test_slots_are_ordered_left_to_right_then_top_to_bottom():
     starts = [[[10.0, 12.0], [0.0, 3.0], [4.0, 12.0]]]
     _, targets, captions = syn.captioned_clips([[1, 2, 3]], starts, np.zeros((1, 3, 2)) + 0.1,
                                                frames=2, size=32)
-    np.testing.assert_array_equal(targets[0, ::3], [2, 3, 1])
+    np.testing.assert_array_equal(targets[0, ::4], [2, 3, 1])
     assert captions[0].startswith("the 2 moves") and "; the 3 moves" in captions[0]
 
 
+def test_overlap_is_ink_meeting_ink_in_some_frame():
+    rng = np.random.default_rng(1)
+    n, size, frames = 60, 32, 6
+    room = size - size * 7 // 16
+    classes = rng.integers(0, 10, (n, 2))
+    starts = rng.uniform(0, room, (n, 2, 2))
+    velocities = rng.uniform(-2, 2, (n, 2, 2))
+    _, targets, captions = syn.captioned_clips(classes, starts, velocities, frames=frames,
+                                               size=size)
+    alone = [syn.captioned_clips(classes[:, d:d + 1], starts[:, d:d + 1],
+                                 velocities[:, d:d + 1], frames=frames, size=size)[0]
+             for d in (0, 1)]
+    meet = ((alone[0] >= syn.INK) & (alone[1] >= syn.INK)).any((1, 2, 3))
+    assert 5 < meet.sum() < n - 5  # both kinds are drawn
+    np.testing.assert_array_equal(targets[:, 3], meet)  # symmetric: both slots say it
+    np.testing.assert_array_equal(targets[:, 7], meet)
+    assert all(("overlaps another digit" in c) == m for c, m in zip(captions, meet))
+
+
+def test_a_sentence_names_the_wall_and_the_overlap():
+    assert syn.render_caption(np.array([3, 3, 1, 1, 7, 0, 0, 1])) == (
+        "the 3 moves up and left, bounces off the top and overlaps another digit; "
+        "the 7 moves right and overlaps another digit")
+
+
 @pytest.mark.parametrize("row,message", [
-    ([3, 2], "3 integers per digit"),
-    ([3.0, 2.0, 1.0], "3 integers per digit"),
-    ([3, 8, 0], "out of their vocabularies"),
-    ([10, 0, 0], "out of their vocabularies"),
-    ([1, 0, 5], "out of their vocabularies"),
+    ([3, 2, 1], "4 integers per digit"),
+    ([3.0, 2.0, 1.0, 0.0], "4 integers per digit"),
+    ([3, 8, 0, 0], "out of their vocabularies"),
+    ([10, 0, 0, 0], "out of their vocabularies"),
+    ([1, 0, 5, 0], "out of their vocabularies"),
+    ([1, 0, 0, 2], "out of their vocabularies"),
 ])
 def test_render_caption_rejects_bad_rows(row, message):
     with pytest.raises(ValueError, match=message):
@@ -130,9 +157,10 @@ def test_captioned_clips_rejects_bad_inputs():
 
 def test_loader_name_gives_multi_slot_labels_whose_captions_render():
     data = gdl.load_dataset("captioned_moving_digits:count=40,frames=3,size=16,digits=2")
-    assert data.task == "classification" and data.slots == 6 and data.num_classes == 10
-    assert data.out_dim == 60 and data.feature_shape == (3, 16, 16) and data.raw_inputs
-    assert data.y_train.dtype == np.int32 and data.y_train.shape == (len(data.x_train), 6)
+    assert data.task == "classification" and data.slots == 8 and data.num_classes == 10
+    assert data.slot_classes == syn.CAPTION_VOCAB * 2 == (10, 8, 5, 2, 10, 8, 5, 2)
+    assert data.out_dim == 80 and data.feature_shape == (3, 16, 16) and data.raw_inputs
+    assert data.y_train.dtype == np.int32 and data.y_train.shape == (len(data.x_train), 8)
     assert len(data.y_train) + len(data.y_val) == 32 and len(data.y_test) == 8
     x, _, captions = syn.captioned_moving_digits(40, frames=3, size=16, digits=2, seed=0)
     np.testing.assert_array_equal(data.x_test, x[:8])  # the test split is the first clips
@@ -149,7 +177,7 @@ def test_make_dataset_multi_slot_labels():
     d = make_multi_slot_dataset("slots", x, y, x[:6], y[:6])
     assert d.slots == 3 and d.num_classes == 5 and d.out_dim == 15 and d.y_val.shape[1] == 3
     assert len(d.y_train) + len(d.y_val) == 30 and "slots=3" in repr(d)
-    with pytest.raises(ValueError, match="make_multi_slot_dataset for a class index"):
+    with pytest.raises(ValueError, match="make_multi_slot_dataset, or slot_classes in an .npz"):
         gdl.make_dataset("slots", x, y, x[:6], y[:6])  # not by default
     with pytest.raises(ValueError, match="classes are 0..3"):
         make_multi_slot_dataset("slots", x, y, x[:6], y[:6], num_classes=4)
@@ -170,4 +198,5 @@ def test_a_zoo_model_on_caption_slots_is_refused_in_one_line(tmp_path):
          "--population", "2", "--generations", "1", "--epochs", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "caption slots" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "caption slots" in proc.stderr and "--model caption" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -93,7 +93,7 @@ def test_renewal_breeds_new_configs_from_a_converged_population(renew):
     first = [sphere(SPACE.decode(u)) for u in state.genomes]
     state = ga.tell(state, state.genomes, first)
     state = ga.tell(state, same, [sphere(SPACE.decode(same[0]))] * 8)
-    kids, lineage = ga.ask(jax.random.key(1), state)
+    kids, lineage, _ = ga.ask(jax.random.key(1), state)
     assert lineage.parents[0][0] == lineage.parents[0][1]  # elite
     new = [SPACE.key(u) not in state.seen for u in kids]
     assert not new[0]  # the elite is kept as it is
@@ -117,7 +117,7 @@ def test_no_child_comes_within_min_distance_of_an_evaluated_config(seed, generat
     genomes = np.tile(state.genomes[:1], (8, 1)) if converged else state.genomes
     for g in range(generations):
         state = ga.tell(state, genomes, [sphere(SPACE.decode(u)) for u in genomes])
-        genomes, _ = ga.ask(jax.random.fold_in(key, g), state)
+        genomes = ga.ask(jax.random.fold_in(key, g), state).genomes
         kids = SPACE.coordinates(genomes[1:])  # after the elite
         gaps = np.concatenate([SPACE.separation(kids, state.evaluated).min(1),
                                SPACE.separation(kids, kids)[np.triu_indices(7, 1)]])
@@ -158,11 +158,11 @@ def test_refinement_in_the_ga_keeps_children_in_bounds():
     ga = search.GA(population=10, refine_after=1, refine_top=3, mutation_rate=0.5)
     state = ga.init_state(jax.random.key(0), SPACE)
     for r in range(3):
-        genomes, _ = ga.ask(jax.random.key(r + 1), state)
+        genomes = ga.ask(jax.random.key(r + 1), state).genomes
         state = ga.tell(state, genomes, [sphere(SPACE.decode(u)) for u in genomes])
     lo, hi = state.lo, state.hi
     assert np.all(hi - lo >= 0.1 - 1e-9) and (hi - lo)[:3].sum() < 3  # narrowed numeric genes
-    kids, _ = ga.ask(jax.random.key(9), state)
+    kids = ga.ask(jax.random.key(9), state).genomes
     assert np.all(kids >= lo - 1e-6) and np.all(kids <= hi + 1e-6)
 
 
@@ -331,7 +331,7 @@ def test_native_tpe_suggests_genes_in_their_own_distributions_and_only_active_on
         lambda c: -abs(math.log10(c["learning_rate"]) + 2.5)), 36, 0)
     assert res.budget_used <= 36
     study = tpe.init_state(jax.random.key(0), space).study
-    genomes, _ = tpe.ask(None, TPEState(space, study))
+    genomes = tpe.ask(None, TPEState(space, study)).genomes
     for trial, genome in zip(study.trials, genomes):
         config = space.decode(genome)
         assert trial.params == pytest.approx(config)  # the config evaluated is the suggested

@@ -22,7 +22,7 @@ def test_every_method_is_a_strategy_with_a_frozen_state(name):
     field = dataclasses.fields(state)[0].name
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(state, field, None)
-    genomes, lineage = method.ask(jax.random.key(1), state)
+    genomes, lineage, _ = method.ask(jax.random.key(1), state)
     assert genomes.shape[1] == SPACE.dim and (lineage is None or isinstance(lineage, Lineage))
     told = method.tell(state, genomes, [float(-np.sum(g)) for g in genomes])
     assert type(told) is type(state)
