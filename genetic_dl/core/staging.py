@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import queue
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, cast
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, cast)
 
 import jax
 import numpy as np
@@ -84,14 +85,6 @@ def check_batch(batch: Any, first: Optional[Dict[str, Tuple]], where: str) -> Di
     return shapes
 
 
-def _same_shapes(batch: Any, first: Dict[str, Tuple]) -> bool:
-    """Whether ``batch`` is a dict of arrays of ``first``'s keys and shapes (fast: per batch)."""
-    try:
-        return len(batch) == len(first) and all(batch[k].shape == s for k, s in first.items())
-    except (AttributeError, KeyError, TypeError):
-        return False
-
-
 def specs_of(batch: Mapping[str, Any]) -> Specs:
     """Shapes and staged dtypes of a batch (64-bit values staged as JAX holds them)."""
     return {k: (tuple(np.shape(v)), np.dtype(jax.dtypes.canonicalize_dtype(np.asarray(v).dtype)))
@@ -139,22 +132,29 @@ class Plan:
       size: the population's members (the padded ones copy member 0's batches).
       steps: K, steps per chunk (in :func:`slots` slots).
       placement: where chunks go (a sharding, or ``None``: the default device).
+      devices: devices the staged members are split over.
+      indexed: members' batches as row indices into rows gathered once per device
+        (:class:`Gathered`).
     """
     specs: Specs
     members: int
     size: int
     steps: int
     placement: Optional[jax.sharding.Sharding] = None
+    devices: int = 1
+    indexed: bool = False
 
     @property
     def step_bytes(self) -> int:
-        """Bytes of one staged step (every member's batch)."""
+        """Bytes of one staged step (every member's batch, and its row indices when
+        ``indexed``): at least what a chunk holds per step."""
         one = sum(int(np.prod(s)) * d.itemsize for s, d in self.specs.values())
-        return one * max(self.members, 1)
+        batch = next(iter(self.specs.values()))[0][0]
+        return (one + (4 * batch if self.indexed else 0)) * max(self.members, 1)
 
-    def buffer(self) -> Batch:
-        """An empty chunk."""
-        lead = (self.members, slots(self.steps)) if self.members else (slots(self.steps),)
+    def buffer(self, steps: int) -> Batch:
+        """An empty chunk of ``steps`` steps."""
+        lead = (self.members, slots(steps)) if self.members else (slots(steps),)
         return {k: np.empty(lead + s, d) for k, (s, d) in self.specs.items()}
 
     def put(self, chunk: Batch) -> Any:
@@ -169,44 +169,87 @@ class Plan:
 Chunk = Tuple[int, Any, bool]
 
 
-def _draw(iters: Sequence[Iterator[Batch]],
-          first: Dict[str, Tuple]) -> Optional[List[Batch]]:
+class Gathered(NamedTuple):
+    """A chunk of row-addressable data: each device's rows, and its members' batches
+    as indices into them.
+
+    Attributes:
+      rows: ``{key: (devices, width, ...)}``: the rows a device's members read in the
+        chunk, once each (row 0 pads them to one ``width``).
+      picks: ``(members, slots, batch)`` int32 indices into the member's device's rows.
+    """
+    rows: Batch
+    picks: np.ndarray
+
+
+def gather(plan: Plan, rows: Rows, index: np.ndarray) -> Gathered:
+    """The :class:`Gathered` chunk of ``index`` (``(members, slots, batch)`` row numbers):
+    one gather per device of the rows its members read, in sorted order."""
+    local = plan.members // plan.devices
+    width = min(rows.count, local * index[0].size)
+    union = np.zeros((plan.devices, width), np.int64)
+    into = np.empty(index.shape, np.int32)
+    position = np.empty(rows.count, np.int32)
+    for d in range(plan.devices):
+        mine = index[d * local:(d + 1) * local]
+        read = np.zeros(rows.count, bool)
+        read[mine] = True
+        found = np.flatnonzero(read)
+        union[d, :len(found)] = found
+        position[found] = np.arange(len(found), dtype=np.int32)
+        into[d * local:(d + 1) * local] = position[mine]
+    return Gathered(dict(rows.take(union)), into)
+
+
+def _draw(iters: Sequence[Iterator[Batch]]) -> Optional[List[Batch]]:
     """The next step's batches of every iterator, or ``None`` once one has ended."""
     batches = [next(it, None) for it in iters]
-    if any(b is None for b in batches):
-        return None
-    for b in cast(List[Batch], batches):
-        if not _same_shapes(b, first):
+    return None if any(b is None for b in batches) else cast(List[Batch], batches)
+
+
+def _write(buffer: Batch, at: Any, batches: List[Batch], first: Dict[str, Tuple]) -> None:
+    """One step's batches into ``buffer[key][at]`` (a slot of every member's, key by key);
+    a batch that is not a dict of ``first``'s keys and shapes raises ``check_batch``'s error."""
+    try:
+        if any(len(b) != len(first) for b in batches):
+            raise KeyError("keys")
+        for k, v in buffer.items():
+            np.stack([b[k] for b in batches], out=v[at], casting="unsafe")
+    except (IndexError, KeyError, TypeError, ValueError):
+        for b in batches:
             check_batch(b, first, "make_iter")  # says what is wrong
-    return cast(List[Batch], batches)
+        raise
 
 
 def iterator_chunks(plan: Plan, epochs: Iterator[Sequence[Iterator[Batch]]]) -> Iterator[Chunk]:
     """Chunks drawn from each epoch's iterators (one per staged member, or one shared);
     an epoch ends with its shortest iterator. One step is drawn ahead, so that the
-    epoch's last chunk is known as such."""
+    epoch's last chunk is known as such. After the first epoch, chunks split an
+    epoch's length evenly."""
     first = {k: s for k, (s, _) in plan.specs.items()}
+    steps = plan.steps
     for epoch, iters in enumerate(epochs):
-        ahead = _draw(iters, first)
+        ahead = _draw(iters)
         if ahead is None:
             raise ValueError(f"make_iter yielded no batch in epoch {epoch}: it must yield at "
                              f"least one {{'x': ..., 'y': ...}} per epoch")
+        total = 0
         while ahead is not None:
-            chunk = plan.buffer()
-            filled = 0
-            while ahead is not None and filled < plan.steps:
-                for i, b in enumerate(ahead):
-                    for k, v in b.items():
-                        chunk[k][(i, filled) if plan.members else filled] = v
+            buffer, filled = plan.buffer(steps), 0  # a new one: the devices may share its memory
+            while ahead is not None and filled < steps:
+                _write(buffer, (slice(0, len(ahead)), filled) if plan.members
+                       else slice(filled, filled + 1), ahead, first)
                 filled += 1
-                ahead = _draw(iters, first)
-            if filled < plan.steps:  # the epoch's last chunk: only the slots it fills
-                chunk = {k: np.ascontiguousarray(v[:, :slots(filled)] if plan.members
-                                                 else v[:slots(filled)])
-                         for k, v in chunk.items()}
-            item = (filled, plan.put(chunk), ahead is None)  # unfilled slots are never read
-            del chunk  # only the chunk on the devices waits for the consumer
+                ahead = _draw(iters)
+            used = slots(filled)  # the epoch's last chunk may fill fewer; the rest is never read
+            if used < slots(steps):
+                buffer = {k: np.ascontiguousarray(v[:, :used] if plan.members else v[:used])
+                          for k, v in buffer.items()}
+            item = (filled, plan.put(buffer), ahead is None)
+            del buffer  # only the chunk on the devices waits for the consumer
             yield item
+            total += filled
+        steps = even_steps(total, plan.steps)
 
 
 def row_chunks(plan: Plan, rows: Rows, seeds: np.ndarray) -> Iterator[Chunk]:
@@ -226,7 +269,9 @@ def row_chunks(plan: Plan, rows: Rows, seeds: np.ndarray) -> Iterator[Chunk]:
                 pad = [(0, 0)] * index.ndim
                 pad[-2] = (0, width - index.shape[-2])
                 index = np.pad(index, pad)
-            arrays = jax.device_put(dict(rows.take(index)), plan.placement)
+            staged = gather(plan, rows, index) if plan.members else dict(rows.take(index))
+            arrays = jax.device_put(staged, plan.placement)
+            del staged  # only the chunk on the devices waits for the consumer
             yield min(plan.steps, total - start), arrays, start + plan.steps >= total
 
 

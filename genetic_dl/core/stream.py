@@ -213,38 +213,53 @@ def _chunk_local(population: Population, chunk: Mapping[str, jax.Array], steps: 
         labels = {key: v for key, v in batch.items() if key != "x"}
         return learner.loss(out, labels), learner.score_of(out, labels)
 
-    def member(state: Tuple, batches: Mapping[str, jax.Array]) -> Tuple:
+    if isinstance(chunk, staging.Gathered):  # this device's rows, and indices into them
+        stored = {key: v[0] for key, v in chunk.rows.items()}
+
+        def fetch(picks: Any, i: jax.Array) -> Dict[str, jax.Array]:
+            picked = jax.lax.dynamic_index_in_dim(picks, i, keepdims=False)
+            return {key: v[picked] for key, v in stored.items()}
+        per_member: Any = chunk.picks
+        source: Mapping[str, jax.Array] = stored
+        shapes = {key: (chunk.picks.shape[-1],) + v.shape[1:] for key, v in stored.items()}
+    else:
+        def fetch(picks: Any, i: jax.Array) -> Dict[str, jax.Array]:
+            return {key: jax.lax.dynamic_index_in_dim(v, i, keepdims=False)
+                    for key, v in picks.items()}
+        per_member = source = chunk
+        shapes = {key: v.shape[1 if shared else 2:] for key, v in chunk.items()}
+
+    def member(state: Tuple, batches: Any) -> Tuple:
         p, s, c, h, k = state
         tx = make_optimizer(population.optimizer, h)
         length = jax.tree_util.tree_leaves(batches)[0].shape[0]
 
         def step(i: jax.Array, carry: Tuple) -> Tuple:
             state, losses, scores = carry
-            batch = {key: jax.lax.dynamic_index_in_dim(v, i, keepdims=False)
-                     for key, v in batches.items()}
+            batch = fetch(batches, i)
             state, (loss, score) = member_step(population, tx, h, state,
                                                {**batch, "x": prep(batch["x"])})
             return state, losses.at[i].set(loss), scores.at[i].set(score)
         empty = jnp.zeros(length, jnp.float32)
         (p, s, c, k), loss, score = jax.lax.fori_loop(0, steps, step, ((p, s, c, k), empty, empty))
-        shapes = jax.eval_shape(scores, p, c, h)
+        scored = jax.eval_shape(scores, p, c, h)
         got = jax.lax.cond(evaluate, scores, lambda *_: jax.tree_util.tree_map(
-            lambda a: jnp.zeros(a.shape, a.dtype), shapes), p, c, h)
+            lambda a: jnp.zeros(a.shape, a.dtype), scored), p, c, h)
         return (p, s, c, k, loss, score) + tuple(got)
     state = (population.params, population.opt_state, population.collections,
              population.hparams, population.keys)
-    lead = 1 if shared else 2  # (steps, ...) or (members, steps, ...)
     x_dtype = "float32" if scaling is not None else population.feature_dtype
-    spec = tuple((k, (tuple(v.shape[lead:]), x_dtype if k == "x" else str(v.dtype)))
-                 for k, v in sorted(chunk.items()))
+    spec = tuple((key, (tuple(shape), x_dtype if key == "x" else str(source[key].dtype)))
+                 for key, shape in sorted(shapes.items()))
     step = memory.batch_step_jaxpr(population.learner, population.optimizer, spec,
                                    memory.hparam_shapes(population))
-    per_member = local_members.state_bytes((population.params, population.opt_state))
+    state_bytes = local_members.state_bytes((population.params, population.opt_state))
     if shared:
         members = jax.vmap(member, in_axes=(0, None))
-        return local_members.run_members(lambda a: members(a, chunk), state, step, per_member)
-    return local_members.run_members(lambda a: jax.vmap(member)(*a), (state, chunk), step,
-                                     per_member)
+        return local_members.run_members(lambda a: members(a, per_member), state, step,
+                                         state_bytes)
+    return local_members.run_members(lambda a: jax.vmap(member)(*a), (state, per_member), step,
+                                     state_bytes)
 
 
 @functools.partial(jax.jit, static_argnames=("shared", "rows", "mesh"))
@@ -301,7 +316,8 @@ def _estimate(population: Population, stream: Stream, specs: staging.Specs,
     """The run's plan (one step staged), its estimate with nothing staged, and the
     bytes in flight per staged step."""
     size = population.size
-    plan = staging.Plan(specs, 0 if stream.shared else size + (-size % devices), size, 1)
+    plan = staging.Plan(specs, 0 if stream.shared else size + (-size % devices), size, 1,
+                        devices=devices, indexed=stream.rows is not None and not stream.shared)
     val = stream.val if isinstance(stream.val, Mapping) else {}
     scaling = None if stream.rows is None else stream.rows.scaling
     base = memory.stream_estimate(population, _model_spec(population, specs, scaling), devices,
