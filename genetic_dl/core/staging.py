@@ -10,12 +10,14 @@ steps to amortise a dispatch, within :data:`STAGE_BYTES`; training gives the
 same bits for any K.
 
 Members' batches come either from their own ``make_iter`` iterators, drawn into
-the chunk's buffer, or, for row-addressable data (:class:`Rows`, as
-:meth:`~genetic_dl.Stream.from_dataset` makes), from every member's row indices
-at once: one vectorised gather per chunk.
+the chunk's buffer a step at a time, or, for row-addressable data (:class:`Rows`,
+as :meth:`~genetic_dl.Stream.from_dataset` makes), as a :class:`Gathered` chunk:
+the rows each device's members read, gathered once, and the members' row indices,
+which the program gathers each batch with (as the array path does).
 
 Memory: one chunk trains, one waits in the queue of programs, and the next one
-is made, on the host and then on the devices. A chunk's bytes times
+is made, on the host and then on the devices (which may share a buffer's memory
+with the host: a buffer is never filled again once put). A chunk's bytes times
 :func:`in_flight` is what the memory model counts.
 """
 from __future__ import annotations
