@@ -1508,31 +1508,44 @@ def _conv_layout(res: Results) -> str:
                    f"{met(ratio['max'] <= CONV_LAYOUT_TARGET)} in every round."))
 
 
+STREAM_TARGET = 0.85  # the stream path at least 0.85x the array path
+STREAM_ARMS = ("Dataset (memory)", "Dataset (mmap .npy)", "make_iter (memory)")
+
+
 @block("stream")
 def _stream(res: Results) -> str:
-    rows = res["stream_throughput"]["table"]
-    by = {(r["P"], r["arm"]): r for r in rows}
-    sizes = sorted({p for p, _ in by})
-    out = []
-    for p in sizes:
-        out.append([str(p), num(by[p, "array"]["member_epochs_per_s"], 1)]
-                   + [f"{num(by[p, a]['member_epochs_per_s'], 1)} "
-                      f"({num(by[p, a]['ratio_to_array'])}x)"
-                      for a in ("stream (memory)", "stream (mmap .npy)")])
-    cost = [1 - by[p, "stream (mmap .npy)"]["member_epochs_per_s"]
-            / by[p, "stream (memory)"]["member_epochs_per_s"] for p in sizes]
-    cold = [r for r in rows if r["rounds"][0] < r["member_epochs_per_s"] / 2]
-    note = "" if not cold else (
-        "\n\nThe first round of these arms in this JSON includes a compile: "
-        + listing([f"{r['arm']} at P = {r['P']} ({num(r['rounds'][0], 1)} against a median "
-                   f"of {num(r['member_epochs_per_s'], 1)})" for r in cold])
-        + ". Its warm-up call trained 1 epoch and its timed calls 2, and `epochs` is static, "
-        "so the warm-up compiled another program; the script's warm-up now trains the timed "
-        "epoch count. The medians above are over all rounds.")
-    return (table(["P", "array (member-epochs/s)", "stream from memory",
-                   "stream from memory-mapped `.npy`"], out)
-            + f"\n\nReading from a memory-mapped file instead of memory costs "
-            f"{span([100 * c for c in cost], 0)} % of the stream's throughput here." + note)
+    run = res["stream_throughput"]
+    by = {(r["model"], r["P"], r["arm"]): list(r["rounds"]) for r in run["table"]}
+    cells = list(dict.fromkeys((m, p) for m, p, _ in by))
+    rows, ratios = [], {}
+    for model, p in cells:
+        base = by[model, p, "array"]
+        row = [model, str(p), f"{num(statistics.median(base), 1)} ({span(base, 1)})"]
+        for arm in STREAM_ARMS:
+            ratios[model, p, arm] = [s / a for s, a in zip(by[model, p, arm], base)]
+            row.append(f"{num(statistics.median(by[model, p, arm]), 1)}: "
+                       f"{vs(statistics.median(ratios[model, p, arm]), STREAM_TARGET)}× "
+                       f"({span(ratios[model, p, arm])})")
+        rows.append(row)
+    rounds = {len(v) for v in by.values()}
+    verdicts = []
+    for arm in STREAM_ARMS:
+        medians = [statistics.median(ratios[m, p, arm]) for m, p in cells]
+        low = [f"{m} P = {p}" for m, p in cells
+               if statistics.median(ratios[m, p, arm]) < STREAM_TARGET]
+        verdicts.append(f"{arm} {span(medians)}× "
+                        + ("(" + met(not low) + ")" if not low else
+                           f"({met(False)} for {listing(low)})"))
+    load = run["load_average"]
+    return (table(["model", "P", "array (member-epochs/s)"] + list(STREAM_ARMS), rows)
+            + "\n\n" + wrap(
+                f"Member-epochs/s, medians of {listing([str(r) for r in sorted(rounds)])} "
+                f"interleaved rounds of {run['epochs']} epochs per call (the array's range in "
+                f"brackets); a stream arm's ratio is the median of its per-round ratios to the "
+                f"array path, their range in brackets. The machine's load "
+                f"average was {num(load[0], 1)} at the start and {num(load[-1], 1)} at the end "
+                f"(2 cores shared with other jobs). Target ≥ {STREAM_TARGET}× the array path: "
+                + listing(verdicts) + "."))
 
 
 def _ab(res: Results, name: str, after: str) -> str:

@@ -26,7 +26,7 @@ from ..core.models import (CaptionSpec, CNNSpec, FramesSpec, MLPSpec, ModelSpec,
                            build_model, spec_to_dict)
 from ..core.population import Population, init_population
 from ..core.pytree import Params
-from ..core.stream import Stream
+from ..core.stream import Stream, estimate_stream
 from ..core.tables import first_objective
 from ..core.train import split_metrics
 from ..data import Dataset
@@ -298,21 +298,23 @@ def _training_data(args: argparse.Namespace, data: Dataset,
                    pop: Population) -> Union[Dataset, Stream]:
     """What ``evolve-weights`` trains on: ``data``, or a Stream over its stored arrays
     with ``--stream on``, or with ``auto`` when the data does not fit in memory next
-    to the population but the population alone does."""
+    to the population but the population and a staged step of batches do."""
     if args.stream == "off":
         return data
+    stream = Stream.from_dataset(data, args.batch_size)
     if args.stream == "auto":
         budget = memory.available_bytes()
         mesh = sharding.population_mesh(size=pop.size)
         devices = 1 if mesh is None else int(mesh.devices.size)
         est = memory.estimate(pop, data, min(args.batch_size, len(data.y_train)), devices)
-        if budget is None or est.total <= budget or est.total - est.data > budget:
+        if budget is None or est.total <= budget \
+                or estimate_stream(pop, stream, devices, steps=1).total > budget:
             return data  # it fits, or streaming would not make it fit (train says what would)
         if not args.quiet:
             print(f"note: the data ({est.data / memory.GB:.2f} GB on {devices} device(s)) does "
                   f"not fit next to the population in {budget / memory.GB:.1f} GB: streaming "
                   f"batches from its arrays (--stream off refuses instead)", file=sys.stderr)
-    return Stream.from_dataset(data, args.batch_size)
+    return stream
 
 
 def _search_space(args: argparse.Namespace) -> Tuple[Tuple[str, ...], Space]:

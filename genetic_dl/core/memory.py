@@ -14,6 +14,12 @@ some of them; the sum errs on the safe side.
 The split sizes enter only through ``data``; evaluation runs in fixed-size
 batches. ``benchmarks/real_size.py`` compares the model with the peak RSS
 measured per arm in its own process.
+
+On a :class:`~genetic_dl.Stream` the data term is the batches in flight instead:
+the staged chunks (:mod:`~genetic_dl.core.staging`) in all their copies
+(:func:`stream_estimate`, :func:`fit_stream`); evaluation also holds the members'
+outputs on the validation split. ``tests/core/test_memory.py`` compares it with
+the peak RSS of training.
 """
 from __future__ import annotations
 
@@ -40,6 +46,8 @@ from .step import member_step
 HparamShapes = Tuple[Tuple[str, Tuple[int, ...]], ...]
 # ``(shape, dtype name)`` of a batch's array.
 ArraySpec = Tuple[Tuple[int, ...], str]
+# ``((key, ArraySpec), ...)`` of one minibatch: hashable, for caches.
+BatchSpec = Tuple[Tuple[str, ArraySpec], ...]
 
 GB = 1 << 30
 # A JAX process before any population: Python, jaxlib, XLA's compiled code.
@@ -62,7 +70,8 @@ class MemoryEstimate:
 
     Attributes:
       runtime: the process before any population.
-      data: the dataset's arrays, once per device holding them.
+      data: the dataset's arrays, once per device holding them; on a Stream, the
+        staged batches in flight.
       state: params, optimizer states and collections of all members.
       train_activations: members trained at once x one step's activations.
       eval_activations: members evaluated at once x one evaluation batch's.
@@ -172,7 +181,14 @@ def step_bytes(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_
       x_spec, y_spec: ``(shape, dtype name)`` of one minibatch's inputs and labels.
       hp_names: :func:`hparam_shapes`.
     """
-    step = step_jaxpr(learner, optimizer, x_spec, y_spec, hp_names)
+    return batch_step_bytes(learner, optimizer, (("x", x_spec), ("y", y_spec)), hp_names)
+
+
+@functools.lru_cache(maxsize=128)
+def batch_step_bytes(learner: Learner, optimizer: OptimizerLike, batch: BatchSpec,
+                     hp_names: HparamShapes) -> int:
+    """:func:`step_bytes` of a minibatch of any keys (:func:`batch_step_jaxpr`)."""
+    step = batch_step_jaxpr(learner, optimizer, batch, hp_names)
     return jaxpr_bytes(conv_layout.lowered(step, jax.default_backend())[1])
 
 
@@ -184,17 +200,29 @@ def jaxpr_bytes(jaxpr: Any) -> int:
 def step_jaxpr(learner: Learner, optimizer: OptimizerLike, x_spec: ArraySpec, y_spec: ArraySpec,
                hp_names: HparamShapes) -> Any:
     """The closed jaxpr of one member's training step (arguments as :func:`step_bytes`)."""
-    x = jax.ShapeDtypeStruct(x_spec[0], jnp.dtype(x_spec[1]))
-    y = jax.ShapeDtypeStruct(y_spec[0], jnp.dtype(y_spec[1]))
+    return batch_step_jaxpr(learner, optimizer, (("x", x_spec), ("y", y_spec)), hp_names)
+
+
+def batch_step_jaxpr(learner: Learner, optimizer: OptimizerLike, batch: BatchSpec,
+                     hp_names: HparamShapes) -> Any:
+    """The closed jaxpr of one member's training step on a batch of any keys.
+
+    Args:
+      learner, optimizer: the population's.
+      batch: ``((key, (shape, dtype name)), ...)`` of one minibatch, ``"x"`` as
+        the model is fed.
+      hp_names: :func:`hparam_shapes`.
+    """
+    specs = {k: jax.ShapeDtypeStruct(shape, jnp.dtype(dtype)) for k, (shape, dtype) in batch}
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
     key = jax.random.key_data(jax.random.key(0))
-    params, collections = jax.eval_shape(learner.init, jax.random.key(0), x)
+    params, collections = jax.eval_shape(learner.init, jax.random.key(0), specs["x"])
     pop = _LearnerOnly(learner)  # what member_step reads of a population
 
-    def step(p: Params, c: PyTree, h: Any, xb: jax.Array, yb: jax.Array) -> Any:
+    def step(p: Params, c: PyTree, h: Any, b: Any) -> Any:
         tx = make_optimizer(optimizer, h)
-        return member_step(pop, tx, h, (p, tx.init(p), c, key), {"x": xb, "y": yb})
-    return jax.make_jaxpr(step)(params, collections, hp, x, y)
+        return member_step(pop, tx, h, (p, tx.init(p), c, key), b)
+    return jax.make_jaxpr(step)(params, collections, hp, specs)
 
 
 @functools.lru_cache(maxsize=256)
@@ -339,3 +367,87 @@ def check_fits(population: Population, data: Dataset, batch_size: int, devices: 
             f"{'' if fits else ' (none fits: use a smaller model or batch size)'}, a smaller "
             f"batch size or model, or a Stream for data larger than memory")
     return est
+
+
+# Members' outputs on a streamed validation split are held this many times at once:
+# on the devices, gathered to the host, concatenated, and on a device again to be scored.
+OUTPUT_COPIES = 4
+
+
+@functools.lru_cache(maxsize=256)
+def _output_row_bytes(learner: Learner, feature_shape: Tuple[int, ...], hp_names: HparamShapes,
+                      dtype: str = "float32") -> float:
+    params, collections = jax.eval_shape(learner.init, jax.random.key(0),
+                                         jax.ShapeDtypeStruct((1,) + feature_shape, dtype))
+    hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
+    x = jax.ShapeDtypeStruct((8,) + feature_shape, dtype)
+    out = jax.eval_shape(lambda p, c, h, xb: learner.apply_eval(p, c, xb, h),
+                         params, collections, hp, x)
+    return _bytes(jax.tree_util.tree_leaves(out)) / 8
+
+
+def stream_estimate(population: Population, batch: BatchSpec, devices: int = 1,
+                    eval_batch: int = 512, val_rows: int = 0) -> MemoryEstimate:
+    """The memory model's estimate for training ``population`` on a Stream, nothing staged.
+
+    Its ``data`` is the batches in flight: :func:`fit_stream` adds those of the
+    chosen chunk. Evaluation also holds the members' outputs on the validation
+    split (collected to be scored whole), :data:`OUTPUT_COPIES` times.
+
+    Args:
+      population: the population (its shapes only are read).
+      batch: ``((key, (shape, dtype name)), ...)`` of one member's minibatch,
+        ``"x"`` as the model is fed.
+      devices: devices the members are spread over.
+      eval_batch: the largest evaluation batch (the Stream's).
+      val_rows: rows of the validation split (0 when unknown).
+    """
+    leaves = jax.tree_util.tree_leaves(
+        (population.params, population.opt_state, population.collections))
+    per_member = sum(math.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves if x.ndim)
+    hp_names = hparam_shapes(population)
+    shape, dtype, size = tuple(population.feature_shape), population.feature_dtype, population.size
+    train = batch_step_bytes(population.learner, population.optimizer, batch, hp_names)
+    local = -(-size // devices)
+    rows = eval_rows(population.learner, shape, size, hp_names, eval_batch, dtype=dtype)
+    evaluate = rows * _row_bytes(population.learner, shape, hp_names, dtype) * local * devices
+    per_row = _output_row_bytes(population.learner, shape, hp_names, dtype)
+    outputs = OUTPUT_COPIES * size * val_rows * per_row
+    return MemoryEstimate(RUNTIME_BYTES, 0, int(per_member * size),
+                          int(train * member_chunk(local, per_member, train) * devices),
+                          int(evaluate + outputs), size)
+
+
+def fit_stream(base: MemoryEstimate, step_staged: int, steps: int, adapt: bool,
+               slots: Callable[[int], int] = lambda steps: steps, budget: Optional[int] = None,
+               name: str = "this stream") -> Tuple[int, MemoryEstimate]:
+    """Steps trained per chunk that fit in memory, and the estimate with them staged.
+
+    Args:
+      base: :func:`stream_estimate`.
+      step_staged: bytes in flight per staged step (every copy of it).
+      steps: the steps per chunk wanted.
+      adapt: whether fewer steps (at least 1) are staged when ``steps`` do not fit.
+      slots: ``steps -> the steps a chunk holds`` (a chunk may hold more than it trains).
+      budget: bytes available (default: :func:`available_bytes`; no check when unknown).
+      name: the stream's name, for the message.
+
+    Returns:
+      ``(steps, estimate)``.
+
+    Raises:
+      MemoryLimitError: before compiling, when not even the fewest steps fit.
+    """
+    budget = available_bytes() if budget is None else budget
+    if budget is not None and adapt:
+        while steps > 1 and base.total + slots(steps) * step_staged > budget:
+            steps = max(1, min(steps - 1, (budget - base.total) // max(step_staged, 1)))
+    est = dataclasses.replace(base, data=base.data + slots(steps) * step_staged)
+    if budget is not None and est.total > budget:
+        raise MemoryLimitError(
+            f"a population of {est.size} needs about {est.total / GB:.1f} GB to train on "
+            f"{name} (batches in flight {est.data / GB:.2f} GB for {steps} staged step(s), "
+            f"weights and optimizer states {est.state / GB:.2f} GB, activations "
+            f"{max(est.train_activations, est.eval_activations) / GB:.2f} GB) but "
+            f"{budget / GB:.1f} GB is available: use a smaller population, batch size or model")
+    return steps, est

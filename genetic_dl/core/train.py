@@ -11,7 +11,6 @@ others.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
 
 import flax.linen as nn
@@ -19,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import conv_layout
+from . import local_members
 from . import memory
 from . import sharding
 from ..data import Dataset
@@ -97,35 +96,28 @@ def _member_train(population: Population, params: Params, opt_state: PyTree,
 def chunk_members(population: Population, local: int, step_bytes: int = 0) -> int:
     """Members per chunk: see :func:`~genetic_dl.core.sharding.member_chunk`; ``step_bytes``
     are one member's training-step values (:func:`~genetic_dl.core.memory.step_bytes`)."""
-    leaves = jax.tree_util.tree_leaves((population.params, population.opt_state))
-    per_member = sum(math.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves if x.ndim)
+    per_member = local_members.state_bytes((population.params, population.opt_state))
     return sharding.member_chunk(local, per_member, step_bytes)
 
 
 def _train_local(population: Population, x: jax.Array, y: jax.Array, xv: jax.Array,
                  yv: jax.Array, mean: jax.Array, std: jax.Array, epochs: int, batch_size: int,
                  scaled: bool, eval_batch: int) -> Tuple:
-    """The members of one device, trained chunk after chunk."""
+    """The members of one device, trained by :func:`~genetic_dl.core.local_members.run_members`."""
     fn: Callable[..., Tuple] = functools.partial(
         _member_train, population, epochs=epochs, batch_size=batch_size, scaled=scaled,
         eval_batch=eval_batch)
     members = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None))
     args = (population.params, population.opt_state, population.collections,
             population.hparams, population.keys)
-    local = population.keys.shape[0]
-    step_spec = (population.learner, population.optimizer,
-                 ((batch_size,) + tuple(x.shape[1:]), population.feature_dtype),
-                 ((batch_size,) + tuple(y.shape[1:]), str(y.dtype)),
-                 memory.hparam_shapes(population))
-    lowering, step = conv_layout.lowered(memory.step_jaxpr(*step_spec), jax.default_backend())
+    step = memory.step_jaxpr(population.learner, population.optimizer,
+                             ((batch_size,) + tuple(x.shape[1:]), population.feature_dtype),
+                             ((batch_size,) + tuple(y.shape[1:]), str(y.dtype)),
+                             memory.hparam_shapes(population))
     data = (x, y, xv, yv, mean, std)
-    if lowering == conv_layout.CPU_CONV_LOWERING:
-        return conv_layout.canonical_convolutions(
-            lambda a: sharding.map_chunks(lambda m: members(*m, data), a, 1))(args)
-    chunk = chunk_members(population, local, memory.jaxpr_bytes(step))
-    if chunk >= local:
-        return members(*args, data)
-    return sharding.map_chunks(lambda a: members(*a, data), args, chunk)
+    return local_members.run_members(
+        lambda a: members(*a, data), args, step,
+        local_members.state_bytes((population.params, population.opt_state)))
 
 
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh", "scaled",
