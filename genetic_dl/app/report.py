@@ -69,7 +69,7 @@ def make_plots(run_dir: str) -> List[str]:
         running = max(running, h["best"] if h["best"] is not None else float("-inf"))
         so_far.append(running)
     axes[1].step([h["budget_used"] for h in hist], so_far, where="post", marker="o")
-    axes[1].set_xlabel("budget used (network-epochs)")
+    axes[1].set_xlabel(f"budget used ({result.get('budget_unit', 'network-epochs')})")
     axes[1].set_ylabel("best so far")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -190,7 +190,8 @@ def write_report(run_dir: str, latex: bool = False) -> List[str]:
                   f"structure and hyperparameters changed.\n\n"
                   f"{_table(_candidates(result['history']))}\n\n")
     md = (f"# Run report: {result['dataset']}\n\nCommand: `{result['command']}`  \n"
-          f"Seed: {result['seed']}; budget used: {result['budget_used']} network-epochs.\n\n"
+          f"Seed: {result['seed']}; budget used: {result['budget_used']} "
+          f"{result.get('budget_unit', 'network-epochs')}.\n\n"
           f"## Per generation (validation fitness)\n\n{_table(hist)}\n\n{tuning}"
           f"## Best configuration\n\n{_table(config)}\n\n"
           f"## Best model's metrics\n\nSelection used the validation split only; test was "
