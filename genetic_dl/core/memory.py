@@ -225,13 +225,19 @@ def batch_step_jaxpr(learner: Learner, optimizer: OptimizerLike, batch: BatchSpe
     return jax.make_jaxpr(step)(params, collections, hp, specs)
 
 
-@functools.lru_cache(maxsize=256)
-def _row_bytes(learner: Learner, feature_shape: Tuple[int, ...], hp_names: HparamShapes,
-               dtype: str = "float32") -> float:
+def _abstract_eval_inputs(learner: Learner, feature_shape: Tuple[int, ...],
+                          hp_names: HparamShapes, dtype: str) -> Tuple[Any, Any, Any, Any]:
+    """Shapes of one member's ``(params, collections, hparams)`` and of an 8-row batch."""
     params, collections = jax.eval_shape(learner.init, jax.random.key(0),
                                          jax.ShapeDtypeStruct((1,) + feature_shape, dtype))
     hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
-    x = jax.ShapeDtypeStruct((8,) + feature_shape, dtype)
+    return params, collections, hp, jax.ShapeDtypeStruct((8,) + feature_shape, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_bytes(learner: Learner, feature_shape: Tuple[int, ...], hp_names: HparamShapes,
+               dtype: str = "float32") -> float:
+    params, collections, hp, x = _abstract_eval_inputs(learner, feature_shape, hp_names, dtype)
     jaxpr = jax.make_jaxpr(lambda p, c, h, xb: learner.apply_eval(p, c, xb, h))(
         params, collections, hp, x).jaxpr
     return _values(jaxpr) / 8
@@ -377,10 +383,7 @@ OUTPUT_COPIES = 4
 @functools.lru_cache(maxsize=256)
 def _output_row_bytes(learner: Learner, feature_shape: Tuple[int, ...], hp_names: HparamShapes,
                       dtype: str = "float32") -> float:
-    params, collections = jax.eval_shape(learner.init, jax.random.key(0),
-                                         jax.ShapeDtypeStruct((1,) + feature_shape, dtype))
-    hp = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in hp_names}
-    x = jax.ShapeDtypeStruct((8,) + feature_shape, dtype)
+    params, collections, hp, x = _abstract_eval_inputs(learner, feature_shape, hp_names, dtype)
     out = jax.eval_shape(lambda p, c, h, xb: learner.apply_eval(p, c, xb, h),
                          params, collections, hp, x)
     return _bytes(jax.tree_util.tree_leaves(out)) / 8
