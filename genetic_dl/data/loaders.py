@@ -77,16 +77,24 @@ MOVING_DIGITS: Dict[str, Any] = {"count": 3000, "frames": 10, "size": 32, "digit
                                  "label": "sum"}
 
 
-def _load_moving_digits(seed: int, **options: str) -> Dataset:
+def _clip_options(loader: str, defaults: Dict[str, Any], options: Dict[str, str]
+                  ) -> Tuple[Dict[str, Any], Tuple[int, int, int, int]]:
+    """A video loader's options over its defaults, and their integer ``(count, frames,
+    size, digits)``; an unknown or non-integer option is refused in one line."""
     for name in options:
-        if name not in MOVING_DIGITS:
-            unknown("moving_digits option", name, MOVING_DIGITS,
-                    "(e.g. moving_digits:frames=20,size=64,count=10000)")
-    opts = dict(MOVING_DIGITS, **options)
+        if name not in defaults:
+            unknown(f"{loader} option", name, defaults,
+                    f"(e.g. {loader}:frames=20,size=64,count=10000)")
+    opts = dict(defaults, **options)
     try:
         count, frames, size, digits = (int(opts[k]) for k in ("count", "frames", "size", "digits"))
     except ValueError:
-        _fail(f"moving_digits options count, frames, size and digits are integers, got {opts}")
+        _fail(f"{loader} options count, frames, size and digits are integers, got {opts}")
+    return opts, (count, frames, size, digits)
+
+
+def _load_moving_digits(seed: int, **options: str) -> Dataset:
+    opts, (count, frames, size, digits) = _clip_options("moving_digits", MOVING_DIGITS, options)
     x, y = moving_digits(count, frames=frames, size=size, digits=digits, label=str(opts["label"]),
                          seed=0)
     test = max(1, count // 5)
@@ -103,16 +111,8 @@ def _load_captioned_moving_digits(seed: int, **options: str) -> Dataset:
     labels are its ``(n, 4 * digits)`` caption targets, ``slot_classes`` their vocabularies
     (:data:`~genetic_dl.data.synthetic.CAPTION_VOCAB` per digit), the sentences
     ``synthetic.render_captions(data.y_test)``."""
-    for name in options:
-        if name not in CAPTIONED_MOVING_DIGITS:
-            unknown("captioned_moving_digits option", name, CAPTIONED_MOVING_DIGITS,
-                    "(e.g. captioned_moving_digits:frames=20,size=64,count=10000)")
-    opts = dict(CAPTIONED_MOVING_DIGITS, **options)
-    try:
-        count, frames, size, digits = (int(opts[k]) for k in ("count", "frames", "size", "digits"))
-    except ValueError:
-        _fail(f"captioned_moving_digits options count, frames, size and digits are integers, "
-              f"got {opts}")
+    _, (count, frames, size, digits) = _clip_options("captioned_moving_digits",
+                                                     CAPTIONED_MOVING_DIGITS, options)
     x, y, _ = captioned_moving_digits(count, frames=frames, size=size, digits=digits, seed=0)
     test = max(1, count // 5)
     return make_multi_slot_dataset("captioned_moving_digits", x[test:], y[test:], x[:test],
