@@ -25,24 +25,28 @@ def state_bytes(tree: Any) -> int:
     return sum(math.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves if x.ndim)
 
 
-def run_members(members: Callable[[Tuple], Tuple], args: Tuple, step: Any,
+def run_members(member: Callable[[Tuple], Tuple], args: Tuple, step: Any,
                 per_member: int) -> Tuple:
-    """``members(args)`` over the leading (member) axis of ``args``, by the fixed rule.
+    """``member`` over the leading (member) axis of ``args``, by the fixed rule.
+
+    Members one at a time run ``member`` itself in a loop, not a vmap over chunks
+    of one: XLA:CPU kept the unit member axis in the vmapped program, and copying
+    a frames model's image patches into 5-D arrays took 12x as long.
 
     Args:
-      members: the vmapped training program of any number of members.
+      member: one member's training program, on one member's ``args``.
       args: its arguments, each with a leading member axis.
       step: the closed jaxpr of one member's training step (picks the lowering
         and sizes the chunks).
       per_member: bytes of one member's weights and optimizer state.
 
     Returns:
-      ``members(args)``, the same pytree.
+      ``jax.vmap(member)(args)``, the same pytree.
     """
     lowering, lowered = conv_layout.lowered(step, jax.default_backend())
     if lowering == conv_layout.CPU_CONV_LOWERING:
-        return conv_layout.canonical_convolutions(
-            lambda a: sharding.map_chunks(members, a, 1))(args)
+        return conv_layout.canonical_convolutions(lambda a: jax.lax.map(member, a))(args)
+    members = jax.vmap(member)
     local = jax.tree_util.tree_leaves(args)[0].shape[0]
     chunk = sharding.member_chunk(local, per_member, memory.jaxpr_bytes(lowered))
     if chunk >= local:

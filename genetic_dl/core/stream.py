@@ -255,10 +255,9 @@ def _chunk_local(population: Population, chunk: Mapping[str, jax.Array], steps: 
                                    memory.hparam_shapes(population))
     state_bytes = local_members.state_bytes((population.params, population.opt_state))
     if shared:
-        members = jax.vmap(member, in_axes=(0, None))
-        return local_members.run_members(lambda a: members(a, per_member), state, step,
+        return local_members.run_members(lambda a: member(a, per_member), state, step,
                                          state_bytes)
-    return local_members.run_members(lambda a: jax.vmap(member)(*a), (state, per_member), step,
+    return local_members.run_members(lambda a: member(*a), (state, per_member), step,
                                      state_bytes)
 
 

@@ -107,7 +107,6 @@ def _train_local(population: Population, x: jax.Array, y: jax.Array, xv: jax.Arr
     fn: Callable[..., Tuple] = functools.partial(
         _member_train, population, epochs=epochs, batch_size=batch_size, scaled=scaled,
         eval_batch=eval_batch)
-    members = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None))
     args = (population.params, population.opt_state, population.collections,
             population.hparams, population.keys)
     step = memory.step_jaxpr(population.learner, population.optimizer,
@@ -116,7 +115,7 @@ def _train_local(population: Population, x: jax.Array, y: jax.Array, xv: jax.Arr
                              memory.hparam_shapes(population))
     data = (x, y, xv, yv, mean, std)
     return local_members.run_members(
-        lambda a: members(*a, data), args, step,
+        lambda a: fn(*a, data), args, step,
         local_members.state_bytes((population.params, population.opt_state)))
 
 
