@@ -19,9 +19,10 @@ PyTorch arms do not.
   torch_serial the members one after another in PyTorch (torch.nn, nn.GRU, Adam)
   eval         memory only: gdl.evaluate of P = 8 on a validation split of --val rows
 
-GFLOP/s counts XLA's cost analysis of one member's training step (forward and
-backward) times steps and members, against the machine's float32 matmul ceiling
-(2048x2048 jnp.dot).
+GFLOP/s counts one member's training step analytically (genetic_dl.core.flops: the
+dense, conv and recurrent multiply-adds of three forward passes, not XLA's cost
+analysis, which counts work a lowering adds) times steps and members, against the
+machine's float32 matmul ceiling (2048x2048 jnp.dot).
 
 Usage:
   python benchmarks/real_size.py [--sizes 4 8 16 32] [--rounds 2] [--train-n 4096]
@@ -79,23 +80,11 @@ def _subset(data, n):
                        data.feature_mean, data.feature_std, data.raw_inputs)
 
 
-def _step_flops(pop, data) -> float:
-    """XLA's flop count of one member's training step on one batch."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from genetic_dl.core.optimizers import make_optimizer  # pylint: disable=import-outside-toplevel
-    from genetic_dl.core.step import member_step  # pylint: disable=import-outside-toplevel
-    one = jax.tree_util.tree_map(lambda v: v[0], (pop.params, pop.collections, pop.hparams,
-                                                  pop.keys))
-    x = jnp.zeros((BATCH,) + data.feature_shape, jnp.float32)
-    y = jnp.zeros((BATCH,), jnp.int32)
-
-    def step(p, c, h, k):
-        tx = make_optimizer(pop.optimizer, h)
-        return member_step(pop, tx, h, (p, tx.init(p), c, k), {"x": x, "y": y})
-    cost = jax.jit(step).lower(*one).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
+def _step_flops(model: str, data) -> float:
+    """Analytic FLOPs of one member's training step on one batch (genetic_dl.core.flops:
+    dense, conv and recurrent multiply-adds, three forward passes per step)."""
+    from genetic_dl.core import flops  # pylint: disable=import-outside-toplevel
+    return float(flops.training_flops(_spec(model), data.feature_shape, data.out_dim) * BATCH)
 
 
 def arm_jax(arm: str, model: str, size: int, train_n: int, n_val: int) -> dict:
@@ -117,7 +106,7 @@ def arm_jax(arm: str, model: str, size: int, train_n: int, n_val: int) -> dict:
             trained, _ = gdl.train(member, source, 1, batch_size=BATCH)
             jax.block_until_ready(trained.params)
         out[phase] = time.perf_counter() - start
-    flops = _step_flops(pop, data) * (train_n // BATCH) * size
+    flops = _step_flops(model, data) * (train_n // BATCH) * size
     return {"seconds": out["timed"], "member_epochs_per_s": size / out["timed"],
             "gflops": flops / out["timed"] / 1e9, "warm_seconds": out["warm"],
             **({"estimate_mb": out["estimate_mb"]} if "estimate_mb" in out else {})}
@@ -269,18 +258,10 @@ def arm_torch(arm: str, model: str, size: int, train_n: int) -> dict:
         start = time.perf_counter()
         epoch()
         times.append(time.perf_counter() - start)
-    flops = _torch_flops(data, model) * steps * size
+    flops = _step_flops(model, data) * steps * size
     return {"seconds": times[1], "member_epochs_per_s": size / times[1],
             "gflops": flops / times[1] / 1e9, "warm_seconds": times[0],
             "threads": torch.get_num_threads()}
-
-
-def _torch_flops(data, model: str) -> float:
-    """One member's training-step flops, counted by XLA on the JAX population (same net)."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import genetic_dl as gdl  # pylint: disable=import-outside-toplevel
-    pop = gdl.init_population(jax.random.key(0), _spec(model), data, 1)
-    return _step_flops(pop, data)
 
 
 def arm_eval(model: str, size: int, n_val: int) -> dict:
