@@ -411,20 +411,17 @@ def _plot(result, path):
         import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    arms = sorted({k.split("/")[2] for k in result["table"]})
-    for arm in arms:
-        pts = sorted((int(k.split("/")[1]), v["member_epochs_per_s"])
-                     for k, v in result["table"].items()
-                     if k.startswith("cnn/") and k.endswith("/" + arm) and v["member_epochs_per_s"])
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=arm)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("population size P")
-    ax.set_ylabel("member-epochs / s")
-    ax.set_title(f"CNN 16-32 on 28x28 uint8 images ({result['train_n']} per epoch)")
-    ax.legend(fontsize=8)
+    groups = sorted({tuple(k.split("/")[:2]) for k in result["table"]})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
+    for ax, (model, size) in zip(axes[0], groups):
+        cells = {k.split("/")[2]: v["member_epochs_per_s"] for k, v in result["table"].items()
+                 if k.startswith(f"{model}/{size}/") and v["member_epochs_per_s"]}
+        names = [a for a in ("population", "stream", "jax_serial", "torch_grouped",
+                             "torch_vmap", "torch_serial") if a in cells]
+        ax.barh(names[::-1], [cells[a] for a in names[::-1]],
+                color=["C1" if a in ("population", "stream") else "C0" for a in names[::-1]])
+        ax.set_xlabel("member-epochs / s")
+        ax.set_title(f"{model}, P = {size}", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=120)
