@@ -9,7 +9,10 @@ Arms, all at equal compute (the same P members, generations and epochs per gener
   papa_pull         rule "none", shared start, every member pulled toward the mean (PAPA);
   wash              rule "none", shared start, WASH's shuffle of weight positions;
   ga_pull           the weight GA, shared start, with the pull;
-  pull_independent  negative control: the pull on independent starts (no shared basin).
+  pull_independent  negative control: the pull on independent starts (no shared basin);
+  papa_pull_repair  papa_pull with REPAIR after every pull (4 training batches; BatchNorm
+                    models: statistics recomputed);
+  ga_pull_repair    ga_pull with the same REPAIR.
 Within a seed every arm starts from the same initial population (the shared-start arms from
 its member 0) and the same evolution key, so the arms are compared paired per seed
 (paired.py: mean difference, 95 % bootstrap interval). Per arm and seed it records the best
@@ -64,6 +67,8 @@ ARMS: Dict[str, Tuple[gdl.WeightGAConfig, bool]] = {
     "wash": (gdl.WeightGAConfig(rule="none", recombination="wash"), True),
     "ga_pull": (gdl.WeightGAConfig(rule="ga", recombination="pull"), True),
     "pull_independent": (gdl.WeightGAConfig(rule="none", recombination="pull"), False),
+    "papa_pull_repair": (gdl.WeightGAConfig(rule="none", recombination="pull", repair=4), True),
+    "ga_pull_repair": (gdl.WeightGAConfig(rule="ga", recombination="pull", repair=4), True),
 }
 CONTROLS = ("best_of_p", "best_of_p_shared", "pbt")
 BARRIER_TS = (0.25, 0.5, 0.75)

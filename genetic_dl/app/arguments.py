@@ -138,6 +138,10 @@ def _evolve_parser(ev: argparse.ArgumentParser) -> None:
                     help="after each generation's training, recompute BatchNorm statistics on "
                     "this many training batches, so averaged or crossed members are scored "
                     "with their own (default 0: off)")
+    ev.add_argument("--repair", type=int, default=None, metavar="BATCHES",
+                    help="REPAIR after each --recombination pull or pairwise round, on this many "
+                    "training batches: units rescaled to the mix of their endpoints' statistics "
+                    "(BatchNorm models: statistics recomputed) (default 0: off)")
     ev.add_argument("--fitness", default=None, help="validation metric to maximise "
                     "(loss and mse are negated; default loss, slot_accuracy for --model caption)")
     ev.add_argument("--soups", action="store_true", default=None,

@@ -239,7 +239,8 @@ def evolve_weights_command(args: argparse.Namespace, argv: List[str]) -> int:
                             recombination_period=(1 if args.recombination_period is None
                                                   else args.recombination_period),
                             shared_start=bool(args.shared_start),
-                            reset_statistics=args.reset_statistics or 0)
+                            reset_statistics=args.reset_statistics or 0,
+                            repair=args.repair or 0)
     hparams = {} if args.lr is None else {"learning_rate": args.lr}
     k_pop, k_ga = jax.random.split(jax.random.key(args.seed))
     pop = init_population(k_pop, spec, data, args.population, args.optimizer, hparams)

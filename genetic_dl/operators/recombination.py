@@ -172,7 +172,14 @@ def pairwise_average(key: jax.Array, params: Params, opt_state: Any,
       ``(params, opt_state)``; each pair's sum is unchanged, so the population's mean
       too; failed and unpaired members untouched.
     """
-    alive = _alive(params, alive)
+    partner, paired = _pairs(key, _alive(params, alive))
+    return _each_like(params, lambda x: _toward(x, (x + x[partner]) / 2, rate, paired),
+                      opt_state)
+
+
+def _pairs(key: jax.Array, alive: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    """PAPA-2's random pairs: each member's partner (itself when unpaired) and whether
+    it is paired."""
     order = _random_order(key, alive)
     rank = jnp.argsort(order)
     other = rank ^ 1  # places 0-1, 2-3... are pairs
@@ -180,8 +187,35 @@ def pairwise_average(key: jax.Array, params: Params, opt_state: Any,
     paired = (rank < count) & (other < count)  # the last alive one of an odd count: alone
     partner = jnp.where(paired, order[jnp.minimum(other, alive.shape[0] - 1)],
                         jnp.arange(alive.shape[0]))
-    return _each_like(params, lambda x: _toward(x, (x + x[partner]) / 2, rate, paired),
-                      opt_state)
+    return partner, paired
+
+
+def mixing(key: jax.Array, method: str, rate: Any, alive: jax.Array) -> jax.Array:
+    """The weights of an averaging recombination: member ``i`` after
+    :func:`recombine` (same ``key``) is ``sum_j W[i, j]`` member ``j`` before it.
+
+    Args:
+      key: the PRNG key :func:`recombine` is given (PAPA-2 draws its pairs from it).
+      method: one of :data:`METHODS`; ``"none"`` and ``"wash"`` (which moves values
+        between members and averages none) give the identity.
+      rate: the recombination's rate.
+      alive: ``(P,)`` bool, the members that take part.
+
+    Returns:
+      ``(P, P)`` float32 ``W``; each row sums to 1, a member left alone has a row of the
+      identity.
+    """
+    size = alive.shape[0]
+    eye = jnp.eye(size, dtype=jnp.float32)
+    r = jnp.asarray(rate, jnp.float32)
+    if method == "pull":
+        mean = alive.astype(jnp.float32) / jnp.maximum(jnp.sum(alive), 1)
+        return jnp.where(alive[:, None], (1 - r) * eye + r * mean[None, :], eye)
+    if method == "pairwise":
+        partner, paired = _pairs(key, alive)
+        pair = (1 - r / 2) * eye + (r / 2) * jax.nn.one_hot(partner, size, dtype=jnp.float32)
+        return jnp.where(paired[:, None], pair, eye)
+    return eye
 
 
 def recombine(key: jax.Array, population: Population, method: str, rate: Any) -> Population:

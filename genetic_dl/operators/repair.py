@@ -105,6 +105,14 @@ def repair(learner: Learner, endpoints: Params, weights: ArrayLike, averaged: Pa
     stats = jax.vmap(lambda p: unit_statistics(learner, p, collections, x, hp))(endpoints)
     target = {path: (jnp.tensordot(w, mean, 1), jnp.tensordot(w, std, 1))
               for path, (mean, std) in stats.items()}
+    return _rescaled(learner, target, averaged, collections, x, hp)
+
+
+def _rescaled(learner: Learner, target: Dict[Path, Tuple[jax.Array, jax.Array]],
+              averaged: Params, collections: PyTree, x: jax.Array,
+              hp: Dict[str, jax.Array]) -> Params:
+    """``averaged`` with each layer of ``target`` rescaled to its ``(mean, std)`` per
+    unit, in call order, each measured after the earlier ones were rescaled."""
     flat = dict(traverse_util.flatten_dict(averaged["params"]))
     for path, (mean_t, std_t) in target.items():  # call order: each after the earlier ones
         layers, outputs = _layers(learner, {"params": traverse_util.unflatten_dict(flat)},
@@ -116,3 +124,37 @@ def repair(learner: Learner, endpoints: Params, weights: ArrayLike, averaged: Pa
         flat[path + ("kernel",)] = (kernel * scale).astype(kernel.dtype)
         flat[path + ("bias",)] = (bias * scale + shift).astype(bias.dtype)
     return {**averaged, "params": traverse_util.unflatten_dict(flat)}
+
+
+def repair_mixed(learner: Learner, endpoints: Params, mixing: jax.Array, mixed: Params,
+                 x: jax.Array, hp: Optional[Dict[str, jax.Array]] = None) -> Params:
+    """REPAIR of a whole population after an averaging recombination (PAPA's pull, PAPA-2).
+
+    Member ``i`` of ``mixed`` is ``sum_j mixing[i, j]`` member ``j`` of ``endpoints``;
+    its units are rescaled to the same mix of the endpoints' unit statistics, all
+    members at once. A member whose row is the identity (it took no part) is returned
+    as it is.
+
+    Args:
+      learner: the population's learner (a linen module, norm-free: no collections).
+      endpoints: the members' params before the recombination, stacked (leading axis P).
+      mixing: ``(P, P)`` weights (:func:`~genetic_dl.operators.recombination.mixing`).
+      mixed: the members' params after it, stacked.
+      x: a batch of model inputs (training data: selection never sees test).
+      hp: the members' traced hyperparameters, stacked, if any.
+
+    Returns:
+      ``mixed``, repaired.
+    """
+    hp = hp or {}
+    w = jnp.asarray(mixing, jnp.float32)
+    stats = jax.vmap(lambda p, h: unit_statistics(learner, p, {}, x, h))(endpoints, hp)
+
+    def mix(v: jax.Array) -> jax.Array:  # a failed member (weight 0) may have NaN statistics
+        return w @ jnp.where(jnp.isfinite(v), v, 0.0)
+    targets = {path: (mix(mean), mix(std)) for path, (mean, std) in stats.items()}
+    repaired = jax.vmap(lambda t, p, h: _rescaled(learner, t, p, {}, x, h))(targets, mixed, hp)
+    moved = jnp.diagonal(w) < 1
+    return jax.tree_util.tree_map(
+        lambda r, m: jnp.where(moved.reshape((-1,) + (1,) * (m.ndim - 1)), r, m),
+        repaired, mixed)

@@ -80,6 +80,12 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
         (:func:`~genetic_dl.core.statistics.recompute_statistics`, REPAIR's reset):
         members made by averaging, interpolation or crossover are evaluated with
         statistics of their own weights, not their parents' (0: off; a Dataset only).
+      repair: after each averaging round (``recombination`` ``"pull"`` or
+        ``"pairwise"``), REPAIR on this many training batches (0: off; a Dataset only):
+        a norm-free model's units rescaled to the mix of their endpoints' statistics
+        (:func:`~genetic_dl.operators.repair.repair_mixed`), a model with running
+        statistics (BatchNorm) has them recomputed instead
+        (:func:`~genetic_dl.core.statistics.recompute_statistics`). Jordan et al. 2023.
     """
     rule: str = "ga"
     selection: str = "tournament"
@@ -108,6 +114,7 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
     recombination_period: int = 1
     shared_start: bool = False
     reset_statistics: int = 0
+    repair: int = 0
 
     def __post_init__(self) -> None:
         for name in ("crossover_prob", "mutation_rate", "mutation_scale", "mutation_decay",
@@ -136,6 +143,12 @@ class WeightGAConfig:  # pylint: disable=too-many-instance-attributes
               and self.reset_statistics >= 0,
               f"reset_statistics is a number of training batches (0: off), got "
               f"{self.reset_statistics!r}")
+        check(isinstance(self.repair, int) and not isinstance(self.repair, bool)
+              and self.repair >= 0,
+              f"repair is a number of training batches (0: off), got {self.repair!r}")
+        check(not self.repair or self.recombination in ("pull", "pairwise"),
+              f"repair rescales members made by averaging: it needs recombination 'pull' "
+              f"or 'pairwise', not {self.recombination!r} (or set repair to 0)")
         if self.recombination_rate is not None:
             try:
                 object.__setattr__(self, "recombination_rate", float(self.recombination_rate))

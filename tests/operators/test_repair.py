@@ -9,7 +9,8 @@ from genetic_dl.core.pytree import PyTree
 from genetic_dl.operators.averaging import interpolate, uniform_average
 from genetic_dl.operators.matching import align
 from genetic_dl.operators.permutation import spec_of
-from genetic_dl.operators.repair import repair, unit_statistics
+from genetic_dl.operators import recombination
+from genetic_dl.operators.repair import repair, repair_mixed, unit_statistics
 
 
 def _member(pop, i) -> PyTree:
@@ -75,3 +76,45 @@ def test_repair_lowers_the_loss_of_the_midpoint_of_independent_networks(digits_p
     assert repaired < plain
     # most of the barrier above the endpoints' mean is gone
     assert repaired - np.mean(ends) < 0.5 * (plain - np.mean(ends))
+
+
+def _stack(*trees):
+    return jax.tree_util.tree_map(lambda *p: jnp.stack(p), *trees)
+
+
+@pytest.mark.parametrize("method,rate", [("pull", 0.5), ("pairwise", 1.0)])
+def test_mixing_weights_give_the_recombined_members(digits_pair, method, rate):
+    pop, _ = digits_pair
+    four = _stack(*[jax.tree_util.tree_map(lambda q, i=i: q * (1 + 0.1 * i), _member(pop, i % 2))
+                    for i in range(4)])
+    alive = jnp.array([True, True, False, True])
+    key = jax.random.key(5)
+    moved = (recombination.pull_to_mean(four, {}, rate, alive) if method == "pull" else
+             recombination.pairwise_average(key, four, {}, alive, rate))[0]
+    w = recombination.mixing(key, method, rate, alive)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(w[2], jnp.eye(4)[2])  # the failed member takes no part
+    for got, before in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(four)):
+        np.testing.assert_allclose(got, jnp.tensordot(w, before, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_repaired_population_has_each_members_mix_of_statistics(digits_pair):
+    pop, data = digits_pair
+    x = jnp.asarray(data.x_train[:256])
+    ends = _stack(_member(pop, 0), _member(pop, 1), _member(pop, 0))
+    ends = jax.tree_util.tree_map(lambda p, q: p.at[2].set(jnp.nan * q[0]), ends, ends)
+    w = jnp.array([[0.5, 0.5, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 1.0]])
+    mixed = jax.tree_util.tree_map(lambda p: jnp.tensordot(w, jnp.nan_to_num(p), 1), ends)
+    mixed = jax.tree_util.tree_map(lambda m, e: m.at[2].set(e[2]), mixed, ends)
+    fixed = repair_mixed(pop.learner, ends, w, mixed, x)
+    stats = [unit_statistics(pop.learner, _member(pop, i), {}, x) for i in range(2)]
+    for i in range(2):
+        got = unit_statistics(pop.learner, jax.tree_util.tree_map(lambda p, i=i: p[i], fixed),
+                              {}, x)
+        for path, (mean, std) in got.items():
+            np.testing.assert_allclose(mean, w[i, 0] * stats[0][path][0]
+                                       + w[i, 1] * stats[1][path][0], atol=1e-4)
+            np.testing.assert_allclose(std, w[i, 0] * stats[0][path][1]
+                                       + w[i, 1] * stats[1][path][1], rtol=1e-3, atol=1e-5)
+    for got, kept in zip(jax.tree_util.tree_leaves(fixed), jax.tree_util.tree_leaves(mixed)):
+        np.testing.assert_array_equal(got[2], kept[2])  # an identity row: left as it is

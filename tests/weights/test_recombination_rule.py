@@ -166,3 +166,48 @@ def test_the_shared_start_flag_reaches_the_config(tmp_path, capsys, monkeypatch)
         assert code == 0, capsys.readouterr().err
     assert [c.shared_start for c in configs] == [False, True]
     assert [c.reset_statistics for c in configs] == [0, 3]
+
+
+def test_repair_options_are_checked():
+    assert WeightGAConfig(recombination="pull", repair=2).repair == 2
+    for kw, message in ((dict(repair=2), "repair rescales members made by averaging"),
+                        (dict(recombination="wash", repair=1), "not 'wash'"),
+                        (dict(recombination="pull", repair=-1), "repair is a number"),
+                        (dict(recombination="pull", repair=True), "repair is a number")):
+        with pytest.raises(ValueError, match=message) as err:
+            WeightGAConfig(**kw)
+        assert "\n" not in str(err.value)
+
+
+def test_repaired_rounds_rerun_and_resume_exactly_and_change_the_members(iris):
+    pop = shared_start(gdl.init_population(jax.random.key(0), gdl.MLPSpec((8,)), iris, 4))
+    cfg = WeightGAConfig(rule="ga", recombination="pairwise", recombination_rate=0.5, repair=2)
+    kw = dict(generations=2, epochs=2, batch_size=16, config=cfg)
+    states = []
+    full = evolve_weights(jax.random.key(1), pop, iris, on_state=states.append, **kw)
+    resumed = evolve_weights(jax.random.key(9), pop, iris, resume=states[0], **kw)
+    plain = evolve_weights(jax.random.key(1), pop, iris,
+                           **{**kw, "config": WeightGAConfig(rule="ga", recombination="pairwise",
+                                                             recombination_rate=0.5)})
+    for x, y in zip(_leaves(resumed.population.params), _leaves(full.population.params)):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in
+               zip(_leaves(plain.population.params), _leaves(full.population.params)))
+    stream = gdl.Stream.from_dataset(iris, 16)
+    with pytest.raises(ValueError, match="repair needs a Dataset"):
+        evolve_weights(jax.random.key(1), pop, stream, **kw)
+
+
+def test_the_repair_flag_reaches_the_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GENETIC_DL_CACHE", "off")
+    from genetic_dl.app import cli  # pylint: disable=import-outside-toplevel
+    out = tmp_path / "run"
+    code = cli.main(["evolve-weights", "--dataset", "iris", "--population", "3",
+                     "--generations", "1", "--epochs", "1", "--batch-size", "16", "--hidden",
+                     "4", "--recombination", "pull", "--repair", "2", "--quiet",
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "repair = 2" in (out / "config.toml").read_text().splitlines()
+    code = cli.main(["evolve-weights", "--dataset", "iris", "--repair", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: repair rescales members"), err

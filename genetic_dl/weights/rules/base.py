@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Dict, List, Mapping, Protocol, Tuple, Union, runtime_checkable
+from typing import Any, Dict, List, Mapping, Protocol, Tuple, Union, cast, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ...core.population import Population
 from ...operators import recombination
+from ...operators.repair import repair_mixed
 from ...core.statistics import recompute_statistics
 from ...core.train import train
-from ...errors import fail
+from ...errors import check, fail
 from ...core.stream import Stream
 from ...data import Dataset
 from ..config import WeightGAConfig
@@ -44,19 +46,56 @@ def rounds(epochs: int, period: int) -> List[int]:
     return [period] * (epochs // period) + ([epochs % period] if epochs % period else [])
 
 
+# Folded into member 0's training key for the rows a round's REPAIR measures on.
+REPAIR_STREAM = 0x52455041
+
+
 @functools.partial(jax.jit, static_argnames=("method",))
-def _recombined(population: Population, method: str, rate: jax.Array) -> Population:
+def _recombined(population: Population, method: str,
+                rate: jax.Array) -> Tuple[Population, jax.Array]:
     # the key is a function of the population alone: a rerun, or a run resumed from
     # its LoopState, recombines exactly as the first
     key = jax.random.fold_in(population.keys[0], RECOMBINATION_STREAM)
-    return recombination.recombine(key, population, method, rate)
+    return (recombination.recombine(key, population, method, rate),
+            recombination.mixing(key, method, rate, ~population.failed))
 
 
-def recombined(population: Population, config: WeightGAConfig) -> Population:
+@jax.jit
+def _repaired(before: Population, after: Population, weights: jax.Array,
+              x: jax.Array) -> Population:
+    return after.replace(params=repair_mixed(before.learner, before.params, weights,
+                                             after.params, x, before.hparams))
+
+
+def repaired(before: Population, after: Population, weights: jax.Array,
+             data: Union[Dataset, Stream], batches: int, batch_size: int) -> Population:
+    """``after``, the recombination of ``before`` by ``weights``
+    (:func:`~genetic_dl.operators.recombination.mixing`), repaired on ``batches``
+    training batches: REPAIR for a norm-free model, recomputed running statistics
+    for one with collections."""
+    if not isinstance(data, Dataset):
+        fail("repair needs a Dataset (REPAIR measures on its training split): set it to 0 "
+             "for a Stream")
+    if jax.tree_util.tree_leaves(after.collections):
+        return recompute_statistics(after, data, batches=batches, batch_size=batch_size)
+    rows = min(batches * batch_size, len(data.y_train))
+    key = jax.random.fold_in(before.keys[0], REPAIR_STREAM)
+    pick = np.sort(np.asarray(jax.random.permutation(key, len(data.y_train)))[:rows])
+    x = jnp.asarray(data.model_inputs(data.x_train[pick]))
+    return _repaired(before, after, weights, x)
+
+
+def recombined(population: Population, config: WeightGAConfig,
+               data: Union[Dataset, Stream, None] = None, batch_size: int = 64) -> Population:
     """``population`` after one round's recombination (``config.recombination``, at
-    ``config.recombination_strength``), its key drawn from the members' training keys."""
-    out = _recombined(population, config.recombination,
-                      jnp.asarray(config.recombination_strength, jnp.float32))
+    ``config.recombination_strength``), its key drawn from the members' training keys;
+    with ``config.repair``, repaired on ``data``'s training split (:func:`repaired`)."""
+    out, weights = _recombined(population, config.recombination,
+                               jnp.asarray(config.recombination_strength, jnp.float32))
+    if config.repair:
+        check(data is not None, "repair needs the training data: pass data")
+        out = repaired(population, out, weights, cast(Union[Dataset, Stream], data),
+                       config.repair, batch_size)
     return jax.block_until_ready(out)  # one program in flight (see core.population)
 
 
@@ -108,7 +147,7 @@ class RuleBase:
             for length in rounds(epochs, self.config.recombination_period):
                 population = train(population, data, length, batch_size=batch_size,
                                    mesh=mesh)[0]
-                population = recombined(population, self.config)
+                population = recombined(population, self.config, data, batch_size)
         if self.config.reset_statistics:
             if not isinstance(data, Dataset):
                 fail("reset_statistics needs a Dataset (the statistics are recomputed from "
