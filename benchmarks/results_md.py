@@ -1479,6 +1479,37 @@ def _conv_layout(res: Results) -> str:
                    f"{met(ratio['max'] <= CONV_LAYOUT_TARGET)} in every round."))
 
 
+CONV_LOWERING_ARMS = ("one_at_a_time", "vmapped", "vmapped_shared")
+
+
+@block("conv_lowering")
+def _conv_lowering(res: Results) -> str:
+    run = res["conv_lowering"]
+    by = {(r["shape"], r["arm"]): r["ms_per_member_step"] for r in run["table"]}
+    shapes = list(dict.fromkeys(shape for shape, _ in by))
+    rows, fastest = [], {}
+    for shape in shapes:
+        base = by[shape, "one_at_a_time"]
+        row = [shape]
+        medians = {}
+        for arm in CONV_LOWERING_ARMS:
+            ratios = [t / b for t, b in zip(by[shape, arm], base)]
+            medians[arm] = statistics.median(ratios)
+            row.append(f"{num(statistics.median(by[shape, arm]))} ms: "
+                       f"{num(medians[arm])}× ({span(ratios)})")
+        rows.append(row)
+        fastest[shape] = min(medians, key=lambda a: medians[a])
+    rounds = len(next(iter(by.values())))
+    others = [f"{arm} at {shape}" for shape, arm in fastest.items() if arm != "one_at_a_time"]
+    return (table(["shape", *CONV_LOWERING_ARMS], rows) + "\n\n" + wrap(
+        f"Median ms per member-step over {rounds} interleaved rounds at P = {run['size']} "
+        f"({run['machine']}); each arm's ratio is the median of its per-round ratios to "
+        f"one_at_a_time (range in brackets). The engine's rule on this backend, one member at a "
+        f"time, is the fastest at "
+        + listing([s for s, a in fastest.items() if a == "one_at_a_time"])
+        + ("" if not others else "; faster: " + listing(others)) + "."))
+
+
 STREAM_TARGET = 0.85  # the stream path at least 0.85x the array path
 STREAM_ARMS = ("Dataset (memory)", "Dataset (mmap .npy)", "make_iter (memory)")
 
