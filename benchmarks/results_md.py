@@ -1479,6 +1479,32 @@ def _conv_layout(res: Results) -> str:
                    f"{met(ratio['max'] <= CONV_LAYOUT_TARGET)} in every round."))
 
 
+RECOMBINATION_COST_TARGET = 5.0  # % of training throughput
+
+
+@block("recombination_cost")
+def _recombination_cost(res: Results) -> str:
+    run = res["recombination_cost"]
+    by = {(r["model"], r["P"], r["arm"]): r["seconds"] for r in run["table"]}
+    rows, over = [], []
+    for (model, size, arm), values in by.items():
+        base = by[model, size, "none"]
+        costs = [100 * (v / b - 1) for v, b in zip(values, base)]
+        cost = statistics.median(costs)
+        rows.append([model, str(size), arm, num(statistics.median(values), 2),
+                     "" if arm == "none" else
+                     f"{num(cost, 1, sign=True)} % ({span(costs, 1)})"])
+        if arm != "none" and cost > RECOMBINATION_COST_TARGET:
+            over.append(f"{arm} on the {model}")
+    rounds = len(next(iter(by.values())))
+    return (table(["model", "P", "recombination", "median s", "cost, median (rounds)"], rows)
+            + "\n\n" + wrap(
+                f"{run['epochs']} epochs per call, {rounds} interleaved rounds ({run['machine']}). "
+                f"Goal: at most {num(RECOMBINATION_COST_TARGET, 0)} % of training throughput: "
+                + (f"{met(True)} by every method." if not over else
+                   f"{met(False)} for {listing(over)}.")))
+
+
 CONV_LOWERING_ARMS = ("one_at_a_time", "vmapped", "vmapped_shared")
 
 

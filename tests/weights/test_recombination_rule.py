@@ -1,6 +1,7 @@
 """Recombination while a generation trains (WeightGAConfig.recombination): its options,
 rounds, determinism and resume, every rule, and the CLI's flags."""
 import json
+import subprocess
 
 import jax
 import numpy as np
@@ -211,3 +212,34 @@ def test_the_repair_flag_reaches_the_config(tmp_path, capsys, monkeypatch):
     code = cli.main(["evolve-weights", "--dataset", "iris", "--repair", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: repair rescales members"), err
+
+
+RECOMBINING_RUN = """
+import json
+import jax, numpy as np
+import genetic_dl as gdl
+from genetic_dl.weights import WeightGAConfig, evolve_weights
+data = gdl.load_dataset("iris")
+pop = gdl.shared_start(gdl.init_population(jax.random.key(0), gdl.MLPSpec((8,)), data, 4))
+out = {}
+for method, rate, repair in (("wash", 0.5, 0), ("pull", 1.0, 2), ("pairwise", 1.0, 0)):
+    res = evolve_weights(jax.random.key(1), pop, data, generations=2, epochs=2, batch_size=16,
+                         config=WeightGAConfig(rule="none", recombination=method,
+                                               recombination_rate=rate, repair=repair))
+    leaves = jax.tree_util.tree_leaves(res.population.params)
+    out[method] = {"fitness": np.asarray(res.history[-1]["member_fitness"]).tolist(),
+                   "equal": all(np.array_equal(x[0], x[i]) for x in leaves
+                                for i in range(1, 4))}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_recombining_runs_end_on_one_and_two_devices(devices):
+    from conftest import run_python  # pylint: disable=import-outside-toplevel
+    try:
+        out = json.loads(run_python(RECOMBINING_RUN, devices, timeout=300).splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"recombining runs on {devices} device(s) did not finish in 300 s")
+    assert all(np.isfinite(v).all() for v in (r["fitness"] for r in out.values()))
+    assert out["pull"]["equal"] and not out["wash"]["equal"]  # a full pull: one network
