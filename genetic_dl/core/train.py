@@ -10,8 +10,9 @@ others.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 import flax.linen as nn
 import jax
@@ -22,7 +23,7 @@ from . import local_members
 from . import memory
 from . import sharding
 from ..data import Dataset
-from ..errors import check_choice
+from ..errors import check, check_choice
 from .learner import Learner, maximized, zoo_learner
 from .caption_metrics import caption_metric_names, caption_metrics
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
@@ -45,6 +46,26 @@ EVAL_BATCH = 1024
 # Splits longer than this many rows are evaluated chunk by chunk from the host, so
 # memory holds one chunk of inputs (not a copy of the split per device).
 HOST_CHUNK = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class Between:
+    """What runs among the members between rounds of epochs, inside the training program.
+
+    Attributes:
+      period: epochs per round; the last round is shorter when it does not divide
+        the epochs, and ``apply`` runs after every round, the last included.
+      apply: ``apply(population, arg) -> population`` over the whole (sharded)
+        population, jittable; a module-level function, so that the program compiles
+        once for it.
+    """
+    period: int
+    apply: Callable[[Population, jax.Array], Population]
+
+
+def round_lengths(epochs: int, period: int) -> List[int]:
+    """The epochs of each round of ``epochs`` in rounds of ``period``."""
+    return [period] * (epochs // period) + ([epochs % period] if epochs % period else [])
 
 
 def _eval_batch(population: Population) -> int:
@@ -119,12 +140,9 @@ def _train_local(population: Population, x: jax.Array, y: jax.Array, xv: jax.Arr
         local_members.state_bytes((population.params, population.opt_state)))
 
 
-@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh", "scaled",
-                                             "eval_batch"))
-def _train(population: Population, x: jax.Array, y: jax.Array, xv: jax.Array, yv: jax.Array,
-           mean: jax.Array, std: jax.Array, epochs: int, batch_size: int,
-           mesh: Optional[jax.sharding.Mesh] = None, scaled: bool = False,
-           eval_batch: int = 1024) -> Tuple[Population, History]:
+def _train_round(population: Population, data: TrainData, epochs: int, batch_size: int,
+                 mesh: Optional[jax.sharding.Mesh], scaled: bool,
+                 eval_batch: int) -> Tuple[Population, History]:
     fn: Callable[..., Tuple] = functools.partial(_train_local, epochs=epochs,
                                                  batch_size=batch_size, scaled=scaled,
                                                  eval_batch=eval_batch)
@@ -134,12 +152,31 @@ def _train(population: Population, x: jax.Array, y: jax.Array, xv: jax.Array, yv
         # as varying over "pop"; nothing here differentiates through the map.
         fn = jax.shard_map(fn, mesh=mesh, in_specs=(split,) + (whole,) * 6,
                            out_specs=split, check_vma=False)
-    params, opt_state, collections, keys, hist = fn(population, x, y, xv, yv, mean, std)
+    params, opt_state, collections, keys, hist = fn(population, *data)
     diverged = ~jnp.all(jnp.isfinite(hist["train_loss"]) & jnp.isfinite(hist["val_loss"]), axis=1)
     population = population.replace(params=params, opt_state=opt_state, keys=keys,
                                     collections=collections,
                                     failed=population.failed | diverged)
     return population, hist
+
+
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "mesh", "scaled",
+                                             "eval_batch", "between"))
+def _train(population: Population, data: TrainData, epochs: int, batch_size: int,
+           mesh: Optional[jax.sharding.Mesh] = None, scaled: bool = False,
+           eval_batch: int = 1024, between: Optional[Between] = None,
+           between_arg: Any = None) -> Tuple[Population, History]:
+    lengths = [epochs] if between is None else round_lengths(epochs, between.period)
+    hists = []
+    for length in lengths:
+        population, hist = _train_round(population, data, length, batch_size, mesh, scaled,
+                                        eval_batch)
+        if between is not None:
+            population = between.apply(population, between_arg)
+        hists.append(hist)
+    if len(hists) == 1:
+        return population, hists[0]
+    return population, {k: jnp.concatenate([h[k] for h in hists], axis=1) for k in hists[0]}
 
 
 def _canonical(population: Population) -> Population:
@@ -186,7 +223,8 @@ def _check_shape(population: Population, data: Dataset) -> None:
 
 
 def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
-          batch_size: int = 64, mesh: MeshArg = "auto") -> Tuple[Population, History]:
+          batch_size: int = 64, mesh: MeshArg = "auto", between: Optional[Between] = None,
+          between_arg: Any = None) -> Tuple[Population, History]:
     """Trains every member for ``epochs`` epochs on ``data``'s train split.
 
     Args:
@@ -199,6 +237,9 @@ def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
         shuffled epoch is dropped.
       mesh: a ``"pop"`` mesh, ``None`` for one device, or ``"auto"``: all
         devices (at most one per member) when there are several.
+      between, between_arg: rounds of ``between.period`` epochs with
+        ``between.apply(population, between_arg)`` after each, all in the one
+        program (a Dataset only; ``between_arg`` traced: a new value does not compile).
 
     Returns:
       ``(population, history)``: the trained population (``failed`` set for
@@ -216,6 +257,8 @@ def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
     if isinstance(mesh, str) and population.size > 1:
         sharding.warn_if_one_core_used()
     if isinstance(data, Stream):
+        check(between is None, "rounds with an operator between them need a Dataset, not a "
+              "Stream: train the rounds one call at a time")
         return train_stream(_canonical(population), data, epochs, mesh=mesh)
     _check_shape(population, data)
     _check_batch(batch_size, len(data.y_train))
@@ -223,9 +266,10 @@ def train(population: Population, data: Union[Dataset, Stream], epochs: int, *,
     memory.check_fits(population, data, batch_size,
                       devices=1 if resolved is None else int(resolved.devices.size))
     fn = functools.partial(_train, epochs=epochs, batch_size=batch_size,
-                           scaled=data.raw_inputs, eval_batch=_eval_batch(population))
-    return _run_sharded(fn, population, data.x_train, data.y_train, data.x_val, data.y_val,
-                        *data.input_scaling(), mesh=mesh, pass_mesh=True)
+                           scaled=data.raw_inputs, eval_batch=_eval_batch(population),
+                           between=between, between_arg=between_arg)
+    return _run_sharded(fn, population, (data.x_train, data.y_train, data.x_val, data.y_val,
+                                         *data.input_scaling()), mesh=mesh, pass_mesh=True)
 
 
 def predict(population: Population, x: Features, *, mesh: MeshArg = "auto") -> jax.Array:

@@ -13,6 +13,7 @@ from genetic_dl.operators.recombination import shared_start
 from genetic_dl.weights import WeightGAConfig, evolve_weights
 from genetic_dl.weights.rules import RULE_CLASSES, RuleBase, rule_of
 from genetic_dl.weights.rules import base
+from genetic_dl.core.train import round_lengths
 
 
 def _leaves(tree):
@@ -41,9 +42,9 @@ def test_options_default_off_with_per_method_rates_and_refuse_bad_values():
 
 
 def test_rounds_cover_the_generations_epochs():
-    assert base.rounds(5, 1) == [1] * 5
-    assert base.rounds(5, 2) == [2, 2, 1]
-    assert base.rounds(2, 4) == [2]
+    assert round_lengths(5, 1) == [1] * 5
+    assert round_lengths(5, 2) == [2, 2, 1]
+    assert round_lengths(2, 4) == [2]
 
 
 def test_every_rule_trains_through_the_base_so_every_rule_recombines():
@@ -243,3 +244,20 @@ def test_recombining_runs_end_on_one_and_two_devices(devices):
         pytest.fail(f"recombining runs on {devices} device(s) did not finish in 300 s")
     assert all(np.isfinite(v).all() for v in (r["fitness"] for r in out.values()))
     assert out["pull"]["equal"] and not out["wash"]["equal"]  # a full pull: one network
+
+
+@pytest.mark.parametrize("method", ["wash", "pull", "pairwise"])
+def test_rounds_in_one_program_equal_rounds_one_call_at_a_time(iris, method):
+    pop = shared_start(gdl.init_population(jax.random.key(0), gdl.MLPSpec((8,)), iris, 4))
+    cfg = WeightGAConfig(recombination=method, recombination_rate=0.5, recombination_period=2)
+    fused, hist = gdl.train(pop, iris, 3, batch_size=16, between=base._between(method, 2),
+                            between_arg=np.float32(0.5))  # pylint: disable=protected-access
+    looped, losses = pop, []
+    for length in (2, 1):
+        looped, h = gdl.train(looped, iris, length, batch_size=16)
+        looped = base.recombined(looped, cfg)
+        losses.append(np.asarray(h["train_loss"]))
+    np.testing.assert_allclose(np.asarray(hist["train_loss"]), np.concatenate(losses, axis=1),
+                               rtol=1e-5)
+    for x, y in zip(_leaves(fused.params), _leaves(looped.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)

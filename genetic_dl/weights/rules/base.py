@@ -11,13 +11,15 @@ metrics, generation) -> (population, state, info)``, with ``info["parents"]`` th
 
 :class:`RuleBase`'s training recombines the members between rounds of epochs when
 the options ask for it (``WeightGAConfig.recombination``: WASH, PAPA), so every rule
-that inherits it can.
+that inherits it can: on a Dataset, every round and recombination of a generation in
+one program (:class:`~genetic_dl.core.train.Between`); with REPAIR or a Stream, one
+call per round.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Dict, List, Mapping, Protocol, Tuple, Union, cast, runtime_checkable
+from typing import Any, Dict, Mapping, Protocol, Tuple, Union, cast, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +29,7 @@ from ...core.population import Population
 from ...operators import recombination
 from ...operators.repair import repair_mixed
 from ...core.statistics import recompute_statistics
-from ...core.train import train
+from ...core.train import Between, round_lengths, train
 from ...errors import check, fail
 from ...core.stream import Stream
 from ...data import Dataset
@@ -38,12 +40,6 @@ StepInfo = Dict[str, Any]
 # Folded into member 0's training key for the key of a recombination round: a stream
 # apart from the one its training splits.
 RECOMBINATION_STREAM = 0x5245434F
-
-
-def rounds(epochs: int, period: int) -> List[int]:
-    """The epochs of each round of a generation of ``epochs`` in rounds of ``period``
-    (the last shorter when ``period`` does not divide ``epochs``)."""
-    return [period] * (epochs // period) + ([epochs % period] if epochs % period else [])
 
 
 # Folded into member 0's training key for the rows a round's REPAIR measures on.
@@ -58,6 +54,16 @@ def _recombined(population: Population, method: str,
     key = jax.random.fold_in(population.keys[0], RECOMBINATION_STREAM)
     return (recombination.recombine(key, population, method, rate),
             recombination.mixing(key, method, rate, ~population.failed))
+
+
+@functools.lru_cache(maxsize=None)
+def _between(method: str, period: int) -> Between:
+    """The recombination between rounds inside the training program: one object per
+    ``(method, period)``, so the program compiles once for each."""
+    def apply(population: Population, rate: jax.Array) -> Population:
+        key = jax.random.fold_in(population.keys[0], RECOMBINATION_STREAM)
+        return recombination.recombine(key, population, method, rate)
+    return Between(period, apply)
 
 
 @jax.jit
@@ -143,8 +149,13 @@ class RuleBase:
         plain = self.config.recombination == "none" or not isinstance(epochs, int) or epochs < 1
         if plain:  # (train refuses epochs that are not a positive int)
             population = train(population, data, epochs, batch_size=batch_size, mesh=mesh)[0]
+        elif isinstance(data, Dataset) and not self.config.repair:  # all rounds in one program
+            population = train(population, data, epochs, batch_size=batch_size, mesh=mesh,
+                               between=_between(self.config.recombination,
+                                                self.config.recombination_period),
+                               between_arg=np.float32(self.config.recombination_strength))[0]
         else:
-            for length in rounds(epochs, self.config.recombination_period):
+            for length in round_lengths(epochs, self.config.recombination_period):
                 population = train(population, data, length, batch_size=batch_size,
                                    mesh=mesh)[0]
                 population = recombined(population, self.config, data, batch_size)
