@@ -15,7 +15,7 @@ from .core.models import (CaptionSpec, CNNSpec, FramesSpec, MLPSpec, RNNSpec, bu
                           count_params, spec_from_dict, spec_to_dict)
 from .core.optimizers import OPTIMIZERS, make_optimizer
 from .core.population import Population, concat, init_population, take
-from .core.train import evaluate, fitness_from_metrics, predict, train
+from .core.train import Between, evaluate, fitness_from_metrics, predict, train
 from .core.member import Member, population_member
 from .operators.alignment import Alignment
 from .weights import LoopState, WeightGAConfig, WeightGAResult, evolve_weights
@@ -46,6 +46,7 @@ __all__ = [
     "MLPSpec", "RNNSpec", "build_model", "count_params", "spec_from_dict", "spec_to_dict",
     "OPTIMIZERS", "make_optimizer", "Population", "concat", "init_population", "take",
     "population_mesh", "use_host_devices", "evaluate", "fitness_from_metrics", "predict", "train",
+    "Between",
     "Alignment", "LoopState", "WeightGAConfig", "WeightGAResult", "evolve_weights", "crossover",
     "matching",
     "mutation", "selection", "Choice", "Float", "Int", "Space", "default_space", "space", "GA",
