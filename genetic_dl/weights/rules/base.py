@@ -46,12 +46,16 @@ RECOMBINATION_STREAM = 0x5245434F
 REPAIR_STREAM = 0x52455041
 
 
+def _round_key(population: Population) -> jax.Array:
+    # a function of the population alone: a rerun, or a run resumed from its
+    # LoopState, recombines exactly as the first
+    return jax.random.fold_in(population.keys[0], RECOMBINATION_STREAM)
+
+
 @functools.partial(jax.jit, static_argnames=("method",))
 def _recombined(population: Population, method: str,
                 rate: jax.Array) -> Tuple[Population, jax.Array]:
-    # the key is a function of the population alone: a rerun, or a run resumed from
-    # its LoopState, recombines exactly as the first
-    key = jax.random.fold_in(population.keys[0], RECOMBINATION_STREAM)
+    key = _round_key(population)
     return (recombination.recombine(key, population, method, rate),
             recombination.mixing(key, method, rate, ~population.failed))
 
@@ -61,8 +65,7 @@ def _between(method: str, period: int) -> Between:
     """The recombination between rounds inside the training program: one object per
     ``(method, period)``, so the program compiles once for each."""
     def apply(population: Population, rate: jax.Array) -> Population:
-        key = jax.random.fold_in(population.keys[0], RECOMBINATION_STREAM)
-        return recombination.recombine(key, population, method, rate)
+        return recombination.recombine(_round_key(population), population, method, rate)
     return Between(period, apply)
 
 
